@@ -1,0 +1,36 @@
+"""The one place where numba options are chosen for every kernel.
+
+Two decorators:
+
+* ``jit``           -- serial kernels: ``nopython=True, cache=True``.
+* ``parallel_jit``  -- kernels whose outer loop is a ``prange`` over *disjoint* writes:
+                       ``nopython=True, cache=True, parallel=True``.
+
+``cache=True`` stores the compiled machine code next to the source (``__pycache__``), so a second
+process does not spend ~1 s per kernel signature recompiling. ``fastmath`` is deliberately off:
+it would let LLVM reorder floating-point sums, and no test here proves that harmless.
+
+Setting the environment variable ``NUMBA_DISABLE_JIT=1`` turns every kernel back into plain Python
+(``prange`` becomes ``range``); the test suite runs a subset that way so the bodies stay readable and
+correct as Python.
+"""
+import numba
+
+prange = numba.prange
+
+_COMMON_OPTIONS = dict(nopython=True, cache=True, fastmath=False, nogil=True)
+
+
+def jit(function):
+    """Compile ``function`` with numba (serial, cached)."""
+    return numba.njit(**_COMMON_OPTIONS)(function)
+
+
+def parallel_jit(function):
+    """Compile ``function`` with numba; its ``prange`` loops run on all threads (cached)."""
+    return numba.njit(parallel=True, **_COMMON_OPTIONS)(function)
+
+
+def num_threads():
+    """Number of threads numba's parallel loops use (``NUMBA_NUM_THREADS``, default: all cores)."""
+    return numba.get_num_threads()

@@ -1,0 +1,224 @@
+"""Argument checking shared by every public kernel (and by the reference twins).
+
+Public kernels validate and prepare in Python, then call a private ``@njit`` body. Everything a user
+can get wrong is caught here and reported as a ``TypeError``/``ValueError`` that names the argument and
+the shapes involved, so that no numba typing traceback (or silently wrong answer) ever reaches a user.
+
+Conventions (PyTorch's, see ``shared/DESIGN.md`` section 2):
+
+* tensors are NCHW, ``float32`` or ``float64``;
+* convolution weight ``(C_out, C_in // groups, kH, kW)``;
+* transposed-convolution weight ``(C_in, C_out // groups, kH, kW)``;
+* ``stride``, ``padding``, ``dilation`` (and ``output_padding``) are an int or an ``(h, w)`` pair.
+"""
+from dataclasses import dataclass
+import numbers
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_pair(value, name, minimum):
+    """Return ``value`` as a pair of Python ints ``(h, w)``, each ``>= minimum``.
+
+    ``value`` is an int or a length-2 tuple/list of ints (as in PyTorch).
+    """
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w); got {value!r} of length {len(value)}")
+        pair = tuple(value)
+    else:
+        pair = (value, value)
+    for item in pair:
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a pair of ints; got {value!r}")
+    if min(pair) < minimum:
+        kind = "non-negative" if minimum == 0 else f">= {minimum}"
+        raise ValueError(f"{name} must be {kind}; got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def check_tensor(array, name, ndim=4):
+    """Check that ``array`` is a float32/float64 ndarray with ``ndim`` dimensions.
+
+    Returns a C-contiguous view or copy (the numba bodies index contiguous memory).
+    """
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray; got {type(array).__name__}")
+    if array.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64; got {array.dtype}")
+    if array.ndim != ndim:
+        layout = {4: " (N, C, H, W)", 1: ""}.get(ndim, "")
+        raise ValueError(f"{name} must be {ndim}-D{layout}; got shape {array.shape}")
+    if 0 in array.shape:
+        raise ValueError(f"{name} must not be empty; got shape {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def check_same_dtype(**arrays):
+    """Raise ``TypeError`` unless all given (non-None) arrays share one dtype."""
+    present = {name: a for name, a in arrays.items() if a is not None}
+    dtypes = {a.dtype for a in present.values()}
+    if len(dtypes) > 1:
+        listing = ", ".join(f"{name}: {a.dtype}" for name, a in present.items())
+        raise TypeError(f"all arrays must share one dtype (cast explicitly); got {listing}")
+
+
+def check_shape(shape, name):
+    """Check a requested NCHW shape (``input_shape``/``weight_shape``): 4 positive ints."""
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of 4 ints; got {shape!r}") from None
+    if len(shape) != 4 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in shape):
+        raise TypeError(f"{name} must be a tuple of 4 ints; got {shape!r}")
+    if min(shape) < 1:
+        raise ValueError(f"{name} must contain positive sizes; got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def conv_output_size(size, kernel, stride, padding, dilation):
+    """``floor((size + 2*padding - dilation*(kernel-1) - 1) / stride) + 1`` (PyTorch's formula)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_transpose_output_size(size, kernel, stride, padding, dilation, output_padding):
+    """``(size-1)*stride - 2*padding + dilation*(kernel-1) + output_padding + 1``."""
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Everything a convolution kernel needs to know about shapes, normalised to ints and pairs.
+
+    For a transposed convolution ``input_shape`` is its input and ``output_shape`` its (larger) output,
+    and ``weight_shape`` is ``(C_in, C_out // groups, kH, kW)``.
+    """
+
+    input_shape: tuple
+    weight_shape: tuple
+    output_shape: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+    output_padding: tuple = (0, 0)
+
+    @property
+    def kernel_size(self):
+        return self.weight_shape[2], self.weight_shape[3]
+
+
+def _check_groups(groups):
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"groups must be an int; got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1; got {groups}")
+    return int(groups)
+
+
+def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups, input_name="x"):
+    """Validate a convolution's shapes and hyper-parameters; return its :class:`ConvGeometry`.
+
+    ``input_shape`` ``(N, C_in, H, W)``, ``weight_shape`` ``(C_out, C_in // groups, kH, kW)``.
+    """
+    stride = as_pair(stride, "stride", 1)
+    padding = as_pair(padding, "padding", 0)
+    dilation = as_pair(dilation, "dilation", 1)
+    groups = _check_groups(groups)
+    N, C_in, H, W = input_shape
+    C_out, C_in_per_group, kH, kW = weight_shape
+    if C_in % groups != 0:
+        raise ValueError(f"groups={groups} must divide the input channels; {input_name} has shape {input_shape}")
+    if C_out % groups != 0:
+        raise ValueError(f"groups={groups} must divide the output channels; weight has shape {weight_shape}")
+    if C_in_per_group * groups != C_in:
+        raise ValueError(
+            f"weight expects {C_in_per_group * groups} input channels ({C_in_per_group} per group x groups={groups}) "
+            f"but {input_name} has shape {input_shape} ({C_in} channels); weight shape {weight_shape}")
+    H_out = conv_output_size(H, kH, stride[0], padding[0], dilation[0])
+    W_out = conv_output_size(W, kW, stride[1], padding[1], dilation[1])
+    if H_out < 1 or W_out < 1:
+        raise ValueError(
+            f"output would be {H_out}x{W_out} (smaller than 1x1): {input_name} shape {input_shape}, weight shape "
+            f"{weight_shape}, stride={stride}, padding={padding}, dilation={dilation}")
+    return ConvGeometry(tuple(input_shape), tuple(weight_shape), (N, C_out, H_out, W_out),
+                        stride, padding, dilation, groups)
+
+
+def conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_padding, groups, dilation,
+                            input_name="x"):
+    """Validate a transposed convolution; return its :class:`ConvGeometry`.
+
+    ``input_shape`` ``(N, C_in, H, W)``, ``weight_shape`` ``(C_in, C_out // groups, kH, kW)``.
+    ``output_padding`` must be smaller than ``stride`` or ``dilation`` (PyTorch's rule).
+    """
+    stride = as_pair(stride, "stride", 1)
+    padding = as_pair(padding, "padding", 0)
+    dilation = as_pair(dilation, "dilation", 1)
+    output_padding = as_pair(output_padding, "output_padding", 0)
+    groups = _check_groups(groups)
+    N, C_in, H, W = input_shape
+    C_in_w, C_out_per_group, kH, kW = weight_shape
+    if C_in % groups != 0:
+        raise ValueError(f"groups={groups} must divide the input channels; {input_name} has shape {input_shape}")
+    if C_in_w != C_in:
+        raise ValueError(
+            f"transposed-convolution weight (C_in, C_out/groups, kH, kW) has shape {weight_shape}, "
+            f"so it expects {C_in_w} input channels, but {input_name} has shape {input_shape}")
+    for axis in range(2):
+        if output_padding[axis] >= max(stride[axis], dilation[axis]):
+            raise ValueError(
+                f"output_padding={output_padding} must be smaller than stride={stride} or dilation={dilation}")
+    H_out = conv_transpose_output_size(H, kH, stride[0], padding[0], dilation[0], output_padding[0])
+    W_out = conv_transpose_output_size(W, kW, stride[1], padding[1], dilation[1], output_padding[1])
+    if H_out < 1 or W_out < 1:
+        raise ValueError(
+            f"output would be {H_out}x{W_out} (smaller than 1x1): {input_name} shape {input_shape}, weight shape "
+            f"{weight_shape}, stride={stride}, padding={padding}, dilation={dilation}")
+    return ConvGeometry(tuple(input_shape), tuple(weight_shape), (N, C_out_per_group * groups, H_out, W_out),
+                        stride, padding, dilation, groups, output_padding)
+
+
+def check_bias(bias, channels, dtype):
+    """Check an optional bias ``(channels,)`` of the given dtype; return it contiguous (or None)."""
+    if bias is None:
+        return None
+    bias = check_tensor(bias, "bias", ndim=1)
+    if bias.shape != (channels,):
+        raise ValueError(f"bias must have shape ({channels},) (one per output channel); got {bias.shape}")
+    check_same_dtype(x=np.empty(0, dtype), bias=bias)
+    return bias
+
+
+def check_grad_out(grad_out, expected_shape, dtype):
+    """Check that ``grad_out`` has the forward output's shape and the input's dtype."""
+    grad_out = check_tensor(grad_out, "grad_out")
+    if grad_out.shape != tuple(expected_shape):
+        raise ValueError(f"grad_out must have the forward output's shape {tuple(expected_shape)}; "
+                         f"got {grad_out.shape}")
+    if grad_out.dtype != dtype:
+        raise TypeError(f"all arrays must share one dtype (cast explicitly); grad_out is {grad_out.dtype}, "
+                        f"expected {np.dtype(dtype)}")
+    return grad_out
+
+
+def pool_geometry(input_shape, kernel_size, stride, padding, input_name="x"):
+    """Validate a pooling window; return ``(kernel, stride, padding, output_shape)`` (pairs).
+
+    ``stride=None`` means ``stride = kernel_size`` (PyTorch's default). As in PyTorch, padding may be at
+    most half the window, so every window overlaps the real input.
+    """
+    kernel = as_pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else as_pair(stride, "stride", 1)
+    padding = as_pair(padding, "padding", 0)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"padding={padding} must be at most half of kernel_size={kernel}")
+    N, C, H, W = input_shape
+    H_out = conv_output_size(H, kernel[0], stride[0], padding[0], 1)
+    W_out = conv_output_size(W, kernel[1], stride[1], padding[1], 1)
+    if H_out < 1 or W_out < 1:
+        raise ValueError(f"output would be {H_out}x{W_out} (smaller than 1x1): {input_name} shape {input_shape}, "
+                         f"kernel_size={kernel}, stride={stride}, padding={padding}")
+    return kernel, stride, padding, (N, C, H_out, W_out)
