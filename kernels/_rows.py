@@ -1,0 +1,140 @@
+"""Row primitives: the innermost loops of the direct convolution kernels.
+
+Every direct kernel here reduces to "for each output row and kernel tap, combine one input row with
+one output row". These small compiled helpers are those innermost loops. LLVM inlines them into the
+calling kernel and vectorises them (16 float32 lanes with AVX-512) when two things hold, measured on
+this machine (shared/PERF_NOTES.md):
+
+* the index is the loop counter itself, starting at 0 (``x[j]``). An index such as ``o*s + k*d - p``
+  could be negative as far as numba knows, so it adds a negative-index wrap-around check to every
+  access, and the loop runs at scalar speed (about 6x slower). The callers therefore pass views that
+  already start at the first element (``x_row[first_input_column:]``), one view per kernel tap: even
+  ``x[j + d]`` with a runtime dilation ``d`` brings the check back.
+* the loop is contiguous: a runtime stride ``x[j*s]`` is not vectorised, so each helper has a
+  separate ``s == 1`` loop.
+
+Notation: ``n`` elements, input stride ``s`` (the convolution stride).
+"""
+from ._jit import inline_jit
+
+
+@inline_jit
+def row_axpy(y, x, w, n, s):
+    """``y[j] += w * x[j*s]`` for ``j < n``: one kernel tap added to one output row."""
+    if s == 1:
+        for j in range(n):
+            y[j] += w * x[j]
+    else:
+        for j in range(n):
+            y[j] += w * x[j * s]
+
+
+@inline_jit
+def row_scatter_axpy(x, y, w, n, s):
+    """``x[j*s] += w * y[j]`` for ``j < n``: one tap of the backward pass, output row -> input row."""
+    if s == 1:
+        for j in range(n):
+            x[j] += w * y[j]
+    else:
+        for j in range(n):
+            x[j * s] += w * y[j]
+
+
+@inline_jit
+def row_taps3(y, x0, x1, x2, w0, w1, w2, n, s):
+    """``y[j] += w0*x0[j*s] + w1*x1[j*s] + w2*x2[j*s]``: a 3-tap kernel row in registers.
+
+    ``x_k`` is the input row seen from tap ``k``'s first column (``x_row[first + k*d:]``): with one view
+    per tap the index stays the bare loop counter (see the module docstring).
+    """
+    if s == 1:
+        for j in range(n):
+            y[j] += w0 * x0[j] + w1 * x1[j] + w2 * x2[j]
+    else:
+        for j in range(n):
+            i = j * s
+            y[j] += w0 * x0[i] + w1 * x1[i] + w2 * x2[i]
+
+
+@inline_jit
+def row_taps5(y, x0, x1, x2, x3, x4, w0, w1, w2, w3, w4, n, s):
+    """``y[j] += sum_{k<5} w_k * x_k[j*s]``: a 5-tap kernel row in registers (``x_k`` as in row_taps3)."""
+    if s == 1:
+        for j in range(n):
+            y[j] += w0 * x0[j] + w1 * x1[j] + w2 * x2[j] + w3 * x3[j] + w4 * x4[j]
+    else:
+        for j in range(n):
+            i = j * s
+            y[j] += w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i] + w4 * x4[i]
+
+
+@inline_jit
+def row_multiply_accumulate(acc, g, x, n, s):
+    """``acc[j] += g[j] * x[j*s]``: one tap's weight-gradient terms, kept per column.
+
+    A scalar sum ``total += g[j]*x[j*s]`` is a chain of dependent additions that LLVM may not reorder
+    (no fastmath), so it would not vectorise; a per-column running sum has no such chain. The caller
+    sums ``acc`` once at the end.
+    """
+    if s == 1:
+        for j in range(n):
+            acc[j] += g[j] * x[j]
+    else:
+        for j in range(n):
+            acc[j] += g[j] * x[j * s]
+
+
+@inline_jit
+def row_multiply_accumulate3(a0, a1, a2, g, x0, x1, x2, n, s):
+    """The three taps of a kernel row at once: ``a_k[j] += g[j] * x_k[j*s]`` (``x_k`` as in row_taps3)."""
+    if s == 1:
+        for j in range(n):
+            a0[j] += g[j] * x0[j]
+            a1[j] += g[j] * x1[j]
+            a2[j] += g[j] * x2[j]
+    else:
+        for j in range(n):
+            i = j * s
+            a0[j] += g[j] * x0[i]
+            a1[j] += g[j] * x1[i]
+            a2[j] += g[j] * x2[i]
+
+
+# ----------------------------------------------------------------------------------------------------
+# One kernel tap over a run of output columns: the callers' view of the row primitives.
+# Output column ``o`` of tap ``(kh, kw)`` meets input column ``o*s + offset`` with
+# ``offset = kw*dilation - padding``; ``[start, stop)`` is the run where that column is inside the image
+# (``_index.valid_output_range``), so the views below start at a valid, non-negative index.
+# ----------------------------------------------------------------------------------------------------
+@inline_jit
+def tap_axpy(y_row, x_row, w, start, stop, s, offset):
+    """``y_row[o] += w * x_row[o*s + offset]`` for output columns ``start <= o < stop``."""
+    if stop > start:
+        row_axpy(y_row[start:], x_row[start * s + offset:], w, stop - start, s)
+
+
+@inline_jit
+def tap_scatter_axpy(x_row, y_row, w, start, stop, s, offset):
+    """``x_row[o*s + offset] += w * y_row[o]`` for output columns ``start <= o < stop``."""
+    if stop > start:
+        row_scatter_axpy(x_row[start * s + offset:], y_row[start:], w, stop - start, s)
+
+
+@inline_jit
+def tap_multiply_accumulate(acc, g_row, x_row, start, stop, s, offset):
+    """``acc[o] += g_row[o] * x_row[o*s + offset]`` for output columns ``start <= o < stop``."""
+    if stop > start:
+        row_multiply_accumulate(acc[start:], g_row[start:], x_row[start * s + offset:], stop - start, s)
+
+
+@inline_jit
+def tap_copy(y_row, x_row, start, stop, s, offset):
+    """``y_row[o] = x_row[o*s + offset]`` for output columns ``start <= o < stop`` (im2col)."""
+    if stop > start:
+        y_part, x_part = y_row[start:], x_row[start * s + offset:]
+        if s == 1:
+            for j in range(stop - start):
+                y_part[j] = x_part[j]
+        else:
+            for j in range(stop - start):
+                y_part[j] = x_part[j * s]

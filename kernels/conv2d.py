@@ -1,0 +1,271 @@
+"""General 2-D convolution: stride, padding, dilation and groups, forward and backward.
+
+One function family covers standard, strided, *dilated* (holes between the taps: a larger receptive
+field at the same cost, arXiv:1511.07122) and *grouped* convolution (channels split into ``groups``
+independent convolutions: AlexNet, ResNeXt, ShuffleNet). Two special cases have their own kernels and
+``conv2d_forward`` hands them over when the arguments fit:
+
+* ``groups == C_in`` with one input channel per group -> :mod:`kernels.depthwise`;
+* a 1x1 kernel at stride 1 without padding          -> :mod:`kernels.pointwise`.
+
+Everything else runs through **im2col + GEMM**, one image at a time:
+
+1. *im2col* (a numba kernel) unfolds the image into a matrix whose column ``p`` holds every input
+   value that output pixel ``p`` sees: ``cols`` is ``(C_in*kH*kW, H_out*W_out)``.
+2. one matrix product per group does all the multiply-adds: ``y[n] = W @ cols``, with the weight
+   viewed as ``(C_out, C_in/groups*kH*kW)``. That product is NumPy's BLAS, which runs near the
+   machine's peak; direct loops reach a fraction of it for many-channel convolutions.
+3. backward: ``grad_cols = W^T @ grad_y[n]`` folded back by *col2im* (the adjoint of im2col: each
+   column entry is added back to the pixel it was copied from) gives ``grad_x``; the weight gradient is
+   ``sum_n grad_y[n] @ cols_n^T``.
+
+Only one image's ``cols`` exists at a time: extra memory is ``C_in*kH*kW*H_out*W_out`` numbers, never
+a whole batch of them.
+
+Cost: ``kH*kW * C_in/groups * C_out * H_out*W_out`` MACs per image.
+"""
+import numpy as np
+
+from ._index import valid_output_range
+from ._jit import parallel_jit, prange
+from ._rows import tap_copy, tap_scatter_axpy
+from ._validate import (check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor,
+                        conv_geometry)
+from . import depthwise, pointwise
+
+
+# ----------------------------------------------------------------------------------------------------
+# Which kernel does the work
+# ----------------------------------------------------------------------------------------------------
+def _is_depthwise(geometry):
+    """``groups == C_in`` and one input channel per group (channel multiplier ``C_out/C_in >= 1``)."""
+    return geometry.groups == geometry.input_shape[1] and geometry.weight_shape[1] == 1
+
+
+def _is_pointwise(geometry):
+    """A 1x1 kernel at stride 1 without padding (dilation does not matter for a single tap)."""
+    return (geometry.kernel_size == (1, 1) and geometry.stride == (1, 1) and geometry.padding == (0, 0))
+
+
+def _geometry(input_shape, weight_shape, stride, padding, dilation, groups, input_name="x"):
+    return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups, input_name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation, as in every deep-learning framework).
+
+    Parameters
+    ----------
+    x : ndarray (N, C_in, H, W), float32 or float64
+    weight : ndarray (C_out, C_in/groups, kH, kW), same dtype
+    bias : ndarray (C_out,) or None
+    stride, padding, dilation : int or (h, w) pair
+    groups : int dividing both C_in and C_out
+
+    Returns
+    -------
+    y : ndarray (N, C_out, H_out, W_out), ``H_out = (H + 2*pad - dil*(kH-1) - 1) // stride + 1``::
+
+        y[n, o, i, j] = bias[o] + sum_{c, a, b} weight[o, c, a, b] * x_pad[n, g*C_in/groups + c, i*s + a*d, j*s + b*d]
+
+    with ``g = o // (C_out/groups)`` the group of output channel ``o``.
+
+    Cost: ``kH*kW*C_in/groups*C_out*H_out*W_out`` MACs per image (a depthwise-separable pair costs
+    ``1/C_out + 1/(kH*kW)`` of a standard convolution: MobileNet V1, arXiv:1704.04861).
+    """
+    x = check_tensor(x, "x")
+    weight = check_tensor(weight, "weight")
+    check_same_dtype(x=x, weight=weight)
+    geometry = _geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    bias = check_bias(bias, weight.shape[0], x.dtype)
+    if _is_depthwise(geometry):
+        return depthwise._forward(x, weight, bias, geometry, fast=depthwise._use_row_fast_path(geometry))
+    if _is_pointwise(geometry):
+        return pointwise.pointwise_conv2d_forward(x, weight, bias, groups=geometry.groups)
+
+    N = x.shape[0]
+    G = geometry.groups
+    y = np.empty(geometry.output_shape, dtype=x.dtype)
+    cols = _empty_cols(geometry, x.dtype)                          # (C_in*kH*kW, H_out*W_out)
+    w_matrix = _weight_matrix(weight, G)                           # (G, C_out/G, C_in/G*kH*kW)
+    y_matrix = y.reshape(N, G, -1, cols.shape[1])                  # (N, G, C_out/G, H_out*W_out)
+    for n in range(N):                                             # one image's patches at a time
+        _im2col(x[n], cols, geometry)
+        np.matmul(w_matrix, cols.reshape(G, -1, cols.shape[1]), out=y_matrix[n])
+    if bias is not None:
+        y += bias[None, :, None, None]
+    return y
+
+
+def conv2d_backward_input(grad_out, weight, input_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Gradient of :func:`conv2d_forward` with respect to its input.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C_out, H_out, W_out), dL/dy
+    weight : ndarray (C_out, C_in/groups, kH, kW)
+    input_shape : tuple (N, C_in, H, W) of the forward input
+    stride, padding, dilation, groups : as in the forward pass
+
+    Returns
+    -------
+    grad_x : ndarray (N, C_in, H, W)::
+
+        grad_x[n, c, h, w] = sum over (o, i, j, a, b) with h = i*s + a*d - p, w = j*s + b*d - p of
+                             weight[o, c mod C_in/groups, a, b] * grad_out[n, o, i, j]
+
+    This is a transposed convolution of ``grad_out`` (see :mod:`kernels.transposed`).
+    """
+    weight = check_tensor(weight, "weight")
+    input_shape = check_shape(input_shape, "input_shape")
+    geometry = _geometry(input_shape, weight.shape, stride, padding, dilation, groups, "input_shape")
+    grad_out = check_grad_out(grad_out, geometry.output_shape, weight.dtype)
+    if _is_depthwise(geometry):
+        return depthwise.depthwise_conv2d_backward_input(grad_out, weight, input_shape, geometry.stride,
+                                                         geometry.padding, geometry.dilation)
+    if _is_pointwise(geometry):
+        return pointwise.pointwise_conv2d_backward_input(grad_out, weight, input_shape, geometry.groups)
+
+    N = input_shape[0]
+    G = geometry.groups
+    grad_x = np.empty(input_shape, dtype=weight.dtype)
+    grad_cols = _empty_cols(geometry, weight.dtype)                 # (C_in*kH*kW, H_out*W_out)
+    w_matrix_t = _weight_matrix(weight, G).transpose(0, 2, 1)       # (G, C_in/G*kH*kW, C_out/G)
+    gy_matrix = grad_out.reshape(N, G, -1, grad_cols.shape[1])      # (N, G, C_out/G, H_out*W_out)
+    for n in range(N):
+        np.matmul(w_matrix_t, gy_matrix[n], out=grad_cols.reshape(G, -1, grad_cols.shape[1]))
+        _col2im(grad_cols, grad_x[n], geometry)
+    return grad_x
+
+
+def conv2d_backward_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Gradient of :func:`conv2d_forward` with respect to its weight.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C_out, H_out, W_out), dL/dy
+    x : ndarray (N, C_in, H, W), the forward input
+    weight_shape : tuple (C_out, C_in/groups, kH, kW)
+
+    Returns
+    -------
+    grad_weight : ndarray (C_out, C_in/groups, kH, kW)::
+
+        grad_weight[o, c, a, b] = sum_{n, i, j} grad_out[n, o, i, j] * x_pad[n, g*C_in/groups + c, i*s + a*d, j*s + b*d]
+
+    Images are added one at a time in a fixed order, so the result is reproducible bit for bit.
+    """
+    x = check_tensor(x, "x")
+    weight_shape = check_shape(weight_shape, "weight_shape")
+    geometry = _geometry(x.shape, weight_shape, stride, padding, dilation, groups)
+    grad_out = check_grad_out(grad_out, geometry.output_shape, x.dtype)
+    if _is_depthwise(geometry):
+        return depthwise.depthwise_conv2d_backward_weight(grad_out, x, weight_shape, geometry.stride,
+                                                          geometry.padding, geometry.dilation)
+    if _is_pointwise(geometry):
+        return pointwise.pointwise_conv2d_backward_weight(grad_out, x, weight_shape, geometry.groups)
+
+    N = x.shape[0]
+    G = geometry.groups
+    grad_weight = np.zeros(weight_shape, dtype=x.dtype)
+    total = _weight_matrix(grad_weight, G)                          # (G, C_out/G, C_in/G*kH*kW) view
+    one_image = np.empty_like(total)
+    cols = _empty_cols(geometry, x.dtype)                           # (C_in*kH*kW, H_out*W_out)
+    gy_matrix = grad_out.reshape(N, G, -1, cols.shape[1])           # (N, G, C_out/G, H_out*W_out)
+    for n in range(N):
+        _im2col(x[n], cols, geometry)
+        np.matmul(gy_matrix[n], cols.reshape(G, -1, cols.shape[1]).transpose(0, 2, 1), out=one_image)
+        total += one_image
+    return grad_weight
+
+
+def conv2d_backward_bias(grad_out):
+    """Gradient of any convolution's bias: ``grad_bias[o] = sum_{n, i, j} grad_out[n, o, i, j]``.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C_out, H_out, W_out)
+
+    Returns
+    -------
+    grad_bias : ndarray (C_out,)
+
+    The same for standard, grouped, depthwise, pointwise and transposed convolutions: the bias is
+    added to every pixel of its channel, so its gradient sums that channel's gradient.
+    """
+    grad_out = check_tensor(grad_out, "grad_out")
+    return grad_out.sum(axis=(0, 2, 3))
+
+
+# ----------------------------------------------------------------------------------------------------
+# im2col / col2im
+# ----------------------------------------------------------------------------------------------------
+def _empty_cols(geometry, dtype):
+    C_in = geometry.input_shape[1]
+    kH, kW = geometry.kernel_size
+    H_out, W_out = geometry.output_shape[2:]
+    return np.empty((C_in * kH * kW, H_out * W_out), dtype=dtype)
+
+
+def _weight_matrix(weight, groups):
+    """View ``(C_out, C_in/G, kH, kW)`` as ``(G, C_out/G, C_in/G*kH*kW)``, rows matching im2col's."""
+    C_out = weight.shape[0]
+    return weight.reshape(groups, C_out // groups, -1)
+
+
+def _im2col(image, cols, geometry):
+    (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
+    kH, kW = geometry.kernel_size
+    H_out, W_out = geometry.output_shape[2:]
+    _im2col_kernel(image, cols.reshape(cols.shape[0], H_out, W_out), kH, kW, sh, sw, ph, pw, dh, dw)
+
+
+def _col2im(cols, image, geometry):
+    (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
+    kH, kW = geometry.kernel_size
+    H_out, W_out = geometry.output_shape[2:]
+    _col2im_kernel(cols.reshape(cols.shape[0], H_out, W_out), image, kH, kW, sh, sw, ph, pw, dh, dw)
+
+
+@parallel_jit
+def _im2col_kernel(image, cols, kH, kW, sh, sw, ph, pw, dh, dw):
+    """``cols[(c*kH + a)*kW + b, i, j] = image_pad[c, i*s + a*d, j*s + b*d]`` (0 in the padding).
+
+    image: (C, H, W); cols: (C*kH*kW, H_out, W_out).
+    """
+    C, H, W = image.shape
+    _, H_out, W_out = cols.shape
+    for row in prange(C * kH * kW):                      # one (channel, tap) row per iteration: disjoint
+        c = row // (kH * kW)
+        kh = (row // kW) % kH
+        kw = row % kW
+        col_plane = cols[row]                            # (H_out, W_out)
+        col_plane[:, :] = 0.0                            # padding stays zero
+        oh_lo, oh_hi = valid_output_range(H_out, H, sh, kh * dh - ph)
+        ow_lo, ow_hi = valid_output_range(W_out, W, sw, kw * dw - pw)
+        for oh in range(oh_lo, oh_hi):
+            tap_copy(col_plane[oh], image[c, oh * sh + kh * dh - ph], ow_lo, ow_hi, sw, kw * dw - pw)
+
+
+@parallel_jit
+def _col2im_kernel(cols, image, kH, kW, sh, sw, ph, pw, dh, dw):
+    """The adjoint of im2col: ``image[c, i*s + a*d - p, j*s + b*d - p] += cols[(c*kH + a)*kW + b, i, j]``.
+
+    cols: (C*kH*kW, H_out, W_out); image: (C, H, W), overwritten.
+    """
+    C, H, W = image.shape
+    _, H_out, W_out = cols.shape
+    for c in prange(C):                                  # one channel plane per iteration: disjoint writes
+        plane = image[c]                                 # (H, W)
+        plane[:, :] = 0.0
+        for kh in range(kH):
+            oh_lo, oh_hi = valid_output_range(H_out, H, sh, kh * dh - ph)
+            for kw in range(kW):
+                ow_lo, ow_hi = valid_output_range(W_out, W, sw, kw * dw - pw)
+                col_plane = cols[(c * kH + kh) * kW + kw]
+                for oh in range(oh_lo, oh_hi):
+                    tap_scatter_axpy(plane[oh * sh + kh * dh - ph], col_plane[oh], 1.0,
+                                     ow_lo, ow_hi, sw, kw * dw - pw)

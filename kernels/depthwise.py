@@ -1,0 +1,404 @@
+"""Depthwise 2-D convolution: every channel is filtered by its own small kernel.
+
+A standard convolution mixes all ``C_in`` input channels into every output channel. A *depthwise*
+convolution (``groups == C_in``) does not mix channels at all: output channel ``oc`` is input channel
+``c = oc // m`` filtered by one ``kH x kW`` kernel, where ``m = C_out / C_in`` is the channel multiplier
+(``m = 1`` in MobileNet). Followed by a 1x1 (pointwise) convolution that mixes channels, it forms the
+*depthwise-separable* convolution of MobileNet V1 (Howard et al. 2017, arXiv:1704.04861), the depthwise
+stage of MobileNet V2's inverted residual (arXiv:1801.04381) and V3 (arXiv:1905.02244).
+
+Cost for an output of ``H_out x W_out``::
+
+    depthwise:  kH*kW * C * H_out*W_out               multiply-accumulates (MACs)
+    standard:   kH*kW * C_in * C_out * H_out*W_out    -> depthwise is 1/C_out of it
+
+Everything is computed plane by plane: one ``(n, channel)`` image plane per parallel iteration, so
+the threads never write to the same memory. Three kinds of loops appear:
+
+* the **generic** path, tap by tap: for each kernel tap ``(kh, kw)`` add ``w[kh, kw] * x[shifted]`` to
+  the output rows. The innermost loop runs over output columns with no branch, so LLVM vectorises it.
+* the **row** fast path for 3x3 and 5x5 kernels at stride 1 and 2 (MobileNet V2/V3 use all four): the
+  taps of one kernel row are kept in registers and each output element is updated once per kernel
+  row instead of once per tap, which cuts memory traffic by 3x (5x for 5x5).
+* the weight gradient is a *sum* over the batch and over all pixels. Without ``fastmath`` LLVM does not
+  vectorise a scalar ``acc += a*b`` reduction, so we accumulate into a per-thread row buffer
+  ``partial[ow] += ...`` (element-wise, vectorisable) and sum the buffer once at the end.
+"""
+import numpy as np
+
+from ._index import valid_output_range
+from ._rows import (row_multiply_accumulate3, row_taps3, row_taps5, tap_axpy, tap_multiply_accumulate,
+                    tap_scatter_axpy)
+from ._jit import inline_jit, parallel_jit, prange
+from ._validate import (check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor,
+                        conv_geometry)
+
+#: kernel sizes and strides that take the register-row fast path
+FAST_KERNEL_SIZES = (3, 5)
+FAST_STRIDES = (1, 2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Argument checking (Python)
+# ----------------------------------------------------------------------------------------------------
+def _depthwise_geometry(input_shape, weight_shape, stride, padding, dilation, input_name="x"):
+    """Geometry of a depthwise convolution; checks that the weight is ``(C*m, 1, kH, kW)``."""
+    C = input_shape[1]
+    C_out, one = weight_shape[0], weight_shape[1]
+    if one != 1 or C_out % C != 0:
+        raise ValueError(
+            f"depthwise weight must have shape (C*multiplier, 1, kH, kW) with C={C} from {input_name} "
+            f"shape {tuple(input_shape)}; got weight shape {tuple(weight_shape)}")
+    return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups=C, input_name=input_name)
+
+
+def _use_row_fast_path(geometry):
+    kH, kW = geometry.kernel_size
+    return (kH == kW and kH in FAST_KERNEL_SIZES and geometry.stride[0] == geometry.stride[1]
+            and geometry.stride[0] in FAST_STRIDES)
+
+
+def _empty_bias(dtype):
+    # numba needs one argument type: "no bias" is an empty array rather than None
+    return np.zeros(0, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------
+def depthwise_conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    """Depthwise 2-D convolution: each channel is filtered by its own ``kH x kW`` kernel.
+
+    Parameters
+    ----------
+    x : ndarray (N, C, H, W), float32 or float64
+    weight : ndarray (C*m, 1, kH, kW), same dtype; ``m >= 1`` is the channel multiplier and output
+        channel ``oc`` filters input channel ``oc // m`` (PyTorch's ``groups=C`` layout).
+    bias : ndarray (C*m,) or None
+    stride, padding, dilation : int or (h, w) pair
+
+    Returns
+    -------
+    y : ndarray (N, C*m, H_out, W_out) with ``H_out = (H + 2*pad - dil*(kH-1) - 1) // stride + 1``::
+
+        y[n, oc, i, j] = bias[oc] + sum_{a, b} weight[oc, 0, a, b] * x_pad[n, oc // m, i*s + a*d, j*s + b*d]
+
+    Cost: ``kH*kW*C*m*H_out*W_out`` MACs, ``1/C_out`` of a standard convolution (MobileNet V1,
+    arXiv:1704.04861, section 3.1).
+    """
+    x = check_tensor(x, "x")
+    weight = check_tensor(weight, "weight")
+    check_same_dtype(x=x, weight=weight)
+    geometry = _depthwise_geometry(x.shape, weight.shape, stride, padding, dilation)
+    bias = check_bias(bias, weight.shape[0], x.dtype)
+    return _forward(x, weight, bias, geometry, fast=_use_row_fast_path(geometry))
+
+
+def depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride=1, padding=0, dilation=1):
+    """Gradient of :func:`depthwise_conv2d_forward` with respect to its input.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C*m, H_out, W_out), dL/dy
+    weight : ndarray (C*m, 1, kH, kW)
+    input_shape : tuple (N, C, H, W) of the forward input
+
+    Returns
+    -------
+    grad_x : ndarray (N, C, H, W)::
+
+        grad_x[n, c, h, w] = sum_{j < m} sum_{i, k, a, b : h = i*s + a*d - p, w = k*s + b*d - p}
+                             weight[c*m + j, 0, a, b] * grad_out[n, c*m + j, i, k]
+
+    Each input pixel collects the gradient of every output pixel whose window covered it: the same
+    loops as the forward pass, run backwards (a transposed depthwise convolution).
+    """
+    weight = check_tensor(weight, "weight")
+    input_shape = check_shape(input_shape, "input_shape")
+    geometry = _depthwise_geometry(input_shape, weight.shape, stride, padding, dilation, "input_shape")
+    grad_out = check_grad_out(grad_out, geometry.output_shape, weight.dtype)
+    grad_x = np.empty(input_shape, dtype=weight.dtype)
+    sh, sw = geometry.stride
+    ph, pw = geometry.padding
+    dh, dw = geometry.dilation
+    if _use_row_fast_path(geometry) and sh == 1:
+        _backward_input_rows_stride1_kernel(grad_out, weight, grad_x, ph, pw, dh, dw)
+    else:
+        _backward_input_generic_kernel(grad_out, weight, grad_x, sh, sw, ph, pw, dh, dw)
+    return grad_x
+
+
+def depthwise_conv2d_backward_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=1):
+    """Gradient of :func:`depthwise_conv2d_forward` with respect to its weight.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C*m, H_out, W_out), dL/dy
+    x : ndarray (N, C, H, W), the forward input
+    weight_shape : tuple (C*m, 1, kH, kW)
+
+    Returns
+    -------
+    grad_weight : ndarray (C*m, 1, kH, kW)::
+
+        grad_weight[oc, 0, a, b] = sum_{n, i, k} grad_out[n, oc, i, k] * x_pad[n, oc // m, i*s + a*d, k*s + b*d]
+
+    One output channel per parallel iteration (writes are disjoint); the sum over the batch and the
+    pixels runs inside it in a fixed order, so the result is bit-for-bit reproducible.
+    """
+    x = check_tensor(x, "x")
+    weight_shape = check_shape(weight_shape, "weight_shape")
+    geometry = _depthwise_geometry(x.shape, weight_shape, stride, padding, dilation)
+    grad_out = check_grad_out(grad_out, geometry.output_shape, x.dtype)
+    grad_weight = np.empty(weight_shape, dtype=x.dtype)
+    sh, sw = geometry.stride
+    ph, pw = geometry.padding
+    dh, dw = geometry.dilation
+    if _use_row_fast_path(geometry):
+        _backward_weight_rows_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, dw)
+    else:
+        _backward_weight_generic_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, dw)
+    return grad_weight
+
+
+def _forward(x, weight, bias, geometry, fast):
+    """Allocate the output and run the chosen forward kernel (inputs already validated)."""
+    y = np.empty(geometry.output_shape, dtype=x.dtype)
+    if bias is None:
+        bias = _empty_bias(x.dtype)
+    sh, sw = geometry.stride
+    ph, pw = geometry.padding
+    dh, dw = geometry.dilation
+    if fast:
+        _forward_rows_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw)
+    else:
+        _forward_generic_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw)
+    return y
+
+
+# ----------------------------------------------------------------------------------------------------
+# Column ranges (numba)
+# ----------------------------------------------------------------------------------------------------
+@inline_jit
+def _column_ranges(W_out, W, s, p, d, k):
+    """Which output columns each tap of a kernel row can use, computed once per call.
+
+    Returns ``tap_lo, tap_hi`` (k,): tap ``kw`` reads inside the image for output columns
+    ``[tap_lo[kw], tap_hi[kw])``; and the interior ``[in_lo, in_hi)`` where all ``k`` taps do.
+    Columns outside the interior are the (one or two) border columns handled tap by tap.
+    """
+    tap_lo = np.empty(k, dtype=np.int64)
+    tap_hi = np.empty(k, dtype=np.int64)
+    for kw in range(k):
+        tap_lo[kw], tap_hi[kw] = valid_output_range(W_out, W, s, kw * d - p)
+    in_lo = tap_lo[0]
+    in_hi = max(in_lo, tap_hi[k - 1])
+    return tap_lo, tap_hi, in_lo, in_hi
+
+
+# ----------------------------------------------------------------------------------------------------
+# Forward kernels (numba)
+# ----------------------------------------------------------------------------------------------------
+@parallel_jit
+def _forward_generic_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
+    """Any kernel size, stride, padding, dilation: tap by tap, whole output rows at a time."""
+    N, C, H, W = x.shape
+    C_out, _, kH, kW = weight.shape
+    _, _, H_out, W_out = y.shape
+    multiplier = C_out // C
+    has_bias = bias.shape[0] > 0
+    for task in prange(N * C_out):                      # one (image, output channel) plane per iteration
+        n = task // C_out
+        oc = task - n * C_out
+        x_plane = x[n, oc // multiplier]                # (H, W)
+        y_plane = y[n, oc]                              # (H_out, W_out): written by this iteration only
+        y_plane[:, :] = bias[oc] if has_bias else 0.0
+        for kh in range(kH):
+            oh_lo, oh_hi = valid_output_range(H_out, H, sh, kh * dh - ph)
+            for kw in range(kW):
+                ow_lo, ow_hi = valid_output_range(W_out, W, sw, kw * dw - pw)
+                for oh in range(oh_lo, oh_hi):          # output rows whose input row is inside the image
+                    tap_axpy(y_plane[oh], x_plane[oh * sh + kh * dh - ph], weight[oc, 0, kh, kw],
+                             ow_lo, ow_hi, sw, kw * dw - pw)
+
+
+@parallel_jit
+def _forward_rows_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
+    """3x3 / 5x5 fast path: one kernel row's taps live in registers; border columns tap by tap."""
+    N, C, H, W = x.shape
+    C_out, _, kH, kW = weight.shape
+    _, _, H_out, W_out = y.shape
+    multiplier = C_out // C
+    has_bias = bias.shape[0] > 0
+    tap_lo, tap_hi, in_lo, in_hi = _column_ranges(W_out, W, sw, pw, dw, kW)
+    for task in prange(N * C_out):                      # one (image, output channel) plane per iteration
+        n = task // C_out
+        oc = task - n * C_out
+        x_plane = x[n, oc // multiplier]                # (H, W)
+        y_plane = y[n, oc]                              # (H_out, W_out): written by this iteration only
+        y_plane[:, :] = bias[oc] if has_bias else 0.0
+        for oh in range(H_out):
+            y_row = y_plane[oh]                         # (W_out,)
+            for kh in range(kH):
+                ih = oh * sh + kh * dh - ph
+                if ih < 0 or ih >= H:                   # this kernel row lies in the zero padding
+                    continue
+                x_row = x_plane[ih]                     # (W,)
+                w = weight[oc, 0, kh]                   # (kW,)
+                if in_hi > in_lo:                       # interior: all taps at once
+                    y_mid, first = y_row[in_lo:], in_lo * sw - pw   # first input column of tap 0
+                    if kW == 3:
+                        row_taps3(y_mid, x_row[first:], x_row[first + dw:], x_row[first + 2 * dw:],
+                                  w[0], w[1], w[2], in_hi - in_lo, sw)
+                    else:
+                        row_taps5(y_mid, x_row[first:], x_row[first + dw:], x_row[first + 2 * dw:],
+                                  x_row[first + 3 * dw:], x_row[first + 4 * dw:],
+                                  w[0], w[1], w[2], w[3], w[4], in_hi - in_lo, sw)
+                for kw in range(kW):                    # border columns (a few), tap by tap
+                    offset = kw * dw - pw
+                    for ow in range(tap_lo[kw], min(tap_hi[kw], in_lo)):
+                        y_row[ow] += w[kw] * x_row[ow * sw + offset]
+                    for ow in range(max(tap_lo[kw], in_hi), tap_hi[kw]):
+                        y_row[ow] += w[kw] * x_row[ow * sw + offset]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Backward-input kernels (numba)
+# ----------------------------------------------------------------------------------------------------
+@parallel_jit
+def _backward_input_generic_kernel(grad_out, weight, grad_x, sh, sw, ph, pw, dh, dw):
+    """Scatter each output gradient back through every tap (the forward loops, transposed)."""
+    N, C, H, W = grad_x.shape
+    C_out, _, kH, kW = weight.shape
+    _, _, H_out, W_out = grad_out.shape
+    multiplier = C_out // C
+    for task in prange(N * C):                          # one input plane per iteration: disjoint writes
+        n = task // C
+        c = task - n * C
+        gx_plane = grad_x[n, c]                         # (H, W)
+        gx_plane[:, :] = 0.0
+        for oc in range(c * multiplier, (c + 1) * multiplier):   # the m output channels fed by c
+            gy_plane = grad_out[n, oc]                  # (H_out, W_out)
+            for kh in range(kH):
+                oh_lo, oh_hi = valid_output_range(H_out, H, sh, kh * dh - ph)
+                for kw in range(kW):
+                    ow_lo, ow_hi = valid_output_range(W_out, W, sw, kw * dw - pw)
+                    for oh in range(oh_lo, oh_hi):      # distinct ow -> distinct input columns
+                        tap_scatter_axpy(gx_plane[oh * sh + kh * dh - ph], gy_plane[oh], weight[oc, 0, kh, kw],
+                                     ow_lo, ow_hi, sw, kw * dw - pw)
+
+
+@parallel_jit
+def _backward_input_rows_stride1_kernel(grad_out, weight, grad_x, ph, pw, dh, dw):
+    """3x3 / 5x5 at stride 1: a gather with the *flipped* kernel (a forward pass in disguise).
+
+    At stride 1, ``grad_x[h, w] = sum_{a, b} weight[a, b] * grad_out[h + p - a*d, w + p - b*d]``,
+    which is the forward loop with the kernel flipped, so the register-row trick applies again.
+    """
+    N, C, H, W = grad_x.shape
+    C_out, _, kH, kW = weight.shape
+    _, _, H_out, W_out = grad_out.shape
+    multiplier = C_out // C
+    # the flipped kernel reads grad_out with padding p' = (k-1)*d - p
+    tap_lo, tap_hi, in_lo, in_hi = _column_ranges(W, W_out, 1, (kW - 1) * dw - pw, dw, kW)
+    for task in prange(N * C):                          # one input plane per iteration: disjoint writes
+        n = task // C
+        c = task - n * C
+        gx_plane = grad_x[n, c]                         # (H, W)
+        gx_plane[:, :] = 0.0
+        for oc in range(c * multiplier, (c + 1) * multiplier):
+            gy_plane = grad_out[n, oc]                  # (H_out, W_out)
+            for ih in range(H):
+                gx_row = gx_plane[ih]                   # (W,)
+                for kh in range(kH):
+                    oh = ih + ph - kh * dh
+                    if oh < 0 or oh >= H_out:
+                        continue
+                    gy_row = gy_plane[oh]               # (W_out,)
+                    w = weight[oc, 0, kh]               # (kW,)
+                    if in_hi > in_lo:
+                        # tap kw of the forward kernel reads grad_out column iw + pw - kw*dw
+                        gx_mid, first = gx_row[in_lo:], in_lo + pw
+                        if kW == 3:
+                            row_taps3(gx_mid, gy_row[first:], gy_row[first - dw:], gy_row[first - 2 * dw:],
+                                      w[0], w[1], w[2], in_hi - in_lo, 1)
+                        else:
+                            row_taps5(gx_mid, gy_row[first:], gy_row[first - dw:], gy_row[first - 2 * dw:],
+                                      gy_row[first - 3 * dw:], gy_row[first - 4 * dw:],
+                                      w[0], w[1], w[2], w[3], w[4], in_hi - in_lo, 1)
+                    for kw in range(kW):                # border columns (a few), tap by tap
+                        # flipped tap kW-1-kw of the ranges is forward tap kw: it reads column iw + offset
+                        offset = pw - kw * dw
+                        lo, hi = tap_lo[kW - 1 - kw], tap_hi[kW - 1 - kw]
+                        for iw in range(lo, min(hi, in_lo)):
+                            gx_row[iw] += w[kw] * gy_row[iw + offset]
+                        for iw in range(max(lo, in_hi), hi):
+                            gx_row[iw] += w[kw] * gy_row[iw + offset]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Backward-weight kernels (numba)
+# ----------------------------------------------------------------------------------------------------
+@parallel_jit
+def _backward_weight_generic_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, dw):
+    """Sum over batch and pixels, tap by tap, into a per-iteration column buffer (vectorisable)."""
+    N, C, H, W = x.shape
+    C_out, _, kH, kW = grad_weight.shape
+    _, _, H_out, W_out = grad_out.shape
+    multiplier = C_out // C
+    for oc in prange(C_out):                            # one output channel's kH*kW weights per iteration
+        c = oc // multiplier
+        partial = np.zeros((kH, kW, W_out), dtype=grad_weight.dtype)   # this iteration's own buffer
+        for n in range(N):
+            x_plane = x[n, c]                           # (H, W)
+            gy_plane = grad_out[n, oc]                  # (H_out, W_out)
+            for kh in range(kH):
+                oh_lo, oh_hi = valid_output_range(H_out, H, sh, kh * dh - ph)
+                for kw in range(kW):
+                    ow_lo, ow_hi = valid_output_range(W_out, W, sw, kw * dw - pw)
+                    for oh in range(oh_lo, oh_hi):
+                        tap_multiply_accumulate(partial[kh, kw], gy_plane[oh], x_plane[oh * sh + kh * dh - ph],
+                                        ow_lo, ow_hi, sw, kw * dw - pw)
+        for kh in range(kH):
+            for kw in range(kW):
+                grad_weight[oc, 0, kh, kw] = partial[kh, kw].sum()
+
+
+@parallel_jit
+def _backward_weight_rows_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, dw):
+    """3x3 / 5x5 fast path: one pass over a gradient row feeds a kernel row's taps."""
+    N, C, H, W = x.shape
+    C_out, _, kH, kW = grad_weight.shape
+    _, _, H_out, W_out = grad_out.shape
+    multiplier = C_out // C
+    tap_lo, tap_hi, in_lo, in_hi = _column_ranges(W_out, W, sw, pw, dw, kW)
+    for oc in prange(C_out):                            # one output channel's kH*kW weights per iteration
+        c = oc // multiplier
+        partial = np.zeros((kH, kW, W_out), dtype=grad_weight.dtype)   # this iteration's own buffer
+        for n in range(N):
+            x_plane = x[n, c]                           # (H, W)
+            gy_plane = grad_out[n, oc]                  # (H_out, W_out)
+            for oh in range(H_out):
+                gy_row = gy_plane[oh]                   # (W_out,)
+                for kh in range(kH):
+                    ih = oh * sh + kh * dh - ph
+                    if ih < 0 or ih >= H:
+                        continue
+                    x_row = x_plane[ih]                 # (W,)
+                    acc = partial[kh]                   # (kW, W_out)
+                    if in_hi > in_lo:
+                        first = in_lo * sw - pw         # first input column of tap 0
+                        row_multiply_accumulate3(acc[0, in_lo:], acc[1, in_lo:], acc[2, in_lo:], gy_row[in_lo:],
+                                                 x_row[first:], x_row[first + dw:], x_row[first + 2 * dw:],
+                                                 in_hi - in_lo, sw)
+                        for kw in range(3 * (kW // 3), kW):      # 5x5: taps 3 and 4
+                            tap_multiply_accumulate(acc[kw], gy_row, x_row, in_lo, in_hi, sw, kw * dw - pw)
+                    for kw in range(kW):                # border columns (a few), tap by tap
+                        offset = kw * dw - pw
+                        for ow in range(tap_lo[kw], min(tap_hi[kw], in_lo)):
+                            acc[kw, ow] += gy_row[ow] * x_row[ow * sw + offset]
+                        for ow in range(max(tap_lo[kw], in_hi), tap_hi[kw]):
+                            acc[kw, ow] += gy_row[ow] * x_row[ow * sw + offset]
+        for kh in range(kH):
+            for kw in range(kW):
+                grad_weight[oc, 0, kh, kw] = partial[kh, kw].sum()

