@@ -1,2 +1,10 @@
-"""tinycnn: a from-scratch NumPy + numba engine for learning how lightweight CNNs work."""
+"""tinycnn: a from-scratch NumPy + numba engine for learning how lightweight CNNs work.
+
+Subpackages: :mod:`tinycnn.losses`, :mod:`tinycnn.optim`, :mod:`tinycnn.data`; the compute kernels
+live in the top-level package :mod:`kernels`.
+"""
+from . import data, losses, optim
+from .gradcheck import gradcheck
+from .losses import CrossEntropyLoss, MSELoss
+
 __version__ = "0.1.0"
