@@ -196,6 +196,14 @@ def _column_ranges(W_out, W, s, p, d, k):
     return tap_lo, tap_hi, in_lo, in_hi
 
 
+@inline_jit
+def _border_run(side, tap_lo, tap_hi, in_lo, in_hi):
+    """Columns of one tap outside the interior: ``side`` 0 is the left run, 1 the right run."""
+    if side == 0:
+        return tap_lo, min(tap_hi, in_lo)
+    return max(tap_lo, in_hi), tap_hi
+
+
 # ----------------------------------------------------------------------------------------------------
 # Forward kernels (numba)
 # ----------------------------------------------------------------------------------------------------
@@ -224,7 +232,7 @@ def _forward_generic_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
 
 @parallel_jit
 def _forward_rows_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
-    """3x3 / 5x5 fast path: one kernel row's taps live in registers; border columns tap by tap."""
+    """3x3 / 5x5 fast path: one kernel row's taps live in registers; border columns afterwards."""
     N, C, H, W = x.shape
     C_out, _, kH, kW = weight.shape
     _, _, H_out, W_out = y.shape
@@ -254,12 +262,17 @@ def _forward_rows_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
                         row_taps5(y_mid, x_row[first:], x_row[first + dw:], x_row[first + 2 * dw:],
                                   x_row[first + 3 * dw:], x_row[first + 4 * dw:],
                                   w[0], w[1], w[2], w[3], w[4], in_hi - in_lo, sw)
-                for kw in range(kW):                    # border columns (a few), tap by tap
-                    offset = kw * dw - pw
-                    for ow in range(tap_lo[kw], min(tap_hi[kw], in_lo)):
-                        y_row[ow] += w[kw] * x_row[ow * sw + offset]
-                    for ow in range(max(tap_lo[kw], in_hi), tap_hi[kw]):
-                        y_row[ow] += w[kw] * x_row[ow * sw + offset]
+        # border columns (one or two per side): tap by tap, column by column, rows innermost
+        for kh in range(kH):
+            oh_lo, oh_hi = valid_output_range(H_out, H, sh, kh * dh - ph)
+            for kw in range(kW):
+                w_tap = weight[oc, 0, kh, kw]
+                for side in range(2):
+                    start, stop = _border_run(side, tap_lo[kw], tap_hi[kw], in_lo, in_hi)
+                    for ow in range(start, stop):
+                        iw = ow * sw + kw * dw - pw
+                        for oh in range(oh_lo, oh_hi):
+                            y_plane[oh, ow] += w_tap * x_plane[oh * sh + kh * dh - ph, iw]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -326,14 +339,18 @@ def _backward_input_rows_stride1_kernel(grad_out, weight, grad_x, ph, pw, dh, dw
                             row_taps5(gx_mid, gy_row[first:], gy_row[first - dw:], gy_row[first - 2 * dw:],
                                       gy_row[first - 3 * dw:], gy_row[first - 4 * dw:],
                                       w[0], w[1], w[2], w[3], w[4], in_hi - in_lo, 1)
-                    for kw in range(kW):                # border columns (a few), tap by tap
-                        # flipped tap kW-1-kw of the ranges is forward tap kw: it reads column iw + offset
-                        offset = pw - kw * dw
-                        lo, hi = tap_lo[kW - 1 - kw], tap_hi[kW - 1 - kw]
-                        for iw in range(lo, min(hi, in_lo)):
-                            gx_row[iw] += w[kw] * gy_row[iw + offset]
-                        for iw in range(max(lo, in_hi), hi):
-                            gx_row[iw] += w[kw] * gy_row[iw + offset]
+            # border columns: tap by tap, column by column, rows innermost
+            for kh in range(kH):
+                ih_lo, ih_hi = valid_output_range(H, H_out, 1, ph - kh * dh)   # rows with grad_out row inside
+                for kw in range(kW):
+                    w_tap = weight[oc, 0, kh, kw]
+                    for side in range(2):
+                        # flipped tap kW-1-kw of the ranges is forward tap kw: it reads column iw + pw - kw*dw
+                        start, stop = _border_run(side, tap_lo[kW - 1 - kw], tap_hi[kW - 1 - kw], in_lo, in_hi)
+                        for iw in range(start, stop):
+                            ow = iw + pw - kw * dw
+                            for ih in range(ih_lo, ih_hi):
+                                gx_plane[ih, iw] += w_tap * gy_plane[ih + ph - kh * dh, ow]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -393,12 +410,18 @@ def _backward_weight_rows_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, d
                                                  in_hi - in_lo, sw)
                         for kw in range(3 * (kW // 3), kW):      # 5x5: taps 3 and 4
                             tap_multiply_accumulate(acc[kw], gy_row, x_row, in_lo, in_hi, sw, kw * dw - pw)
-                    for kw in range(kW):                # border columns (a few), tap by tap
-                        offset = kw * dw - pw
-                        for ow in range(tap_lo[kw], min(tap_hi[kw], in_lo)):
-                            acc[kw, ow] += gy_row[ow] * x_row[ow * sw + offset]
-                        for ow in range(max(tap_lo[kw], in_hi), tap_hi[kw]):
-                            acc[kw, ow] += gy_row[ow] * x_row[ow * sw + offset]
+            # border columns: tap by tap, column by column, rows innermost
+            for kh in range(kH):
+                oh_lo, oh_hi = valid_output_range(H_out, H, sh, kh * dh - ph)
+                for kw in range(kW):
+                    for side in range(2):
+                        start, stop = _border_run(side, tap_lo[kw], tap_hi[kw], in_lo, in_hi)
+                        for ow in range(start, stop):
+                            iw = ow * sw + kw * dw - pw
+                            total = 0.0
+                            for oh in range(oh_lo, oh_hi):
+                                total += gy_plane[oh, ow] * x_plane[oh * sh + kh * dh - ph, iw]
+                            partial[kh, kw, ow] += total
         for kh in range(kH):
             for kw in range(kW):
                 grad_weight[oc, 0, kh, kw] = partial[kh, kw].sum()
