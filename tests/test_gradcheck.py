@@ -126,8 +126,7 @@ def test_invalid_targets_and_options_raise_clear_errors():
 
 
 def test_tinycnn_nn_layers_pass_gradcheck():
-    # TODO: make this a hard import once tinycnn.nn has landed.
-    nn = pytest.importorskip("tinycnn.nn")
+    from tinycnn import nn
     rng = np.random.default_rng(7)
     model = nn.Sequential(
         nn.Conv2d(2, 3, 3, stride=1, padding=1),

@@ -3,7 +3,7 @@
 Subpackages: :mod:`tinycnn.losses`, :mod:`tinycnn.optim`, :mod:`tinycnn.data`; the compute kernels
 live in the top-level package :mod:`kernels`.
 """
-from . import data, losses, optim
+from . import data, losses, nn, optim
 from .gradcheck import gradcheck
 from .losses import CrossEntropyLoss, MSELoss
 

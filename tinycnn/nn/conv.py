@@ -1,0 +1,195 @@
+"""Convolution layers: ``Conv2d`` (every kind of 2-D convolution) and ``ConvTranspose2d``.
+
+One ``Conv2d`` class covers the six kinds of convolution of lightweight CNNs through its arguments
+(costs for a ``k x k`` kernel, output ``H_out x W_out``):
+
+==================  ==========================================  ==================================
+kind                arguments                                   multiply-accumulates
+==================  ==========================================  ==================================
+standard            ``Conv2d(C_in, C_out, k)``                  ``k*k*C_in*C_out*H_out*W_out``
+strided             ``stride=2`` (down-sampling)                1/4 of the stride-1 cost
+dilated (atrous)    ``dilation=d`` (wider receptive field)      same as standard
+grouped             ``groups=g`` (ResNeXt, ShuffleNet)          1/g of standard
+depthwise           ``groups=C_in, C_out = m*C_in``             ``k*k*C_out*H_out*W_out``
+pointwise           ``kernel_size=1``                           ``C_in*C_out*H_out*W_out``
+==================  ==========================================  ==================================
+
+A depthwise followed by a pointwise convolution is MobileNet's depthwise-separable convolution
+(arXiv:1704.04861): ``1/C_out + 1/k^2`` of the standard cost. The arithmetic lives in the numba kernels
+(``kernels.conv2d_forward`` picks the specialised depthwise/pointwise kernel itself); the layer stores
+the weights, caches the input and accumulates gradients.
+"""
+import numbers
+
+import numpy as np
+
+from kernels import (
+    conv2d_backward_bias,
+    conv2d_backward_input,
+    conv2d_backward_weight,
+    conv2d_forward,
+    conv_transpose2d_backward_input,
+    conv_transpose2d_backward_weight,
+    conv_transpose2d_forward,
+)
+from kernels._validate import as_pair
+
+from . import init
+from .module import Module, Parameter
+
+
+def _check_channels(in_channels, out_channels, groups):
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    if in_channels % groups != 0:
+        raise ValueError(f"in_channels={in_channels} must be divisible by groups={groups}")
+    if out_channels % groups != 0:
+        raise ValueError(f"out_channels={out_channels} must be divisible by groups={groups}")
+    return int(in_channels), int(out_channels), int(groups)
+
+
+def _conv_repr(layer, extra_defaults):
+    """PyTorch's ``Conv2d`` repr: non-default arguments only."""
+    text = (f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
+            f"stride={layer.stride}")
+    for name, default in extra_defaults:
+        value = getattr(layer, name)
+        if value != default:
+            text += f", {name}={value}"
+    if layer.bias is None:
+        text += ", bias=False"
+    return text
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation, as in every deep-learning library).
+
+    ``y[n, o] = bias[o] + sum_{c in group(o)} sum_{i, j} weight[o, c, i, j] * x_pad[n, c, s*h + d*i, s*w + d*j]``
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding, dilation : int or (int, int)
+    groups : int
+        Split channels into ``groups`` independent convolutions; ``groups = in_channels`` is depthwise.
+    bias : bool
+    rng : numpy.random.Generator, optional
+        Generator for the initial weights; default: the shared one (``tinycnn.nn.init.manual_seed``).
+
+    Shapes
+    ------
+    x : (N, C_in, H, W) -> y : (N, C_out, H_out, W_out), ``H_out = (H + 2p - d(k-1) - 1) // s + 1``.
+    weight : (C_out, C_in/groups, kH, kW), bias : (C_out,). Initialised as PyTorch:
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with ``fan_in = C_in/groups * kH * kW``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, *, rng=None):
+        super().__init__()
+        self.in_channels, self.out_channels, self.groups = _check_channels(in_channels, out_channels, groups)
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
+        self.dilation = as_pair(dilation, "dilation", 1)
+        weight_shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.weight = Parameter(np.zeros(weight_shape, dtype=np.float32))
+        if bias:
+            self.bias = Parameter(np.zeros(self.out_channels, dtype=np.float32))
+        else:
+            self.register_parameter("bias", None)
+        init.default_weight_and_bias_(self.weight, self.bias, rng=rng)
+        self._x = None              # cached input
+        self._output_shape = None
+
+    def _hyper_parameters(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+    def forward(self, x):
+        self._check_input(x, channels=self.in_channels)
+        bias = None if self.bias is None else self.bias.data
+        y = conv2d_forward(x, self.weight.data, bias, **self._hyper_parameters())   # (N, C_out, H_out, W_out)
+        self._x, self._output_shape = x, y.shape
+        return y
+
+    def backward(self, grad_out):
+        self._check_grad_out(grad_out, self._output_shape)
+        hyper = self._hyper_parameters()
+        self.weight.grad += conv2d_backward_weight(grad_out, self._x, self.weight.shape, **hyper)
+        if self.bias is not None:
+            self.bias.grad += conv2d_backward_bias(grad_out)          # sum over N, H_out, W_out
+        return conv2d_backward_input(grad_out, self.weight.data, self._x.shape, **hyper)
+
+    def extra_repr(self):
+        return _conv_repr(self, [("padding", (0, 0)), ("dilation", (1, 1)), ("groups", 1)])
+
+
+class ConvTranspose2d(Module):
+    """Transposed ("fractionally strided") 2-D convolution: the adjoint of ``Conv2d``, a learned up-sampling.
+
+    Each input pixel ``x[n, c, h, w]`` adds ``x * weight[c, o, i, j]`` to output pixel
+    ``(h*s - p + d*i, w*s - p + d*j)``. Its forward is a convolution's input-gradient, and vice versa.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding, output_padding, dilation : int or (int, int)
+        ``output_padding`` (< stride or dilation) adds rows/columns on one side to pick among the
+        output sizes that a stride-``s`` convolution maps to the same input size.
+    groups : int
+    bias : bool
+    rng : numpy.random.Generator, optional
+
+    Shapes
+    ------
+    x : (N, C_in, H, W) -> y : (N, C_out, H_out, W_out),
+    ``H_out = (H - 1) s - 2p + d(k - 1) + output_padding + 1``.
+    weight : (C_in, C_out/groups, kH, kW) (PyTorch's layout), bias : (C_out,). Initialised as PyTorch,
+    whose ``fan_in`` for this layout is ``C_out/groups * kH * kW``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, *, rng=None):
+        super().__init__()
+        self.in_channels, self.out_channels, self.groups = _check_channels(in_channels, out_channels, groups)
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
+        self.output_padding = as_pair(output_padding, "output_padding", 0)
+        self.dilation = as_pair(dilation, "dilation", 1)
+        for axis in range(2):
+            if self.output_padding[axis] >= max(self.stride[axis], self.dilation[axis]):
+                raise ValueError(f"output_padding={self.output_padding} must be smaller than stride={self.stride} "
+                                 f"or dilation={self.dilation}")
+        weight_shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
+        self.weight = Parameter(np.zeros(weight_shape, dtype=np.float32))
+        if bias:
+            self.bias = Parameter(np.zeros(self.out_channels, dtype=np.float32))
+        else:
+            self.register_parameter("bias", None)
+        init.default_weight_and_bias_(self.weight, self.bias, rng=rng)
+        self._x = None
+        self._output_shape = None
+
+    def _hyper_parameters(self):
+        return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,
+                    groups=self.groups, dilation=self.dilation)
+
+    def forward(self, x):
+        self._check_input(x, channels=self.in_channels)
+        bias = None if self.bias is None else self.bias.data
+        y = conv_transpose2d_forward(x, self.weight.data, bias, **self._hyper_parameters())  # (N, C_out, H_out, W_out)
+        self._x, self._output_shape = x, y.shape
+        return y
+
+    def backward(self, grad_out):
+        self._check_grad_out(grad_out, self._output_shape)
+        hyper = self._hyper_parameters()
+        self.weight.grad += conv_transpose2d_backward_weight(grad_out, self._x, self.weight.shape, **hyper)
+        if self.bias is not None:
+            self.bias.grad += conv2d_backward_bias(grad_out)          # the same sum over N, H_out, W_out
+        return conv_transpose2d_backward_input(grad_out, self.weight.data, self._x.shape, **hyper)
+
+    def extra_repr(self):
+        return _conv_repr(self, [("padding", (0, 0)), ("output_padding", (0, 0)), ("dilation", (1, 1)),
+                                 ("groups", 1)])

@@ -1,0 +1,556 @@
+"""``Module`` and ``Parameter``: the bookkeeping shared by every layer.
+
+A layer is a small class in the CS231n style:
+
+* ``__init__`` stores the arguments, creates the :class:`Parameter` objects and sets the caches to
+  ``None``;
+* ``forward(x)`` computes the output and caches what the backward pass needs;
+* ``backward(grad_out)`` takes ``dL/dy`` (same shape as the output), **adds** ``dL/dparam`` into each
+  ``Parameter.grad`` (so gradients of several backward passes accumulate, as in PyTorch, until
+  :meth:`Module.zero_grad`) and returns ``dL/dx``.
+
+There is no autograd: a container's ``backward`` calls its children's ``backward`` in reverse order
+(the chain rule written out), see :class:`Sequential` and ``tinycnn.nn.blocks``.
+
+:class:`Module` also keeps three ordered registries, filled by attribute assignment exactly as PyTorch
+does (``self.conv = Conv2d(...)`` registers a submodule, ``self.weight = Parameter(...)`` a parameter,
+``self.register_buffer("running_mean", ...)`` a buffer). Their order is the order of assignment, which
+gives PyTorch's dotted names in PyTorch's order (``features.0.0.weight``, ...), so a PyTorch
+``state_dict`` converted to NumPy loads with ``load_state_dict(..., strict=True)``.
+"""
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Parameter:
+    """A trainable array and the gradient accumulated for it.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        The value (float32 by default).
+    grad : numpy.ndarray
+        ``dL/d data``, same shape and dtype, starts at zeros; layers add into it in ``backward``.
+    """
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data):
+        data = np.array(data, copy=True)
+        if data.dtype not in _FLOAT_DTYPES:
+            data = data.astype(np.float32)
+        self.data = data
+        self.grad = np.zeros_like(data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def zero_grad(self):
+        """Reset the accumulated gradient to zeros (in place)."""
+        self.grad[...] = 0
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
+    """What :meth:`Module.load_state_dict` returns (PyTorch's ``_IncompatibleKeys``)."""
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return super().__repr__()
+
+
+class _HookHandle:
+    """Returned by :meth:`Module.register_forward_hook`; ``handle.remove()`` unregisters the hook."""
+
+    def __init__(self, hooks, hook):
+        self._hooks = hooks
+        self._hook = hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Subclasses implement ``forward(x)`` and ``backward(grad_out)``; everything else (parameter
+    and buffer registries, ``state_dict``, ``train``/``eval``, ``zero_grad``, dtype conversion,
+    ``__repr__``) is shared.
+    """
+
+    def __init__(self):
+        # object.__setattr__ because our own __setattr__ consults these dictionaries.
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", [])
+        object.__setattr__(self, "training", True)
+
+    # ------------------------------------------------------------------ registration (like PyTorch)
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"call super().__init__() in {type(self).__name__}.__init__ before "
+                                 f"assigning attributes (tried to set {name!r})")
+        parameters, buffers, modules = self._parameters, self._buffers, self._modules
+        if isinstance(value, Parameter):
+            self._forget(name)
+            parameters[name] = value
+        elif isinstance(value, Module):
+            self._forget(name)
+            modules[name] = value
+        elif name in parameters:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r} "
+                                f"(expected a Parameter or None)")
+            parameters[name] = None
+        elif name in modules:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} to submodule {name!r} "
+                                f"(expected a Module or None)")
+            modules[name] = None
+        elif name in buffers:
+            if value is not None and not isinstance(value, np.ndarray):
+                raise TypeError(f"cannot assign {type(value).__name__} to buffer {name!r} "
+                                f"(expected a numpy.ndarray or None)")
+            buffers[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def _forget(self, name):
+        """Remove ``name`` from every registry and from the plain attributes."""
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        self.__dict__.pop(name, None)
+
+    def __getattr__(self, name):
+        # Only called when normal lookup fails: look in the registries.
+        for registry in ("_parameters", "_buffers", "_modules"):
+            entries = self.__dict__.get(registry)
+            if entries is not None and name in entries:
+                return entries[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name):
+        for registry in (self._parameters, self._buffers, self._modules):
+            if name in registry:
+                del registry[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name, parameter):
+        """Register ``parameter`` (a :class:`Parameter` or ``None``) under ``name``."""
+        if parameter is not None and not isinstance(parameter, Parameter):
+            raise TypeError(f"parameter {name!r} must be a Parameter or None; got {type(parameter).__name__}")
+        self._forget(name)
+        self._parameters[name] = parameter
+
+    def register_buffer(self, name, array):
+        """Register a non-trainable array (e.g. batch norm's ``running_mean``) under ``name``.
+
+        Buffers are saved in :meth:`state_dict` and converted by :meth:`to`, but have no gradient.
+        """
+        if array is not None and not isinstance(array, np.ndarray):
+            raise TypeError(f"buffer {name!r} must be a numpy.ndarray or None; got {type(array).__name__}")
+        self._forget(name)
+        self._buffers[name] = array
+
+    def add_module(self, name, module):
+        """Register ``module`` as a child called ``name`` (what ``self.name = module`` does)."""
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"child {name!r} must be a Module or None; got {type(module).__name__}")
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"module name must be a non-empty string without '.'; got {name!r}")
+        self._forget(name)
+        self._modules[name] = module
+
+    register_module = add_module
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, x):
+        """Compute the output and cache what :meth:`backward` needs."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
+
+    def backward(self, grad_out):
+        """Given ``dL/d output``, add ``dL/d param`` into each ``Parameter.grad``; return ``dL/d input``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
+
+    def __call__(self, x):
+        output = self.forward(x)
+        for hook in list(self._forward_hooks):
+            replaced = hook(self, (x,), output)
+            if replaced is not None:
+                output = replaced
+        return output
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, inputs, output)`` after every ``module(x)``; returns a handle with ``remove()``.
+
+        ``inputs`` is the tuple ``(x,)`` as in PyTorch. A hook that returns a value replaces the output.
+        Useful to record feature maps or output shapes (profiling) without changing the model.
+        """
+        self._forward_hooks.append(hook)
+        return _HookHandle(self._forward_hooks, hook)
+
+    # ------------------------------------------------------------------ helpers for layers
+    def _layer_name(self):
+        return type(self).__name__
+
+    def _check_input(self, x, ndim=4, channels=None, layout="(N, C, H, W)"):
+        """Validate a layer input: float ndarray, ``ndim`` dimensions, ``channels`` on axis 1.
+
+        Raises ``TypeError``/``ValueError`` naming the layer, the expected and the actual shape.
+        """
+        name = self._layer_name()
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{name} expects a numpy.ndarray input; got {type(x).__name__}")
+        if x.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name} expects a float32 or float64 input; got dtype {x.dtype}")
+        if ndim is not None and x.ndim != ndim:
+            raise ValueError(f"{name} expects a {ndim}-D input {layout}; got shape {x.shape}")
+        if channels is not None and x.shape[1] != channels:
+            raise ValueError(f"{name} expects {channels} input channels (axis 1); got input of shape {x.shape} "
+                             f"with {x.shape[1]} channels")
+        parameter = next((p for p in self._parameters.values() if p is not None), None)
+        if parameter is not None and parameter.dtype != x.dtype:
+            raise TypeError(f"{name} has {parameter.dtype} parameters but the input is {x.dtype}: convert "
+                            f"the input (x.astype(np.{parameter.dtype})) or the model (.to(np.{x.dtype}))")
+        return x
+
+    def _check_grad_out(self, grad_out, output_shape):
+        """Check ``grad_out`` in ``backward``: forward must have run, and shapes must match.
+
+        ``output_shape`` is the shape cached by ``forward`` (``None`` if forward never ran).
+        """
+        name = self._layer_name()
+        if output_shape is None:
+            raise RuntimeError(f"{name}.backward() called before forward(): run the forward pass first, "
+                               f"it caches what the backward pass needs")
+        if not isinstance(grad_out, np.ndarray):
+            raise TypeError(f"{name}.backward() expects grad_out as a numpy.ndarray; got {type(grad_out).__name__}")
+        if grad_out.shape != tuple(output_shape):
+            raise ValueError(f"{name}.backward(): grad_out must have the forward output's shape "
+                             f"{tuple(output_shape)}; got {grad_out.shape}")
+        if grad_out.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name}.backward(): grad_out must be float32 or float64; got {grad_out.dtype}")
+        return grad_out
+
+    # ------------------------------------------------------------------ traversal
+    def named_modules(self, prefix="", memo=None):
+        """Yield ``(dotted_name, module)`` for this module (name ``prefix``) and all descendants, depth first."""
+        memo = set() if memo is None else memo
+        if id(self) in memo:
+            return
+        memo.add(id(self))
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is None:
+                continue
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name, memo)
+
+    def modules(self):
+        """Yield this module and all descendants (depth first, registration order)."""
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self):
+        """Yield ``(name, child)`` for the direct submodules."""
+        for name, child in self._modules.items():
+            if child is not None:
+                yield name, child
+
+    def children(self):
+        """Yield the direct submodules."""
+        for _, child in self.named_children():
+            yield child
+
+    def _named_members(self, registry, prefix, recurse):
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for module_prefix, module in modules:
+            for name, value in getattr(module, registry).items():
+                if value is None or id(value) in seen:
+                    continue
+                seen.add(id(value))
+                yield (f"{module_prefix}.{name}" if module_prefix else name), value
+
+    def named_parameters(self, prefix="", recurse=True):
+        """Yield ``(dotted_name, Parameter)`` in PyTorch's order (each module's own, then its children's).
+
+        A parameter shared by two modules is yielded once.
+        """
+        yield from self._named_members("_parameters", prefix, recurse)
+
+    def parameters(self, recurse=True):
+        """Yield every :class:`Parameter` (see :meth:`named_parameters`)."""
+        for _, parameter in self.named_parameters(recurse=recurse):
+            yield parameter
+
+    def named_buffers(self, prefix="", recurse=True):
+        """Yield ``(dotted_name, ndarray)`` for every buffer (e.g. ``bn.running_mean``)."""
+        yield from self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse=True):
+        """Yield every buffer array."""
+        for _, buffer in self.named_buffers(recurse=recurse):
+            yield buffer
+
+    def get_submodule(self, target):
+        """Return the submodule at dotted path ``target`` (``""`` is this module)."""
+        module = self
+        if target == "":
+            return module
+        for part in target.split("."):
+            child = module._modules.get(part)
+            if child is None:
+                raise AttributeError(f"{type(module).__name__} has no submodule {part!r} (path {target!r})")
+            module = child
+        return module
+
+    def apply(self, function):
+        """Call ``function(module)`` on every descendant then on this module (as PyTorch); returns self."""
+        for child in self.children():
+            child.apply(function)
+        function(self)
+        return self
+
+    # ------------------------------------------------------------------ modes, gradients, dtype
+    def train(self, mode=True):
+        """Set training mode (batch norm uses batch statistics, dropout drops) recursively; returns self."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"train(mode) expects a bool; got {mode!r}")
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        """Set evaluation mode (batch norm uses running statistics, dropout is the identity); returns self."""
+        return self.train(False)
+
+    def zero_grad(self):
+        """Reset every parameter's accumulated gradient to zeros."""
+        for parameter in self.parameters():
+            parameter.zero_grad()
+
+    def to(self, dtype):
+        """Convert every parameter (value and gradient) and floating-point buffer to ``dtype``; returns self.
+
+        ``model.to(np.float64)`` (or ``model.double()``) is what gradient checks need. Integer buffers
+        such as ``num_batches_tracked`` keep their dtype. Caches from an earlier forward are dropped by
+        the next forward.
+        """
+        dtype = np.dtype(dtype)
+        if dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"to(dtype) supports float32 and float64; got {dtype}")
+        for module in self.modules():
+            for parameter in module._parameters.values():
+                if parameter is not None:
+                    parameter.data = parameter.data.astype(dtype)
+                    parameter.grad = parameter.grad.astype(dtype)
+            for name, buffer in module._buffers.items():
+                if buffer is not None and buffer.dtype in _FLOAT_DTYPES:
+                    module._buffers[name] = buffer.astype(dtype)
+        return self
+
+    def double(self):
+        """``self.to(np.float64)``."""
+        return self.to(np.float64)
+
+    def float(self):
+        """``self.to(np.float32)``."""
+        return self.to(np.float32)
+
+    # ------------------------------------------------------------------ state dict
+    def state_dict(self):
+        """Ordered ``{dotted_name: array}`` of every parameter and buffer, in PyTorch's order.
+
+        For each module: its parameters, then its buffers, then its children's entries. The arrays are
+        **copies** (a checkpoint does not change when training continues; PyTorch returns views).
+        """
+        state = OrderedDict()
+        for module_prefix, module in self.named_modules():
+            dot = f"{module_prefix}." if module_prefix else ""
+            for name, parameter in module._parameters.items():
+                if parameter is not None:
+                    state[dot + name] = parameter.data.copy()
+            for name, buffer in module._buffers.items():
+                if buffer is not None:
+                    state[dot + name] = buffer.copy()
+        return state
+
+    def _state_entries(self):
+        """``{dotted_name: (module, registry_name, local_name)}`` for every parameter and buffer."""
+        entries = OrderedDict()
+        for module_prefix, module in self.named_modules():
+            dot = f"{module_prefix}." if module_prefix else ""
+            for registry in ("_parameters", "_buffers"):
+                for name, value in getattr(module, registry).items():
+                    if value is not None:
+                        entries[dot + name] = (module, registry, name)
+        return entries
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays from ``state_dict`` (``{dotted_name: array}``) into parameters and buffers.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array-like
+            E.g. from :meth:`state_dict`, ``numpy.load`` of a checkpoint, or a PyTorch state dict
+            converted with ``{k: v.numpy() for k, v in sd.items()}``. Values are cast to the dtype of
+            the parameter or buffer they replace.
+        strict : bool
+            If True (default), missing or unexpected keys raise ``RuntimeError`` listing them by name.
+            A shape mismatch always raises. A missing ``num_batches_tracked`` is tolerated, as in
+            PyTorch (old checkpoints did not have it).
+
+        Returns
+        -------
+        (missing_keys, unexpected_keys) : named tuple of lists of names.
+
+        Nothing is modified unless every check passes.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping from names to arrays; got {type(state_dict).__name__}")
+        entries = self._state_entries()
+        missing = [key for key in entries if key not in state_dict
+                   and not key.split(".")[-1] == "num_batches_tracked"]
+        unexpected = [key for key in state_dict if key not in entries]
+        errors = []
+        if strict and unexpected:
+            errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
+        if strict and missing:
+            errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
+        new_values = {}
+        for key, (module, registry, name) in entries.items():
+            if key not in state_dict:
+                continue
+            current = getattr(module, registry)[name]
+            current_array = current.data if isinstance(current, Parameter) else current
+            value = np.asarray(state_dict[key])
+            if value.shape != current_array.shape:
+                errors.append(f'size mismatch for {key}: copying an array of shape {value.shape}, '
+                              f'the shape in the current model is {current_array.shape}.')
+                continue
+            new_values[key] = value.astype(current_array.dtype, copy=True)
+        if errors:
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
+        for key, value in new_values.items():
+            module, registry, name = entries[key]
+            current = getattr(module, registry)[name]
+            if isinstance(current, Parameter):
+                current.data[...] = value          # in place, as PyTorch: references to .data stay valid
+            else:
+                getattr(module, registry)[name] = value
+        return _IncompatibleKeys(missing, unexpected)
+
+    # ------------------------------------------------------------------ printing
+    def extra_repr(self):
+        """The text inside ``Name(...)`` for a layer without children (override in layers)."""
+        return ""
+
+    def __repr__(self):
+        lines = []
+        extra = self.extra_repr()
+        if extra:
+            lines = extra.split("\n")
+        for name, child in self._modules.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"({name}): {child_repr}")
+        main = type(self).__name__ + "("
+        if lines:
+            if len(lines) == 1 and not self._modules:
+                main += lines[0]
+            else:
+                main += "\n  " + "\n  ".join(lines) + "\n"
+        return main + ")"
+
+
+class Sequential(Module):
+    """Apply modules one after the other; children are named ``"0"``, ``"1"``, ...
+
+    ``Sequential(a, b, c)(x) = c(b(a(x)))`` and, by the chain rule,
+    ``backward(g) = a.backward(b.backward(c.backward(g)))``. An ``OrderedDict`` of ``name: module``
+    gives the children other names, as in PyTorch.
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for index, module in enumerate(modules):
+                self.add_module(str(index), module)
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)            # __call__, so forward hooks of children run
+        return x
+
+    def backward(self, grad_out):
+        for module in reversed(list(self._modules.values())):
+            grad_out = module.backward(grad_out)
+        return grad_out
+
+    def append(self, module):
+        """Add ``module`` at the end (named ``str(len(self))``); returns self."""
+        self.add_module(str(len(self)), module)
+        return self
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        modules = list(self._modules.items())
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(modules[index]))
+        if not -len(modules) <= index < len(modules):
+            raise IndexError(f"index {index} is out of range for a Sequential of length {len(modules)}")
+        return modules[index][1]
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are registered (names ``"0"``, ``"1"``, ...); no forward of its own."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        for module in modules:
+            self.append(module)
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            return ModuleList(modules[index])
+        return modules[index]

@@ -1,0 +1,143 @@
+"""Batch normalisation over the channels of an NCHW tensor (Ioffe & Szegedy, arXiv:1502.03167)."""
+import numbers
+
+import numpy as np
+
+from .module import Module, Parameter
+
+_AXES = (0, 2, 3)           # statistics are taken over batch and space: one mean/variance per channel
+
+
+def _per_channel(v):
+    """``(C,)`` -> ``(1, C, 1, 1)`` so it broadcasts against ``(N, C, H, W)``."""
+    return v.reshape(1, -1, 1, 1)
+
+
+class BatchNorm2d(Module):
+    """Batch normalisation of each channel of ``(N, C, H, W)`` input.
+
+    ``y = weight * (x - mean) / sqrt(var + eps) + bias``, per channel.
+
+    * Training mode: ``mean`` and ``var`` are the batch statistics over ``N, H, W`` (``var`` is the biased
+      variance, dividing by ``m = N*H*W``). The running estimates are updated as
+      ``running = (1 - momentum) * running + momentum * batch``, with the *unbiased* variance
+      ``var * m / (m - 1)`` for ``running_var``; ``momentum=None`` uses the cumulative average
+      (factor ``1 / num_batches_tracked``). This is exactly PyTorch's rule.
+    * Evaluation mode: ``running_mean`` and ``running_var`` are used instead; the layer is then an
+      affine per-channel map.
+
+    Parameters
+    ----------
+    num_features : int
+        Number of channels ``C``.
+    eps : float
+        Added to the variance for stability (1e-5). torchvision's MobileNetV3 uses 1e-3.
+    momentum : float or None
+        Weight of the new batch in the running averages (0.1).
+    affine : bool
+        Learn ``weight`` (init 1) and ``bias`` (init 0).
+    track_running_stats : bool
+        Keep ``running_mean``, ``running_var``, ``num_batches_tracked`` buffers. If False, batch
+        statistics are used in both modes.
+    bias : bool, keyword-only
+        With ``affine=True``, also learn ``bias`` (PyTorch 2.13's keyword; default True).
+
+    Backward (training mode), with ``x_hat = (x - mean) / std`` and ``g = dL/dy``::
+
+        dL/dx = weight / std * (g - mean(g) - x_hat * mean(g * x_hat))        (means over N, H, W)
+        dL/dweight = sum(g * x_hat),   dL/dbias = sum(g)
+
+    The two subtracted terms are what ``mean`` and ``var`` contribute through their dependence on
+    ``x``; in evaluation mode they are constants and ``dL/dx = weight / std * g``.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *, bias=True):
+        super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral) or num_features < 1:
+            raise ValueError(f"num_features must be a positive int; got {num_features!r}")
+        if eps <= 0:
+            raise ValueError(f"eps must be positive; got {eps!r}")
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1] or None; got {momentum!r}")
+        self.num_features = int(num_features)
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        C = self.num_features
+        if affine:
+            self.weight = Parameter(np.ones(C, dtype=np.float32))      # gamma
+        else:
+            self.register_parameter("weight", None)
+        if affine and bias:
+            self.bias = Parameter(np.zeros(C, dtype=np.float32))       # beta
+        else:
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(C, dtype=np.float32))
+            self.register_buffer("running_var", np.ones(C, dtype=np.float32))
+            self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self._x_hat = None              # cached normalised input, (N, C, H, W)
+        self._inv_std = None            # cached 1 / sqrt(var + eps), (C,)
+        self._used_batch_stats = None   # which formula forward used (mode may change before backward)
+
+    def forward(self, x):
+        self._check_input(x, channels=self.num_features)
+        N, C, H, W = x.shape
+        use_batch_stats = self.training or not self.track_running_stats
+        if use_batch_stats:
+            m = N * H * W                                   # values per channel
+            if m < 2:
+                raise ValueError(f"BatchNorm2d in training mode needs more than 1 value per channel; got "
+                                 f"input of shape {x.shape}")
+            mean = x.mean(axis=_AXES)                       # (C,)
+            centred = x - _per_channel(mean)                # (N, C, H, W)
+            var = np.mean(centred * centred, axis=_AXES)    # (C,) biased variance
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean, var, m)
+        else:
+            mean, var = self.running_mean, self.running_var
+            centred = x - _per_channel(mean)
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)       # (C,)
+        x_hat = centred * _per_channel(inv_std)                          # (N, C, H, W)
+        self._x_hat, self._inv_std, self._used_batch_stats = x_hat, inv_std, use_batch_stats
+        if not self.affine:
+            return x_hat
+        y = x_hat * _per_channel(self.weight.data)
+        return y if self.bias is None else y + _per_channel(self.bias.data)
+
+    def _update_running_stats(self, mean, var, m):
+        self.num_batches_tracked = np.array(self.num_batches_tracked + 1, dtype=np.int64)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        unbiased_var = var * (m / (m - 1))
+        dtype = self.running_mean.dtype
+        self.running_mean = ((1 - factor) * self.running_mean + factor * mean).astype(dtype)
+        self.running_var = ((1 - factor) * self.running_var + factor * unbiased_var).astype(dtype)
+
+    def backward(self, grad_out):
+        self._check_grad_out(grad_out, None if self._x_hat is None else self._x_hat.shape)
+        x_hat, inv_std = self._x_hat, self._inv_std
+        N, C, H, W = x_hat.shape
+        sum_grad = grad_out.sum(axis=_AXES)                                  # (C,) = dL/dbeta
+        sum_grad_x_hat = np.sum(grad_out * x_hat, axis=_AXES)                # (C,) = dL/dgamma
+        if self.affine:
+            self.weight.grad += sum_grad_x_hat
+            if self.bias is not None:
+                self.bias.grad += sum_grad
+            scale = self.weight.data * inv_std                               # (C,) gamma / std
+        else:
+            scale = inv_std
+        if not self._used_batch_stats:
+            # mean and var are constants: y is an affine function of x
+            return grad_out * _per_channel(scale)
+        # mean and var depend on x: remove the gradient's components along 1 and x_hat (class docstring)
+        m = N * H * W
+        return _per_channel(scale) * (grad_out - _per_channel(sum_grad / m) - x_hat * _per_channel(sum_grad_x_hat / m))
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")

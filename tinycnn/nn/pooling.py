@@ -1,0 +1,177 @@
+"""Pooling layers: max, average and global-average pooling over each channel's spatial plane.
+
+Pooling has no parameters. Max pooling routes the gradient to the position of each window's maximum
+(the kernel returns it as ``argmax``, PyTorch's ``return_indices``); average pooling spreads it evenly
+over the window. Global average pooling (``AdaptiveAvgPool2d(1)``) replaces the big fully connected
+layers of older networks (Network in Network, arXiv:1312.4400) and is the "squeeze" of SE blocks.
+"""
+import math
+
+import numpy as np
+
+from kernels import (
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    global_avg_pool2d_backward,
+    global_avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
+from kernels._validate import as_pair
+
+from .module import Module
+
+
+def _ceil_mode_extra(size, kernel, stride, padding):
+    """Extra rows (or columns) at the far end that ``ceil_mode=True`` needs, PyTorch's output-size rule.
+
+    ``out = ceil((size + 2p - k) / s) + 1``, minus one if the last window would start inside the far
+    padding (each window must start inside the input or the near padding).
+    """
+    out = math.ceil((size + 2 * padding - kernel) / stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return max(0, (out - 1) * stride + kernel - (size + 2 * padding))
+
+
+class MaxPool2d(Module):
+    """Max over each ``k x k`` window: ``y[n, c, h, w] = max_{i, j} x_pad[n, c, s*h + i, s*w + j]``.
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int)
+        At most half the window; padding counts as ``-inf``.
+    dilation : int
+        Only 1 is supported.
+    ceil_mode : bool
+        Round the output size up (torchvision's SqueezeNet uses it): extra ``-inf`` rows/columns at the
+        far end make the last, partial window fit.
+
+    Backward: ``dL/dx[argmax] += dL/dy``; ties go to the first maximum in row-major window order, as in
+    PyTorch.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__()
+        if dilation not in (1, (1, 1)):
+            raise ValueError(f"MaxPool2d supports only dilation=1; got {dilation!r}")
+        if return_indices:
+            raise ValueError("MaxPool2d(return_indices=True) is not supported (a layer returns one array)")
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+        self.dilation = dilation
+        self.ceil_mode = bool(ceil_mode)
+        self._kernel = as_pair(kernel_size, "kernel_size", 1)
+        self._stride = as_pair(self.stride, "stride", 1)
+        self._padding = as_pair(padding, "padding", 0)
+        if self._padding[0] > self._kernel[0] // 2 or self._padding[1] > self._kernel[1] // 2:
+            raise ValueError(f"padding={padding} must be at most half of kernel_size={kernel_size}")
+        self._argmax = None             # cached window-maximum positions (flat index into the pooled plane)
+        self._pooled_shape = None       # shape of the plane argmax indexes (input, plus ceil_mode padding)
+        self._input_shape = None
+        self._output_shape = None
+
+    def forward(self, x):
+        self._check_input(x)
+        N, C, H, W = x.shape
+        extra_h = extra_w = 0
+        if self.ceil_mode:
+            extra_h = _ceil_mode_extra(H, self._kernel[0], self._stride[0], self._padding[0])
+            extra_w = _ceil_mode_extra(W, self._kernel[1], self._stride[1], self._padding[1])
+        if extra_h or extra_w:
+            # pad explicitly with -inf (both sides), then pool without padding
+            (ph, pw) = self._padding
+            pooled = np.pad(x, ((0, 0), (0, 0), (ph, ph + extra_h), (pw, pw + extra_w)),
+                            constant_values=-np.inf)                 # (N, C, H + 2ph + extra_h, ...)
+            y, argmax = max_pool2d_forward(pooled, self._kernel, self._stride, 0)
+        else:
+            pooled = x
+            y, argmax = max_pool2d_forward(x, self._kernel, self._stride, self._padding)
+        self._argmax, self._pooled_shape = argmax, pooled.shape
+        self._input_shape, self._output_shape = x.shape, y.shape
+        return y
+
+    def backward(self, grad_out):
+        self._check_grad_out(grad_out, self._output_shape)
+        grad_pooled = max_pool2d_backward(grad_out, self._argmax, self._pooled_shape)
+        if self._pooled_shape == self._input_shape:
+            return grad_pooled
+        # crop the explicit ceil_mode padding away (it never holds a maximum, so its gradient is 0)
+        N, C, H, W = self._input_shape
+        ph, pw = self._padding
+        return np.ascontiguousarray(grad_pooled[:, :, ph:ph + H, pw:pw + W])
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """Mean over each ``k x k`` window (zero padding counted in the mean: ``count_include_pad=True``).
+
+    Backward: every input pixel of a window receives ``dL/dy / (kH * kW)``.
+    Only PyTorch's defaults ``ceil_mode=False, count_include_pad=True, divisor_override=None`` are supported.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__()
+        if ceil_mode or not count_include_pad or divisor_override is not None:
+            raise ValueError("AvgPool2d supports only ceil_mode=False, count_include_pad=True, "
+                             "divisor_override=None (PyTorch's defaults)")
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+        kernel, padding = as_pair(kernel_size, "kernel_size", 1), as_pair(padding, "padding", 0)
+        as_pair(self.stride, "stride", 1)
+        if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+            raise ValueError(f"padding={self.padding} must be at most half of kernel_size={kernel_size}")
+        self._input_shape = None
+        self._output_shape = None
+
+    def forward(self, x):
+        self._check_input(x)
+        y = avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding)    # (N, C, H_out, W_out)
+        self._input_shape, self._output_shape = x.shape, y.shape
+        return y
+
+    def backward(self, grad_out):
+        self._check_grad_out(grad_out, self._output_shape)
+        return avg_pool2d_backward(grad_out, self._input_shape, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Global average pooling ``(N, C, H, W) -> (N, C, 1, 1)``: the mean of each channel.
+
+    Only ``output_size=1`` (the case every classifier head uses) is supported.
+    Backward: each pixel receives ``dL/dy / (H * W)``.
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        if output_size not in (1, (1, 1), [1, 1]):
+            raise ValueError(f"AdaptiveAvgPool2d supports only output_size=1 (global average pooling); "
+                             f"got {output_size!r}")
+        self.output_size = output_size
+        self._input_shape = None
+        self._output_shape = None
+
+    def forward(self, x):
+        self._check_input(x)
+        y = global_avg_pool2d_forward(x)            # (N, C, 1, 1)
+        self._input_shape, self._output_shape = x.shape, y.shape
+        return y
+
+    def backward(self, grad_out):
+        self._check_grad_out(grad_out, self._output_shape)
+        return global_avg_pool2d_backward(grad_out, self._input_shape)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
