@@ -1,0 +1,30 @@
+"""Small pieces shared by the model files."""
+import numbers
+
+
+def make_divisible(value, divisor=8, min_value=None):
+    """Round a channel count to a multiple of ``divisor``, never below 90% of ``value``.
+
+    From the MobileNet V2 reference code (arXiv:1801.04381), used by V2, V3 and MobileNeXt: hardware
+    prefers channel counts that are multiples of 8. ``make_divisible(32 * 0.75) == 24``.
+    """
+    if min_value is None:
+        min_value = divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:            # rounding down must not remove more than 10%
+        rounded += divisor
+    return rounded
+
+
+def check_positive(value, name):
+    """``ValueError`` unless ``value`` is a positive number (width multipliers, class counts...)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a positive number; got {value!r}")
+    return value
+
+
+def check_num_classes(num_classes):
+    """``ValueError`` unless ``num_classes`` is a positive int."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
+    return int(num_classes)

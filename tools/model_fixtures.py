@@ -1,0 +1,88 @@
+"""Shared by the tools/fixtures_models_*.py generators: PyTorch side of the model fixtures.
+
+Each model fixture stores, under ``models/<case>/``: ``params`` (JSON: our model name and kwargs,
+seed, input shape, names of checked parameters), ``eval_logits``, ``train_logits``, ``grad_x`` and
+``grad/<name>`` for the checked parameters. The weights, the input and the upstream gradient are
+*not* stored: they are rebuilt from the seed by ``tinycnn.testing`` on both sides.
+"""
+import json
+
+import numpy as np
+import torch
+
+from tinycnn.testing import seeded_input, seeded_state_dict, seeded_upstream_gradient
+
+
+def import_torchvision_models():
+    """``import torchvision.models`` on a CPU-only PyTorch.
+
+    There is no CPU torchvision build here; the CUDA one fails registering the ``torchvision::nms``
+    fake kernel at import. Registration failures are ignored while importing (we use no ops).
+    """
+    original = torch.library.register_fake
+
+    def tolerant_register_fake(*args, **kwargs):
+        try:
+            decorator = original(*args, **kwargs)
+        except Exception:
+            return lambda fn: fn
+
+        def apply(fn):
+            try:
+                return decorator(fn)
+            except Exception:
+                return fn
+        return apply
+
+    torch.library.register_fake = tolerant_register_fake
+    try:
+        import torchvision.models as models
+    finally:
+        torch.library.register_fake = original
+    return models
+
+
+def load_seeded_weights(torch_model, seed):
+    """Fill ``torch_model`` (float64) with :func:`tinycnn.testing.seeded_state_dict` weights."""
+    torch_model.double()
+    shapes = {name: tuple(t.shape) for name, t in torch_model.state_dict().items()}
+    weights = seeded_state_dict(shapes, seed)
+    torch_model.load_state_dict({name: torch.from_numpy(value) for name, value in weights.items()}, strict=True)
+    return torch_model
+
+
+def _train_without_dropout(torch_model):
+    torch_model.train()
+    for module in torch_model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
+
+
+def model_fixture(case, torch_model, our_name, our_kwargs, input_shape, seed, checked_params):
+    """Run ``torch_model`` with seeded weights; return the fixture arrays for ``models/<case>/``.
+
+    Eval mode first (running statistics), then train mode without dropout (batch statistics) with the
+    seeded upstream gradient, recording the gradient of the input and of ``checked_params``.
+    """
+    torch.manual_seed(seed)
+    load_seeded_weights(torch_model, seed)
+    x = torch.from_numpy(seeded_input(input_shape, seed))
+    prefix = f"models/{case}/"
+    out = {}
+    torch_model.eval()
+    with torch.no_grad():
+        out[prefix + "eval_logits"] = torch_model(x).numpy()
+    _train_without_dropout(torch_model)
+    x.requires_grad_(True)
+    logits = torch_model(x)
+    grad_out = torch.from_numpy(seeded_upstream_gradient(tuple(logits.shape), seed))
+    logits.backward(grad_out)
+    out[prefix + "train_logits"] = logits.detach().numpy()
+    out[prefix + "grad_x"] = x.grad.numpy()
+    parameters = dict(torch_model.named_parameters())
+    for name in checked_params:
+        out[prefix + f"grad/{name}"] = parameters[name].grad.numpy()
+    out[prefix + "params"] = np.array(json.dumps({
+        "model": our_name, "kwargs": our_kwargs, "seed": seed, "input_shape": list(input_shape),
+        "checked_params": list(checked_params), "torch_version": torch.__version__}))
+    return out
