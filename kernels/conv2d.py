@@ -10,7 +10,7 @@ independent convolutions: AlexNet, ResNeXt, ShuffleNet). Two special cases have 
 
 Everything else runs through **im2col + GEMM**, one image at a time:
 
-1. *im2col* (a numba kernel) unfolds the image into a matrix whose column ``p`` holds every input
+1. *im2col* (a numba kernel, :mod:`kernels._im2col`) unfolds the image into a matrix whose column ``p`` holds every input
    value that output pixel ``p`` sees: ``cols`` is ``(C_in*kH*kW, H_out*W_out)``.
 2. one matrix product per group does all the multiply-adds: ``y[n] = W @ cols``, with the weight
    viewed as ``(C_out, C_in/groups*kH*kW)``. That product is NumPy's BLAS, which runs near the
@@ -26,9 +26,7 @@ Cost: ``kH*kW * C_in/groups * C_out * H_out*W_out`` MACs per image.
 """
 import numpy as np
 
-from ._index import valid_output_range
-from ._jit import parallel_jit, prange
-from ._rows import tap_copy, tap_scatter_axpy
+from ._im2col import col2im_kernel, im2col_kernel
 from ._validate import (check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor,
                         conv_geometry)
 from . import depthwise, pointwise
@@ -220,52 +218,11 @@ def _im2col(image, cols, geometry):
     (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
     kH, kW = geometry.kernel_size
     H_out, W_out = geometry.output_shape[2:]
-    _im2col_kernel(image, cols.reshape(cols.shape[0], H_out, W_out), kH, kW, sh, sw, ph, pw, dh, dw)
+    im2col_kernel(image, cols.reshape(cols.shape[0], H_out, W_out), kH, kW, sh, sw, ph, pw, dh, dw)
 
 
 def _col2im(cols, image, geometry):
     (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
     kH, kW = geometry.kernel_size
     H_out, W_out = geometry.output_shape[2:]
-    _col2im_kernel(cols.reshape(cols.shape[0], H_out, W_out), image, kH, kW, sh, sw, ph, pw, dh, dw)
-
-
-@parallel_jit
-def _im2col_kernel(image, cols, kH, kW, sh, sw, ph, pw, dh, dw):
-    """``cols[(c*kH + a)*kW + b, i, j] = image_pad[c, i*s + a*d, j*s + b*d]`` (0 in the padding).
-
-    image: (C, H, W); cols: (C*kH*kW, H_out, W_out).
-    """
-    C, H, W = image.shape
-    _, H_out, W_out = cols.shape
-    for row in prange(C * kH * kW):                      # one (channel, tap) row per iteration: disjoint
-        c = row // (kH * kW)
-        kh = (row // kW) % kH
-        kw = row % kW
-        col_plane = cols[row]                            # (H_out, W_out)
-        col_plane[:, :] = 0.0                            # padding stays zero
-        oh_lo, oh_hi = valid_output_range(H_out, H, sh, kh * dh - ph)
-        ow_lo, ow_hi = valid_output_range(W_out, W, sw, kw * dw - pw)
-        for oh in range(oh_lo, oh_hi):
-            tap_copy(col_plane[oh], image[c, oh * sh + kh * dh - ph], ow_lo, ow_hi, sw, kw * dw - pw)
-
-
-@parallel_jit
-def _col2im_kernel(cols, image, kH, kW, sh, sw, ph, pw, dh, dw):
-    """The adjoint of im2col: ``image[c, i*s + a*d - p, j*s + b*d - p] += cols[(c*kH + a)*kW + b, i, j]``.
-
-    cols: (C*kH*kW, H_out, W_out); image: (C, H, W), overwritten.
-    """
-    C, H, W = image.shape
-    _, H_out, W_out = cols.shape
-    for c in prange(C):                                  # one channel plane per iteration: disjoint writes
-        plane = image[c]                                 # (H, W)
-        plane[:, :] = 0.0
-        for kh in range(kH):
-            oh_lo, oh_hi = valid_output_range(H_out, H, sh, kh * dh - ph)
-            for kw in range(kW):
-                ow_lo, ow_hi = valid_output_range(W_out, W, sw, kw * dw - pw)
-                col_plane = cols[(c * kH + kh) * kW + kw]
-                for oh in range(oh_lo, oh_hi):
-                    tap_scatter_axpy(plane[oh * sh + kh * dh - ph], col_plane[oh], 1.0,
-                                     ow_lo, ow_hi, sw, kw * dw - pw)
+    col2im_kernel(cols.reshape(cols.shape[0], H_out, W_out), image, kH, kW, sh, sw, ph, pw, dh, dw)

@@ -33,10 +33,8 @@ PyTorch. The BLAS matrix product uses fused multiply-adds and brings the whole l
 The GEMM is done one image at a time, so the columns buffer stays ``C_out*kH*kW*H*W`` elements instead of
 growing with the batch.
 
-``col2im``/``im2col`` are serial ``@jit`` loops: they run between multi-threaded BLAS calls whose worker
-threads are still spinning, and a numba ``prange`` there fights them for the cores: on the shared 2-core
-machine the forward below took 60-280 ms with parallel loops against 5-15 ms with these serial ones.
-They take ~2 ms of the ~5 ms below.
+``col2im``/``im2col`` (shared with ``conv2d.py`` in :mod:`kernels._im2col`) are serial loops, for the
+reason given there; they take ~2 ms of the ~5 ms below.
 
 Measured (2 cores, float32, x (8, 64, 28, 28) -> 32 channels, 4x4 kernel, stride 2, padding 1; medians of
 15 runs, PyTorch 2.13 with 2 threads): forward 5.0 ms vs PyTorch's 5.9-7.0 ms; backward-input 4.9 ms vs
@@ -44,9 +42,7 @@ Measured (2 cores, float32, x (8, 64, 28, 28) -> 32 channels, 4x4 kernel, stride
 """
 import numpy as np
 
-from ._index import valid_output_range
-from ._jit import jit
-from ._rows import tap_copy, tap_scatter_axpy
+from ._im2col import col2im_kernel, im2col_kernel
 from ._validate import check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor, conv_transpose_geometry
 
 
@@ -96,7 +92,7 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_p
     y = np.empty(geometry.output_shape, dtype=x.dtype)                        # (N, C_out, H_out, W_out)
     for n in range(N):
         np.matmul(weight_t, x_groups[n], out=cols)                            # (G, Cog*kH*kW, H*W)
-        _col2im_kernel(cols.reshape(C_out * kH * kW, H, W), y[n], kH, kW, sh, sw, ph, pw, dh, dw)
+        col2im_kernel(cols.reshape(C_out * kH * kW, H, W), y[n], kH, kW, sh, sw, ph, pw, dh, dw)
     if bias is not None:
         y += bias[None, :, None, None]
     return y
@@ -138,7 +134,7 @@ def conv_transpose2d_backward_input(grad_out, weight, input_shape, stride=1, pad
     grad_x = np.empty(input_shape, dtype=weight.dtype)                        # (N, C_in, H, W)
     grad_x_groups = grad_x.reshape(N, groups, C_in // groups, H * W)          # (N, G, Cig, H*W), a view
     for n in range(N):
-        _im2col_kernel(grad_out[n], cols.reshape(C_out * kH * kW, H, W), kH, kW, sh, sw, ph, pw, dh, dw)
+        im2col_kernel(grad_out[n], cols.reshape(C_out * kH * kW, H, W), kH, kW, sh, sw, ph, pw, dh, dw)
         np.matmul(weight_groups, cols, out=grad_x_groups[n])                  # (G, Cig, H*W)
     return grad_x
 
@@ -179,55 +175,7 @@ def conv_transpose2d_backward_weight(grad_out, x, weight_shape, stride=1, paddin
     grad_weight = np.zeros((groups, C_in // groups, C_out_per_group * kH * kW), dtype=x.dtype)
     one_image = np.empty_like(grad_weight)                                    # (G, Cig, Cog*kH*kW)
     for n in range(N):
-        _im2col_kernel(grad_out[n], cols.reshape(C_out * kH * kW, H, W), kH, kW, sh, sw, ph, pw, dh, dw)
+        im2col_kernel(grad_out[n], cols.reshape(C_out * kH * kW, H, W), kH, kW, sh, sw, ph, pw, dh, dw)
         np.matmul(x_groups[n], cols.transpose(0, 2, 1), out=one_image)        # (G, Cig, Cog*kH*kW)
         grad_weight += one_image
     return grad_weight.reshape(weight_shape)
-
-
-# The two loops below are serial twins of conv2d's ``_im2col_kernel``/``_col2im_kernel`` (same arguments
-# and layouts; here the "image" is the transposed convolution's *output* and the columns' pixel grid is its
-# *input*). They are serial on purpose: see the module docstring.
-
-@jit
-def _col2im_kernel(cols, image, kH, kW, sh, sw, ph, pw, dh, dw):
-    """Scatter-add columns into an image: ``image[c, i*sh + a*dh - ph, j*sw + b*dw - pw] += cols[(c*kH + a)*kW + b, i, j]``.
-
-    cols (C*kH*kW, H_in, W_in); image (C, H, W), overwritten. Entries that land in the cropped border
-    (``padding``) are dropped.
-    """
-    C, H, W = image.shape
-    _, H_in, W_in = cols.shape
-    for c in range(C):  # image channels, one after the other (serial: see the module docstring)
-        plane = image[c]  # (H, W)
-        plane[:, :] = 0.0
-        for kh in range(kH):  # kernel rows
-            # grid rows i whose image row i*sh + kh*dh - ph lies inside the image
-            i_start, i_stop = valid_output_range(H_in, H, sh, kh * dh - ph)
-            for kw in range(kW):  # kernel columns
-                j_start, j_stop = valid_output_range(W_in, W, sw, kw * dw - pw)
-                col_plane = cols[(c * kH + kh) * kW + kw]  # (H_in, W_in)
-                for i in range(i_start, i_stop):  # each grid row lands on one image row, every sw-th column
-                    tap_scatter_axpy(plane[i * sh + kh * dh - ph], col_plane[i], 1.0,
-                                     j_start, j_stop, sw, kw * dw - pw)
-
-
-@jit
-def _im2col_kernel(image, cols, kH, kW, sh, sw, ph, pw, dh, dw):
-    """Gather an image into columns: ``cols[(c*kH + a)*kW + b, i, j] = image[c, i*sh + a*dh - ph, j*sw + b*dw - pw]``.
-
-    The adjoint of :func:`_col2im_kernel`; positions outside the image read 0.
-    image (C, H, W); cols (C*kH*kW, H_in, W_in), overwritten.
-    """
-    C, H, W = image.shape
-    _, H_in, W_in = cols.shape
-    for row in range(C * kH * kW):  # one (channel, tap) row of the columns after the other (serial)
-        c = row // (kH * kW)
-        kh = (row // kW) % kH
-        kw = row % kW
-        col_plane = cols[row]  # (H_in, W_in)
-        col_plane[:, :] = 0.0  # positions outside the image stay zero
-        i_start, i_stop = valid_output_range(H_in, H, sh, kh * dh - ph)
-        j_start, j_stop = valid_output_range(W_in, W, sw, kw * dw - pw)
-        for i in range(i_start, i_stop):  # grid rows that read inside the image
-            tap_copy(col_plane[i], image[c, i * sh + kh * dh - ph], j_start, j_stop, sw, kw * dw - pw)
