@@ -8,3 +8,4 @@ from .gradcheck import gradcheck
 from .losses import CrossEntropyLoss, MSELoss
 
 __version__ = "0.1.0"
+__all__ = ["data", "losses", "nn", "optim", "gradcheck", "CrossEntropyLoss", "MSELoss"]
