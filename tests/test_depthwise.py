@@ -1,0 +1,469 @@
+"""The depthwise convolution kernels (``kernels/depthwise.py``) against ``kernels.reference`` and each other.
+
+What is checked:
+
+* the public ``depthwise_conv2d_*`` functions equal the reference on a grid (stride 1/2/3/(2,1), padding
+  0/1/2/(2,1), dilation 1/2/(1,2), kernels 1x1/3x3/5x5/3x5/1x3, channel multiplier 1/2/3, batch 1 and 3,
+  odd and even image sizes), float64 and float32;
+* the register-row fast path (3x3 and 5x5 at stride 1 and 2) equals the generic tap-by-tap path, kernel
+  against kernel (the private ``_forward(fast=...)``, ``_backward_input_*`` and ``_backward_weight_*``),
+  including images smaller than the kernel's reach, where the branch-free interior is empty and every
+  column is a border column;
+* the public functions pick the fast path exactly when it applies;
+* gradients: finite differences and adjoint identities (float64);
+* determinism: bit-identical across runs and across numba thread counts;
+* non-contiguous inputs give the same result as contiguous copies.
+
+The grid is built like the one in ``test_conv2d.py``: a full product of stride x padding x dilation x
+kernel size in float64, with (channels, multiplier), batch and image size assigned cyclically (periods 4, 2,
+3), and every 7th configuration again in float32.
+
+Tolerances (``helpers.assert_close``, relative to the largest expected magnitude): float64 1e-10, float32
+1e-4 against a float64 reference computed from the same float32 inputs. Fast against generic in the same
+dtype uses the same numbers: both sum at most 25 products per output in different orders.
+"""
+import itertools
+
+import numba
+import numpy as np
+import pytest
+
+from helpers import assert_close, directional_gradcheck
+from kernels import depthwise as D, reference as R
+from kernels._validate import conv_geometry
+from kernels.depthwise import (depthwise_conv2d_backward_input, depthwise_conv2d_backward_weight,
+                               depthwise_conv2d_forward)
+
+GRADCHECK_RTOL = 1e-6    # central differences, eps=1e-6: rounding ~1e-16 * |f| / eps ~ 1e-10 relative
+ADJOINT_RTOL = 1e-12     # of |a|*|b| (Cauchy-Schwarz bound of vdot(a, b)); rounding is ~sqrt(K) * 1e-16
+
+
+def pair(value):
+    return value if isinstance(value, tuple) else (value, value)
+
+
+def label(value):
+    h, w = pair(value)
+    return f"{h}" if h == w else f"{h}x{w}"
+
+
+def as64(*arrays):
+    return [None if a is None else a.astype(np.float64) for a in arrays]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public functions against the reference
+# ----------------------------------------------------------------------------------------------------
+STRIDES = [1, 2, 3, (2, 1)]
+PADDINGS = [0, 1, 2, (2, 1)]
+DILATIONS = [1, 2, (1, 2)]
+KERNELS = [(1, 1), (3, 3), (5, 5), (3, 5), (1, 3)]
+CHANNELS = [(3, 1), (2, 2), (4, 1), (1, 3)]        # (C, multiplier): C_out = C * multiplier <= 4
+BATCHES = [1, 3]
+SIZES = [(7, 9), (8, 8), (6, 11)]
+FALLBACK_SIZE = (11, 10)    # used when the cyclic size is smaller than the kernel's reach
+
+
+def make_case(stride, padding, dilation, kernel, channels, batch, size, with_bias):
+    """``(x shape, weight shape, params, with_bias)``; the image grows when the output would be empty."""
+    C, multiplier = channels
+    weight_shape = (C * multiplier, 1, *kernel)
+    params = dict(stride=stride, padding=padding, dilation=dilation)
+    for H, W in (size, FALLBACK_SIZE):
+        try:
+            conv_geometry((batch, C, H, W), weight_shape, groups=C, **params)
+            return (batch, C, H, W), weight_shape, params, with_bias
+        except ValueError:
+            continue
+    raise AssertionError(f"no image size fits {weight_shape} {params}")
+
+
+def case_id(case):
+    x_shape, weight_shape, params, with_bias = case
+    return (f"k{label(weight_shape[2:])}-s{label(params['stride'])}-p{label(params['padding'])}"
+            f"-d{label(params['dilation'])}-c{x_shape[1]}-m{weight_shape[0] // x_shape[1]}"
+            f"-n{x_shape[0]}-{x_shape[2]}x{x_shape[3]}" + ("-bias" if with_bias else ""))
+
+
+def build_grid():
+    cases = []
+    for i, (stride, padding, dilation, kernel) in enumerate(itertools.product(STRIDES, PADDINGS, DILATIONS,
+                                                                               KERNELS)):
+        cases.append(make_case(stride, padding, dilation, kernel,
+                               channels=CHANNELS[i % len(CHANNELS)],
+                               batch=BATCHES[(i // len(CHANNELS)) % len(BATCHES)],
+                               size=SIZES[i % len(SIZES)],
+                               with_bias=(i // 2) % 2 == 1))
+    return cases
+
+
+GRID = build_grid()
+GRID_PARAMS = ([pytest.param(case, np.float64, id=case_id(case) + "-float64") for case in GRID]
+               + [pytest.param(case, np.float32, id=case_id(case) + "-float32") for case in GRID[::7]])
+
+
+def make_inputs(case, dtype, rng):
+    """x, weight, bias (or None), grad_out of the forward's output shape, params; all in ``dtype``."""
+    x_shape, weight_shape, params, with_bias = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(weight_shape).astype(dtype)
+    bias = rng.standard_normal(weight_shape[0]).astype(dtype) if with_bias else None
+    output_shape = conv_geometry(x_shape, weight_shape, groups=x_shape[1], **params).output_shape
+    grad_out = rng.standard_normal(output_shape).astype(dtype)
+    return x, weight, bias, grad_out, params
+
+
+def test_grid_covers_every_value_of_every_axis():
+    for sample in (GRID, GRID[::7]):
+        params = [case[2] for case in sample]
+        assert {p["stride"] for p in params} == set(STRIDES)
+        assert {p["padding"] for p in params} == set(PADDINGS)
+        assert {p["dilation"] for p in params} == set(DILATIONS)
+        assert {case[1][2:] for case in sample} == set(KERNELS)
+        assert {case[0][0] for case in sample} == set(BATCHES)
+        assert {(case[0][1], case[1][0] // case[0][1]) for case in sample} == set(CHANNELS)
+        assert {case[3] for case in sample} == {True, False}
+    assert {case[0][2:] for case in GRID} >= set(SIZES)
+    # both the fast and the generic path are in the grid
+    assert {D._use_row_fast_path(conv_geometry(c[0], c[1], groups=c[0][1], **c[2])) for c in GRID[::7]} == {
+        True, False}
+
+
+@pytest.mark.parametrize("case, dtype", GRID_PARAMS)
+def test_depthwise_forward_matches_reference(case, dtype, rng):
+    x, weight, bias, _, params = make_inputs(case, dtype, rng)
+    expected = R.depthwise_conv2d_forward(*as64(x, weight, bias), **params)
+    assert_close(depthwise_conv2d_forward(x, weight, bias, **params), expected, dtype)
+
+
+@pytest.mark.parametrize("case, dtype", GRID_PARAMS)
+def test_depthwise_backward_input_matches_reference(case, dtype, rng):
+    x, weight, _, grad_out, params = make_inputs(case, dtype, rng)
+    expected = R.depthwise_conv2d_backward_input(*as64(grad_out, weight), x.shape, **params)
+    assert_close(depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params), expected, dtype)
+
+
+@pytest.mark.parametrize("case, dtype", GRID_PARAMS)
+def test_depthwise_backward_weight_matches_reference(case, dtype, rng):
+    x, weight, _, grad_out, params = make_inputs(case, dtype, rng)
+    expected = R.depthwise_conv2d_backward_weight(*as64(grad_out, x), weight.shape, **params)
+    assert_close(depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params), expected, dtype)
+
+
+@pytest.mark.nojit
+def test_depthwise_3x3_forward_and_backwards_match_reference_tiny():
+    """1x2x5x5, fast path (3x3 stride 1) and generic path (stride 3): runs as plain Python too."""
+    rng = np.random.default_rng(0)
+    x, weight, bias = rng.standard_normal((1, 2, 5, 5)), rng.standard_normal((2, 1, 3, 3)), rng.standard_normal(2)
+    for params in (dict(padding=1), dict(stride=3, padding=(1, 0))):
+        y = depthwise_conv2d_forward(x, weight, bias, **params)
+        assert_close(y, R.depthwise_conv2d_forward(x, weight, bias, **params), np.float64)
+        grad_out = rng.standard_normal(y.shape)
+        assert_close(depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params),
+                     R.depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params), np.float64)
+        assert_close(depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params),
+                     R.depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params), np.float64)
+
+
+def test_depthwise_multiplier2_output_channel_filters_input_channel_oc_div_m(rng):
+    """Output channel ``oc`` is input channel ``oc // m`` filtered by ``weight[oc]`` (PyTorch's layout)."""
+    x = rng.standard_normal((1, 2, 6, 5))
+    weight = rng.standard_normal((4, 1, 3, 3))
+    y = depthwise_conv2d_forward(x, weight, padding=1)
+    for oc in range(4):
+        single = depthwise_conv2d_forward(x[:, oc // 2:oc // 2 + 1], weight[oc:oc + 1], padding=1)
+        assert_close(y[:, oc:oc + 1], single, np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The register-row fast path against the generic path, kernel against kernel
+# ----------------------------------------------------------------------------------------------------
+def has_interior(size, kernel, stride, padding, dilation):
+    """True if some output column has all ``kernel`` taps inside the image (the branch-free interior)."""
+    n_out = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    return any(o * stride - padding >= 0 and o * stride - padding + (kernel - 1) * dilation < size
+               for o in range(n_out))
+
+
+FAST_SIZES = [(7, 9), (2, 2), (1, 4), (3, 1)]     # the last three are smaller than most kernels' reach
+
+
+def build_fast_grid():
+    """Full product k {3,5} x stride {1,2} x padding {0,1,2} x dilation {1,2} x multiplier {1,2} x sizes,
+    keeping the sizes whose output is at least 1x1; plus non-square padding / dilation."""
+    cases = []
+    for kernel, stride, padding, dilation, multiplier, size in itertools.product(
+            (3, 5), (1, 2), [0, 1, 2, (2, 0)], [1, 2, (2, 1)], (1, 2), FAST_SIZES):
+        if (isinstance(padding, tuple) or isinstance(dilation, tuple)) and size != (7, 9):
+            continue     # the non-square variants on the ordinary image only
+        x_shape, weight_shape = (2, 2, *size), (2 * multiplier, 1, kernel, kernel)
+        params = dict(stride=stride, padding=padding, dilation=dilation)
+        try:
+            conv_geometry(x_shape, weight_shape, groups=2, **params)
+        except ValueError:
+            continue
+        cases.append(pytest.param(x_shape, weight_shape, params,
+                                  id=f"k{kernel}-s{stride}-p{label(padding)}-d{label(dilation)}-m{multiplier}"
+                                     f"-{size[0]}x{size[1]}"))
+    return cases
+
+
+FAST_GRID = build_fast_grid()
+
+
+def test_fast_grid_includes_images_whose_interior_is_empty():
+    """The border-only case (no column where all taps are inside the image) must be exercised, rows and
+    columns, at both strides."""
+    empty = set()
+    for case in FAST_GRID:
+        x_shape, weight_shape, params = case.values
+        kernel, (ph, pw), (dh, dw) = weight_shape[3], pair(params["padding"]), pair(params["dilation"])
+        if not has_interior(x_shape[3], kernel, params["stride"], pw, dw):
+            empty.add(("columns", params["stride"], kernel))
+        if not has_interior(x_shape[2], kernel, params["stride"], ph, dh):
+            empty.add(("rows", params["stride"], kernel))
+    assert empty >= {(axis, s, k) for axis in ("rows", "columns") for s in (1, 2) for k in (3, 5)}
+
+
+def fast_inputs(x_shape, weight_shape, params, dtype, rng):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(weight_shape).astype(dtype)
+    bias = rng.standard_normal(weight_shape[0]).astype(dtype)
+    geometry = D._depthwise_geometry(x_shape, weight_shape, **params)
+    assert D._use_row_fast_path(geometry)
+    grad_out = rng.standard_normal(geometry.output_shape).astype(dtype)
+    return x, weight, bias, grad_out, geometry
+
+
+def hyper(geometry):
+    (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
+    return sh, sw, ph, pw, dh, dw
+
+
+FAST_PARAMS = ([pytest.param(*case.values, np.float64, id=case.id + "-float64") for case in FAST_GRID]
+               + [pytest.param(*case.values, np.float32, id=case.id + "-float32") for case in FAST_GRID[::5]])
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, params, dtype", FAST_PARAMS)
+def test_depthwise_forward_row_fast_path_equals_generic(x_shape, weight_shape, params, dtype, rng):
+    x, weight, bias, _, geometry = fast_inputs(x_shape, weight_shape, params, dtype, rng)
+    generic = D._forward(x, weight, bias, geometry, fast=False)
+    assert_close(D._forward(x, weight, bias, geometry, fast=True), generic, dtype)
+    assert_close(D._forward(x, weight, None, geometry, fast=True),
+                 D._forward(x, weight, None, geometry, fast=False), dtype)
+    assert_close(generic, R.depthwise_conv2d_forward(*as64(x, weight, bias), **params), dtype)
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, params, dtype",
+                         [p for p in FAST_PARAMS if p.values[2]["stride"] == 1])
+def test_depthwise_backward_input_rows_stride1_equals_generic(x_shape, weight_shape, params, dtype, rng):
+    """Outputs start as NaN: every element must be written (zero-filled) by the kernel itself."""
+    _, weight, _, grad_out, geometry = fast_inputs(x_shape, weight_shape, params, dtype, rng)
+    sh, sw, ph, pw, dh, dw = hyper(geometry)
+    generic = np.full(x_shape, np.nan, dtype)
+    rows = np.full(x_shape, np.nan, dtype)
+    D._backward_input_generic_kernel(grad_out, weight, generic, sh, sw, ph, pw, dh, dw)
+    D._backward_input_rows_stride1_kernel(grad_out, weight, rows, ph, pw, dh, dw)
+    assert_close(rows, generic, dtype)
+    assert_close(generic, R.depthwise_conv2d_backward_input(*as64(grad_out, weight), x_shape, **params), dtype)
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, params, dtype", FAST_PARAMS)
+def test_depthwise_backward_weight_rows_equals_generic(x_shape, weight_shape, params, dtype, rng):
+    x, _, _, grad_out, geometry = fast_inputs(x_shape, weight_shape, params, dtype, rng)
+    generic = np.full(weight_shape, np.nan, dtype)
+    rows = np.full(weight_shape, np.nan, dtype)
+    D._backward_weight_generic_kernel(grad_out, x, generic, *hyper(geometry))
+    D._backward_weight_rows_kernel(grad_out, x, rows, *hyper(geometry))
+    assert_close(rows, generic, dtype)
+    assert_close(generic, R.depthwise_conv2d_backward_weight(*as64(grad_out, x), weight_shape, **params), dtype)
+
+
+@pytest.mark.parametrize("kernel, stride, expected", [
+    ((3, 3), 1, True), ((3, 3), 2, True), ((5, 5), 1, True), ((5, 5), (2, 2), True),
+    ((3, 3), 3, False), ((3, 3), (1, 2), False), ((3, 5), 1, False), ((4, 4), 1, False), ((1, 1), 1, False),
+    ((7, 7), 2, False),
+])
+def test_row_fast_path_applies_to_square_3x3_and_5x5_at_equal_stride_1_or_2(kernel, stride, expected):
+    geometry = D._depthwise_geometry((1, 2, 11, 11), (2, 1, *kernel), stride, 2, 1)
+    assert D._use_row_fast_path(geometry) is expected
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Record which private kernels the public functions call (the kernels still run)."""
+    calls = []
+    names = ["_forward_rows_kernel", "_forward_generic_kernel", "_backward_input_rows_stride1_kernel",
+             "_backward_input_generic_kernel", "_backward_weight_rows_kernel", "_backward_weight_generic_kernel"]
+    for name in names:
+        original = getattr(D, name)
+
+        def recording(*args, _name=name, _original=original):
+            calls.append(_name)
+            return _original(*args)
+        monkeypatch.setattr(D, name, recording)
+    return calls
+
+
+@pytest.mark.parametrize("kernel, stride, expected", [
+    (3, 1, ["_forward_rows_kernel", "_backward_input_rows_stride1_kernel", "_backward_weight_rows_kernel"]),
+    (5, 2, ["_forward_rows_kernel", "_backward_input_generic_kernel", "_backward_weight_rows_kernel"]),
+    (3, 3, ["_forward_generic_kernel", "_backward_input_generic_kernel", "_backward_weight_generic_kernel"]),
+    (4, 1, ["_forward_generic_kernel", "_backward_input_generic_kernel", "_backward_weight_generic_kernel"]),
+])
+def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kernel, stride, expected, rng,
+                                                                          kernel_calls):
+    x = rng.standard_normal((1, 2, 9, 9))
+    weight = rng.standard_normal((2, 1, kernel, kernel))
+    y = depthwise_conv2d_forward(x, weight, stride=stride, padding=1)
+    grad_out = rng.standard_normal(y.shape)
+    depthwise_conv2d_backward_input(grad_out, weight, x.shape, stride=stride, padding=1)
+    depthwise_conv2d_backward_weight(grad_out, x, weight.shape, stride=stride, padding=1)
+    assert kernel_calls == expected
+
+
+# ----------------------------------------------------------------------------------------------------
+# Gradients: finite differences and adjoint identities (float64)
+# ----------------------------------------------------------------------------------------------------
+GRADIENT_CASES = {
+    "fast_3x3_stride1_pad1": ((2, 3, 7, 6), (3, 1, 3, 3), dict(padding=1)),
+    "fast_5x5_stride2_pad2_multiplier2": ((2, 2, 9, 8), (4, 1, 5, 5), dict(stride=2, padding=2)),
+    "fast_3x3_dilation2_image_smaller_than_reach": ((1, 2, 3, 2), (2, 1, 3, 3), dict(padding=2, dilation=2)),
+    "generic_3x5_stride2x1_dilation1x2": ((2, 2, 8, 9), (4, 1, 3, 5), dict(stride=(2, 1), padding=(1, 2),
+                                                                           dilation=(1, 2))),
+    "generic_2x2_stride3_uncovered_pixels": ((1, 3, 8, 8), (3, 1, 2, 2), dict(stride=3)),
+}
+
+
+def gradient_inputs(name, rng):
+    x_shape, weight_shape, params = GRADIENT_CASES[name]
+    x, weight = rng.standard_normal(x_shape), rng.standard_normal(weight_shape)
+    bias = rng.standard_normal(weight_shape[0])
+    grad_out = rng.standard_normal(depthwise_conv2d_forward(x, weight, **params).shape)
+    return x, weight, bias, grad_out, params
+
+
+def assert_gradcheck(f, point, grad, rng):
+    analytic, numeric = directional_gradcheck(f, point, grad, rng=rng)
+    assert numeric == pytest.approx(analytic, rel=GRADCHECK_RTOL, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", list(GRADIENT_CASES))
+def test_depthwise_backward_input_passes_finite_difference_check(name, rng):
+    x, weight, bias, grad_out, params = gradient_inputs(name, rng)
+    loss = lambda x_: np.vdot(grad_out, depthwise_conv2d_forward(x_, weight, bias, **params))   # noqa: E731
+    assert_gradcheck(loss, x, depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params), rng)
+
+
+@pytest.mark.parametrize("name", list(GRADIENT_CASES))
+def test_depthwise_backward_weight_passes_finite_difference_check(name, rng):
+    x, weight, bias, grad_out, params = gradient_inputs(name, rng)
+    loss = lambda w_: np.vdot(grad_out, depthwise_conv2d_forward(x, w_, bias, **params))   # noqa: E731
+    assert_gradcheck(loss, weight, depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params), rng)
+
+
+def assert_vdot_equal(a1, b1, a2, b2):
+    """``vdot(a1, b1) == vdot(a2, b2)`` up to rounding (bounded by ``|a|*|b|``, Cauchy-Schwarz)."""
+    lhs, rhs = np.vdot(a1, b1), np.vdot(a2, b2)
+    scale = np.linalg.norm(a1) * np.linalg.norm(b1) + np.linalg.norm(a2) * np.linalg.norm(b2)
+    assert abs(lhs - rhs) <= ADJOINT_RTOL * scale, (lhs, rhs)
+
+
+@pytest.mark.parametrize("name", list(GRADIENT_CASES))
+def test_depthwise_backward_input_is_adjoint_of_forward(name, rng):
+    """``vdot(conv(x; w), g) == vdot(x, backward_input(g; w))`` (no bias: the map must be linear)."""
+    x, weight, _, grad_out, params = gradient_inputs(name, rng)
+    assert_vdot_equal(depthwise_conv2d_forward(x, weight, **params), grad_out,
+                      x, depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params))
+
+
+@pytest.mark.parametrize("name", list(GRADIENT_CASES))
+def test_depthwise_backward_weight_is_adjoint_of_forward(name, rng):
+    """``vdot(g, conv(x; w)) == vdot(w, backward_weight(g, x))`` (no bias)."""
+    x, weight, _, grad_out, params = gradient_inputs(name, rng)
+    assert_vdot_equal(grad_out, depthwise_conv2d_forward(x, weight, **params),
+                      weight, depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Determinism and memory layouts
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture
+def restore_numba_threads():
+    threads = numba.get_num_threads()
+    yield
+    numba.set_num_threads(threads)
+
+
+# fast path (3x3 stride 1 and 5x5 stride 2) and generic path (3x3 stride 3, 4x4 stride 1)
+PATHS = {"fast_3x3_s1": (3, 1), "fast_5x5_s2": (5, 2), "generic_3x3_s3": (3, 3), "generic_4x4_s1": (4, 1)}
+
+
+def path_inputs(path, rng):
+    kernel, stride = PATHS[path]
+    x = rng.standard_normal((4, 3, 11, 10)).astype(np.float32)    # 12 planes: every thread gets several
+    weight = rng.standard_normal((6, 1, kernel, kernel)).astype(np.float32)
+    params = dict(stride=stride, padding=1)
+    grad_out = rng.standard_normal(depthwise_conv2d_forward(x, weight, **params).shape).astype(np.float32)
+    return x, weight, grad_out, params
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_depthwise_backward_weight_is_bit_identical_when_run_twice(path, rng):
+    x, weight, grad_out, params = path_inputs(path, rng)
+    first = depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params)
+    second = depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params)
+    assert np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_depthwise_results_do_not_depend_on_numba_thread_count(path, rng, restore_numba_threads):
+    """Every parallel loop gives one whole output plane (forward, backward-input) or one output channel's
+    weights (backward-weight, summed over the batch inside the iteration) to a thread: no sum is ever
+    split across threads, so 1 thread and all threads give bit-identical results."""
+    x, weight, grad_out, params = path_inputs(path, rng)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        results.append((depthwise_conv2d_forward(x, weight, **params),
+                        depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params),
+                        depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params)))
+    for one_thread, all_threads in zip(*results):
+        assert np.array_equal(one_thread, all_threads)
+
+
+def relayout(array, layout):
+    """A view with ``array``'s values in another memory layout (4-D NCHW arrays; 1-D for ``bias``)."""
+    if array.ndim == 1:
+        base = np.zeros(2 * array.shape[0], array.dtype)
+        base[::2] = array
+        return base[::2]                                                       # stride 2 elements
+    if layout == "strided_rows":                                               # x[:, :, ::2]
+        base = np.zeros(array.shape[:2] + (2 * array.shape[2], array.shape[3]), array.dtype)
+        base[:, :, ::2] = array
+        return base[:, :, ::2]
+    if layout == "channels_last_transpose":                                    # np.transpose view of NHWC
+        return np.transpose(np.ascontiguousarray(np.transpose(array, (0, 2, 3, 1))), (0, 3, 1, 2))
+    if layout == "fortran":
+        return np.asfortranarray(array)
+    if layout == "negative_strides":
+        return np.ascontiguousarray(array[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]
+    raise ValueError(layout)
+
+
+LAYOUTS = ["strided_rows", "channels_last_transpose", "fortran", "negative_strides"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("path", ["fast_3x3_s1", "generic_3x3_s3"])
+def test_depthwise_non_contiguous_inputs_give_same_result_as_contiguous(layout, path, rng):
+    x, weight, grad_out, params = path_inputs(path, rng)
+    bias = rng.standard_normal(weight.shape[0]).astype(np.float32)
+    x_view, weight_view, bias_view, grad_out_view = (relayout(a, layout) for a in (x, weight, bias, grad_out))
+    assert not x_view.flags.c_contiguous and not grad_out_view.flags.c_contiguous
+    np.testing.assert_array_equal(depthwise_conv2d_forward(x_view, weight_view, bias_view, **params),
+                                  depthwise_conv2d_forward(x, weight, bias, **params))
+    np.testing.assert_array_equal(depthwise_conv2d_backward_input(grad_out_view, weight_view, x.shape, **params),
+                                  depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params))
+    np.testing.assert_array_equal(depthwise_conv2d_backward_weight(grad_out_view, x_view, weight.shape, **params),
+                                  depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params))
