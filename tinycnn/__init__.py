@@ -3,9 +3,9 @@
 Subpackages: :mod:`tinycnn.losses`, :mod:`tinycnn.optim`, :mod:`tinycnn.data`; the compute kernels
 live in the top-level package :mod:`kernels`.
 """
-from . import data, losses, nn, optim
+from . import data, io, losses, nn, optim
 from .gradcheck import gradcheck
 from .losses import CrossEntropyLoss, MSELoss
 
 __version__ = "0.1.0"
-__all__ = ["data", "losses", "nn", "optim", "gradcheck", "CrossEntropyLoss", "MSELoss"]
+__all__ = ["data", "io", "losses", "nn", "optim", "gradcheck", "CrossEntropyLoss", "MSELoss"]

@@ -66,6 +66,7 @@ def model_fixture(case, torch_model, our_name, our_kwargs, input_shape, seed, ch
     """
     torch.manual_seed(seed)
     load_seeded_weights(torch_model, seed)
+    torch_model.zero_grad(set_to_none=True)      # a reused model must not add up two cases' gradients
     x = torch.from_numpy(seeded_input(input_shape, seed))
     prefix = f"models/{case}/"
     out = {}

@@ -94,9 +94,12 @@ class BatchNorm2d(Module):
             if m < 2:
                 raise ValueError(f"BatchNorm2d in training mode needs more than 1 value per channel; got "
                                  f"input of shape {x.shape}")
-            mean = x.mean(axis=_AXES)                       # (C,)
-            centred = x - _per_channel(mean)                # (N, C, H, W)
-            var = np.mean(centred * centred, axis=_AXES)    # (C,) biased variance
+            # sums in float64 even for float32 input, as PyTorch's CPU kernels: a channel can hold
+            # N*H*W ~ 1e5 values, and float32 sums of that length lose digits that training-mode
+            # normalisation then amplifies
+            mean = x.mean(axis=_AXES, dtype=np.float64)     # (C,)
+            centred = x - _per_channel(mean.astype(x.dtype))            # (N, C, H, W)
+            var = np.mean(centred * centred, axis=_AXES, dtype=np.float64)   # (C,) biased variance
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, m)
         else:
@@ -122,8 +125,9 @@ class BatchNorm2d(Module):
         self._check_grad_out(grad_out, None if self._x_hat is None else self._x_hat.shape)
         x_hat, inv_std = self._x_hat, self._inv_std
         N, C, H, W = x_hat.shape
-        sum_grad = grad_out.sum(axis=_AXES)                                  # (C,) = dL/dbeta
-        sum_grad_x_hat = np.sum(grad_out * x_hat, axis=_AXES)                # (C,) = dL/dgamma
+        # float64 sums, as in forward
+        sum_grad = grad_out.sum(axis=_AXES, dtype=np.float64)                # (C,) = dL/dbeta
+        sum_grad_x_hat = np.sum(grad_out * x_hat, axis=_AXES, dtype=np.float64)   # (C,) = dL/dgamma
         if self.affine:
             self.weight.grad += sum_grad_x_hat
             if self.bias is not None:
@@ -136,7 +140,9 @@ class BatchNorm2d(Module):
             return grad_out * _per_channel(scale)
         # mean and var depend on x: remove the gradient's components along 1 and x_hat (class docstring)
         m = N * H * W
-        return _per_channel(scale) * (grad_out - _per_channel(sum_grad / m) - x_hat * _per_channel(sum_grad_x_hat / m))
+        mean_grad = (sum_grad / m).astype(x_hat.dtype)                       # (C,)
+        mean_grad_x_hat = (sum_grad_x_hat / m).astype(x_hat.dtype)           # (C,)
+        return _per_channel(scale) * (grad_out - _per_channel(mean_grad) - x_hat * _per_channel(mean_grad_x_hat))
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
