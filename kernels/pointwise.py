@@ -108,18 +108,38 @@ def pointwise_conv2d_backward_weight(grad_out, x, weight_shape, groups=1):
     -------
     grad_weight : ndarray (C_out, C_in/groups, 1, 1), ``sum_n grad_out[n] @ x[n]^T`` per group.
 
-    Images are added one at a time in a fixed order (a small ``(groups, C_out/G, C_in/G)`` buffer),
-    so the result is reproducible and no batch-sized copy is made.
+    The sum over images is itself a matrix product once the images' pixels are laid side by side:
+    ``[gy_1 ... gy_k] @ [x_1 ... x_k]^T``. One BLAS call per image is fine for large images, but a
+    MobileNet's late layers have 4x4 or 1x1 maps, where thousands of tiny calls cost more than the
+    arithmetic (measured: 0.45 s of a 1.4 s MobileNetV2 training step, batch 64 at 32x32). So images are
+    taken in chunks of about ``_GEMM_COLUMNS`` pixels: extra memory stays bounded by
+    ``(C_out + C_in) * _GEMM_COLUMNS`` numbers whatever the batch size, and chunks are added in a fixed
+    order, so the result is reproducible.
     """
     x = check_tensor(x, "x")
     weight_shape = check_shape(weight_shape, "weight_shape")
     geometry = _pointwise_geometry(x.shape, weight_shape, groups)
     grad_out = check_grad_out(grad_out, geometry.output_shape, x.dtype)
+    N, _, H, W = x.shape
     grad_weight = np.zeros(weight_shape, dtype=x.dtype)
     total = _grouped_weight(grad_weight, groups)                    # (G, Co/G, Ci/G) view
-    one_image = np.empty_like(total)
-    gy, xs = _grouped(grad_out, groups), _grouped(x, groups)
-    for n in range(x.shape[0]):
-        np.matmul(gy[n], xs[n].transpose(0, 2, 1), out=one_image)   # (G, Co/G, HW) @ (G, HW, Ci/G)
-        total += one_image
+    one_chunk = np.empty_like(total)
+    gy, xs = _grouped(grad_out, groups), _grouped(x, groups)        # (N, G, Co/G, HW), (N, G, Ci/G, HW)
+    chunk = max(1, _GEMM_COLUMNS // (H * W))                        # images per matrix product
+    for start in range(0, N, chunk):
+        gy_part, x_part = gy[start:start + chunk], xs[start:start + chunk]
+        if len(gy_part) == 1:                                       # (G, Co/G, HW) @ (G, HW, Ci/G)
+            np.matmul(gy_part[0], x_part[0].transpose(0, 2, 1), out=one_chunk)
+        else:                                                       # pixels of k images side by side
+            G, Co_g, Ci_g, k = gy.shape[1], gy.shape[2], xs.shape[2], len(gy_part)
+            gy_side = gy_part.transpose(1, 2, 0, 3).reshape(G, Co_g, k * H * W)         # (G, Co/G, k*HW)
+            x_side = x_part.transpose(1, 0, 3, 2).reshape(G, k * H * W, Ci_g)           # (G, k*HW, Ci/G)
+            np.matmul(gy_side, x_side, out=one_chunk)
+        total += one_chunk
     return grad_weight
+
+
+#: pixels per weight-gradient matrix product (see pointwise_conv2d_backward_weight). Measured on
+#: MobileNetV2 shapes at batch 64: one image per call is 10-90x slower on 2x2 and 1x1 maps, and
+#: chunks above ~1024 pixels lose again to the cost of laying the images side by side.
+_GEMM_COLUMNS = 256
