@@ -1,0 +1,106 @@
+"""Model fixtures for ShuffleNet V1/V2, GhostNet and SqueezeNet -> tests/fixtures/models_shuffle_ghost.npz.
+
+References: torchvision for ShuffleNet V2 and SqueezeNet; ``torch_reference_shuffle_ghost.py`` for
+ShuffleNet V1 (written from the paper) and timm for GhostNet (``pip install --no-deps timm``).
+Besides the arrays of ``model_fixtures.model_fixture``, every case stores ``state_dict_shapes`` (the
+reference model's ``[[key, shape], ...]`` in order, at 1000 classes, so the tests check keys and shapes
+without PyTorch) and ``torch_float32_error`` (how far PyTorch's own float32 run is from float64: the
+case is well conditioned, so a float32 comparison at 2e-3 tests the implementation, not rounding).
+The ShuffleNet V2 1.0x case also stores ``state_dict_shapes_all_sizes`` for x0.5, x1.0, x1.5, x2.0.
+"""
+import json
+
+import numpy as np
+import torch
+import torch_reference_shuffle_ghost as reference
+from make_fixtures import save_npz
+from model_fixtures import import_torchvision_models, load_seeded_weights, model_fixture
+
+from tinycnn.testing import seeded_input, seeded_upstream_gradient
+
+FILENAME = "models_shuffle_ghost.npz"
+
+# Input shapes. Networks with batch norm use 34 x 34: at 32 x 32 their last stage is 1 x 1, and a
+# train-mode batch norm over N*H*W = 2 values makes the input gradient almost exactly zero (both
+# degrees of freedom are normalised away), so it would compare rounding noise. 33..64 all give 2 x 2.
+# SqueezeNet has no batch norm: one 32 x 32 image. Small shapes keep the .npz under 400 KB.
+BN_INPUT = (2, 3, 34, 34)
+SQUEEZENET_INPUT = (1, 3, 32, 32)
+
+# A float32 comparison only tests the implementation if the case is well conditioned: PyTorch's own
+# float32 result must agree with its float64 result well inside the tests' 2e-3 tolerance (4x margin).
+MAX_TORCH_FLOAT32_ERROR = 5e-4
+
+V2_SIZES = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"]
+
+
+def _cases():
+    """``(case, torch model factory, our name, our kwargs, input shape, checked params)`` per fixture.
+
+    Checked parameters: the first convolution, a batch-norm weight in the middle, an SE weight where the
+    model has SE, the classifier bias (small arrays only: the file stays small).
+    """
+    tv = import_torchvision_models()
+    v1_kwargs = {"num_classes": 10, "groups": 3, "width_mult": 1.0}
+    ghost_kwargs = {"num_classes": 10, "width": 1.0}
+    return [
+        ("shufflenet_v1_g3", lambda: reference.ShuffleNetV1(**v1_kwargs), "shufflenet_v1", v1_kwargs, BN_INPUT,
+         ["conv1.0.weight", "stage3.0.branch.depthwise.1.weight", "stage3.3.branch.depthwise.0.weight", "fc.bias"]),
+        ("shufflenet_v2_x1_0", tv.shufflenet_v2_x1_0, "shufflenet_v2_x1_0", {}, BN_INPUT,
+         ["conv1.0.weight", "stage3.0.branch1.1.weight", "stage3.3.branch2.3.weight", "fc.bias"]),
+        ("ghostnet", lambda: reference.ghostnet(**ghost_kwargs), "ghostnet", ghost_kwargs, BN_INPUT,
+         ["conv_stem.weight", "blocks.6.3.ghost1.cheap_operation.1.weight", "blocks.3.0.se.conv_reduce.weight",
+          "classifier.bias"]),
+        ("squeezenet1_0", tv.squeezenet1_0, "squeezenet1_0", {}, SQUEEZENET_INPUT,
+         ["features.0.bias", "features.4.squeeze.weight", "features.12.expand1x1.bias", "classifier.1.bias"]),
+        ("squeezenet1_1", tv.squeezenet1_1, "squeezenet1_1", {}, SQUEEZENET_INPUT,
+         ["features.0.weight", "features.4.squeeze.weight", "features.12.expand1x1.bias", "classifier.1.bias"]),
+    ]
+
+
+def _reference_state_dict_shapes(case, make_torch_model, our_kwargs):
+    """``[[key, shape], ...]`` of the reference model with its default 1000 classes (the real layout)."""
+    if case.startswith("shufflenet_v1"):
+        torch_model = reference.ShuffleNetV1(groups=our_kwargs["groups"], width_mult=our_kwargs["width_mult"])
+    elif case.startswith("ghostnet"):
+        torch_model = reference.ghostnet(width=our_kwargs["width"])
+    else:
+        torch_model = make_torch_model()
+    return [[key, list(value.shape)] for key, value in torch_model.state_dict().items()]
+
+
+def _torch_float32_error(make_torch_model, seed, input_shape, fixture):
+    """Largest relative error of PyTorch's own float32 train-mode logits and input gradient vs float64."""
+    torch_model = load_seeded_weights(make_torch_model(), seed).float().train()
+    for module in torch_model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()                       # dropout masks are random: off, as in the fixture
+    x = torch.from_numpy(seeded_input(input_shape, seed, np.float32)).requires_grad_(True)
+    logits = torch_model(x)
+    logits.backward(torch.from_numpy(seeded_upstream_gradient(tuple(logits.shape), seed, np.float32)))
+    errors = []
+    for ours, field in ((logits.detach().numpy(), "train_logits"), (x.grad.numpy(), "grad_x")):
+        expected = next(value for key, value in fixture.items() if key.endswith("/" + field))
+        errors.append(float(np.max(np.abs(ours - expected)) / np.max(np.abs(expected))))
+    return max(errors)
+
+
+def generate(out_dir):
+    arrays = {}
+    for seed, (case, make_torch_model, our_name, our_kwargs, input_shape, checked) in enumerate(_cases()):
+        fixture = model_fixture(case, make_torch_model(), our_name, our_kwargs, input_shape, seed, checked)
+        float32_error = _torch_float32_error(make_torch_model, seed, input_shape, fixture)
+        if float32_error > MAX_TORCH_FLOAT32_ERROR:
+            raise RuntimeError(f"{case}: PyTorch's own float32 result is {float32_error:.1e} (relative) away from "
+                               f"float64: badly conditioned, pick another input shape or seed")
+        fixture[f"models/{case}/state_dict_shapes"] = np.array(json.dumps(
+            _reference_state_dict_shapes(case, make_torch_model, our_kwargs)))
+        fixture[f"models/{case}/torch_float32_error"] = np.array(float32_error)
+        if case == "shufflenet_v2_x1_0":          # the other sizes' layouts too (no numerics: same code path)
+            tv = import_torchvision_models()
+            fixture[f"models/{case}/state_dict_shapes_all_sizes"] = np.array(json.dumps({
+                name: [[key, list(value.shape)] for key, value in getattr(tv, name)().state_dict().items()]
+                for name in V2_SIZES}))
+        arrays.update(fixture)
+        print(f"    {case}: PyTorch float32 vs float64 {float32_error:.1e}")
+    return [save_npz(out_dir / FILENAME, arrays)]
