@@ -49,7 +49,7 @@ def check_tensor(array, name, ndim=4):
     if array.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64; got {array.dtype}")
     if array.ndim != ndim:
-        layout = {4: " (N, C, H, W)", 1: ""}.get(ndim, "")
+        layout = " (N, C, H, W)" if ndim == 4 and name != "weight" else ""
         raise ValueError(f"{name} must be {ndim}-D{layout}; got shape {array.shape}")
     if 0 in array.shape:
         raise ValueError(f"{name} must not be empty; got shape {array.shape}")

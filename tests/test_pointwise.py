@@ -7,7 +7,8 @@ What is checked:
   batch 1 and 3, image sizes 7x9, 8x8, 1x1 and 1x11, with and without bias, float64 and float32;
 * a 1x1 convolution is a matrix product per pixel (checked by hand on one pixel);
 * gradients: finite differences and adjoint identities (float64);
-* the weight gradient is bit-identical across runs (images are added one at a time, in order);
+* the weight gradient equals the reference however the images are chunked into matrix products, and
+  is bit-identical across runs (chunks are added in a fixed order);
 * non-contiguous inputs give the same result as contiguous copies.
 
 Tolerances (``helpers.assert_close``, relative to the largest expected magnitude): float64 1e-10, float32
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 from helpers import assert_close, directional_gradcheck
-from kernels import reference as R
+from kernels import pointwise as P, reference as R
 from kernels.pointwise import (pointwise_conv2d_backward_input, pointwise_conv2d_backward_weight,
                                pointwise_conv2d_forward)
 
@@ -126,6 +127,22 @@ def test_pointwise_groups_do_not_mix_channels_across_groups(rng):
     y_changed = pointwise_conv2d_forward(x_changed, weight, groups=2)
     np.testing.assert_array_equal(y_changed[:, :2], y[:, :2])      # output group 0 unchanged
     assert np.all(y_changed[:, 2:] != y[:, 2:])
+
+
+@pytest.mark.parametrize("gemm_columns, images_per_product", [
+    (1, 1), (12, 1), (24, 2), (35, 2), (36, 3), (10**6, 5)])
+def test_pointwise_backward_weight_is_the_same_whatever_the_image_chunking(gemm_columns, images_per_product, rng,
+                                                                           monkeypatch):
+    """The weight gradient sums over images in chunks of ``_GEMM_COLUMNS`` pixels (several images side by
+    side in one matrix product); every chunking, including a last partial chunk (5 images in chunks of
+    2 or 3), gives the reference's answer."""
+    if not hasattr(P, "_GEMM_COLUMNS"):
+        pytest.skip("pointwise_conv2d_backward_weight does not chunk images")
+    monkeypatch.setattr(P, "_GEMM_COLUMNS", gemm_columns)
+    x, weight, _, grad_out = make_inputs((5, 4, 3, 4), (6, 2, 1, 1), False, np.float64, rng)   # 12 pixels/image
+    assert min(max(1, gemm_columns // 12), 5) == images_per_product
+    assert_close(pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups=2),
+                 R.pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups=2), np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------
