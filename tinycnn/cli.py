@@ -15,6 +15,8 @@ Errors: bad arguments print one line ``tinycnn <command>: error: ...`` on stderr
 ``FileNotFoundError``) raised by a handler. Anything else is a bug and keeps its traceback.
 """
 import argparse
+import json
+import os
 import sys
 
 import tinycnn
@@ -108,8 +110,91 @@ def _run_bench_kernels(args):
     return 0
 
 
+# ------------------------------------------------------------------------------------------- summary
+def _add_summary_parser(subparsers):
+    summary = subparsers.add_parser(
+        "summary", help="per-layer parameters, MACs, FLOPs and memory of a model",
+        description=(
+            "Profile one inference pass of a model of the zoo (tinycnn.profile): one row per layer with\n"
+            "its input and output shapes, parameters, MACs (conv + fc multiply-accumulates, the papers'\n"
+            "Mult-Adds), FLOPs (2 per MAC plus bias, batch norm, activations, pooling and adds) and output\n"
+            "bytes; then the totals, the peak activation memory and the breakdown by layer kind.\n"
+            "No layer computes anything (shapes only), so even ResNet-50 takes a fraction of a second."),
+        epilog=("examples:\n"
+                "  tinycnn summary mobilenet_v1\n"
+                "  tinycnn summary mobilenet_v1 --width-mult 0.5 --resolution 160\n"
+                "  tinycnn summary resnet50 --format csv > resnet50.csv\n"
+                "  tinycnn summary mobilenet_v3_small --format json --no-bn --no-activations\n"
+                "models: run 'python -c \"import tinycnn.models as m; print(m.list_models())\"' or give a wrong name"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary.add_argument("model", metavar="MODEL", help="a name from tinycnn.models.list_models(), e.g. mobilenet_v2")
+    summary.add_argument("--width-mult", type=_positive_float, default=None, metavar="A",
+                         help="width multiplier alpha (models that have one; default: the model's 1.0)")
+    summary.add_argument("--resolution", type=_positive_int, default=224, metavar="R",
+                         help="input height and width (default: 224)")
+    summary.add_argument("--batch", type=_positive_int, default=1, metavar="N",
+                         help="images per pass (default: 1, as the papers count)")
+    summary.add_argument("--num-classes", type=_positive_int, default=1000, metavar="K",
+                         help="classifier outputs (default: 1000)")
+    summary.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                         help="output format (default: table)")
+    summary.add_argument("--formulas", action="store_true",
+                         help="table format: add a column with each row's formula")
+    summary.add_argument("--no-bias", action="store_true", help="leave bias adds out of the FLOPs")
+    summary.add_argument("--no-bn", action="store_true", help="leave batch norm out of the FLOPs (folded)")
+    summary.add_argument("--no-activations", action="store_true", help="leave activations out of the FLOPs")
+    summary.set_defaults(handler=_run_summary, prog=summary.prog)
+
+
+def _model_arguments(name, num_classes, width_mult):
+    """Keyword arguments for ``get_model(name, ...)``; ``ValueError`` if the model has no width multiplier."""
+    import inspect
+
+    from tinycnn import models
+
+    if name not in models.list_models():
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(models.list_models())}")
+    accepted = inspect.signature(getattr(models, name)).parameters
+    arguments = {"num_classes": num_classes}
+    if width_mult is not None:
+        # GhostNet calls its multiplier `width` (timm's name); every other model `width_mult`.
+        width_name = next((n for n in ("width_mult", "width") if n in accepted), None)
+        if width_name is None:
+            with_width = [m for m in models.list_models()
+                          if {"width_mult", "width"} & set(inspect.signature(getattr(models, m)).parameters)]
+            raise ValueError(f"{name} has no width multiplier; --width-mult works with: {', '.join(with_width)}")
+        arguments[width_name] = width_mult
+    return arguments
+
+
+def _run_summary(args):
+    from tinycnn import models
+    from tinycnn.profile import profile
+
+    model = models.get_model(args.model, **_model_arguments(args.model, args.num_classes, args.width_mult))
+    result = profile(model, (args.batch, 3, args.resolution, args.resolution), bias=not args.no_bias,
+                     bn=not args.no_bn, activations=not args.no_activations)
+    if args.format == "json":
+        data = result.to_dict()
+        data["model"] = args.model
+        data["width_mult"] = args.width_mult
+        text = json.dumps(data, indent=2) + "\n"
+    elif args.format == "csv":
+        text = result.to_csv()
+    else:
+        width = "" if args.width_mult is None else f", width multiplier {args.width_mult:g}"
+        text = (f"{args.model}{width}, input {args.batch}x3x{args.resolution}x{args.resolution}\n\n"
+                f"{result.table(formulas=args.formulas)}\n")
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:         # the reader stopped early (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- parser
-COMMANDS = [_add_bench_parser]   # later: summary, train, evaluate, predict
+COMMANDS = [_add_bench_parser, _add_summary_parser]   # later: train, evaluate, predict
 
 
 def build_parser():

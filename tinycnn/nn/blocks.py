@@ -19,6 +19,8 @@ The containers below apply the rules once so that models do not repeat them:
 :class:`InvertedResidual` (MobileNetV2) shows the same rules written out by hand inside a block that
 keeps torchvision's attribute names, so its ``state_dict`` keys equal torchvision's.
 """
+import math
+
 import numpy as np
 
 from .activation import ReLU, ReLU6
@@ -69,6 +71,13 @@ class Residual(Module):
         self._check_grad_out(grad_out, self._output_shape)
         grad_skip = grad_out if self.shortcut is None else self.shortcut.backward(grad_out)
         return self.body.backward(grad_out) + grad_skip           # the fork: gradients add
+
+    def extra_flops(self, input_shape, output_shape):
+        """FLOPs of this block's own arithmetic (not its parts'): the add, one per output element.
+
+        ``tinycnn.profile`` calls this for every block; its parts are counted as layers of their own.
+        """
+        return math.prod(output_shape)
 
 
 class Concat(Module):
@@ -246,6 +255,13 @@ class InvertedResidual(Module):
         if self.use_res_connect:
             grad_x = grad_x + grad_out                    # ... so the two gradients add
         return grad_x
+
+    def extra_flops(self, input_shape, output_shape):
+        """FLOPs of this block's own arithmetic: the shortcut add (one per output element), if any.
+
+        ``tinycnn.profile`` calls this for every block; the convolutions are counted as layers of their own.
+        """
+        return math.prod(output_shape) if self.use_res_connect else 0
 
 
 __all__ = ["Residual", "Concat", "ChannelSplit", "Conv2dNormActivation", "InvertedResidual"]

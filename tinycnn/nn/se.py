@@ -3,6 +3,8 @@
 Hu et al., "Squeeze-and-Excitation Networks", arXiv:1709.01507; used in MobileNetV3 (arXiv:1905.02244)
 with a hard-sigmoid gate and ``C/4`` squeeze channels.
 """
+import math
+
 from .activation import ReLU, Sigmoid
 from .conv import Conv2d
 from .module import Module
@@ -67,3 +69,11 @@ class SqueezeExcitation(Module):
         grad_direct = grad_out * self._scale                                  # through the product, s fixed
         grad_scale = (grad_out * self._x).sum(axis=(2, 3), keepdims=True)     # (N, C, 1, 1)
         return grad_direct + self._gate_backward(grad_scale)                  # the two paths add up
+
+    def extra_flops(self, input_shape, output_shape):
+        """FLOPs of the scaling ``s * x`` (one multiply per element of ``x``), done in this block's own code.
+
+        ``tinycnn.profile`` calls this; the pooling, the two 1x1 convolutions and the activations are
+        counted as layers of their own.
+        """
+        return math.prod(input_shape)
