@@ -9,10 +9,20 @@ Tolerances, keyed by dtype, are relative to the scale of the expected values (th
   and still catches any indexing mistake, which is an O(1) error.
 * float32: ``1e-4``. float32 carries ~7 digits (eps 1.2e-7); comparing a float32 result with a float64
   reference adds the rounding of the inputs, so errors of ~sqrt(K) * 1e-7 are normal for our small K.
+
+Also here, so that each is written once: float64 gradient and adjoint checks (``assert_gradcheck``,
+``assert_vdot_equal``; ``gradcheck_layer`` for ``tinycnn.nn`` layers), the small builders of the
+convolution-kernel tests (``pair``, ``label``, ``as64``, ``relayout`` and its ``LAYOUTS``), and the loading /
+regeneration checks of the committed ``tests/fixtures/*.npz`` files.
 """
+import json
+
 import numpy as np
+import pytest
 
 TOLERANCES = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
+GRADCHECK_RTOL = 1e-6    # central differences, eps=1e-6: rounding ~1e-16 * |f| / eps ~ 1e-10 relative
+ADJOINT_RTOL = 1e-12     # of |a|*|b| (Cauchy-Schwarz bound of vdot(a, b)); rounding is ~sqrt(K) * 1e-16
 
 
 def assert_close(actual, expected, dtype):
@@ -55,3 +65,164 @@ def directional_gradcheck(f, x, grad, eps=1e-6, rng=None):
     analytic = float(np.vdot(np.asarray(grad, dtype=np.float64), v))
     numeric = float((f(x + eps * v) - f(x - eps * v)) / (2 * eps))
     return analytic, numeric
+
+
+def assert_gradcheck(f, point, grad, rng):
+    """Assert :func:`directional_gradcheck` agrees to ``GRADCHECK_RTOL`` relative (``1e-9`` absolute).
+
+    For the float64 kernel checks: ``f`` is linear in ``point`` (a convolution or pooling against a fixed
+    upstream gradient), so the central difference is exact up to rounding.
+    """
+    analytic, numeric = directional_gradcheck(f, point, grad, rng=rng)
+    assert numeric == pytest.approx(analytic, rel=GRADCHECK_RTOL, abs=1e-9)
+
+
+def assert_vdot_equal(a1, b1, a2, b2):
+    """``vdot(a1, b1) == vdot(a2, b2)`` up to rounding (bounded by ``|a|*|b|``, Cauchy-Schwarz).
+
+    The adjoint identity of a linear map ``A``: ``vdot(A x, g) == vdot(x, A^T g)``; the tolerance is
+    ``ADJOINT_RTOL`` times the sum of the two Cauchy-Schwarz bounds.
+    """
+    lhs, rhs = np.vdot(a1, b1), np.vdot(a2, b2)
+    scale = np.linalg.norm(a1) * np.linalg.norm(b1) + np.linalg.norm(a2) * np.linalg.norm(b2)
+    assert abs(lhs - rhs) <= ADJOINT_RTOL * scale, (lhs, rhs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building test cases for the convolution kernels
+# ----------------------------------------------------------------------------------------------------
+def pair(value):
+    """``(h, w)`` from an int or a pair, as the kernels accept stride / padding / dilation / kernel size."""
+    return value if isinstance(value, tuple) else (value, value)
+
+
+def label(value):
+    """A short test-id fragment: ``"2"`` for ``2`` or ``(2, 2)``, ``"2x1"`` for ``(2, 1)``."""
+    h, w = pair(value)
+    return f"{h}" if h == w else f"{h}x{w}"
+
+
+def as64(*arrays):
+    """The arrays cast to float64 (``None`` stays ``None``, e.g. a missing bias), as a list.
+
+    The reference is computed in float64 from the *same* (possibly float32-rounded) inputs.
+    """
+    return [None if a is None else a.astype(np.float64) for a in arrays]
+
+
+LAYOUTS = ["strided_rows", "channels_last_transpose", "fortran", "negative_strides"]
+
+
+def relayout(array, layout):
+    """A view with ``array``'s values in another memory layout (4-D NCHW arrays; 1-D for ``bias``).
+
+    ``layout`` is one of ``LAYOUTS``; every 4-D result is non-C-contiguous, and a 1-D array always
+    becomes a stride-2 view, whatever ``layout``. The values are unchanged, so a kernel must give the
+    same result as for the contiguous original.
+    """
+    if array.ndim == 1:
+        base = np.zeros(2 * array.shape[0], array.dtype)
+        base[::2] = array
+        return base[::2]                                                       # stride 2 elements
+    if layout == "strided_rows":                                               # x[:, :, ::2]
+        base = np.zeros(array.shape[:2] + (2 * array.shape[2], array.shape[3]), array.dtype)
+        base[:, :, ::2] = array
+        return base[:, :, ::2]
+    if layout == "channels_last_transpose":                                    # np.transpose view of NHWC
+        return np.transpose(np.ascontiguousarray(np.transpose(array, (0, 2, 3, 1))), (0, 3, 1, 2))
+    if layout == "fortran":
+        return np.asfortranarray(array)
+    if layout == "negative_strides":
+        return np.ascontiguousarray(array[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]
+    raise ValueError(layout)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Committed fixture files (tests/fixtures/*.npz)
+# ----------------------------------------------------------------------------------------------------
+def load_fixture_with_configs(path):
+    """All arrays of the ``.npz`` fixture at ``path`` as a dict, its ``configs_json`` entry decoded into
+    ``configs``; skips the calling test when the file is missing (``python tools/make_fixtures.py``)."""
+    if not path.exists():
+        pytest.skip(f"{path} missing: run python tools/make_fixtures.py")
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["configs"] = json.loads(str(arrays.pop("configs_json")))
+    return arrays
+
+
+def assert_fixture_file_matches(path, fixtures):
+    """The freshly generated ``.npz`` at ``path`` has the same keys as ``fixtures`` (the committed file,
+    as a dict) and the same values: floats to ``rtol = atol = 1e-12`` (the generator re-run in float64,
+    possibly with another BLAS), everything else exactly; ``meta/*`` entries (versions) are not compared."""
+    with np.load(path) as fresh:
+        assert sorted(fresh.files) == sorted(fixtures)
+        for key in fresh.files:
+            if key.startswith("meta/"):
+                continue
+            if fresh[key].dtype.kind == "f":
+                np.testing.assert_allclose(fresh[key], fixtures[key], rtol=1e-12, atol=1e-12, err_msg=key)
+            else:
+                np.testing.assert_array_equal(fresh[key], fixtures[key], err_msg=key)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layers and blocks (tinycnn.nn): float64 gradient checks of the input and every parameter
+# ----------------------------------------------------------------------------------------------------
+def assert_directional_derivatives_match(loss, point, grad, what):
+    """Relative agreement to GRADCHECK_RTOL, plus an absolute allowance for the rounding of the central
+    difference itself, ~1e-16 * |L| / eps = 1e-10 |L| (matters when the true derivative is 0, e.g. the
+    bias of a convolution followed by a training-mode batch norm)."""
+    analytic, numeric = directional_gradcheck(loss, point, grad)
+    rounding = 1e-8 * max(1.0, abs(float(loss(point))))
+    assert abs(analytic - numeric) <= GRADCHECK_RTOL * max(abs(numeric), abs(analytic)) + rounding, (
+        f"{what}: analytic {analytic!r} vs numeric {numeric!r}")
+
+
+def randomise_batch_norms(layer, rng):
+    """Random BN affine parameters and running statistics.
+
+    With the defaults (weight 1, bias 0, mean 0, var 1) evaluation mode is almost the identity, and a
+    channel whose input is exactly 0 (e.g. a depthwise convolution over a patch that a ReLU zeroed) stays
+    exactly 0 -- on the kink of a following ReLU6, where a central difference is meaningless.
+    """
+    # imported here, not at the top: conftest.py imports helpers for every test, most never need tinycnn.nn
+    from tinycnn import nn
+
+    for module in layer.modules():
+        if isinstance(module, nn.BatchNorm2d) and module.affine:
+            C = module.num_features
+            module.weight.data = 0.5 + rng.random(C)
+            module.bias.data = 0.2 * rng.standard_normal(C) + 0.1
+            module.running_mean = 0.1 * rng.standard_normal(C)
+            module.running_var = 0.5 + rng.random(C)
+
+
+def gradcheck_layer(layer, x_shape, mode, seed=0, before_forward=lambda layer: None):
+    """Check dL/dx and every dL/dparam of ``layer`` (converted to float64) by central differences."""
+    rng = np.random.default_rng(seed)
+    layer.double().train(mode == "train")
+    randomise_batch_norms(layer, rng)
+    x = rng.standard_normal(x_shape)
+    before_forward(layer)
+    y = layer(x)
+    g = rng.standard_normal(y.shape)
+    layer.zero_grad()
+    grad_x = layer.backward(g)
+    assert grad_x.shape == x.shape and grad_x.dtype == np.float64
+
+    def loss_of_x(point):
+        before_forward(layer)
+        return np.vdot(g, layer(point))
+
+    assert_directional_derivatives_match(loss_of_x, x, grad_x, "input")
+    for name, parameter in layer.named_parameters():
+        original = parameter.data
+
+        def loss_of_parameter(value, parameter=parameter):
+            parameter.data = value
+            before_forward(layer)
+            return np.vdot(g, layer(x))
+
+        assert_directional_derivatives_match(loss_of_parameter, original, parameter.grad, name)
+        parameter.data = original

@@ -30,7 +30,7 @@ import numba
 import numpy as np
 import pytest
 
-from helpers import assert_close, directional_gradcheck
+from helpers import LAYOUTS, as64, assert_close, assert_gradcheck, assert_vdot_equal, label, relayout
 from kernels import conv2d, reference as R
 from kernels._validate import conv_geometry
 from kernels.conv2d import conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward
@@ -38,9 +38,6 @@ from kernels.depthwise import (depthwise_conv2d_backward_input, depthwise_conv2d
                                depthwise_conv2d_forward)
 from kernels.pointwise import (pointwise_conv2d_backward_input, pointwise_conv2d_backward_weight,
                                pointwise_conv2d_forward)
-
-GRADCHECK_RTOL = 1e-6    # central differences, eps=1e-6: rounding ~1e-16 * |f| / eps ~ 1e-10 relative
-ADJOINT_RTOL = 1e-12     # of |a|*|b| (Cauchy-Schwarz bound of vdot(a, b)); rounding is ~sqrt(K) * 1e-16
 
 # ----------------------------------------------------------------------------------------------------
 # The grid
@@ -53,15 +50,6 @@ GROUPINGS = [(1, 3, 4), (2, 4, 6), ("C", 3, 6), ("C", 4, 4)]     # (groups, C_in
 BATCHES = [1, 3]
 SIZES = [(7, 9), (8, 8), (6, 11)]
 FALLBACK_SIZE = (11, 10)   # used when the cyclic size is smaller than the kernel's reach (5x5, dilation 2)
-
-
-def pair(value):
-    return value if isinstance(value, tuple) else (value, value)
-
-
-def label(value):
-    h, w = pair(value)
-    return f"{h}" if h == w else f"{h}x{w}"
 
 
 def make_case(stride, padding, dilation, kernel, grouping, batch, size, with_bias):
@@ -112,10 +100,6 @@ def make_inputs(case, dtype, rng):
     output_shape = conv_geometry(x_shape, weight_shape, **params).output_shape
     grad_out = rng.standard_normal(output_shape).astype(dtype)
     return x, weight, bias, grad_out, params
-
-
-def as64(*arrays):
-    return [None if a is None else a.astype(np.float64) for a in arrays]
 
 
 def test_grid_covers_every_value_of_every_axis():
@@ -340,11 +324,6 @@ def gradient_inputs(name, rng):
     return x, weight, bias, grad_out, params
 
 
-def assert_gradcheck(f, point, grad, rng):
-    analytic, numeric = directional_gradcheck(f, point, grad, rng=rng)
-    assert numeric == pytest.approx(analytic, rel=GRADCHECK_RTOL, abs=1e-9)
-
-
 @pytest.mark.parametrize("name", list(GRADIENT_CASES))
 def test_conv2d_backward_input_passes_finite_difference_check(name, rng):
     x, weight, bias, grad_out, params = gradient_inputs(name, rng)
@@ -364,13 +343,6 @@ def test_conv2d_backward_bias_passes_finite_difference_check(name, rng):
     x, weight, bias, grad_out, params = gradient_inputs(name, rng)
     loss = lambda b_: np.vdot(grad_out, conv2d_forward(x, weight, b_, **params))   # noqa: E731
     assert_gradcheck(loss, bias, conv2d_backward_bias(grad_out), rng)
-
-
-def assert_vdot_equal(a1, b1, a2, b2):
-    """``vdot(a1, b1) == vdot(a2, b2)`` up to rounding (bounded by ``|a|*|b|``, Cauchy-Schwarz)."""
-    lhs, rhs = np.vdot(a1, b1), np.vdot(a2, b2)
-    scale = np.linalg.norm(a1) * np.linalg.norm(b1) + np.linalg.norm(a2) * np.linalg.norm(b2)
-    assert abs(lhs - rhs) <= ADJOINT_RTOL * scale, (lhs, rhs)
 
 
 @pytest.mark.parametrize("name", list(GRADIENT_CASES))
@@ -428,28 +400,6 @@ def test_conv2d_results_do_not_depend_on_numba_thread_count(rng, restore_numba_t
                         conv2d_backward_weight(grad_out, x, weight.shape, **params)))
     for one_thread, all_threads in zip(*results):
         assert np.array_equal(one_thread, all_threads)
-
-
-def relayout(array, layout):
-    """A view with ``array``'s values in another memory layout (4-D NCHW arrays; 1-D for ``bias``)."""
-    if array.ndim == 1:
-        base = np.zeros(2 * array.shape[0], array.dtype)
-        base[::2] = array
-        return base[::2]                                                       # stride 2 elements
-    if layout == "strided_rows":                                               # x[:, :, ::2]
-        base = np.zeros(array.shape[:2] + (2 * array.shape[2], array.shape[3]), array.dtype)
-        base[:, :, ::2] = array
-        return base[:, :, ::2]
-    if layout == "channels_last_transpose":                                    # np.transpose view of NHWC
-        return np.transpose(np.ascontiguousarray(np.transpose(array, (0, 2, 3, 1))), (0, 3, 1, 2))
-    if layout == "fortran":
-        return np.asfortranarray(array)
-    if layout == "negative_strides":
-        return np.ascontiguousarray(array[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]
-    raise ValueError(layout)
-
-
-LAYOUTS = ["strided_rows", "channels_last_transpose", "fortran", "negative_strides"]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

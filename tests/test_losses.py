@@ -3,12 +3,12 @@
 Fixture tolerance rtol 1e-12: the same float64 formulas, different summation order. Finite
 differences: float64 central differences with eps 1e-6 are accurate to ~1e-9 relative here.
 """
-import json
 import pathlib
 
 import numpy as np
 import pytest
 
+from helpers import load_fixture_with_configs
 from tinycnn.losses import CrossEntropyLoss, MSELoss, log_softmax, softmax
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "optim.npz"
@@ -16,12 +16,7 @@ FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "optim.npz"
 
 @pytest.fixture(scope="module")
 def fixture():
-    if not FIXTURE.exists():
-        pytest.skip(f"{FIXTURE} missing: run python tools/make_fixtures.py")
-    with np.load(FIXTURE) as data:
-        arrays = {key: data[key] for key in data.files}
-    arrays["configs"] = json.loads(str(arrays.pop("configs_json")))
-    return arrays
+    return load_fixture_with_configs(FIXTURE)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

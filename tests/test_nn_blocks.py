@@ -1,13 +1,13 @@
 """Residual and branch blocks: forks sum gradients, concatenations and splits cut them.
 
-Gradient checks use ``gradcheck_layer`` from ``test_nn_layers`` (float64 central differences for the
+Gradient checks use ``gradcheck_layer`` from ``tests/helpers.py`` (float64 central differences for the
 input and every parameter, 1e-6 relative).
 """
 import numpy as np
 import pytest
 
 import tinycnn.nn as nn
-from test_nn_layers import gradcheck_layer
+from helpers import gradcheck_layer
 
 
 def mobilenet_v3_block(channels=4, expanded=12, squeeze=4):

@@ -14,66 +14,7 @@ import numpy as np
 import pytest
 
 import tinycnn.nn as nn
-from helpers import directional_gradcheck
-
-GRADCHECK_RTOL = 1e-6
-
-
-def assert_directional_derivatives_match(loss, point, grad, what):
-    """Relative agreement to GRADCHECK_RTOL, plus an absolute allowance for the rounding of the central
-    difference itself, ~1e-16 * |L| / eps = 1e-10 |L| (matters when the true derivative is 0, e.g. the
-    bias of a convolution followed by a training-mode batch norm)."""
-    analytic, numeric = directional_gradcheck(loss, point, grad)
-    rounding = 1e-8 * max(1.0, abs(float(loss(point))))
-    assert abs(analytic - numeric) <= GRADCHECK_RTOL * max(abs(numeric), abs(analytic)) + rounding, (
-        f"{what}: analytic {analytic!r} vs numeric {numeric!r}")
-
-
-def randomise_batch_norms(layer, rng):
-    """Random BN affine parameters and running statistics.
-
-    With the defaults (weight 1, bias 0, mean 0, var 1) evaluation mode is almost the identity, and a
-    channel whose input is exactly 0 (e.g. a depthwise convolution over a patch that a ReLU zeroed) stays
-    exactly 0 -- on the kink of a following ReLU6, where a central difference is meaningless.
-    """
-    for module in layer.modules():
-        if isinstance(module, nn.BatchNorm2d) and module.affine:
-            C = module.num_features
-            module.weight.data = 0.5 + rng.random(C)
-            module.bias.data = 0.2 * rng.standard_normal(C) + 0.1
-            module.running_mean = 0.1 * rng.standard_normal(C)
-            module.running_var = 0.5 + rng.random(C)
-
-
-def gradcheck_layer(layer, x_shape, mode, seed=0, before_forward=lambda layer: None):
-    """Check dL/dx and every dL/dparam of ``layer`` (converted to float64) by central differences."""
-    rng = np.random.default_rng(seed)
-    layer.double().train(mode == "train")
-    randomise_batch_norms(layer, rng)
-    x = rng.standard_normal(x_shape)
-    before_forward(layer)
-    y = layer(x)
-    g = rng.standard_normal(y.shape)
-    layer.zero_grad()
-    grad_x = layer.backward(g)
-    assert grad_x.shape == x.shape and grad_x.dtype == np.float64
-
-    def loss_of_x(point):
-        before_forward(layer)
-        return np.vdot(g, layer(point))
-
-    assert_directional_derivatives_match(loss_of_x, x, grad_x, "input")
-    for name, parameter in layer.named_parameters():
-        original = parameter.data
-
-        def loss_of_parameter(value, parameter=parameter):
-            parameter.data = value
-            before_forward(layer)
-            return np.vdot(g, layer(x))
-
-        assert_directional_derivatives_match(loss_of_parameter, original, parameter.grad, name)
-        parameter.data = original
-
+from helpers import gradcheck_layer
 
 # (id, factory, input shape): every layer, every convolution kind
 LAYERS = [

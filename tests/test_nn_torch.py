@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import tinycnn.nn as nn
-from helpers import TOLERANCES, assert_close
+from helpers import TOLERANCES, assert_close, assert_fixture_file_matches
 
 FIXTURE_PATH = pathlib.Path(__file__).resolve().parent / "fixtures" / "layers.npz"
 TOOLS_DIR = pathlib.Path(__file__).resolve().parents[1] / "tools"
@@ -203,15 +203,7 @@ def _load_generator():
 def test_committed_layer_fixtures_match_what_the_generator_produces(tmp_path):
     pytest.importorskip("torch")
     [path] = _load_generator().generate(tmp_path)
-    with np.load(path) as fresh:
-        assert sorted(fresh.files) == sorted(FIXTURES)
-        for key in fresh.files:
-            if key.startswith("meta/"):
-                continue
-            if fresh[key].dtype.kind == "f":
-                np.testing.assert_allclose(fresh[key], FIXTURES[key], rtol=1e-12, atol=1e-12, err_msg=key)
-            else:
-                np.testing.assert_array_equal(fresh[key], FIXTURES[key], err_msg=key)
+    assert_fixture_file_matches(path, FIXTURES)
 
 
 def _torch_forward_backward(torch, module, x, grad_y):

@@ -5,12 +5,12 @@ order, so the only differences are rounding in a handful of operations per step:
 Live float32 checks: rounding (~6e-8 per operation) accumulates over a few steps and Adam divides by
 sqrt(v) + eps, so rtol 1e-5, atol 1e-6.
 """
-import json
 import pathlib
 
 import numpy as np
 import pytest
 
+from helpers import load_fixture_with_configs
 from tinycnn import optim
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "optim.npz"
@@ -26,12 +26,7 @@ class Param:
 
 @pytest.fixture(scope="module")
 def fixture():
-    if not FIXTURE.exists():
-        pytest.skip(f"{FIXTURE} missing: run python tools/make_fixtures.py")
-    with np.load(FIXTURE) as data:
-        arrays = {key: data[key] for key in data.files}
-    arrays["configs"] = json.loads(str(arrays.pop("configs_json")))
-    return arrays
+    return load_fixture_with_configs(FIXTURE)
 
 
 def build_optimizer(class_name, kwargs, groups, params):

@@ -20,13 +20,10 @@ import itertools
 import numpy as np
 import pytest
 
-from helpers import assert_close, directional_gradcheck
+from helpers import LAYOUTS, as64, assert_close, assert_gradcheck, assert_vdot_equal, relayout
 from kernels import pointwise as P, reference as R
 from kernels.pointwise import (pointwise_conv2d_backward_input, pointwise_conv2d_backward_weight,
                                pointwise_conv2d_forward)
-
-GRADCHECK_RTOL = 1e-6    # central differences, eps=1e-6: rounding ~1e-16 * |f| / eps ~ 1e-10 relative
-ADJOINT_RTOL = 1e-12     # of |a|*|b| (Cauchy-Schwarz bound of vdot(a, b)); rounding is ~sqrt(K) * 1e-16
 
 C_IN = 6
 GROUPS = [1, 2, 3, 6]
@@ -58,10 +55,6 @@ def make_inputs(x_shape, weight_shape, with_bias, dtype, rng):
     bias = rng.standard_normal(weight_shape[0]).astype(dtype) if with_bias else None
     grad_out = rng.standard_normal((x_shape[0], weight_shape[0], *x_shape[2:])).astype(dtype)
     return x, weight, bias, grad_out
-
-
-def as64(*arrays):
-    return [None if a is None else a.astype(np.float64) for a in arrays]
 
 
 def test_grid_covers_groups_sizes_batches_and_dtypes():
@@ -162,11 +155,6 @@ def gradient_inputs(name, rng):
     return x, weight, bias, grad_out, groups
 
 
-def assert_gradcheck(f, point, grad, rng):
-    analytic, numeric = directional_gradcheck(f, point, grad, rng=rng)
-    assert numeric == pytest.approx(analytic, rel=GRADCHECK_RTOL, abs=1e-9)
-
-
 @pytest.mark.parametrize("name", list(GRADIENT_CASES))
 def test_pointwise_backward_input_passes_finite_difference_check(name, rng):
     x, weight, bias, grad_out, groups = gradient_inputs(name, rng)
@@ -179,13 +167,6 @@ def test_pointwise_backward_weight_passes_finite_difference_check(name, rng):
     x, weight, bias, grad_out, groups = gradient_inputs(name, rng)
     loss = lambda w_: np.vdot(grad_out, pointwise_conv2d_forward(x, w_, bias, groups))   # noqa: E731
     assert_gradcheck(loss, weight, pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups), rng)
-
-
-def assert_vdot_equal(a1, b1, a2, b2):
-    """``vdot(a1, b1) == vdot(a2, b2)`` up to rounding (bounded by ``|a|*|b|``, Cauchy-Schwarz)."""
-    lhs, rhs = np.vdot(a1, b1), np.vdot(a2, b2)
-    scale = np.linalg.norm(a1) * np.linalg.norm(b1) + np.linalg.norm(a2) * np.linalg.norm(b2)
-    assert abs(lhs - rhs) <= ADJOINT_RTOL * scale, (lhs, rhs)
 
 
 @pytest.mark.parametrize("name", list(GRADIENT_CASES))
@@ -213,28 +194,6 @@ def test_pointwise_backward_weight_is_bit_identical_when_run_twice(groups, rng):
     first = pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups)
     second = pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups)
     assert np.array_equal(first, second)
-
-
-def relayout(array, layout):
-    """A view with ``array``'s values in another memory layout (4-D NCHW arrays; 1-D for ``bias``)."""
-    if array.ndim == 1:
-        base = np.zeros(2 * array.shape[0], array.dtype)
-        base[::2] = array
-        return base[::2]                                                       # stride 2 elements
-    if layout == "strided_rows":                                               # x[:, :, ::2]
-        base = np.zeros(array.shape[:2] + (2 * array.shape[2], array.shape[3]), array.dtype)
-        base[:, :, ::2] = array
-        return base[:, :, ::2]
-    if layout == "channels_last_transpose":                                    # np.transpose view of NHWC
-        return np.transpose(np.ascontiguousarray(np.transpose(array, (0, 2, 3, 1))), (0, 3, 1, 2))
-    if layout == "fortran":
-        return np.asfortranarray(array)
-    if layout == "negative_strides":
-        return np.ascontiguousarray(array[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]
-    raise ValueError(layout)
-
-
-LAYOUTS = ["strided_rows", "channels_last_transpose", "fortran", "negative_strides"]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

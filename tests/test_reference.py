@@ -18,7 +18,7 @@ error is ~1e-16 * |f| / eps with eps = 1e-6).
 import numpy as np
 import pytest
 
-from helpers import assert_close, directional_gradcheck
+from helpers import assert_close, assert_gradcheck
 from kernels import reference as R
 from kernels._validate import conv_geometry, conv_transpose_output_size
 
@@ -46,14 +46,6 @@ POOL_CONFIGS = {
     "kernel3_stride2_pad1": ((2, 2, 7, 6), dict(kernel_size=3, stride=2, padding=1)),
     "kernel3x2_stride1x2_pad1x0": ((1, 2, 5, 6), dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 0))),
 }
-
-GRADCHECK_RTOL = 1e-6
-
-
-def assert_gradcheck(f, x, grad, rng):
-    analytic, numeric = directional_gradcheck(f, x, grad, rng=rng)
-    assert numeric == pytest.approx(analytic, rel=GRADCHECK_RTOL, abs=1e-9)
-
 
 def conv2d_setup(name, rng):
     x_shape, weight_shape, params = CONV2D_CONFIGS[name]
