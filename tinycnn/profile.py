@@ -97,9 +97,9 @@ model is in evaluation mode during the pass and its train/eval flags are restore
 
 Blocks: a module with children does no arithmetic of its own unless it says so. A block class can
 define ``extra_flops(input_shape, output_shape) -> int`` (``tinycnn.nn.Residual``,
-``InvertedResidual`` and ``SqueezeExcitation`` do); the model zoo's blocks that do not yet are listed in
-``_model_block_rules`` below. A block type known to neither and not known to be a plain container is
-reported in ``Profile.unaccounted`` (and in the table's footer): its own arithmetic, if any, is missing.
+``InvertedResidual`` and ``SqueezeExcitation`` do, and so do the model zoo's blocks that compute in their
+own ``forward``). A block type without the method and not known to be a plain container is reported in
+``Profile.unaccounted`` (and in the table's footer): its own arithmetic, if any, is missing.
 """
 import csv
 import io
@@ -423,30 +423,6 @@ def _lookup(registry, module):
 # Blocks: arithmetic written in a block's own forward (not in a child layer)
 # ----------------------------------------------------------------------------------------------------
 
-def _model_block_rules():
-    """The zoo's blocks that do arithmetic in their own ``forward`` and do not define ``extra_flops`` yet.
-
-    Each entry was read off the block's ``forward``; the model files would carry the same one-line
-    ``extra_flops`` method (then the entry here can go).
-    """
-    import importlib
-    ghostnet, mobilenet_v3, mobilenext, resnet, shufflenet_v1 = (
-        importlib.import_module(f"tinycnn.models.{name}")      # modules, not the builders of the same name
-        for name in ("ghostnet", "mobilenet_v3", "mobilenext", "resnet", "shufflenet_v1"))
-    return {
-        mobilenet_v3.InvertedResidual:                       # y = block(x) + x when use_res_connect
-            lambda b, i, o: _elements(o) if b.use_res_connect else 0,
-        mobilenext.SandglassBlock:                           # y[:, :k] += x[:, :k], k = identity_channels
-            lambda b, i, o: o[0] * b.identity_channels * o[2] * o[3],
-        shufflenet_v1.ShuffleBlock:                          # relu(x + branch) at stride 1; concat at 2
-            lambda b, i, o: _elements(o) if b.stride == 1 else 0,
-        ghostnet.GhostBottleneck:                            # branch(x) + shortcut(x)
-            lambda b, i, o: _elements(o),
-        resnet._ResidualBlock:                               # relu(branch + shortcut), SE anywhere
-            lambda b, i, o: _elements(o),
-    }
-
-
 def _plain_containers():
     """Module types whose ``forward`` only chains, concatenates, splits or slices: no arithmetic of their own."""
     import importlib
@@ -466,14 +442,11 @@ def _plain_containers():
     return dict.fromkeys(containers, True)
 
 
-def _block_extra_flops(block, input_shape, output_shape, rules, plain):
+def _block_extra_flops(block, input_shape, output_shape, plain):
     """``(flops, accounted)`` of the arithmetic in ``block``'s own forward."""
     method = getattr(block, "extra_flops", None)
     if callable(method):
         return int(method(tuple(input_shape), tuple(output_shape))), True
-    rule = _lookup(rules, block)
-    if rule is not None:
-        return int(rule(block, tuple(input_shape), tuple(output_shape))), True
     return 0, _lookup(plain, block) is not None
 
 
@@ -883,7 +856,7 @@ def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, b
             module.training = flag
 
     rows, unaccounted, seen_params, calls = [], [], set(), {}
-    block_rules, plain = _model_block_rules(), _plain_containers()
+    plain = _plain_containers()
     for event, call in records:
         if event != "exit":
             continue
@@ -902,7 +875,7 @@ def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, b
             else:
                 cost = rule[0](module, in_shape, out_shape)
         else:
-            extra, accounted = _block_extra_flops(module, in_shape, out_shape, block_rules, plain)
+            extra, accounted = _block_extra_flops(module, in_shape, out_shape, plain)
             if not accounted or (params and not extra):     # parameters used by the block's own code: unknown
                 unaccounted.append(type(module).__name__)
             call.extra_flops = extra

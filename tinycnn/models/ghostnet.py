@@ -213,6 +213,10 @@ class GhostBottleneck(nn.Module):
             grad = layer.backward(grad)
         return grad + self.shortcut.backward(grad_out)          # ... so the two gradients add
 
+    def extra_flops(self, input_shape, output_shape):
+        """FLOPs of the add ``branch + shortcut(x)`` (one per output element)."""
+        return math.prod(output_shape)
+
 
 class GhostNet(nn.Module):
     """GhostNet classifier (Table 1 of arXiv:1911.11907) with timm's layout.

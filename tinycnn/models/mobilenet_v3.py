@@ -17,6 +17,7 @@ order of ``state_dict``; batch norm with ``eps=0.001, momentum=0.01``): 5,483,03
 parameters at width 1.0.
 """
 import itertools
+import math
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -179,6 +180,10 @@ class InvertedResidual(nn.Module):
         if self.use_res_connect:
             grad_x = grad_x + grad_out      # ... so the two gradients add
         return grad_x
+
+    def extra_flops(self, input_shape, output_shape):
+        """FLOPs of the shortcut add ``y + x`` (one per output element), only when the block has one."""
+        return math.prod(output_shape) if self.use_res_connect else 0
 
 
 class MobileNetV3(nn.Module):

@@ -159,6 +159,10 @@ class SandglassBlock(nn.Module):
             grad_x[:, :k] += grad_out[:, :k]         # ... so their two gradients add
         return grad_x
 
+    def extra_flops(self, input_shape, output_shape):
+        """FLOPs of the partial shortcut add ``y[:, :k] += x[:, :k]`` (one per element of the first k channels)."""
+        return output_shape[0] * self.identity_channels * output_shape[2] * output_shape[3]
+
     def extra_repr(self):
         text = f"{self.in_channels} -> {self.reduced_channels} -> {self.out_channels}, stride={self.stride}"
         if self.use_shortcut:

@@ -47,6 +47,7 @@ State dict: the keys, shapes and order of ``resnet18``/``resnet50`` are torchvis
 *after* the block's torchvision entries, so a ResNet state dict loads into an SE-ResNet with
 ``strict=False`` and only the ``se`` entries missing.
 """
+import math
 import numbers
 
 from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU,
@@ -183,6 +184,10 @@ class _ResidualBlock(Module):
         if self._se_at("pre"):
             grad_branch = self.se.backward(grad_branch)
         return grad_branch + grad_shortcut                    # x forked: the two gradients add
+
+    def extra_flops(self, input_shape, output_shape):
+        """FLOPs of the add ``branch + shortcut`` (one per output element); SE scaling is counted by ``se``."""
+        return math.prod(output_shape)
 
     def extra_repr(self):
         text = f"{self.in_channels} -> {self.out_channels}, stride={self.stride}"

@@ -23,6 +23,7 @@ Layout (our own; torchvision has no ShuffleNet V1): ``conv1`` (conv-BN-ReLU), ``
 Parameters at 1x: 1,865,728 for g=3 and 2,434,768 for g=8 (BN included). The paper reports only
 complexity (about 140 MFLOPs); the authors' ShuffleNet-Series code reports 1.9M and 2.4M.
 """
+import math
 import numbers
 from collections import OrderedDict
 
@@ -118,6 +119,10 @@ class ShuffleBlock(nn.Module):
             grad_skip = np.ascontiguousarray(grad[:, :self.in_channels])     # the concat splits it
             grad_branch = np.ascontiguousarray(grad[:, self.in_channels:])
         return self.shortcut.backward(grad_skip) + self.branch.backward(grad_branch)   # x fed both: add
+
+    def extra_flops(self, input_shape, output_shape):
+        """FLOPs of the add ``skip + branch`` at stride 1 (one per output element); the stride-2 concat is free."""
+        return math.prod(output_shape) if self.stride == 1 else 0
 
     def extra_repr(self):
         return f"stride={self.stride}, groups={self.groups}"
