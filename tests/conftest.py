@@ -24,3 +24,12 @@ __all__ = ["TOLERANCES", "assert_close", "directional_gradcheck", "FIXTURES_DIR"
 def rng():
     """A fresh, seeded random generator per test: every test sees the same numbers on every run."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def restore_numba_threads():
+    """Let a test change numba's thread count; the count in force before it is restored afterwards."""
+    import numba
+    threads = numba.get_num_threads()
+    yield
+    numba.set_num_threads(threads)

@@ -364,13 +364,6 @@ def test_conv2d_backward_weight_is_adjoint_of_forward(name, rng):
 # ----------------------------------------------------------------------------------------------------
 # Determinism and memory layouts
 # ----------------------------------------------------------------------------------------------------
-@pytest.fixture
-def restore_numba_threads():
-    threads = numba.get_num_threads()
-    yield
-    numba.set_num_threads(threads)
-
-
 def im2col_inputs(rng, dtype=np.float32):
     x = rng.standard_normal((4, 6, 11, 10)).astype(dtype)
     weight = rng.standard_normal((4, 3, 3, 3)).astype(dtype)

@@ -360,13 +360,6 @@ def test_depthwise_backward_weight_is_adjoint_of_forward(name, rng):
 # ----------------------------------------------------------------------------------------------------
 # Determinism and memory layouts
 # ----------------------------------------------------------------------------------------------------
-@pytest.fixture
-def restore_numba_threads():
-    threads = numba.get_num_threads()
-    yield
-    numba.set_num_threads(threads)
-
-
 # fast path (3x3 stride 1 and 5x5 stride 2) and generic path (3x3 stride 3, 4x4 stride 1)
 PATHS = {"fast_3x3_s1": (3, 1), "fast_5x5_s2": (5, 2), "generic_3x3_s3": (3, 3), "generic_4x4_s1": (4, 1)}
 
