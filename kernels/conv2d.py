@@ -27,6 +27,7 @@ Cost: ``kH*kW * C_in/groups * C_out * H_out*W_out`` MACs per image.
 import numpy as np
 
 from ._im2col import col2im_kernel, im2col_kernel
+from ._jit import serial_blas
 from ._validate import (check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor,
                         conv_geometry)
 from . import depthwise, pointwise
@@ -52,6 +53,7 @@ def _geometry(input_shape, weight_shape, stride, padding, dilation, groups, inpu
 # ----------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------
+@serial_blas
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as in every deep-learning framework).
 
@@ -98,6 +100,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     return y
 
 
+@serial_blas
 def conv2d_backward_input(grad_out, weight, input_shape, stride=1, padding=0, dilation=1, groups=1):
     """Gradient of :func:`conv2d_forward` with respect to its input.
 
@@ -139,6 +142,7 @@ def conv2d_backward_input(grad_out, weight, input_shape, stride=1, padding=0, di
     return grad_x
 
 
+@serial_blas
 def conv2d_backward_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=1, groups=1):
     """Gradient of :func:`conv2d_forward` with respect to its weight.
 

@@ -43,9 +43,11 @@ Measured (2 cores, float32, x (8, 64, 28, 28) -> 32 channels, 4x4 kernel, stride
 import numpy as np
 
 from ._im2col import col2im_kernel, im2col_kernel
+from ._jit import serial_blas
 from ._validate import check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor, conv_transpose_geometry
 
 
+@serial_blas
 def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 2-D convolution (learned up-sampling), PyTorch's ``conv_transpose2d``.
 
@@ -98,6 +100,7 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_p
     return y
 
 
+@serial_blas
 def conv_transpose2d_backward_input(grad_out, weight, input_shape, stride=1, padding=0, output_padding=0,
                                     groups=1, dilation=1):
     """Gradient of :func:`conv_transpose2d_forward` with respect to ``x``.
@@ -139,6 +142,7 @@ def conv_transpose2d_backward_input(grad_out, weight, input_shape, stride=1, pad
     return grad_x
 
 
+@serial_blas
 def conv_transpose2d_backward_weight(grad_out, x, weight_shape, stride=1, padding=0, output_padding=0,
                                      groups=1, dilation=1):
     """Gradient of :func:`conv_transpose2d_forward` with respect to ``weight``.
