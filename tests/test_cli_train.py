@@ -1,0 +1,163 @@
+"""``tinycnn train | evaluate | predict``: help, one-line errors with exit code 2, and a tiny end-to-end run."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinycnn import cli
+from tinycnn.data import make_shapes
+
+TINY = ["--data", "shapes:60", "--width-mult", "0.25", "--image-size", "16", "--epochs", "1", "--batch-size", "16",
+        "--quiet"]
+
+
+def run_tinycnn(*arguments, timeout=180):
+    """``python -m tinycnn ARGUMENTS`` in a fresh process (what a user's shell sees)."""
+    return subprocess.run([sys.executable, "-m", "tinycnn", *arguments], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_in_process(arguments, capsys):
+    """``cli.main(arguments)`` -> (exit code, stdout, stderr); SystemExit is turned into its code."""
+    try:
+        code = cli.main(arguments)
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err):
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "error:" in lines[0]
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------------ help
+@pytest.mark.parametrize("command, options", [
+    ("train", ["--model", "--width-mult", "--data", "--epochs", "--batch-size", "--lr", "--optimizer", "--out",
+               "--resume", "--weights", "--freeze-backbone", "--quiet"]),
+    ("evaluate", ["CHECKPOINT", "--data", "--split", "--json"]),
+    ("predict", ["IMAGE", "--checkpoint", "--top"]),
+])
+def test_every_training_command_has_help_listing_its_options(command, options):
+    result = run_tinycnn(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"usage: tinycnn {command}" in result.stdout
+    for option in options:
+        assert option in result.stdout, option
+
+
+def test_top_level_help_lists_train_evaluate_predict(capsys):
+    code, out, _ = run_in_process(["--help"], capsys)
+    assert code == 0
+    for command in ("train", "evaluate", "predict"):
+        assert command in out
+
+
+# ---------------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("arguments, expected", [
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--lr", "fast"], "--lr"),
+    (["train", "--optimizer", "rmsprop"], "--optimizer"),
+    (["train", "--val-fraction", "1.5"], "--val-fraction"),
+    (["train", "--model", "no_such_net", "--out", "{tmp}/a"], "unknown model"),
+    (["train", "--data", "imagenet:/x", "--out", "{tmp}/b"], "unknown dataset spec"),
+    (["train", "--data", "folder:{tmp}/missing", "--out", "{tmp}/c"], "not found"),
+    (["train", "--freeze-backbone", "--out", "{tmp}/d"], "--weights"),
+    (["train", "--model", "squeezenet1_1", "--width-mult", "0.5", "--out", "{tmp}/e"], "no width multiplier"),
+    (["train", "--resume", "{tmp}/never_trained"], "nothing to resume"),
+    (["train", "--resume", "{tmp}/x", "--lr", "0.1"], "cannot be combined with --resume"),
+    (["train", "--no-such-option"], "unrecognized arguments"),
+    (["evaluate", "{tmp}/missing.npz"], "missing.npz"),
+    (["evaluate", "--split", "test", "{tmp}/x.npz"], "--split"),
+    (["predict"], "IMAGE"),
+    (["predict", "--checkpoint", "{tmp}/missing.npz", "x.png"], "missing.npz"),
+    (["predict", "--top", "0", "x.png"], "--top"),
+])
+def test_bad_arguments_give_one_line_and_exit_code_2(arguments, expected, tmp_path, capsys):
+    arguments = [argument.replace("{tmp}", str(tmp_path)) for argument in arguments]
+    code, _, err = run_in_process(arguments, capsys)
+    line = assert_one_line_error(code, err)
+    assert expected in line
+
+
+def test_bad_argument_in_a_fresh_process_has_no_traceback(tmp_path):
+    result = run_tinycnn("train", "--data", f"folder:{tmp_path}/nothing", "--out", str(tmp_path / "run"))
+    assert_one_line_error(result.returncode, result.stderr)
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def test_tiny_train_then_evaluate_then_predict(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_in_process(["train", *TINY, "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "best validation accuracy" in stdout and "images/s" in stdout
+    for name in ("last.npz", "best.npz", "history.json", "history.csv", "summary.json", "curves.png",
+                 "confusion_matrix.png", "filters.png", "feature_maps.png", "embedding_pca.png"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_images"] == 48 and summary["val_images"] == 12     # the 8:2 split of 60
+
+    # a second train into the same folder is refused: it would overwrite the run
+    code, _, err = run_in_process(["train", *TINY, "--out", str(out)], capsys)
+    assert "already holds a run" in assert_one_line_error(code, err)
+
+    code, stdout, err = run_in_process(["evaluate", str(out / "best.npz"), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["images"] == 12
+    assert result["accuracy"] == pytest.approx(summary["best_val_accuracy"], abs=1e-12)
+    assert np.sum(result["confusion_matrix"]) == 12
+
+    code, stdout, err = run_in_process(["evaluate", str(out), "--split", "train", "--plot", str(tmp_path / "cm.png")],
+                                       capsys)
+    assert code == 0, err
+    assert "accuracy" in stdout and (tmp_path / "cm.png").is_file()
+
+    from PIL import Image
+    images, _ = make_shapes(2, seed=5, image_size=40)
+    paths = []
+    for index, image in enumerate(images):
+        path = tmp_path / f"shape{index}.png"
+        Image.fromarray((image.transpose(1, 2, 0) * 255).astype(np.uint8)).save(path)
+        paths.append(str(path))
+    code, stdout, err = run_in_process(["predict", "--checkpoint", str(out), "--top", "2", "--json", *paths],
+                                       capsys)
+    assert code == 0, err
+    predictions = json.loads(stdout)
+    assert [entry["image"] for entry in predictions] == paths
+    for entry in predictions:
+        probabilities = [p["probability"] for p in entry["predictions"]]
+        assert len(probabilities) == 2 and probabilities[0] >= probabilities[1] and 0 < sum(probabilities) <= 1
+
+
+def test_resume_of_an_interrupted_run_finishes_it(tmp_path, capsys):
+    """A run stopped after epoch 1 of 2 (as Ctrl-C would) continues to epoch 2 with --resume."""
+    from tinycnn import io
+
+    out = tmp_path / "run"
+    code, _, err = run_in_process(["train", *TINY[:-3], "--epochs", "2", "--quiet", "--no-plots",
+                                   "--out", str(out)], capsys)
+    assert code == 0, err
+    finished = io.load_checkpoint(out / "last.npz")
+    # pretend the run stopped after its first epoch: the epoch-1 state is not kept, so make it again
+    out2 = tmp_path / "run2"
+    from tinycnn import train
+    config = train.TrainConfig.from_dict(finished["extra"]["config"])
+    trainer, _, _, _ = train._make_trainer(config, out2, progress=False, log=None)
+    trainer.epochs = 1
+    trainer.fit()
+    trainer.epochs = 2
+    trainer.save_checkpoint(out2 / "last.npz")
+    code, stdout, err = run_in_process(["train", "--resume", str(out2), "--quiet", "--no-plots"], capsys)
+    assert code == 0, err
+    resumed = io.load_checkpoint(out2 / "last.npz")
+    assert resumed["epoch"] == 2
+    for key, value in finished["model"].items():
+        assert np.array_equal(resumed["model"][key], value), key
