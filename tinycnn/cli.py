@@ -443,8 +443,8 @@ def _run_evaluate(args):
     matrix = train.confusion_matrix(evaluation.labels, evaluation.predictions, len(class_names))
     per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
     if args.plot:
-        from tinycnn import report
-        report.save_figure(report.plot_confusion_matrix(matrix, class_names), args.plot)
+        from tinycnn import plots
+        plots.save_figure(plots.plot_confusion_matrix(matrix, class_names), args.plot)
     if args.json:
         print(json.dumps({"checkpoint": str(checkpoint), "data": args.data or config.data, "split": args.split,
                           "images": int(len(evaluation.labels)), "accuracy": evaluation.accuracy,

@@ -848,7 +848,7 @@ def run_training(config=None, out_dir="runs/train", resume=False, progress=True,
     out_dir : folder for checkpoints, history, plots and ``summary.json``
     resume : bool -- continue from ``out_dir/last.npz``
     progress, log : as :class:`Trainer`
-    plots : bool -- write the PNG report (:func:`tinycnn.report.write_report`)
+    plots : bool -- write the PNG report (:func:`tinycnn.plots.write_report`)
     tsne, feature_layer : passed to the report
 
     Returns
@@ -880,17 +880,16 @@ def run_training(config=None, out_dir="runs/train", resume=False, progress=True,
     best_evaluation = trainer.best_evaluation
     report_seconds = 0.0
     if plots:
-        from . import report
+        from .plots import write_report
 
         report_started = time.perf_counter()
         if best_evaluation is None and trainer.val_loader is not None:      # e.g. best epoch before a resume
             best_state = io.load_checkpoint(out_dir / BEST_CHECKPOINT)["model"]
             trainer.model.load_state_dict(best_state)
             best_evaluation = trainer.evaluate(features=True)
-        files += report.write_report(out_dir, trainer.history, trainer.model, best_evaluation,
-                                     data.class_names, sample_image=trainer.val_loader.images[0],
-                                     normalize=trainer.val_loader.transform, tsne=tsne,
-                                     feature_layer=feature_layer)
+        files += write_report(out_dir, trainer.history, trainer.model, best_evaluation, data.class_names,
+                              sample_image=trainer.val_loader.images[0],
+                              normalize=trainer.val_loader.transform, tsne=tsne, feature_layer=feature_layer)
         report_seconds = time.perf_counter() - report_started
     total_seconds = time.perf_counter() - started
     last_row = trainer.history[-1]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tinycnn import nn, report, train
+from tinycnn import nn, plots, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -25,7 +25,7 @@ def _nearest_neighbour_agreement(points, labels):
 @pytest.mark.nojit
 def test_pca_matches_the_eigenvectors_of_the_covariance(rng):
     x = rng.normal(size=(200, 5)) @ np.diag([5.0, 3.0, 1.0, 0.5, 0.1])        # variances 25, 9, 1, ...
-    projected, explained = report.pca(x, 2)
+    projected, explained = plots.pca(x, 2)
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov(x, rowvar=False))   # ascending
     top = eigenvectors[:, ::-1][:, :2]
     # same subspace up to sign; float64 SVD vs eigh agree to ~1e-10
@@ -38,23 +38,23 @@ def test_pca_matches_the_eigenvectors_of_the_covariance(rng):
 @pytest.mark.nojit
 def test_pca_sign_is_fixed_so_flipping_the_data_gives_the_same_picture(rng):
     x = rng.normal(size=(50, 4)) * [3, 2, 1, 0.5]
-    a, _ = report.pca(x, 2)
-    b, _ = report.pca(-x, 2)             # SVD would be free to flip; our rule fixes the directions
+    a, _ = plots.pca(x, 2)
+    b, _ = plots.pca(-x, 2)             # SVD would be free to flip; our rule fixes the directions
     np.testing.assert_allclose(a, -b, atol=1e-10)   # the data flipped, so the coordinates flip
 
 
 def test_pca_rejects_bad_input():
     with pytest.raises(ValueError, match="n_components"):
-        report.pca(np.ones((5, 3)), 4)
+        plots.pca(np.ones((5, 3)), 4)
     with pytest.raises(ValueError, match="NaN"):
-        report.pca(np.array([[0.0, np.nan], [1.0, 2.0]]))
+        plots.pca(np.array([[0.0, np.nan], [1.0, 2.0]]))
 
 
 # ----------------------------------------------------------------------------------------------- tsne
 def test_tsne_neighbourhoods_have_the_requested_perplexity(rng):
     x = rng.normal(size=(60, 5))
     squared = np.square(x[:, None] - x[None]).sum(-1)
-    p = report._conditional_probabilities(squared, perplexity=10.0)
+    p = plots._conditional_probabilities(squared, perplexity=10.0)
     entropy = -(p * np.log(np.maximum(p, 1e-300))).sum(1)          # nats
     np.testing.assert_allclose(np.exp(entropy), 10.0, rtol=1e-3)   # bisection tolerance 1e-5 in log space
     np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-12)
@@ -63,15 +63,15 @@ def test_tsne_neighbourhoods_have_the_requested_perplexity(rng):
 
 def test_tsne_keeps_separated_clusters_apart_and_is_reproducible(rng):
     x, labels = _blobs(rng)
-    embedding = report.tsne(x, perplexity=10, iterations=500, seed=1)
+    embedding = plots.tsne(x, perplexity=10, iterations=500, seed=1)
     assert embedding.shape == (90, 2)
     assert _nearest_neighbour_agreement(embedding, labels) == 1.0
-    np.testing.assert_array_equal(embedding, report.tsne(x, perplexity=10, iterations=500, seed=1))
+    np.testing.assert_array_equal(embedding, plots.tsne(x, perplexity=10, iterations=500, seed=1))
 
 
 def test_tsne_rejects_a_perplexity_larger_than_the_data():
     with pytest.raises(ValueError, match="perplexity"):
-        report.tsne(np.random.default_rng(0).normal(size=(10, 3)), perplexity=30)
+        plots.tsne(np.random.default_rng(0).normal(size=(10, 3)), perplexity=30)
 
 
 # ----------------------------------------------------------------------------------------------- plots
@@ -91,38 +91,38 @@ def test_every_plot_writes_a_small_png(tmp_path, rng):
     model = train.build_model("mobilenet_v2", 3, 0.25)
     names = ("circle", "square", "ring")
     figures = {
-        "curves": report.plot_history(_history()),
-        "confusion": report.plot_confusion_matrix(np.array([[5, 1, 0], [0, 6, 0], [2, 0, 4]]), names),
-        "filters": report.plot_filters(model),
-        "maps": report.plot_feature_maps(model, rng.random((3, 32, 32)).astype(np.float32)),
-        "embedding": report.plot_embedding(rng.normal(size=(30, 2)), np.arange(30) % 3, names, "PCA",
+        "curves": plots.plot_history(_history()),
+        "confusion": plots.plot_confusion_matrix(np.array([[5, 1, 0], [0, 6, 0], [2, 0, 4]]), names),
+        "filters": plots.plot_filters(model),
+        "maps": plots.plot_feature_maps(model, rng.random((3, 32, 32)).astype(np.float32)),
+        "embedding": plots.plot_embedding(rng.normal(size=(30, 2)), np.arange(30) % 3, names, "PCA",
                                            explained=(0.5, 0.2)),
     }
     for name, figure in figures.items():
-        _assert_small_png(report.save_figure(figure, tmp_path / f"{name}.png"))
+        _assert_small_png(plots.save_figure(figure, tmp_path / f"{name}.png"))
 
 
 def test_plot_filters_shows_one_cell_per_output_channel():
     weight = np.random.default_rng(0).normal(size=(12, 3, 3, 3))
-    figure = report.plot_filters(weight, columns=8)
+    figure = plots.plot_filters(weight, columns=8)
     shown = [ax for ax in figure.axes if ax.images]
     assert len(shown) == 12 and len(figure.axes) == 16          # 2 rows of 8, the last 4 empty
 
 
 def test_plot_confusion_matrix_checks_the_shape():
     with pytest.raises(ValueError, match=r"\(2, 2\) for 2 class names"):
-        report.plot_confusion_matrix(np.zeros((3, 3)), ["a", "b"])
+        plots.plot_confusion_matrix(np.zeros((3, 3)), ["a", "b"])
 
 
 def test_feature_maps_default_layer_keeps_a_quarter_of_the_resolution_and_hooks_are_removed(rng):
     nn.init.manual_seed(0)
     model = train.build_model("mobilenet_v2", 10, 0.25)
-    layer = report.default_feature_layer(model, (1, 3, 32, 32))
-    maps = report.capture_output(model, layer, rng.random((1, 3, 32, 32)).astype(np.float32))
+    layer = plots.default_feature_layer(model, (1, 3, 32, 32))
+    maps = plots.capture_output(model, layer, rng.random((1, 3, 32, 32)).astype(np.float32))
     assert maps.shape[-1] == 8                                   # 32 / 4
     assert all(not module._forward_hooks for module in model.modules())
     with pytest.raises(ValueError, match="no layer 'features.99'.*features"):
-        report.capture_output(model, "features.99", np.zeros((1, 3, 32, 32), np.float32))
+        plots.capture_output(model, "features.99", np.zeros((1, 3, 32, 32), np.float32))
 
 
 def test_write_report_writes_the_pngs_of_a_run(tmp_path, rng):
@@ -132,7 +132,7 @@ def test_write_report_writes_the_pngs_of_a_run(tmp_path, rng):
     labels = np.arange(40) % 3
     logits = rng.normal(size=(40, 3)).astype(np.float32)
     evaluation = train.Evaluation(1.0, 0.5, logits, labels, features)
-    written = report.write_report(tmp_path, _history(), model, evaluation, ("a", "b", "c"),
+    written = plots.write_report(tmp_path, _history(), model, evaluation, ("a", "b", "c"),
                                   sample_image=(rng.random((3, 32, 32)) * 255).astype(np.uint8),
                                   tsne=True)
     assert [path.name for path in written] == ["curves.png", "confusion_matrix.png", "filters.png",
@@ -141,10 +141,10 @@ def test_write_report_writes_the_pngs_of_a_run(tmp_path, rng):
         _assert_small_png(path)
 
 
-def test_report_does_not_touch_pyplot_state():
+def test_training_plots_do_not_touch_pyplot_state():
     import matplotlib
     backend = matplotlib.get_backend()
-    report.plot_history(_history())
+    plots.plot_history(_history())
     assert matplotlib.get_backend() == backend
     import matplotlib.pyplot as plt
     assert plt.get_fignums() == []                               # no pyplot figures were opened
