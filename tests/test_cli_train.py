@@ -99,7 +99,7 @@ def test_tiny_train_then_evaluate_then_predict(tmp_path, capsys):
     assert code == 0, err
     assert "best validation accuracy" in stdout and "images/s" in stdout
     for name in ("last.npz", "best.npz", "history.json", "history.csv", "summary.json", "curves.png",
-                 "confusion_matrix.png", "filters.png", "feature_maps.png", "embedding_pca.png"):
+                 "confusion_matrix.png", "filters.png", "feature_maps.png", "embedding_pca.png", "embedding_tsne.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train_images"] == 48 and summary["val_images"] == 12     # the 8:2 split of 60
@@ -161,3 +161,21 @@ def test_resume_of_an_interrupted_run_finishes_it(tmp_path, capsys):
     assert resumed["epoch"] == 2
     for key, value in finished["model"].items():
         assert np.array_equal(resumed["model"][key], value), key
+
+
+def test_default_run_folders_and_latest_run_lookup(tmp_path, monkeypatch, capsys):
+    """Without --out, runs go to runs/train, then runs/train-2; evaluate and predict default to the latest."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_in_process(["evaluate"], capsys)
+    assert "no trained run found in runs/" in assert_one_line_error(code, err)
+    code, _, err = run_in_process(["train", "--resume"], capsys)
+    assert "no run found in runs/" in assert_one_line_error(code, err)
+
+    for expected in ("train", "train-2"):
+        code, stdout, err = run_in_process(["train", *TINY, "--no-plots"], capsys)
+        assert code == 0, err
+        assert (tmp_path / "runs" / expected / "best.npz").is_file()
+        assert f"wrote runs/{expected}/" in stdout
+    code, stdout, err = run_in_process(["evaluate"], capsys)
+    assert code == 0, err
+    assert stdout.startswith("runs/train-2/best.npz: val part of shapes:60, 12 images")

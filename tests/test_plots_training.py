@@ -141,6 +141,18 @@ def test_write_report_writes_the_pngs_of_a_run(tmp_path, rng):
         _assert_small_png(path)
 
 
+@pytest.mark.parametrize("images, embeddings", [(1, []), (5, ["embedding_pca.png"]),
+                                                (6, ["embedding_pca.png", "embedding_tsne.png"])])
+def test_write_report_leaves_out_embeddings_that_too_few_images_cannot_make(tmp_path, rng, images, embeddings):
+    """PCA needs 2 points and t-SNE 6 (perplexity (N - 2) / 3 > 1): a tiny validation split gives no error."""
+    nn.init.manual_seed(0)
+    model = train.build_model("mobilenet_v2", 3, 0.25)
+    evaluation = train.Evaluation(1.0, 0.5, rng.normal(size=(images, 3)).astype(np.float32), np.arange(images) % 3,
+                                  rng.normal(size=(images, 1280)).astype(np.float32))
+    written = plots.write_report(tmp_path, _history(), model, evaluation, ("a", "b", "c"))
+    assert [path.name for path in written] == ["curves.png", "confusion_matrix.png", "filters.png", *embeddings]
+
+
 def test_training_plots_do_not_touch_pyplot_state():
     import matplotlib
     backend = matplotlib.get_backend()

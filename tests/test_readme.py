@@ -1,14 +1,14 @@
-"""README.md and CI agree: the test command a newcomer copies is the one CI runs."""
+"""README.md and CI agree: the two set-up commands a newcomer copies are the ones CI runs."""
 import pathlib
 import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _ci_test_command():
+def _ci_command(name):
     script = (ROOT / ".ci" / "run").read_text()
-    match = re.search(r"^TEST_COMMAND='(.+)'$", script, flags=re.MULTILINE)
-    assert match, ".ci/run must define TEST_COMMAND='...'"
+    match = re.search(rf"^{name}='(.+)'$", script, flags=re.MULTILINE)
+    assert match, f".ci/run must define {name}='...'"
     return match.group(1)
 
 
@@ -26,10 +26,11 @@ def test_readme_has_exactly_two_setup_commands():
 
 def test_ci_runs_the_readme_test_command():
     main_job, test_command = _readme_commands()
-    assert test_command == _ci_test_command()
+    assert test_command == _ci_command("TEST_COMMAND")
     assert "pip install -e \".[test]\"" in test_command and "pytest" in test_command
 
 
-def test_readme_main_job_installs_and_runs_the_tinycnn_command():
+def test_readme_main_job_is_the_default_training_run_that_ci_checks():
     main_job, _ = _readme_commands()
-    assert main_job.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install -e . && tinycnn ")
+    assert main_job == "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && tinycnn train"
+    assert main_job == _ci_command("MAIN_JOB")      # CI runs it and checks its >= 90% accuracy

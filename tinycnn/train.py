@@ -34,7 +34,6 @@ classifier layer, which the new model has built for its own number of classes; `
 trains that layer alone, with the rest of the network in evaluation mode (a fixed feature extractor).
 """
 import copy
-import csv
 import dataclasses
 import json
 import math
@@ -839,7 +838,7 @@ def _make_trainer(config, out_dir, progress, log):
 
 
 def run_training(config=None, out_dir="runs/train", resume=False, progress=True, log=print, plots=True,
-                 tsne=False, feature_layer=None):
+                 tsne=True, feature_layer=None):
     """Train as ``tinycnn train`` does: data, model, optimizer, schedule, :class:`Trainer`, report.
 
     Parameters
