@@ -179,3 +179,25 @@ def test_default_run_folders_and_latest_run_lookup(tmp_path, monkeypatch, capsys
     code, stdout, err = run_in_process(["evaluate"], capsys)
     assert code == 0, err
     assert stdout.startswith("runs/train-2/best.npz: val part of shapes:60, 12 images")
+
+
+def test_transfer_learning_from_a_saved_run_with_a_frozen_backbone(tmp_path, capsys):
+    """The README's recipe: a base run, then 2 new classes from its weights, only the classifier trained."""
+    from tinycnn import io
+
+    base = tmp_path / "base"
+    code, _, err = run_in_process(["train", *TINY, "--no-plots", "--out", str(base)], capsys)
+    assert code == 0, err
+    two = tmp_path / "two"
+    code, _, err = run_in_process(["train", *TINY, "--no-plots", "--classes", "circle,square", "--weights",
+                                   str(base / "best.npz"), "--freeze-backbone", "--out", str(two)], capsys)
+    assert code == 0, err
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["classes"] == ["circle", "square"]
+    assert summary["pretrained"]["replaced"] == ["classifier.1.weight", "classifier.1.bias"]
+    base_state = io.load_checkpoint(base / "best.npz")["model"]
+    new_state = io.load_checkpoint(two / "last.npz")["model"]
+    assert new_state["classifier.1.weight"].shape == (2, base_state["classifier.1.weight"].shape[1])
+    for key, value in base_state.items():
+        if not key.startswith("classifier."):
+            assert np.array_equal(new_state[key], value), key       # frozen, running statistics too

@@ -665,7 +665,7 @@ def _write_text_atomic(path, text):
 # ----------------------------------------------------------------------------------------------------
 AUGMENTATIONS = ("auto", "none", "flip", "crop", "crop+flip")
 DEFAULT_WIDTH_MULT = 0.5      # for models with a width multiplier, when none is given: fast on two cores
-# Image side per data kind when none is given: the native 32 x 32 of shapes, CIFAR-10 and (padded) MNIST;
+# Image side per data kind when none is given: the native 32 x 32 of shapes and CIFAR-10, MNIST resized from 28;
 # photos in a folder keep a little more detail at 64 x 64.
 DEFAULT_IMAGE_SIZE = {"shapes": 32, "folder": 64, "mnist": 32, "fashion": 32, "cifar10": 32}
 
