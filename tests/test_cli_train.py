@@ -62,10 +62,12 @@ def test_top_level_help_lists_train_evaluate_predict(capsys):
 
 # ---------------------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("arguments, expected", [
-    (["train", "--epochs", "0"], "--epochs"),
-    (["train", "--lr", "fast"], "--lr"),
+    (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got '0'"),
+    (["train", "--lr", "fast"], "argument --lr: expected a positive number, got 'fast'"),
+    (["train", "--lr", "nan"], "argument --lr: expected a positive number, got 'nan'"),
+    (["train", "--weight-decay", "-1"], "argument --weight-decay: expected a number >= 0, got '-1'"),
     (["train", "--optimizer", "rmsprop"], "--optimizer"),
-    (["train", "--val-fraction", "1.5"], "--val-fraction"),
+    (["train", "--val-fraction", "1.5"], "argument --val-fraction: expected a number between 0 and 1, got '1.5'"),
     (["train", "--model", "no_such_net", "--out", "{tmp}/a"], "unknown model"),
     (["train", "--data", "imagenet:/x", "--out", "{tmp}/b"], "unknown dataset spec"),
     (["train", "--data", "folder:{tmp}/missing", "--out", "{tmp}/c"], "not found"),

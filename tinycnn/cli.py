@@ -38,26 +38,27 @@ def _fail(prog, message):
     raise SystemExit(EXIT_USAGE)
 
 
-def _positive_int(text):
-    """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number_type(convert, accept, expected):
+    """An argparse type: ``convert(text)`` (int or float), refused unless ``accept(value)``.
+
+    The refusal is an ``ArgumentTypeError``, so argparse prints "argument --epochs: expected a positive
+    integer, got '0'" and exits with code 2. NaN is refused by every comparison below.
+    """
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
 
 
-def _positive_float(text):
-    """argparse type: a float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+_positive_int = _number_type(int, lambda value: value >= 1, "a positive integer")
+_positive_float = _number_type(float, lambda value: value > 0, "a positive number")
+_fraction = _number_type(float, lambda value: 0 < value < 1, "a number between 0 and 1")
+_non_negative_float = _number_type(float, lambda value: value >= 0, "a number >= 0")
 
 
 # --------------------------------------------------------------------------------------------- bench
@@ -198,28 +199,6 @@ _TRAIN_OPTIONS = ("model", "width_mult", "data", "image_size", "classes", "val_f
                   "batch_size", "optimizer", "lr", "weight_decay", "schedule", "augment", "label_smoothing",
                   "seed", "weights", "freeze_backbone")     # TrainConfig fields set from the command line
 _DEFAULT_RUNS = "runs"
-
-
-def _fraction(text):
-    """argparse type: a float strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
-def _non_negative_float(text):
-    """argparse type: a float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def _class_list(text):
