@@ -13,9 +13,12 @@ Tolerances, keyed by dtype, are relative to the scale of the expected values (th
 Also here, so that each is written once: float64 gradient and adjoint checks (``assert_gradcheck``,
 ``assert_vdot_equal``; ``gradcheck_layer`` for ``tinycnn.nn`` layers), the small builders of the
 convolution-kernel tests (``pair``, ``label``, ``as64``, ``relayout`` and its ``LAYOUTS``), and the loading /
-regeneration checks of the committed ``tests/fixtures/*.npz`` files.
+regeneration checks of the committed ``tests/fixtures/*.npz`` files, and writers of small data files
+(IDX, images) for the loader and command-line tests.
 """
+import gzip
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -226,3 +229,52 @@ def gradcheck_layer(layer, x_shape, mode, seed=0, before_forward=lambda layer: N
 
         assert_directional_derivatives_match(loss_of_parameter, original, parameter.grad, name)
         parameter.data = original
+
+
+# ------------------------------------------------------------------------------------ small data files
+# IDX (MNIST) files and images, written by the data-loader and command-line tests.
+def idx_bytes(array, type_code=0x08):
+    """The IDX encoding of ``array``: 0, 0, type, ndim, big-endian uint32 sizes, big-endian data."""
+    dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[type_code]
+    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.asarray(array).astype(dtype).tobytes()
+
+
+def write(path, data, gz=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def mnist_arrays(count, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), rng.integers(0, 10, count).astype(np.uint8)
+
+
+def write_mnist(folder, split, count, seed=0, gz=False, dotted=False):
+    """Write ``split``'s two IDX files under their standard names; return the arrays written."""
+    prefix = "train" if split == "train" else "t10k"
+    images, labels = mnist_arrays(count, seed)
+    names = [f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"]
+    if dotted:
+        names = [name.replace("-idx", ".idx") for name in names]
+    suffix = ".gz" if gz else ""
+    write(folder / (names[0] + suffix), idx_bytes(images), gz)
+    write(folder / (names[1] + suffix), idx_bytes(labels), gz)
+    return images, labels
+
+
+def save_image(path, array, mode=None, format=None):
+    """``array`` (H, W) or (H, W, C) uint8 -> an image file via Pillow."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array)
+    if mode is not None:
+        image = image.convert(mode)
+    image.save(path, format=format)
+    return path
+
+
+def solid(height, width, colour):
+    return np.broadcast_to(np.array(colour, dtype=np.uint8), (height, width, len(colour))).copy()

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import save_image, solid, write_mnist
 from tinycnn import cli
 from tinycnn.data import make_shapes
 
@@ -203,3 +204,30 @@ def test_transfer_learning_from_a_saved_run_with_a_frozen_backbone(tmp_path, cap
     for key, value in base_state.items():
         if not key.startswith("classifier."):
             assert np.array_equal(new_state[key], value), key       # frozen, running statistics too
+
+
+def test_train_on_local_mnist_files_and_on_an_image_folder_then_predict_a_photo(tmp_path, capsys):
+    """The README's local-data specs end to end, on files the test writes (nothing is downloaded)."""
+    write_mnist(tmp_path / "mnist", "train", 40, gz=True)
+    out = tmp_path / "mnist_run"
+    code, stdout, err = run_in_process(["train", *TINY, "--no-plots", "--data", f"mnist:{tmp_path / 'mnist'}",
+                                        "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes"] == [str(digit) for digit in range(10)]
+    assert summary["train_images"] + summary["val_images"] == 40 and summary["augment"] == "crop"
+
+    colours = {"red": (230, 20, 20), "blue": (20, 20, 230)}
+    for name, colour in colours.items():
+        for index in range(6):
+            save_image(tmp_path / "photos" / name / f"{index}.png", solid(20 + index, 24, colour))
+    out = tmp_path / "folder_run"
+    code, _, err = run_in_process(["train", *TINY, "--no-plots", "--data", f"folder:{tmp_path / 'photos'}",
+                                   "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes"] == ["blue", "red"] and summary["image_size"] == 16
+    code, stdout, err = run_in_process(["predict", "--checkpoint", str(out), "--top", "2",
+                                        str(tmp_path / "photos" / "red" / "0.png")], capsys)
+    assert code == 0, err
+    assert stdout.startswith(f"{tmp_path / 'photos' / 'red' / '0.png'}: ") and "red" in stdout and "blue" in stdout

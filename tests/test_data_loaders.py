@@ -13,6 +13,7 @@ import struct
 import numpy as np
 import pytest
 
+from helpers import idx_bytes, mnist_arrays, save_image, solid, write, write_mnist
 from tinycnn.data import (CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, SHAPES_CLASSES,
                           ArrayDataset, Compose, DataLoader, Normalize, RandomCrop, RandomHorizontalFlip,
                           compute_mean_std, load_cifar10, load_dataset, load_idx, load_image_folder,
@@ -22,37 +23,6 @@ Image = pytest.importorskip("PIL.Image")
 
 
 # ------------------------------------------------------------------------------------ file writers
-def idx_bytes(array, type_code=0x08):
-    """The IDX encoding of ``array``: 0, 0, type, ndim, big-endian uint32 sizes, big-endian data."""
-    dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[type_code]
-    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.asarray(array).astype(dtype).tobytes()
-
-
-def write(path, data, gz=False):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
-
-
-def mnist_arrays(count, seed):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), rng.integers(0, 10, count).astype(np.uint8)
-
-
-def write_mnist(folder, split, count, seed=0, gz=False, dotted=False):
-    """Write ``split``'s two IDX files under their standard names; return the arrays written."""
-    prefix = "train" if split == "train" else "t10k"
-    images, labels = mnist_arrays(count, seed)
-    names = [f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"]
-    if dotted:
-        names = [name.replace("-idx", ".idx") for name in names]
-    suffix = ".gz" if gz else ""
-    write(folder / (names[0] + suffix), idx_bytes(images), gz)
-    write(folder / (names[1] + suffix), idx_bytes(labels), gz)
-    return images, labels
-
-
 class Python2StylePickler(pickle._Pickler):
     """Pickles like the Python 2 that wrote the real CIFAR-10 batches: ``bytes`` as Python 2 ``str``
     opcodes (BINSTRING) and NumPy's globals under their NumPy 1 names (``numpy.core.multiarray``)."""
@@ -100,20 +70,6 @@ def write_cifar(folder, count=4, str_keys=False, meta_names=None):
         meta = {key("label_names"): [n.encode() for n in meta_names], key("num_vis"): 3072}
         (folder / "batches.meta").write_bytes(dumps(meta))
     return written
-
-
-def save_image(path, array, mode=None, format=None):
-    """``array`` (H, W) or (H, W, C) uint8 -> an image file via Pillow."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(array)
-    if mode is not None:
-        image = image.convert(mode)
-    image.save(path, format=format)
-    return path
-
-
-def solid(height, width, colour):
-    return np.broadcast_to(np.array(colour, dtype=np.uint8), (height, width, len(colour))).copy()
 
 
 @pytest.fixture
