@@ -1,7 +1,9 @@
 """``tinycnn train | evaluate | predict``: help, one-line errors with exit code 2, and a tiny end-to-end run."""
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -231,3 +233,32 @@ def test_train_on_local_mnist_files_and_on_an_image_folder_then_predict_a_photo(
                                         str(tmp_path / "photos" / "red" / "0.png")], capsys)
     assert code == 0, err
     assert stdout.startswith(f"{tmp_path / 'photos' / 'red' / '0.png'}: ") and "red" in stdout and "blue" in stdout
+
+
+def test_a_diverging_run_stops_with_one_line_and_exit_code_1(tmp_path, capsys):
+    """A learning rate of a million overflows the weights; the run says so once, without numpy warnings."""
+    out = tmp_path / "run"
+    code, _, err = run_in_process(["train", *TINY, "--epochs", "2", "--optimizer", "sgd", "--lr", "1e6",
+                                   "--out", str(out)], capsys)
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and "RuntimeWarning" not in err, err
+    assert "loss became nan" in lines[0] and "training stopped. Try a smaller --lr" in lines[0]
+
+
+def test_ctrl_c_in_a_fresh_process_saves_a_checkpoint_and_names_the_resume_command(tmp_path):
+    """SIGINT (what Ctrl-C sends) to a real ``tinycnn train``: exit code 130, last.npz kept, a hint to resume."""
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "tinycnn", "train", *TINY, "--epochs", "1000", "--no-plots",
+                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "last.npz").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)                                   # wait for the first epoch's checkpoint
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert f"continue with: tinycnn train --resume {out}" in err
+    from tinycnn import io
+    saved = io.load_checkpoint(out / "last.npz")
+    assert 1 <= saved["epoch"] < 1000

@@ -486,7 +486,7 @@ class Trainer:
                 logits = self.model(x)                                  # (B, C, H, W) -> (B, K)
                 loss = float(self.criterion(logits, y))
                 if not math.isfinite(loss):
-                    self._diverged(loss, batch)
+                    self._diverged(f"the training loss became {loss} at epoch {self.epoch + 1}, batch {batch + 1}")
                 self.model.backward(self.criterion.backward())          # dL/dlogits (B, K) -> every .grad
                 self.optimizer.step()
                 if self.scheduler is not None and self.scheduler_interval == "step":
@@ -512,12 +512,12 @@ class Trainer:
                 "images": partial["seen"], "seconds": partial["seconds"], "lr": partial["lr"],
                 "completed": completed}
 
-    def _diverged(self, loss, batch):
+    def _diverged(self, what):
+        """Raise :class:`TrainingDiverged`: ``what`` says which loss became what, and where."""
         last = self.path(LAST_CHECKPOINT)
         kept = f"; the last good checkpoint is {last}" if last is not None and last.exists() else ""
         raise TrainingDiverged(
-            f"the training loss became {loss} at epoch {self.epoch + 1}, batch {batch + 1} "
-            f"(learning rate {self._current_lr():.3g}): training stopped. Try a smaller --lr, a warm-up "
+            f"{what} (learning rate {self._current_lr():.3g}): training stopped. Try a smaller --lr, a warm-up "
             f"(--schedule cosine), or check the data for NaNs{kept}")
 
     def evaluate(self, loader=None, features=False):
@@ -532,11 +532,12 @@ class Trainer:
         """Train until ``self.epochs`` epochs are done; return the history (list of dicts).
 
         Raises :class:`TrainingInterrupted` after saving ``last.npz`` on Ctrl-C, and
-        :class:`TrainingDiverged` on a NaN/inf loss.
+        :class:`TrainingDiverged` on a NaN/inf training or validation loss. NumPy's overflow warnings
+        are silenced meanwhile: a diverging run is reported once, by that exception.
         """
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        with _InterruptFlag() as stop:
+        with _InterruptFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             while self.epoch < self.epochs:
                 result = self.train_epoch(stop)
                 if not result["completed"]:
@@ -552,6 +553,10 @@ class Trainer:
                 evaluation = None
                 if self.val_loader is not None:
                     evaluation = self.evaluate(features=True)
+                    if not math.isfinite(evaluation.loss):     # e.g. batch-norm running statistics overflowed
+                        self._diverged(f"the validation loss became {evaluation.loss} after epoch {self.epoch + 1} "
+                                       f"(training loss {result['loss']:.4g}: weights or batch-norm statistics "
+                                       f"overflowed)")
                     row["val_loss"], row["val_accuracy"] = evaluation.loss, evaluation.accuracy
                 if self.scheduler is not None and self.scheduler_interval == "epoch":
                     self.scheduler.step()
