@@ -443,12 +443,11 @@ class Trainer:
         return None if self.out_dir is None else self.out_dir / name
 
     def _say(self, text):
-        if self.log is not None:
-            if self.progress:
-                from tqdm.auto import tqdm
-                tqdm.write(text)
-            else:
-                self.log(text)
+        if self.log is print and self.progress:        # print above the progress bar, not through it
+            from tqdm import tqdm
+            tqdm.write(text)
+        elif self.log is not None:
+            self.log(text)
 
     # -- one epoch -----------------------------------------------------------------------------------
     def _set_train_mode(self):
@@ -466,7 +465,7 @@ class Trainer:
         ``lr`` (of the epoch's first step) and ``completed`` -- False when ``stop_flag.requested``
         became True (Ctrl-C) before the last batch; the accumulators are then kept for the checkpoint.
         """
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         loader = self.train_loader
         if self._partial is None:                 # a new epoch; else the loader resumes mid-epoch
