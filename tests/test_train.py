@@ -149,7 +149,22 @@ def test_best_checkpoint_is_the_epoch_with_the_highest_validation_accuracy(tmp_p
     best = io.load_checkpoint(tmp_path / "best.npz")
     assert best["epoch"] == trainer.best["epoch"]
     assert accuracies[best["epoch"] - 1] == max(accuracies)
-    assert best["epoch"] == 1 + min(i for i, a in enumerate(accuracies) if a == max(accuracies))   # ties: first
+    tied = [i for i, accuracy in enumerate(accuracies) if accuracy == max(accuracies)]
+    # ties in accuracy: the lower validation loss wins, then the earlier epoch
+    assert best["epoch"] == 1 + min(tied, key=lambda i: (history[i]["val_loss"], i))
+
+
+@pytest.mark.nojit
+def test_best_epoch_rule_accuracy_then_validation_loss_and_training_loss_without_validation():
+    trainer = _trainer()
+    rows = [(1, 0.5, 1.0), (2, 0.5, 0.9), (3, 0.5, 0.95), (4, 0.4, 0.1), (5, 0.6, 2.0)]
+    decisions = [trainer._update_best({"epoch": e, "val_accuracy": a, "val_loss": v, "train_loss": 1.0})
+                 for e, a, v in rows]
+    assert decisions == [True, True, False, False, True] and trainer.best["epoch"] == 5
+    trainer.best = None
+    decisions = [trainer._update_best({"epoch": e, "val_accuracy": None, "val_loss": None, "train_loss": t})
+                 for e, t in ((1, 2.0), (2, 1.5), (3, 1.7))]
+    assert decisions == [True, True, False] and trainer.best["epoch"] == 2
 
 
 def test_history_is_written_as_json_and_csv_every_epoch(tmp_path):
