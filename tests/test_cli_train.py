@@ -74,6 +74,7 @@ def test_top_level_help_lists_train_evaluate_predict(capsys):
     (["train", "--model", "no_such_net", "--out", "{tmp}/a"], "unknown model"),
     (["train", "--data", "imagenet:/x", "--out", "{tmp}/b"], "unknown dataset spec"),
     (["train", "--data", "folder:{tmp}/missing", "--out", "{tmp}/c"], "not found"),
+    (["train", "--data", "shapes:40", "--classes", "ring", "--out", "{tmp}/c1"], "a classifier needs at least two"),
     (["train", "--freeze-backbone", "--out", "{tmp}/d"], "--weights"),
     (["train", "--model", "squeezenet1_1", "--width-mult", "0.5", "--out", "{tmp}/e"], "no width multiplier"),
     (["train", "--resume", "{tmp}/never_trained"], "nothing to resume"),

@@ -795,6 +795,9 @@ def _prepare_data(config):
 
     data = load_dataset(config.data, image_size=config.image_size, val_fraction=config.val_fraction,
                         seed=config.seed, to_rgb=True, classes=config.classes, max_images=config.max_images)
+    if len(data.class_names) < 2:
+        raise ValueError(f"dataset {config.data!r} has {len(data.class_names)} class ({', '.join(data.class_names)}): "
+                         f"a classifier needs at least two (an image folder needs one sub-folder per class)")
     if len(data.train) == 0 or len(data.val) == 0:
         raise ValueError(f"dataset {config.data!r} is too small to split into training and validation parts")
     mean, std = compute_mean_std(data.train.images)
