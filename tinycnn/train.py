@@ -41,6 +41,7 @@ import numbers
 import os
 import pathlib
 import signal
+import sys
 import threading
 import time
 from typing import NamedTuple, Optional
@@ -475,8 +476,10 @@ class Trainer:
             partial, self._partial = dict(self._partial), None
         first_batch = loader.state_dict()["batch"]
         self._set_train_mode()
+        redraw_seconds = 0.1 if sys.stderr.isatty() else 10.0     # a log file (CI) gets a line every 10 s
         bar = tqdm(total=len(loader), initial=first_batch, desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                   unit="batch", disable=not self.progress, leave=False, dynamic_ncols=True)
+                   unit="batch", disable=not self.progress, leave=False, dynamic_ncols=True,
+                   mininterval=redraw_seconds)
         started = time.perf_counter() - partial["seconds"]     # the clock includes earlier sessions
         completed = True
         try:
@@ -494,10 +497,10 @@ class Trainer:
                 partial["correct"] += int(np.sum(logits.argmax(axis=1) == y))
                 partial["seen"] += len(y)
                 elapsed = time.perf_counter() - started
-                bar.update(1)
                 bar.set_postfix(loss=f"{partial['loss_sum'] / partial['seen']:.3f}",
                                 acc=f"{100 * partial['correct'] / partial['seen']:.1f}%",
-                                img_s=f"{partial['seen'] / max(elapsed, 1e-9):.0f}")
+                                img_s=f"{partial['seen'] / max(elapsed, 1e-9):.0f}", refresh=False)
+                bar.update(1)                                           # redraws at most every redraw_seconds
                 if stop_flag is not None and stop_flag.requested and batch + 1 < len(loader):
                     completed = False
                     break
