@@ -265,6 +265,34 @@ def test_frozen_backbone_trains_only_the_classifier_and_keeps_batch_norm_statist
     assert changed == ["classifier.1.bias", "classifier.1.weight"]     # running stats included: unchanged
 
 
+@pytest.mark.parametrize("name, stops_at_the_classifier", [("mobilenet_v2", True), ("squeezenet1_1", False)])
+def test_frozen_backbone_backward_stops_at_the_classifier_with_the_same_result(name, stops_at_the_classifier):
+    """The short backward (classifier only) gives bit-identical weights to the full one, and leaves the
+    backbone's gradients at zero; SqueezeNet (classifier conv, then ReLU and pooling) takes the full path."""
+    x, y = make_shapes(32, seed=0, image_size=24)          # SqueezeNet 1.1 needs >= 17 x 17
+    width = {"width_mult": 0.25} if name.startswith("mobilenet") else {}
+
+    def train_frozen(full_backward):
+        nn.init.manual_seed(5)
+        model = train.build_model(name, 2, width.get("width_mult"))
+        optimizer = train.make_optimizer("sgd", train.freeze_backbone(model), 0.05)
+        trainer = Trainer(model, optimizer, DataLoader(x, y % 2, batch_size=16), epochs=1, frozen_backbone=True,
+                          progress=False, log=None)
+        if full_backward:
+            trainer._head = None                     # what a Trainer without the shortcut does
+        calls = []
+        whole_backward = model.backward
+        model.backward = lambda grad: calls.append(1) or whole_backward(grad)    # counts full backward passes
+        trainer.fit()
+        return model, len(calls)
+
+    (short, short_calls), (full, full_calls) = train_frozen(False), train_frozen(True)
+    _assert_same_weights(short, full)
+    assert full_calls == 2 and short_calls == (0 if stops_at_the_classifier else 2)
+    if stops_at_the_classifier:
+        assert np.all(next(iter(short.parameters())).grad == 0)      # the backbone was not visited
+
+
 def test_find_classifier_names_the_last_layer_of_every_family():
     expected = {"mobilenet_v2": "classifier.1", "mobilenet_v3_small": "classifier.3", "resnet18": "fc",
                 "shufflenet_v2_x0_5": "fc", "squeezenet1_1": "classifier.1"}

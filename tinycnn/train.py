@@ -254,9 +254,11 @@ def freeze_backbone(model):
 
     Give the returned list to the optimizer: only the classifier learns; batch norm keeps its
     pretrained running statistics (frozen layers in training mode would still update them).
-    The gradient still flows back through the whole network (our layers have no ``requires_grad``),
-    so a step costs about as much as full fine-tuning; the frozen weights just never change.
-    Call it again after every ``model.train()`` (:class:`Trainer` does).
+    Our layers have no ``requires_grad``: ``model.backward`` would still send the gradient through the
+    whole network (the frozen weights just never change). :class:`Trainer` with ``frozen_backbone=True``
+    calls the classifier's own ``backward`` instead, when its output is the model's output (every
+    model of the zoo but SqueezeNet, whose classifier conv is followed by ReLU and pooling), so a step
+    costs little more than a forward pass. Call this again after every ``model.train()`` (the Trainer does).
     """
     head_name, head = find_classifier(model)
     related = lambda name: (name == head_name or head_name.startswith(f"{name}.") or name == ""   # noqa: E731
@@ -391,7 +393,8 @@ class Trainer:
         (``scheduler_interval="step"``, the default) or every epoch (``"epoch"``)
     out_dir : path, optional -- where ``last.npz``, ``best.npz``, ``history.json`` and ``history.csv``
         go (created); without it nothing is written
-    frozen_backbone : bool -- keep every layer but the classifier in evaluation mode (:func:`freeze_backbone`)
+    frozen_backbone : bool -- keep every layer but the classifier in evaluation mode (:func:`freeze_backbone`);
+        when the classifier's output is the model's output, the backward pass stops at the classifier
     progress : bool -- tqdm progress bars (on stderr)
     log : callable(str) or None -- receives one line per epoch (default ``print``; None: silent)
     extra : dict, optional -- stored in every checkpoint under ``"extra"`` (e.g. the run's configuration,
@@ -428,6 +431,7 @@ class Trainer:
         self.scheduler_interval = scheduler_interval
         self.out_dir = None if out_dir is None else pathlib.Path(out_dir)
         self.frozen_backbone = bool(frozen_backbone)
+        self._head = find_classifier(model)[1] if self.frozen_backbone else None
         self.progress = bool(progress)
         self.log = log
         self.extra = {} if extra is None else dict(extra)
@@ -459,6 +463,18 @@ class Trainer:
     def _current_lr(self):
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def _forward(self, x):
+        """``(model(x), the classifier's output)``; the latter only with a frozen backbone, else None."""
+        if self._head is None:
+            return self.model(x), None
+        captured = []
+        handle = self._head.register_forward_hook(lambda module, inputs, output: captured.append(output))
+        try:
+            logits = self.model(x)
+        finally:
+            handle.remove()
+        return logits, captured[-1] if captured else None
+
     def train_epoch(self, stop_flag=None):
         """Train one epoch (or its remaining batches after a mid-epoch resume).
 
@@ -485,11 +501,17 @@ class Trainer:
         try:
             for batch, (x, y) in enumerate(loader, start=first_batch):
                 self.model.zero_grad()
-                logits = self.model(x)                                  # (B, C, H, W) -> (B, K)
+                logits, head_output = self._forward(x)                  # (B, C, H, W) -> (B, K)
                 loss = float(self.criterion(logits, y))
                 if not math.isfinite(loss):
                     self._diverged(f"the training loss became {loss} at epoch {self.epoch + 1}, batch {batch + 1}")
-                self.model.backward(self.criterion.backward())          # dL/dlogits (B, K) -> every .grad
+                grad_logits = self.criterion.backward()                 # dL/dlogits (B, K)
+                if head_output is logits:
+                    # frozen backbone, and the classifier's output is the model's: only the classifier
+                    # learns, so the gradient need not travel back through the backbone
+                    self._head.backward(grad_logits)
+                else:
+                    self.model.backward(grad_logits)                    # -> every Parameter.grad
                 self.optimizer.step()
                 if self.scheduler is not None and self.scheduler_interval == "step":
                     self.scheduler.step()
