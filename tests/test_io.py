@@ -134,6 +134,21 @@ def test_failed_checkpoint_save_leaves_the_previous_checkpoint_intact(tmp_path, 
     assert _files_in(tmp_path) == ["ckpt.npz"]
 
 
+def test_write_text_atomic_replaces_the_file_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = io.write_text_atomic(tmp_path / "history.json", "[1]\n")
+    assert path.read_text(encoding="utf-8") == "[1]\n"
+    io.write_text_atomic(path, "[1, 2] \u2713\n")                        # replaced, UTF-8
+    assert path.read_text(encoding="utf-8") == "[1, 2] \u2713\n"
+
+    def crash_before_rename(source, target):
+        raise OSError("simulated crash before the rename")
+    monkeypatch.setattr(io.os, "replace", crash_before_rename)
+    with pytest.raises(OSError, match="simulated crash"):
+        io.write_text_atomic(path, "[1, 2, 3]\n")
+    assert path.read_text(encoding="utf-8") == "[1, 2] \u2713\n"      # the previous content, whole
+    assert _files_in(tmp_path) == ["history.json"]                      # no temporary file left
+
+
 def test_save_into_a_missing_directory_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         io.save_weights(tmp_path / "no_such_dir" / "w.npz", _small_model())

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = ["save_weights", "load_weights", "load_into", "convert_torch_state_dict",
-           "save_checkpoint", "load_checkpoint"]
+           "save_checkpoint", "load_checkpoint", "write_text_atomic"]
 
 CHECKPOINT_KEY = "__checkpoint__"        # the member holding a checkpoint's JSON manifest
 CHECKPOINT_FORMAT = "tinycnn-checkpoint"
@@ -95,8 +95,13 @@ def _write_npz(file, arrays, compress):
                 np.lib.format.write_array(stream, array, allow_pickle=False)
 
 
-def _atomic_write_npz(path, arrays, compress):
-    """Write ``arrays`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
+def _atomic_write(path, write):
+    """Create ``path`` through a temporary file in the same directory and ``os.replace``.
+
+    ``write(file)`` fills the open binary temporary file; it is flushed to disk before the rename, so
+    a crash at any moment leaves either the old file or the complete new one, never half of one.
+    """
+    path = pathlib.Path(path)
     directory = path.parent                     # "." for a bare file name
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot save {path}: directory {directory} does not exist")
@@ -106,7 +111,7 @@ def _atomic_write_npz(path, arrays, compress):
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as file:
-            _write_npz(file, arrays, compress)
+            write(file)
             file.flush()
             os.fsync(file.fileno())            # the data is on disk before the name points at it
         os.chmod(temporary, mode)
@@ -117,6 +122,21 @@ def _atomic_write_npz(path, arrays, compress):
         raise
     _fsync_directory(directory)
     return path
+
+
+def _atomic_write_npz(path, arrays, compress):
+    """Write ``arrays`` to ``path`` as an ``.npz`` archive, atomically (:func:`_atomic_write`)."""
+    return _atomic_write(path, lambda file: _write_npz(file, arrays, compress))
+
+
+def write_text_atomic(path, text):
+    """Write ``text`` (UTF-8) to ``path`` atomically: a temporary file, flushed, then renamed over it.
+
+    For the small text files of a training run (``history.json``, ``history.csv``, ``summary.json``):
+    a reader or a crash never sees half a file. Returns the path.
+    """
+    data = str(text).encode("utf-8")
+    return _atomic_write(_as_path(path), lambda file: file.write(data))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -620,12 +620,12 @@ class Trainer:
     def write_history(self):
         """Write ``history.json`` and ``history.csv`` into ``out_dir``; returns their paths."""
         json_path, csv_path = self.path(HISTORY_JSON), self.path(HISTORY_CSV)
-        _write_text_atomic(json_path, json.dumps(self.history, indent=1) + "\n")
+        io.write_text_atomic(json_path, json.dumps(self.history, indent=1) + "\n")
         lines = [",".join(HISTORY_COLUMNS)]
         for row in self.history:
             lines.append(",".join("" if row.get(c) is None else (str(row[c]) if c == "epoch" else f"{row[c]:.6g}")
                                   for c in HISTORY_COLUMNS))
-        _write_text_atomic(csv_path, "\n".join(lines) + "\n")
+        io.write_text_atomic(csv_path, "\n".join(lines) + "\n")
         return json_path, csv_path
 
     # -- checkpoints ---------------------------------------------------------------------------------
@@ -675,18 +675,6 @@ class Trainer:
         """Load a checkpoint written by :meth:`save_checkpoint`; :meth:`fit` then continues from it."""
         self.load_state_dict(io.load_checkpoint(path))
         return self
-
-
-def _write_text_atomic(path, text):
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (readers never see half a file)."""
-    path = pathlib.Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -939,7 +927,7 @@ def run_training(config=None, out_dir="runs/train", resume=False, progress=True,
         "config": config.to_dict(), "augment": info["augment"], "pretrained": info.get("pretrained"),
         "files": [str(path) for path in files] + [str(out_dir / "summary.json")],
     }
-    _write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    io.write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     files.append(out_dir / "summary.json")
     info["summary"] = summary
     return RunResult(trainer, data, info, files)
