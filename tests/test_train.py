@@ -343,6 +343,21 @@ def test_reduced_default_run_learns_shapes(tmp_path):
     assert losses[-1] < 0.8 * losses[0]
 
 
+def test_the_report_shows_the_best_epochs_model_not_the_last_one(tmp_path, monkeypatch):
+    real_update_best = Trainer._update_best
+
+    def only_epoch_one_is_best(self, row):               # make epoch 1 the best of 2, whatever the numbers
+        return real_update_best(self, row) if row["epoch"] == 1 else False
+    monkeypatch.setattr(Trainer, "_update_best", only_epoch_one_is_best)
+    config = train.TrainConfig(data="shapes:40", width_mult=0.25, image_size=16, epochs=2, batch_size=16)
+    result = train.run_training(config, tmp_path, progress=False, log=None, plots=True, tsne=False)
+    assert result.info["summary"]["best_epoch"] == 1
+    best, last = (io.load_checkpoint(tmp_path / name)["model"] for name in ("best.npz", "last.npz"))
+    model_state = result.trainer.model.state_dict()
+    assert all(np.array_equal(model_state[key], best[key]) for key in best)
+    assert not all(np.array_equal(model_state[key], last[key]) for key in last)
+
+
 # ------------------------------------------------------------------------------------ configuration
 def test_zero_init_residual_makes_every_shortcut_block_start_as_the_identity(rng):
     nn.init.manual_seed(0)

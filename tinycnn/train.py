@@ -867,7 +867,8 @@ def run_training(config=None, out_dir="runs/train", resume=False, progress=True,
     out_dir : folder for checkpoints, history, plots and ``summary.json``
     resume : bool -- continue from ``out_dir/last.npz``
     progress, log : as :class:`Trainer`
-    plots : bool -- write the PNG report (:func:`tinycnn.plots.write_report`)
+    plots : bool -- write the PNG report (:func:`tinycnn.plots.write_report`) of the best epoch's model;
+        ``trainer.model`` then holds the best weights (``best.npz``)
     tsne, feature_layer : passed to the report
 
     Returns
@@ -902,9 +903,10 @@ def run_training(config=None, out_dir="runs/train", resume=False, progress=True,
         from .plots import write_report
 
         report_started = time.perf_counter()
-        if best_evaluation is None and trainer.val_loader is not None:      # e.g. best epoch before a resume
-            best_state = io.load_checkpoint(out_dir / BEST_CHECKPOINT)["model"]
-            trainer.model.load_state_dict(best_state)
+        if trainer.best["epoch"] != trainer.epoch:
+            # every plot shows the best epoch's model (best.npz), not the last one's
+            trainer.model.load_state_dict(io.load_checkpoint(out_dir / BEST_CHECKPOINT)["model"])
+        if best_evaluation is None:                                  # the best epoch ran before a resume
             best_evaluation = trainer.evaluate(features=True)
         files += write_report(out_dir, trainer.history, trainer.model, best_evaluation, data.class_names,
                               sample_image=trainer.val_loader.images[0],
