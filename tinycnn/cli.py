@@ -220,9 +220,9 @@ def _add_train_parser(subparsers):
             "Train a model of the zoo on the built-in procedural dataset or on local data, with a progress\n"
             "bar, validation every epoch, checkpoints (last.npz, best.npz), history (JSON, CSV), plots\n"
             "(curves, confusion matrix, first-layer filters, feature maps, PCA/t-SNE of the features) and\n"
-            f"summary.json in the output folder. Without options: MobileNet V2 (width {DEFAULT_WIDTH_MULT:g}) on\n"
-            "'shapes', 4000 training and 1000 validation images, 10 epochs: about two minutes on two CPU\n"
-            "cores and >= 90% validation accuracy.\n"
+            f"summary.json in the output folder. Without options: MobileNet V2 (width {DEFAULT_WIDTH_MULT:g}) on "
+            "'shapes',\n4000 training and 1000 validation images, 10 epochs: about two minutes on two CPU cores\n"
+            "and >= 90% validation accuracy.\n"
             "Ctrl-C saves a checkpoint; '--resume' continues exactly where the run stopped."),
         epilog=("examples:\n"
                 "  tinycnn train\n"
