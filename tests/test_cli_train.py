@@ -76,6 +76,7 @@ def test_top_level_help_lists_train_evaluate_predict(capsys):
     (["train", "--data", "folder:{tmp}/missing", "--out", "{tmp}/c"], "not found"),
     (["train", "--data", "shapes:40", "--classes", "ring", "--out", "{tmp}/c1"], "a classifier needs at least two"),
     (["train", "--freeze-backbone", "--out", "{tmp}/d"], "--weights"),
+    (["train", "--val-source", "test", "--out", "{tmp}/d1"], "needs a dataset with a test split"),
     (["train", "--model", "squeezenet1_1", "--width-mult", "0.5", "--out", "{tmp}/e"], "no width multiplier"),
     (["train", "--resume", "{tmp}/never_trained"], "nothing to resume"),
     (["train", "--resume", "{tmp}/x", "--lr", "0.1"], "cannot be combined with --resume"),
@@ -219,6 +220,17 @@ def test_train_on_local_mnist_files_and_on_an_image_folder_then_predict_a_photo(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["classes"] == [str(digit) for digit in range(10)]
     assert summary["train_images"] + summary["val_images"] == 40 and summary["augment"] == "crop"
+
+    write_mnist(tmp_path / "mnist", "test", 12, seed=1)                 # t10k-* files: the official test split
+    out = tmp_path / "mnist_test_run"
+    code, _, err = run_in_process(["train", *TINY, "--no-plots", "--data", f"mnist:{tmp_path / 'mnist'}",
+                                   "--val-source", "test", "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["train_images"], summary["val_images"]) == (40, 12)
+    code, stdout, err = run_in_process(["evaluate", str(out), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["images"] == 12                        # evaluate rebuilds the same validation set
 
     colours = {"red": (230, 20, 20), "blue": (20, 20, 230)}
     for name, colour in colours.items():

@@ -195,9 +195,9 @@ def _run_summary(args):
 
 
 # --------------------------------------------------------------------------------------------- train
-_TRAIN_OPTIONS = ("model", "width_mult", "data", "image_size", "classes", "val_fraction", "max_images", "epochs",
-                  "batch_size", "optimizer", "lr", "weight_decay", "schedule", "augment", "label_smoothing",
-                  "seed", "weights", "freeze_backbone")     # TrainConfig fields set from the command line
+_TRAIN_OPTIONS = ("model", "width_mult", "data", "image_size", "classes", "val_fraction", "val_source", "max_images",
+                  "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "augment",
+                  "label_smoothing", "seed", "weights", "freeze_backbone")   # TrainConfig fields set on the command line
 _DEFAULT_RUNS = "runs"
 
 
@@ -211,7 +211,7 @@ def _class_list(text):
 
 def _add_train_parser(subparsers):
     from tinycnn.train import (AUGMENTATIONS, DEFAULT_IMAGE_SIZE, DEFAULT_WIDTH_MULT, OPTIMIZERS, SCHEDULES,
-                               TrainConfig)
+                               VAL_SOURCES, TrainConfig)
 
     defaults = TrainConfig()
     train = subparsers.add_parser(
@@ -252,6 +252,9 @@ def _add_train_parser(subparsers):
     group.add_argument("--val-fraction", type=_fraction, default=None, metavar="F",
                        help=f"share of the images held out for validation (default: {defaults.val_fraction}, "
                             "an 8:2 split)")
+    group.add_argument("--val-source", choices=VAL_SOURCES, default=None,
+                       help="split: hold out --val-fraction of the training images (default); test: validate on "
+                            "the official test files (mnist, fashion, cifar10)")
     group.add_argument("--max-images", type=_positive_int, default=None, metavar="N",
                        help="use a seeded subset of N images (quick runs; default: all)")
     group.add_argument("--augment", choices=AUGMENTATIONS, default=None,

@@ -681,6 +681,7 @@ class Trainer:
 # A whole run from a configuration: what `tinycnn train` does
 # ----------------------------------------------------------------------------------------------------
 AUGMENTATIONS = ("auto", "none", "flip", "crop", "crop+flip")
+VAL_SOURCES = ("split", "test")    # validation images: a held-out share of the training files, or the test files
 DEFAULT_WIDTH_MULT = 0.5      # for models with a width multiplier, when none is given: fast on two cores
 # Image side per data kind when none is given: the native 32 x 32 of shapes and CIFAR-10, MNIST resized from 28;
 # photos in a folder keep a little more detail at 64 x 64.
@@ -700,6 +701,7 @@ class TrainConfig:
     image_size: Optional[int] = None    # None: DEFAULT_IMAGE_SIZE of the data kind
     classes: Optional[list] = None
     val_fraction: float = 0.2           # the seed articles' 8:2 split
+    val_source: str = "split"           # "test": validate on the official test files (MNIST, CIFAR-10)
     max_images: Optional[int] = None
     epochs: int = 10
     batch_size: int = 64
@@ -744,6 +746,8 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction!r}")
+        if self.val_source not in VAL_SOURCES:
+            raise ValueError(f"val_source must be one of {', '.join(VAL_SOURCES)}; got {self.val_source!r}")
         if _width_argument(self.model) is None and self.width_mult is not None:      # also: unknown model
             raise ValueError(f"{self.model} has no width multiplier; leave --width-mult out")
         if self.freeze_backbone and self.weights is None:
@@ -807,7 +811,8 @@ def _prepare_data(config):
     from .data import Compose, DataLoader, Normalize, compute_mean_std, load_dataset
 
     data = load_dataset(config.data, image_size=config.image_size, val_fraction=config.val_fraction,
-                        seed=config.seed, to_rgb=True, classes=config.classes, max_images=config.max_images)
+                        seed=config.seed, to_rgb=True, classes=config.classes, val_source=config.val_source,
+                        max_images=config.max_images)
     if len(data.class_names) < 2:
         raise ValueError(f"dataset {config.data!r} has {len(data.class_names)} class ({', '.join(data.class_names)}): "
                          f"a classifier needs at least two (an image folder needs one sub-folder per class)")
@@ -1017,7 +1022,9 @@ def evaluate_run(checkpoint_path, data=None, split="val", batch_size=128):
     model, config, extra = load_run(checkpoint_path)
     spec = config.data if data is None else data
     loaded = load_dataset(spec, image_size=config.image_size, val_fraction=config.val_fraction, seed=config.seed,
-                          to_rgb=True, classes=config.classes, max_images=config.max_images if data is None else None)
+                          to_rgb=True, classes=config.classes,
+                          val_source=config.val_source if data is None else "split",
+                          max_images=config.max_images if data is None else None)
     if tuple(loaded.class_names) != tuple(extra["class_names"]):
         raise ValueError(f"the data's classes {list(loaded.class_names)} differ from the model's "
                          f"{list(extra['class_names'])}")
