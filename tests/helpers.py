@@ -17,7 +17,9 @@ regeneration checks of the committed ``tests/fixtures/*.npz`` files, and writers
 (IDX, images) for the loader and command-line tests.
 """
 import gzip
+import io
 import json
+import pickle
 import struct
 
 import numpy as np
@@ -232,7 +234,7 @@ def gradcheck_layer(layer, x_shape, mode, seed=0, before_forward=lambda layer: N
 
 
 # ------------------------------------------------------------------------------------ small data files
-# IDX (MNIST) files and images, written by the data-loader and command-line tests.
+# IDX (MNIST) files, CIFAR-10 batches and images, written by the data-loader and command-line tests.
 def idx_bytes(array, type_code=0x08):
     """The IDX encoding of ``array``: 0, 0, type, ndim, big-endian uint32 sizes, big-endian data."""
     dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[type_code]
@@ -278,3 +280,52 @@ def save_image(path, array, mode=None, format=None):
 
 def solid(height, width, colour):
     return np.broadcast_to(np.array(colour, dtype=np.uint8), (height, width, len(colour))).copy()
+
+
+class Python2StylePickler(pickle._Pickler):
+    """Pickles like the Python 2 that wrote the real CIFAR-10 batches: ``bytes`` as Python 2 ``str``
+    opcodes (BINSTRING) and NumPy's globals under their NumPy 1 names (``numpy.core.multiarray``)."""
+
+    dispatch = dict(pickle._Pickler.dispatch)  # noqa: RUF012  (pickle's own class-level table)
+
+    def save_bytes(self, obj):
+        self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    def save_global(self, obj, name=None):
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+    dispatch[type] = save_global
+
+
+def python2_style_pickle(obj):
+    buffer = io.BytesIO()
+    Python2StylePickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue()
+
+
+def cifar_batch(count, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, 3072), dtype=np.uint8), rng.integers(0, 10, count).tolist()
+
+
+def write_cifar(folder, count=4, str_keys=False, meta_names=None):
+    """Five training batches and a test batch of ``count`` images each, pickled like the originals
+    (bytes keys, Python 2 style) or, with ``str_keys``, as re-pickled by Python 3."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key = (lambda k: k) if str_keys else (lambda k: k.encode())
+    dumps = (lambda obj: pickle.dumps(obj, protocol=4)) if str_keys else python2_style_pickle
+    written = {}
+    for seed, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        data, labels = cifar_batch(count, seed)
+        batch = {key("batch_label"): b"x", key("data"): data, key("labels"): labels,
+                 key("filenames"): [b"f"] * count}
+        (folder / name).write_bytes(dumps(batch))
+        written[name] = (data, labels)
+    if meta_names is not None:
+        meta = {key("label_names"): [n.encode() for n in meta_names], key("num_vis"): 3072}
+        (folder / "batches.meta").write_bytes(dumps(meta))
+    return written

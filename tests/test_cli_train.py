@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import save_image, solid, write_mnist
+from helpers import save_image, solid, write_cifar, write_mnist
 from tinycnn import cli
 from tinycnn.data import make_shapes
 
@@ -275,3 +275,18 @@ def test_ctrl_c_in_a_fresh_process_saves_a_checkpoint_and_names_the_resume_comma
     from tinycnn import io
     saved = io.load_checkpoint(out / "last.npz")
     assert 1 <= saved["epoch"] < 1000
+
+
+def test_train_on_local_cifar10_batches_with_the_test_batch_as_validation(tmp_path, capsys):
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    written = write_cifar(tmp_path / "cifar-10-batches-py", count=8, meta_names=names)   # 5 x 8 training, 8 test
+    chosen = [names.index(name) for name in ("cat", "dog", "ship", "truck", "bird")]
+    count = {batch: sum(label in chosen for label in labels) for batch, (_, labels) in written.items()}
+    out = tmp_path / "run"
+    code, _, err = run_in_process(["train", *TINY, "--no-plots", "--data", f"cifar10:{tmp_path}", "--val-source", "test",
+                                   "--classes", "cat,dog,ship,truck,bird", "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes"] == ["cat", "dog", "ship", "truck", "bird"] and summary["augment"] == "crop+flip"
+    assert summary["val_images"] == count["test_batch"]
+    assert summary["train_images"] == sum(count[f"data_batch_{i}"] for i in range(1, 6))

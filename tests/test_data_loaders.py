@@ -5,15 +5,13 @@ is checked on valid files (values come back exactly) and on missing, corrupt and
 (a clear error that names the file).
 """
 import gzip
-import io
 import os
 import pickle
-import struct
 
 import numpy as np
 import pytest
 
-from helpers import idx_bytes, mnist_arrays, save_image, solid, write, write_mnist
+from helpers import idx_bytes, mnist_arrays, save_image, solid, write, write_cifar, write_mnist
 from tinycnn.data import (CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, SHAPES_CLASSES,
                           ArrayDataset, Compose, DataLoader, Normalize, RandomCrop, RandomHorizontalFlip,
                           compute_mean_std, load_cifar10, load_dataset, load_idx, load_image_folder,
@@ -23,55 +21,6 @@ Image = pytest.importorskip("PIL.Image")
 
 
 # ------------------------------------------------------------------------------------ file writers
-class Python2StylePickler(pickle._Pickler):
-    """Pickles like the Python 2 that wrote the real CIFAR-10 batches: ``bytes`` as Python 2 ``str``
-    opcodes (BINSTRING) and NumPy's globals under their NumPy 1 names (``numpy.core.multiarray``)."""
-
-    dispatch = dict(pickle._Pickler.dispatch)  # noqa: RUF012  (pickle's own class-level table)
-
-    def save_bytes(self, obj):
-        self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
-        self.memoize(obj)
-
-    def save_global(self, obj, name=None):
-        module = obj.__module__.replace("numpy._core", "numpy.core")
-        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
-        self.memoize(obj)
-
-    dispatch[bytes] = save_bytes
-    dispatch[type] = save_global
-
-
-def python2_style_pickle(obj):
-    buffer = io.BytesIO()
-    Python2StylePickler(buffer, protocol=2).dump(obj)
-    return buffer.getvalue()
-
-
-def cifar_batch(count, seed):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (count, 3072), dtype=np.uint8), rng.integers(0, 10, count).tolist()
-
-
-def write_cifar(folder, count=4, str_keys=False, meta_names=None):
-    """Five training batches and a test batch of ``count`` images each, pickled like the originals
-    (bytes keys, Python 2 style) or, with ``str_keys``, as re-pickled by Python 3."""
-    folder.mkdir(parents=True, exist_ok=True)
-    key = (lambda k: k) if str_keys else (lambda k: k.encode())
-    dumps = (lambda obj: pickle.dumps(obj, protocol=4)) if str_keys else python2_style_pickle
-    written = {}
-    for seed, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
-        data, labels = cifar_batch(count, seed)
-        batch = {key("batch_label"): b"x", key("data"): data, key("labels"): labels,
-                 key("filenames"): [b"f"] * count}
-        (folder / name).write_bytes(dumps(batch))
-        written[name] = (data, labels)
-    if meta_names is not None:
-        meta = {key("label_names"): [n.encode() for n in meta_names], key("num_vis"): 3072}
-        (folder / "batches.meta").write_bytes(dumps(meta))
-    return written
-
-
 @pytest.fixture
 def image_folder(tmp_path):
     """3 classes, 5 images in PNG/JPEG/BMP, RGB/gray/RGBA, plus files that must be skipped."""
