@@ -28,8 +28,8 @@ What a training run learnt (:func:`write_report` makes them all for ``tinycnn tr
   a t-SNE of MobileNetV2 features; both projections here are plain NumPy.
 
 These return a whole ``matplotlib.figure.Figure``, made without pyplot, so a training script does not
-change the notebook's or the script's matplotlib backend (Jupyter shows a returned figure);
-:func:`save_figure` writes one as a PNG with the Agg renderer.
+change the notebook's or the script's matplotlib backend (Jupyter shows a returned figure once
+``%matplotlib inline`` has run); :func:`save_figure` writes one as a PNG with the Agg renderer.
 """
 import numbers
 import pathlib
