@@ -1,6 +1,8 @@
 """Small pieces shared by the model files."""
 import numbers
 
+from .. import nn
+
 
 def make_divisible(value, divisor=8, min_value=None):
     """Round a channel count to a multiple of ``divisor``, never below 90% of ``value``.
@@ -28,3 +30,26 @@ def check_num_classes(num_classes):
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
     return int(num_classes)
+
+
+class LayerChain(nn.Module):
+    """A model that runs its top-level layers one after another: ``forward`` in order, ``backward`` in
+    reverse. Subclasses keep the reference implementation's attribute names (``conv1``, ``layer1``,
+    ``fc``: the ``state_dict`` keys) and list those layers, in order, in ``_layers()``.
+
+    Shapes: (N, 3, H, W) images -> (N, num_classes) logits.
+    """
+
+    def _layers(self):
+        raise NotImplementedError(f"{type(self).__name__} must list its layers in _layers()")
+
+    def forward(self, x):
+        self._check_input(x, channels=3)
+        for layer in self._layers():
+            x = layer(x)
+        return x
+
+    def backward(self, grad_out):
+        for layer in reversed(self._layers()):
+            grad_out = layer.backward(grad_out)          # each layer returns dL/d(its input)
+        return grad_out

@@ -25,7 +25,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import nn
-from ._common import check_num_classes, check_positive, make_divisible
+from ._common import LayerChain, check_num_classes, check_positive, make_divisible
 from ._registry import register_model
 
 __all__ = ["GhostModule", "GhostBottleneck", "GhostSqueezeExcite", "GhostNet", "ghostnet"]
@@ -218,7 +218,7 @@ class GhostBottleneck(nn.Module):
         return math.prod(output_shape)
 
 
-class GhostNet(nn.Module):
+class GhostNet(LayerChain):
     """GhostNet classifier (Table 1 of arXiv:1911.11907) with timm's layout.
 
     ``conv_stem``-``bn1``-``act1`` (3x3 s2, 16) -> ``blocks`` (``GHOSTNET_STAGES``, then a 1x1
@@ -276,17 +276,6 @@ class GhostNet(nn.Module):
     def _layers(self):
         return [self.conv_stem, self.bn1, self.act1, self.blocks, self.global_pool, self.conv_head, self.act2,
                 self.flatten, self.dropout, self.classifier]
-
-    def forward(self, x):
-        self._check_input(x, channels=3)
-        for layer in self._layers():
-            x = layer(x)
-        return x
-
-    def backward(self, grad_out):
-        for layer in reversed(self._layers()):
-            grad_out = layer.backward(grad_out)
-        return grad_out
 
 
 @register_model

@@ -52,7 +52,7 @@ import numbers
 
 from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU,
                   Sequential, SqueezeExcitation, init)
-from ._common import check_num_classes, check_positive, make_divisible
+from ._common import LayerChain, check_num_classes, check_positive, make_divisible
 from ._registry import register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "SE_POSITIONS",
@@ -275,7 +275,7 @@ class Bottleneck(_ResidualBlock):
 _BLOCKS = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}
 
 
-class ResNet(Module):
+class ResNet(LayerChain):
     """Stem, four stages of residual blocks (the :data:`STAGES` table), global average pool, FC.
 
     Parameters
@@ -334,17 +334,6 @@ class ResNet(Module):
     def _layers(self):
         return [self.conv1, self.bn1, self.relu, self.maxpool, self.layer1, self.layer2, self.layer3,
                 self.layer4, self.avgpool, self.flatten, self.fc]
-
-    def forward(self, x):
-        self._check_input(x, channels=3)
-        for layer in self._layers():
-            x = layer(x)
-        return x
-
-    def backward(self, grad_out):
-        for layer in reversed(self._layers()):
-            grad_out = layer.backward(grad_out)
-        return grad_out
 
 
 @register_model

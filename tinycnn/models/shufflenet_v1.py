@@ -30,7 +30,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import nn
-from ._common import check_num_classes, check_positive
+from ._common import LayerChain, check_num_classes, check_positive
 from ._registry import register_model
 
 __all__ = ["ShuffleBlock", "ShuffleNetV1", "shufflenet_v1"]
@@ -138,7 +138,7 @@ def stage_widths(groups, width_mult=1.0):
     return tuple(max(unit, int(c * width_mult / unit + 0.5) * unit) for c in STAGE_OUT_CHANNELS[groups])
 
 
-class ShuffleNetV1(nn.Module):
+class ShuffleNetV1(LayerChain):
     """ShuffleNet V1 classifier (Table 1 of arXiv:1707.01083).
 
     ``conv1`` (3x3 s2 conv-BN-ReLU, 24) -> ``maxpool`` 3x3 s2 -> ``stage2``, ``stage3``, ``stage4``
@@ -181,20 +181,9 @@ class ShuffleNetV1(nn.Module):
         self.fc = nn.Linear(in_channels, num_classes)
         self.groups, self.width_mult, self.num_classes = groups, width_mult, num_classes
 
-    def _layers(self):
+    def _layers(self):      # (N, 3, H, W) -> ... -> (N, C4, H/32, W/32) -> (N, C4) -> (N, num_classes)
         return [self.conv1, self.maxpool, self.stage2, self.stage3, self.stage4, self.avgpool, self.flatten,
                 self.fc]
-
-    def forward(self, x):
-        self._check_input(x, channels=3)
-        for layer in self._layers():
-            x = layer(x)        # (N, 3, H, W) -> ... -> (N, C4, H/32, W/32) -> (N, C4) -> (N, num_classes)
-        return x
-
-    def backward(self, grad_out):
-        for layer in reversed(self._layers()):
-            grad_out = layer.backward(grad_out)
-        return grad_out
 
 
 @register_model

@@ -23,7 +23,7 @@ x1.0 2,278,604; x1.5 3,503,624; x2.0 7,393,996.
 import numpy as np
 
 from .. import nn
-from ._common import check_num_classes
+from ._common import LayerChain, check_num_classes
 from ._registry import register_model
 
 __all__ = ["ShuffleV2Block", "ShuffleNetV2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
@@ -125,7 +125,7 @@ class ShuffleV2Block(nn.Module):
         return grad1 + grad2                                            # x fed both branches: gradients add
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(LayerChain):
     """ShuffleNet V2 classifier (Table 5 of arXiv:1807.11164) with torchvision's layout.
 
     ``conv1`` (3x3 s2 conv-BN-ReLU, 24) -> ``maxpool`` 3x3 s2 -> ``stage2``, ``stage3``, ``stage4``
@@ -165,20 +165,9 @@ class ShuffleNetV2(nn.Module):
         self.fc = nn.Linear(last_channels, num_classes)
         self.num_classes = num_classes
 
-    def _layers(self):
+    def _layers(self):      # (N, 3, H, W) -> ... -> (N, C5, H/32, W/32) -> (N, C5) -> (N, num_classes)
         return [self.conv1, self.maxpool, self.stage2, self.stage3, self.stage4, self.conv5, self.avgpool,
                 self.flatten, self.fc]
-
-    def forward(self, x):
-        self._check_input(x, channels=3)
-        for layer in self._layers():
-            x = layer(x)        # (N, 3, H, W) -> ... -> (N, C5, H/32, W/32) -> (N, C5) -> (N, num_classes)
-        return x
-
-    def backward(self, grad_out):
-        for layer in reversed(self._layers()):
-            grad_out = layer.backward(grad_out)
-        return grad_out
 
 
 def _shufflenet_v2(size, num_classes):
