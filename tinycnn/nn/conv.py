@@ -21,7 +21,6 @@ the weights, caches the input and accumulates gradients.
 """
 import numbers
 
-import numpy as np
 
 from kernels import (
     conv2d_backward_bias,
@@ -35,7 +34,7 @@ from kernels import (
 from kernels._validate import as_pair
 
 from . import init
-from .module import Module, Parameter
+from .module import Module
 
 
 def _check_channels(in_channels, out_channels, groups):
@@ -93,12 +92,8 @@ class Conv2d(Module):
         self.padding = as_pair(padding, "padding", 0)
         self.dilation = as_pair(dilation, "dilation", 1)
         weight_shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.weight = Parameter(np.zeros(weight_shape, dtype=np.float32))
-        if bias:
-            self.bias = Parameter(np.zeros(self.out_channels, dtype=np.float32))
-        else:
-            self.register_parameter("bias", None)
-        init.default_weight_and_bias_(self.weight, self.bias, rng=rng)
+        self.weight, bias = init.new_weight_and_bias(weight_shape, self.out_channels, bias, rng)
+        self.register_parameter("bias", bias)                          # None without a bias
         self._x = None              # cached input
         self._output_shape = None
 
@@ -162,12 +157,8 @@ class ConvTranspose2d(Module):
                 raise ValueError(f"output_padding={self.output_padding} must be smaller than stride={self.stride} "
                                  f"or dilation={self.dilation}")
         weight_shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
-        self.weight = Parameter(np.zeros(weight_shape, dtype=np.float32))
-        if bias:
-            self.bias = Parameter(np.zeros(self.out_channels, dtype=np.float32))
-        else:
-            self.register_parameter("bias", None)
-        init.default_weight_and_bias_(self.weight, self.bias, rng=rng)
+        self.weight, bias = init.new_weight_and_bias(weight_shape, self.out_channels, bias, rng)
+        self.register_parameter("bias", bias)                          # None without a bias
         self._x = None
         self._output_shape = None
 

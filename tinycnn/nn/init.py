@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from .module import Parameter
+
 DEFAULT_SEED = 0
 
 _generator = np.random.default_rng(DEFAULT_SEED)
@@ -158,6 +160,19 @@ def xavier_uniform_(tensor, gain=1.0, rng=None):
     fan_in, fan_out = calculate_fan_in_and_fan_out(_array_of(tensor).shape)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound, rng=rng)
+
+
+def new_weight_and_bias(weight_shape, bias_size, bias=True, rng=None):
+    """Fresh float32 ``(weight, bias)`` Parameters of a convolution or linear layer, initialised by
+    :func:`default_weight_and_bias_` (PyTorch's defaults); ``bias`` is None when ``bias=False``.
+
+    weight_shape : e.g. (C_out, C_in/groups, kH, kW) or (out_features, in_features)
+    bias_size : int, C_out (out_features)
+    """
+    weight = Parameter(np.zeros(weight_shape, dtype=np.float32))
+    bias = Parameter(np.zeros(bias_size, dtype=np.float32)) if bias else None
+    default_weight_and_bias_(weight, bias, rng=rng)
+    return weight, bias
 
 
 def default_weight_and_bias_(weight, bias, rng=None):

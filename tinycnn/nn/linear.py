@@ -1,10 +1,9 @@
 """Fully connected layer ``y = x W^T + b`` (plain NumPy: one matrix product)."""
 import numbers
 
-import numpy as np
 
 from . import init
-from .module import Module, Parameter
+from .module import Module
 
 
 class Linear(Module):
@@ -35,12 +34,9 @@ class Linear(Module):
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self.weight = Parameter(np.zeros((self.out_features, self.in_features), dtype=np.float32))
-        if bias:
-            self.bias = Parameter(np.zeros(self.out_features, dtype=np.float32))
-        else:
-            self.register_parameter("bias", None)
-        init.default_weight_and_bias_(self.weight, self.bias, rng=rng)
+        self.weight, bias = init.new_weight_and_bias((self.out_features, self.in_features), self.out_features,
+                                                     bias, rng)
+        self.register_parameter("bias", bias)                          # None without a bias
         self._x = None              # cached input, flattened to (M, in_features)
         self._input_shape = None
         self._output_shape = None
