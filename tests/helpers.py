@@ -26,15 +26,45 @@ import numpy as np
 import pytest
 
 TOLERANCES = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
+
+# Float32 against a PyTorch fixture: the bound comes from the case itself, not from one CPU. Each fixture
+# generator re-runs its case in PyTorch's float32 and records how far that lands from PyTorch's float64
+# (``torch_float32_error``, relative to the largest reference value): the case's own float32 conditioning
+# (a batch norm over few values amplifies rounding 1000-fold, a 3 x 3 convolution does not). Our float32
+# run is another rounding of the same computation (another summation order, another vector width: AVX2
+# and AVX-512 machines differ), so it may land a few times farther than PyTorch's: we allow
+# FLOAT32_FACTOR times PyTorch's error. Measured on an AMD EPYC (AVX2) over the 589 float32 fixture
+# comparisons: ours / PyTorch's median 1.0, at most 3.9 where the bound is above the floor. Model
+# fixtures record the largest error over PyTorch runs with 1-ulp perturbed data
+# (tools/model_fixtures.py): a ReLU input within rounding distance of 0 flips its mask on one CPU and
+# not on another, and that sensitivity belongs to the case. The floor covers cases where PyTorch's
+# float32 result happens to round within an ulp or two of float64 (a pooling, a short sum), where the
+# bound would otherwise fall below the rounding of the float32 inputs themselves: 64 float32 ulps.
+FLOAT32_FACTOR = 8
+FLOAT32_FLOOR = 64 * float(np.finfo(np.float32).eps)   # 7.6e-6
+
+
+def float32_tolerance(torch_float32_error):
+    """Relative float32 tolerance of a fixture quantity: ``max(FLOAT32_FACTOR * error, FLOAT32_FLOOR)``."""
+    return max(FLOAT32_FACTOR * float(torch_float32_error), FLOAT32_FLOOR)
+
+
+def fixture_tolerance(torch_float32_errors, key, dtype):
+    """Relative tolerance for fixture quantity ``key`` at ``dtype``: ``TOLERANCES`` for float64, else
+    :func:`float32_tolerance` of the error that the generator recorded for ``key``."""
+    if np.dtype(dtype) == np.float64:
+        return TOLERANCES[np.dtype(np.float64)]
+    return float32_tolerance(torch_float32_errors[key])
 GRADCHECK_RTOL = 1e-6    # central differences, eps=1e-6: rounding ~1e-16 * |f| / eps ~ 1e-10 relative
 ADJOINT_RTOL = 1e-12     # of |a|*|b| (Cauchy-Schwarz bound of vdot(a, b)); rounding is ~sqrt(K) * 1e-16
 
 
-def assert_close(actual, expected, dtype):
-    """Assert ``max|actual - expected| <= TOLERANCES[dtype] * max|expected|`` and equal shapes.
+def assert_close(actual, expected, dtype, tolerance=None):
+    """Assert ``max|actual - expected| <= tolerance * max|expected|`` and equal shapes.
 
-    ``actual`` must also *have* dtype ``dtype`` (kernels compute in their input's dtype); ``expected``
-    may be float64 (e.g. a PyTorch fixture) when ``actual`` is float32.
+    ``tolerance`` is relative, ``TOLERANCES[dtype]`` unless given (fixture tests pass
+    :func:`fixture_tolerance`). ``actual`` must also *have* dtype ``dtype`` (kernels compute in their
+    input's dtype); ``expected`` may be float64 (e.g. a PyTorch fixture) when ``actual`` is float32.
     """
     dtype = np.dtype(dtype)
     actual, expected = np.asarray(actual), np.asarray(expected)
@@ -42,8 +72,8 @@ def assert_close(actual, expected, dtype):
     assert actual.shape == expected.shape, f"shape {actual.shape} != expected {expected.shape}"
     scale = float(np.max(np.abs(expected), initial=0.0))
     error = float(np.max(np.abs(actual.astype(np.float64) - expected), initial=0.0))
-    tolerance = TOLERANCES[dtype] * scale
-    assert error <= tolerance, (f"max abs error {error:.3g} > {TOLERANCES[dtype]:g} x scale {scale:.3g} "
+    relative = TOLERANCES[dtype] if tolerance is None else tolerance
+    assert error <= relative * scale, (f"max abs error {error:.3g} > {relative:g} x scale {scale:.3g} "
                                 f"({dtype}, shape {actual.shape})")
 
 

@@ -3,6 +3,7 @@ import json
 import pathlib
 
 import numpy as np
+from helpers import float32_tolerance
 
 from tinycnn.models import get_model
 from tinycnn.testing import (seeded_input, seeded_state_dict, seeded_upstream_gradient,
@@ -31,11 +32,14 @@ def check_model_case(case, dtype=np.float64):
     """Rebuild the case's model with seeded weights; compare eval logits, train logits and gradients.
 
     Tolerances (relative to the largest reference value): float64 1e-8 -- the only differences are
-    summation order over tens of layers; float32 2e-3 -- single precision through ~50 layers with
-    batch-norm in training mode, whose division by the batch std amplifies rounding.
+    summation order over tens of layers; float32 set by the case's own conditioning -- single precision
+    through ~50 layers with batch norm in training mode, whose division by the batch std amplifies
+    rounding by a case-dependent factor. The generator recorded how far PyTorch's own float32 run lands
+    (``torch_float32_error`` per quantity: 1e-7 for eval logits, up to percents for train-mode
+    gradients of deep models); ``float32_tolerance`` allows a stated multiple of it.
     """
     params = case["params"]
-    tolerance = 1e-8 if dtype == np.float64 else 2e-3
+    torch_errors = json.loads(str(case["torch_float32_error"]))
     model = get_model(params["model"], **params["kwargs"]).to(dtype)
     model.load_state_dict(seeded_state_dict(model, params["seed"], dtype=dtype), strict=True)
     x = seeded_input(tuple(params["input_shape"]), params["seed"], dtype)
@@ -51,6 +55,7 @@ def check_model_case(case, dtype=np.float64):
     named = dict(model.named_parameters())
     for name in params["checked_params"]:
         errors[f"grad/{name}"] = _relative_error(named[name].grad, case[f"grad/{name}"])
-    failed = {k: v for k, v in errors.items() if not v <= tolerance}
-    assert not failed, f"{params['model']} {dtype.__name__}: relative errors above {tolerance}: {failed}"
+    tolerances = {key: 1e-8 if dtype == np.float64 else float32_tolerance(torch_errors[key]) for key in errors}
+    failed = {key: (error, tolerances[key]) for key, error in errors.items() if not error <= tolerances[key]}
+    assert not failed, f"{params['model']} {dtype.__name__}: (relative error, tolerance) {failed}"
     return errors

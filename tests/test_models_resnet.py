@@ -49,28 +49,16 @@ def test_matches_pytorch_fixture_float64(case):
     check_model_case(CASES[case], np.float64)
 
 
-def test_matches_pytorch_fixture_float32():
-    """Float32 runs the same code as float64. Measured on every 18-layer case: at most 2e-5 relative,
-    largest for the "identity" placement, which is checked here against the shared 2e-3."""
-    check_model_case(CASES["se_resnet18_identity"], np.float32)
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_pytorch_fixture_float32(case):
+    """Float32 runs the same code as float64, at a tolerance set by the case's own conditioning
+    (``check_model_case``: a multiple of PyTorch's own float32 error, recorded in the fixture).
 
-
-def test_resnet50_float32_logits_match_pytorch_fixture():
-    """ResNet-50 in float32: logits only, at the shared 2e-3.
-
-    Its training-mode *gradients* are ill-conditioned with random weights and 2 images (batch norm
-    normalises 8 numbers per channel in the last stage, 50 layers deep): PyTorch's own float32 gradients
-    on the same weights and input differ from its float64 ones by 2-3% (measured when the fixture was
-    made; ours by 1-2%). The float64 test above checks those gradients to 1e-8."""
-    case = CASES["resnet50"]
-    params = case["params"]
-    model = resnet50().to(np.float32)
-    model.load_state_dict(seeded_state_dict(model, params["seed"], dtype=np.float32))
-    x = seeded_input(tuple(params["input_shape"]), params["seed"], np.float32)
-    for mode, expected in (("eval", case["eval_logits"]), ("train", case["train_logits"])):
-        getattr(model, mode)()
-        error = np.max(np.abs(model(x) - expected)) / np.max(np.abs(expected))
-        assert error <= 2e-3, f"{mode} logits: relative error {error:.2e}"
+    ResNet-50's training-mode gradients are ill-conditioned with random weights and 2 images (batch
+    norm normalises 8 numbers per channel in the last stage, 50 layers deep): PyTorch's own float32
+    gradients on the same weights and input differ from its float64 ones by percents, so this checks
+    them only loosely; the float64 test above checks them to 1e-8."""
+    check_model_case(CASES[case], np.float32)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])

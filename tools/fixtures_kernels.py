@@ -6,6 +6,8 @@ and bias (``torch.autograd``). One compressed file holds them all, under keys
 
     <family>/<case>/x, weight, bias, y, grad_y, grad_x, grad_weight, grad_bias, argmax (max pool)
     <family>/<case>/params     JSON: the keyword arguments of the tinycnn kernel (torch.nn.functional's)
+    <family>/<case>/torch_float32_error   JSON {"y": ..., "grad_x": ...}: PyTorch's own float32 run (inputs
+                               cast) against its float64 one, relative; the float32 tests' tolerance
     meta/torch_version, meta/numpy_version, meta/seed
 
 with families ``conv2d``, ``conv_transpose2d``, ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``.
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from make_fixtures import save_npz
+from make_fixtures import relative_error, save_npz
 
 SEED = 2024
 FILE_NAME = "kernels.npz"
@@ -76,18 +78,24 @@ def _with_grads(function, inputs, rng):
     """Run ``function(**inputs)`` in float64 with autograd; return y, grad_y and ``grad_<name>`` per input.
 
     ``inputs`` maps names to NumPy arrays (None is passed through); ``grad_y`` is a seeded standard-normal
-    upstream gradient of y's shape.
+    upstream gradient of y's shape. The same run in float32 (inputs and grad_y cast) gives
+    ``torch_float32_error``: each output's relative error against float64, as JSON.
     """
-    tensors = {name: None if value is None else torch.from_numpy(value).requires_grad_(True)
-               for name, value in inputs.items()}
-    y = function(**tensors)
-    grad_y = rng.standard_normal(tuple(y.shape))
-    y.backward(torch.from_numpy(grad_y))
-    arrays = {"y": y.detach().numpy(), "grad_y": grad_y}
-    for name, tensor in tensors.items():
-        if tensor is not None:
-            arrays[name] = inputs[name]
-            arrays[f"grad_{name}"] = tensor.grad.numpy()
+    grad_y = None
+    results = {}
+    for dtype in (np.float64, np.float32):
+        tensors = {name: None if value is None else torch.from_numpy(value.astype(dtype)).requires_grad_(True)
+                   for name, value in inputs.items()}
+        y = function(**tensors)
+        if grad_y is None:
+            grad_y = rng.standard_normal(tuple(y.shape))
+        y.backward(torch.from_numpy(grad_y.astype(dtype)))
+        results[dtype] = {"y": y.detach().numpy(), **{f"grad_{name}": tensor.grad.numpy()
+                                                     for name, tensor in tensors.items() if tensor is not None}}
+    arrays = {**results[np.float64], "grad_y": grad_y}
+    arrays.update({name: value for name, value in inputs.items() if value is not None})
+    arrays["torch_float32_error"] = json.dumps({key: relative_error(value, arrays[key])
+                                                for key, value in results[np.float32].items()})
     return arrays
 
 

@@ -13,6 +13,9 @@ runs ``y = layer(x)`` and ``y.backward(grad_y)``. Keys, per case:
     layers/<case>/<mode>/grad_x        dL/dx
     layers/<case>/<mode>/grad/<name>   dL/dparameter, for every parameter
     layers/<case>/train/state/<name>   buffers after the training-mode forward (running statistics moved)
+    layers/<case>/<mode>/torch_float32_error   JSON {"y": ..., "grad_x": ..., "grad/<name>": ...}: PyTorch's
+                                       own float32 run against float64 (relative; gradients to at least
+                                       max|grad_y|, as the tests measure): the float32 tests' tolerance
     meta/torch_version, meta/numpy_version
 
 Layers that ``torch.nn`` does not have (torchvision's ``SqueezeExcitation`` and MobileNetV2
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from make_fixtures import save_npz
+from make_fixtures import relative_error, save_npz
 
 FILE_NAME = "layers.npz"
 BOTH_MODES = ("train", "eval")
@@ -262,6 +265,26 @@ def _randomise_batch_norms(layer, generator):
                 module.running_var.copy_(0.5 + torch.rand(C, generator=generator, dtype=torch.float64))
 
 
+def _float32_errors(layer, mode, x, grad_y, result):
+    """PyTorch's own float32 run of the case against its float64 ``result``: ``{key: relative error}``.
+
+    Gradients are measured against ``max(max|expected|, max|grad_y|)`` like the tests do (some are exactly
+    zero in exact arithmetic, and both libraries return rounding noise there).
+    """
+    module = copy.deepcopy(layer).float().train(mode == "train")
+    x_tensor = torch.from_numpy(x.astype(np.float32)).requires_grad_(True)
+    y = module(x_tensor)
+    y.backward(torch.from_numpy(grad_y.astype(np.float32)))
+    floor = float(np.max(np.abs(grad_y)))
+    errors = {"y": relative_error(y.detach().numpy(), result["y"])}
+    gradients = {"grad_x": x_tensor.grad.numpy()}
+    gradients.update({f"grad/{name}": parameter.grad.numpy() for name, parameter in module.named_parameters()})
+    for key, value in gradients.items():
+        scale = max(float(np.max(np.abs(result[key]), initial=0.0)), floor)
+        errors[key] = float(np.max(np.abs(value.astype(np.float64) - result[key]), initial=0.0)) / scale
+    return errors
+
+
 def compute_case(spec):
     """Everything stored for one case, as ``{key: array}`` (keys relative to ``layers/<case>/``).
 
@@ -293,6 +316,7 @@ def compute_case(spec):
         if mode == "train":        # running statistics after one training step (eval leaves them alone)
             for name, buffer in module.named_buffers():
                 result[f"state/{name}"] = buffer.detach().numpy().copy()
+        result["torch_float32_error"] = json.dumps(_float32_errors(layer, mode, x, grad_y, result))
         results[mode] = result
     eval_equals_train = set(results) == set(BOTH_MODES) and all(
         np.array_equal(value, results["train"][key]) for key, value in results["eval"].items())

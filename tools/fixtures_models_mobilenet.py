@@ -24,15 +24,12 @@ Run through ``python tools/make_fixtures.py --only models_mobilenet``.
 """
 import json
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torch_reference_mobilenet as reference
 from make_fixtures import save_npz
-from model_fixtures import import_torchvision_models, load_seeded_weights, model_fixture
+from model_fixtures import import_torchvision_models, model_fixture
 from torch import nn
-
-from tinycnn.testing import seeded_input, seeded_upstream_gradient
 
 FILE_NAME = "models_mobilenet.npz"           # V1, V2, MobileNeXt
 V3_FILE_NAME = "models_mobilenet_v3.npz"     # V3 Large and Small
@@ -93,40 +90,6 @@ def _exact_hardsigmoid(torch_model):
     return torch_model
 
 
-def _relative_error(actual, expected):
-    return float(np.max(np.abs(actual - expected)) / max(float(np.max(np.abs(expected))), 1e-12))
-
-
-def _torch_float32_errors(torch_model, arrays, case, input_shape, seed, checked_params):
-    """How far PyTorch's own float32 run is from its float64 fixture: the case's float32 conditioning.
-
-    Same seeded weights, input and upstream gradient, cast to float32; relative errors (to the largest
-    reference value) of every stored quantity, as ``{"eval_logits": ..., "grad/<name>": ...}``.
-    """
-    prefix = f"models/{case}/"
-    load_seeded_weights(torch_model, seed)
-    torch_model.float().zero_grad()
-    x = torch.from_numpy(seeded_input(input_shape, seed).astype(np.float32))
-    errors = {}
-    torch_model.eval()
-    with torch.no_grad():
-        errors["eval_logits"] = _relative_error(torch_model(x).double().numpy(), arrays[prefix + "eval_logits"])
-    torch_model.train()
-    for module in torch_model.modules():
-        if isinstance(module, nn.Dropout):
-            module.eval()
-    x.requires_grad_(True)
-    logits = torch_model(x)
-    upstream = seeded_upstream_gradient(tuple(logits.shape), seed).astype(np.float32)
-    logits.backward(torch.from_numpy(upstream))
-    errors["train_logits"] = _relative_error(logits.detach().double().numpy(), arrays[prefix + "train_logits"])
-    errors["grad_x"] = _relative_error(x.grad.double().numpy(), arrays[prefix + "grad_x"])
-    parameters = dict(torch_model.named_parameters())
-    for name in checked_params:
-        errors[f"grad/{name}"] = _relative_error(parameters[name].grad.double().numpy(), arrays[prefix + f"grad/{name}"])
-    return errors
-
-
 def generate(out_dir):
     """Compute every case with PyTorch; write ``models_mobilenet.npz`` and ``models_mobilenet_v3.npz``.
 
@@ -138,8 +101,6 @@ def generate(out_dir):
     for seed, (case, torch_model, our_name, our_kwargs, checked) in enumerate(cases, start=1):
         torch_model = _exact_hardsigmoid(torch_model)
         fixture = model_fixture(case, torch_model, our_name, our_kwargs, INPUT_SHAPE, seed, checked)
-        errors = _torch_float32_errors(torch_model, fixture, case, INPUT_SHAPE, seed, checked)
-        fixture[f"models/{case}/torch_float32_error"] = json.dumps(errors)
         if case in TORCHVISION_CASES:
             shapes = [[name, list(value.shape)] for name, value in torch_model.state_dict().items()]
             fixture[f"models/{case}/state_dict_shapes"] = json.dumps(shapes)

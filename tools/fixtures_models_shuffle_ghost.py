@@ -4,19 +4,16 @@ References: torchvision for ShuffleNet V2 and SqueezeNet; ``torch_reference_shuf
 ShuffleNet V1 (written from the paper) and timm for GhostNet (``pip install --no-deps timm``).
 Besides the arrays of ``model_fixtures.model_fixture``, every case stores ``state_dict_shapes`` (the
 reference model's ``[[key, shape], ...]`` in order, at 1000 classes, so the tests check keys and shapes
-without PyTorch) and ``torch_float32_error`` (how far PyTorch's own float32 run is from float64: the
-case is well conditioned, so a float32 comparison at 2e-3 tests the implementation, not rounding).
+without PyTorch). Only well-conditioned cases are written: PyTorch's own float32 train logits and input
+gradient (``torch_float32_error``, per quantity) within ``MAX_TORCH_FLOAT32_ERROR`` of float64.
 The ShuffleNet V2 1.0x case also stores ``state_dict_shapes_all_sizes`` for x0.5, x1.0, x1.5, x2.0.
 """
 import json
 
 import numpy as np
-import torch
 import torch_reference_shuffle_ghost as reference
 from make_fixtures import save_npz
-from model_fixtures import import_torchvision_models, load_seeded_weights, model_fixture
-
-from tinycnn.testing import seeded_input, seeded_upstream_gradient
+from model_fixtures import import_torchvision_models, model_fixture
 
 FILENAME = "models_shuffle_ghost.npz"
 
@@ -28,8 +25,10 @@ BN_INPUT = (2, 3, 34, 34)
 SQUEEZENET_INPUT = (1, 3, 32, 32)
 
 # A float32 comparison only tests the implementation if the case is well conditioned: PyTorch's own
-# float32 result must agree with its float64 result well inside the tests' 2e-3 tolerance (4x margin).
-MAX_TORCH_FLOAT32_ERROR = 5e-4
+# float32 train logits and input gradient must agree with float64 to 1e-3 (relative). The error itself
+# moves with PyTorch's choice of algorithm and threads (ShuffleNet V1 g3: 4e-4 on one run, 5.5e-4 on
+# another), which is why the float32 tests take their tolerance from the recorded value.
+MAX_TORCH_FLOAT32_ERROR = 1e-3
 
 V2_SIZES = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"]
 
@@ -69,33 +68,17 @@ def _reference_state_dict_shapes(case, make_torch_model, our_kwargs):
     return [[key, list(value.shape)] for key, value in torch_model.state_dict().items()]
 
 
-def _torch_float32_error(make_torch_model, seed, input_shape, fixture):
-    """Largest relative error of PyTorch's own float32 train-mode logits and input gradient vs float64."""
-    torch_model = load_seeded_weights(make_torch_model(), seed).float().train()
-    for module in torch_model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.eval()                       # dropout masks are random: off, as in the fixture
-    x = torch.from_numpy(seeded_input(input_shape, seed, np.float32)).requires_grad_(True)
-    logits = torch_model(x)
-    logits.backward(torch.from_numpy(seeded_upstream_gradient(tuple(logits.shape), seed, np.float32)))
-    errors = []
-    for ours, field in ((logits.detach().numpy(), "train_logits"), (x.grad.numpy(), "grad_x")):
-        expected = next(value for key, value in fixture.items() if key.endswith("/" + field))
-        errors.append(float(np.max(np.abs(ours - expected)) / np.max(np.abs(expected))))
-    return max(errors)
-
-
 def generate(out_dir):
     arrays = {}
     for seed, (case, make_torch_model, our_name, our_kwargs, input_shape, checked) in enumerate(_cases()):
         fixture = model_fixture(case, make_torch_model(), our_name, our_kwargs, input_shape, seed, checked)
-        float32_error = _torch_float32_error(make_torch_model, seed, input_shape, fixture)
+        torch_errors = json.loads(str(fixture[f"models/{case}/torch_float32_error"]))
+        float32_error = max(torch_errors["train_logits"], torch_errors["grad_x"])
         if float32_error > MAX_TORCH_FLOAT32_ERROR:
             raise RuntimeError(f"{case}: PyTorch's own float32 result is {float32_error:.1e} (relative) away from "
                                f"float64: badly conditioned, pick another input shape or seed")
         fixture[f"models/{case}/state_dict_shapes"] = np.array(json.dumps(
             _reference_state_dict_shapes(case, make_torch_model, our_kwargs)))
-        fixture[f"models/{case}/torch_float32_error"] = np.array(float32_error)
         if case == "shufflenet_v2_x1_0":          # the other sizes' layouts too (no numerics: same code path)
             tv = import_torchvision_models()
             fixture[f"models/{case}/state_dict_shapes_all_sizes"] = np.array(json.dumps({

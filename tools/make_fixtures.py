@@ -45,6 +45,16 @@ def save_npz(path, arrays):
     return path
 
 
+def relative_error(actual, expected):
+    """``max|actual - expected| / max|expected|`` in float64: how the fixtures measure a float32 run.
+
+    Every generator records PyTorch's own float32 error of each case with this (``torch_float32_error``),
+    and the float32 tests derive their tolerance from it (``tests/helpers.py: float32_tolerance``).
+    """
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    return float(np.max(np.abs(actual - expected), initial=0.0) / max(float(np.max(np.abs(expected), initial=0.0)), 1e-300))
+
+
 def discover():
     """``{name: path}`` of every ``tools/fixtures_<name>.py``, sorted by name."""
     return {path.stem.removeprefix("fixtures_"): path for path in sorted(TOOLS_DIR.glob("fixtures_*.py"))}
