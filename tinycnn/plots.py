@@ -36,6 +36,8 @@ import pathlib
 
 import numpy as np
 
+from .evaluate import confusion_matrix
+
 __all__ = ["plot_macs_vs_params", "plot_macs_vs_time", "plot_layer_macs", "plot_zoo", "KIND_COLORS",
            "pca", "tsne", "plot_history", "plot_confusion_matrix", "plot_filters", "plot_feature_maps",
            "plot_embedding", "save_figure", "first_conv_weight", "default_feature_layer", "capture_output",
@@ -639,7 +641,7 @@ def write_report(out_dir, history, model, evaluation, class_names, sample_image=
                  tsne=True, feature_layer=None, max_points=1000, seed=0):
     """Write the run's PNGs into ``out_dir``; return their paths.
 
-    ``curves.png`` (from ``history``), and when ``evaluation`` (a :class:`tinycnn.train.Evaluation` with
+    ``curves.png`` (from ``history``), and when ``evaluation`` (a :class:`tinycnn.evaluate.Evaluation` with
     features) is given: ``confusion_matrix.png``, ``embedding_pca.png`` and, with ``tsne=True``,
     ``embedding_tsne.png`` (at most ``max_points`` images, a seeded subset; ~5 s for 1000 on two cores;
     left out below :data:`TSNE_MIN_POINTS` images, too few for a neighbourhood); ``filters.png`` (first
@@ -649,8 +651,6 @@ def write_report(out_dir, history, model, evaluation, class_names, sample_image=
     (MobileNet V2 on shapes: 80% of the variance along the horizontal-stripes images); t-SNE keeps
     neighbourhoods and shows the clusters of every class.
     """
-    from .train import confusion_matrix
-
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [save_figure(plot_history(history), out_dir / "curves.png")]
