@@ -111,19 +111,18 @@ def zero_init_residual_(model):
     reach 90% in about half the epochs. The gradient of gamma is not zero, so the branches wake up in the
     first steps.
 
-    Applies to MobileNet V2's :class:`~tinycnn.nn.InvertedResidual` blocks with a shortcut and to
-    :class:`~tinycnn.nn.Residual` with an identity shortcut. Returns the number of blocks changed.
+    Applies to every :class:`tinycnn.nn.ShortcutBlock` whose shortcut is the identity (``use_residual``
+    and no projection): MobileNet V2's and V3's inverted residuals, MobileNeXt's sandglass blocks,
+    GhostNet's bottlenecks, ResNet's blocks and :class:`~tinycnn.nn.Residual` without a shortcut
+    module. The block names the batch norm (:meth:`~tinycnn.nn.ShortcutBlock.branch_output_norm`).
+    Returns the number of blocks changed.
     """
     changed = 0
     for module in model.modules():
-        if isinstance(module, nn.InvertedResidual) and module.use_res_connect:
-            branch = module.conv
-        elif isinstance(module, nn.Residual) and module.shortcut is None:
-            branch = module.body
-        else:
+        if not (isinstance(module, nn.ShortcutBlock) and module.use_residual and module.has_shortcut):
             continue
-        norms = [m for m in branch.modules() if isinstance(m, nn.BatchNorm2d)]
-        if norms and norms[-1].weight is not None:
-            norms[-1].weight.data[...] = 0
+        norm = module.branch_output_norm()
+        if norm is not None and norm.weight is not None:
+            norm.weight.data[...] = 0
             changed += 1
     return changed

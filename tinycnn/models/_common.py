@@ -32,19 +32,37 @@ def check_num_classes(num_classes):
     return int(num_classes)
 
 
+def check_in_channels(in_channels):
+    """``ValueError`` unless ``in_channels`` (image channels: 3 for RGB, 1 for MNIST) is a positive int."""
+    if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int (3 for RGB, 1 for grayscale); got {in_channels!r}")
+    return int(in_channels)
+
+
 class LayerChain(nn.Module):
     """A model that runs its top-level layers one after another: ``forward`` in order, ``backward`` in
-    reverse. Subclasses keep the reference implementation's attribute names (``conv1``, ``layer1``,
-    ``fc``: the ``state_dict`` keys) and list those layers, in order, in ``_layers()``.
+    reverse. Subclasses keep the reference implementation's attribute names (``features``, ``classifier``;
+    ``conv1``, ``layer1``, ``fc``: the ``state_dict`` keys) and list those layers, in order, in ``_layers()``.
 
-    Shapes: (N, 3, H, W) images -> (N, num_classes) logits.
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input images (3: RGB, the default; 1: MNIST). Subclasses build their stem for it.
+
+    Shapes: (N, in_channels, H, W) images -> (N, num_classes) logits.
     """
+
+    plain_container = True      # no arithmetic of its own: tinycnn.profile counts its layers
+
+    def __init__(self, in_channels=3):
+        super().__init__()
+        self.in_channels = check_in_channels(in_channels)
 
     def _layers(self):
         raise NotImplementedError(f"{type(self).__name__} must list its layers in _layers()")
 
     def forward(self, x):
-        self._check_input(x, channels=3)
+        self._check_input(x, channels=self.in_channels)
         for layer in self._layers():
             x = layer(x)
         return x

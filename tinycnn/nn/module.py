@@ -96,7 +96,13 @@ class Module:
     Subclasses implement ``forward(x)`` and ``backward(grad_out)``; everything else (parameter
     and buffer registries, ``state_dict``, ``train``/``eval``, ``zero_grad``, dtype conversion,
     ``__repr__``) is shared.
+
+    ``plain_container = True`` on a class declares that its ``forward`` only chains, concatenates,
+    splits or slices its children, with no arithmetic of its own; ``tinycnn.profile`` then counts its
+    children alone. A block with arithmetic of its own (a residual add) defines ``extra_flops`` instead.
     """
+
+    plain_container = False
 
     def __init__(self):
         # object.__setattr__ because our own __setattr__ consults these dictionaries.
@@ -492,6 +498,8 @@ class Sequential(Module):
     gives the children other names, as in PyTorch.
     """
 
+    plain_container = True
+
     def __init__(self, *modules):
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
@@ -533,6 +541,8 @@ class Sequential(Module):
 
 class ModuleList(Module):
     """A list of modules whose parameters are registered (names ``"0"``, ``"1"``, ...); no forward of its own."""
+
+    plain_container = True
 
     def __init__(self, modules=()):
         super().__init__()
