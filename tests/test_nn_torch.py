@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import tinycnn.nn as nn
+from tinycnn.models.mobilenet_v2 import InvertedResidual
 from helpers import TOLERANCES, assert_close, assert_fixture_file_matches
 
 FIXTURE_PATH = pathlib.Path(__file__).resolve().parent / "fixtures" / "layers.npz"
@@ -57,7 +58,8 @@ def shuffle_v2_block(channels):
     return nn.Sequential(nn.ChannelSplit(nn.Identity(), branch), nn.ChannelShuffle(2))
 
 
-BUILDERS = {"ResidualSEBlock": residual_se_block, "FireBlock": fire_block, "ShuffleV2Block": shuffle_v2_block}
+BUILDERS = {"ResidualSEBlock": residual_se_block, "FireBlock": fire_block, "ShuffleV2Block": shuffle_v2_block,
+            "InvertedResidual": InvertedResidual}       # MobileNet V2's block lives with its model
 
 
 def build_layer(spec):
