@@ -63,11 +63,28 @@ class LayerChain(nn.Module):
 
     def forward(self, x):
         self._check_input(x, channels=self.in_channels)
-        for layer in self._layers():
-            x = layer(x)
-        return x
+        return nn.chain_forward(self._layers(), x)
 
     def backward(self, grad_out):
-        for layer in reversed(self._layers()):
-            grad_out = layer.backward(grad_out)          # each layer returns dL/d(its input)
-        return grad_out
+        return nn.chain_backward(self._layers(), grad_out)
+
+
+class PooledClassifier(LayerChain):
+    """``features`` -> global average pooling -> ``flatten`` -> ``classifier``: the head of MobileNet V1,
+    V2, V3 and MobileNeXt, written once (torchvision's attribute names, so its ``state_dict`` keys).
+
+    A subclass builds its layers and calls :meth:`_set_layers`; shapes::
+
+        (N, C, H, W) -> features -> (N, C_last, H/32, W/32) -> avgpool -> (N, C_last, 1, 1)
+                     -> flatten -> (N, C_last) -> classifier -> (N, num_classes)
+    """
+
+    def _set_layers(self, features, classifier):
+        """Register ``features``, ``avgpool``, ``flatten`` and ``classifier``, in this (state_dict) order."""
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.classifier = classifier
+
+    def _layers(self):
+        return [self.features, self.avgpool, self.flatten, self.classifier]

@@ -25,7 +25,7 @@ torchvision has no MobileNet V1, so the key names are ours: ``features.0.0.weigh
 the same keys, and the tests compare the two.
 """
 from .. import nn
-from ._common import LayerChain, check_num_classes, check_positive, make_divisible
+from ._common import PooledClassifier, check_num_classes, check_positive, make_divisible
 from ._registry import register_model
 
 __all__ = ["DepthwiseSeparable", "MobileNetV1", "mobilenet_v1"]
@@ -83,7 +83,7 @@ class DepthwiseSeparable(nn.Module):
         return self.depthwise.backward(self.pointwise.backward(grad_out))
 
 
-class MobileNetV1(LayerChain):
+class MobileNetV1(PooledClassifier):
     """MobileNet V1 classifier: ``features`` (stem + 13 blocks), global average pooling, ``classifier``.
 
     Parameters
@@ -112,15 +112,10 @@ class MobileNetV1(LayerChain):
             out_channels = make_divisible(channels * width_mult, 8)
             layers.append(DepthwiseSeparable(in_channels, out_channels, stride))
             in_channels = out_channels
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Linear(in_channels, num_classes)     # the paper's FC before the softmax
+        self._set_layers(nn.Sequential(*layers),                  # (N, 1024a, H/32, W/32)
+                         nn.Linear(in_channels, num_classes))     # the paper's FC before the softmax
         self.num_classes = num_classes
         self.width_mult = width_mult
-
-    def _layers(self):      # (N, C, H, W) -> (N, 1024a, H/32, W/32) -> (N, 1024a, 1, 1) -> (N, 1024a) -> (N, num_classes)
-        return [self.features, self.avgpool, self.flatten, self.classifier]
 
 
 @register_model

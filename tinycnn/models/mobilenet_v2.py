@@ -17,7 +17,7 @@ torchvision weights load with ``strict=True``. 3,504,872 parameters at width 1.0
 lists 3.4M) and 300M multiply-adds at 224 x 224.
 """
 from .. import nn
-from ._common import LayerChain, check_num_classes, check_positive, make_divisible
+from ._common import PooledClassifier, check_num_classes, check_positive, make_divisible
 from ._registry import register_model
 
 __all__ = ["InvertedResidual", "MobileNetV2", "mobilenet_v2"]
@@ -90,7 +90,7 @@ class InvertedResidual(nn.ShortcutBlock):
         return [self.conv]
 
 
-class MobileNetV2(LayerChain):
+class MobileNetV2(PooledClassifier):
     """MobileNet V2 classifier with torchvision's layout.
 
     ``features`` = stem (conv-BN-ReLU6, stride 2), 17 inverted residual blocks, 1x1 conv-BN-ReLU6 to
@@ -127,15 +127,10 @@ class MobileNetV2(LayerChain):
                 layers.append(InvertedResidual(in_channels, out_channels, stride, expand_ratio=t))
                 in_channels = out_channels
         layers.append(nn.Conv2dNormActivation(in_channels, last_channels, kernel_size=1, activation_layer=nn.ReLU6))
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last_channels, num_classes))
+        self._set_layers(nn.Sequential(*layers),                  # (N, 1280, H/32, W/32)
+                         nn.Sequential(nn.Dropout(dropout), nn.Linear(last_channels, num_classes)))
         self.num_classes = num_classes
         self.width_mult = width_mult
-
-    def _layers(self):      # (N, C, H, W) -> (N, 1280, H/32, W/32) -> (N, 1280, 1, 1) -> (N, 1280) -> (N, num_classes)
-        return [self.features, self.avgpool, self.flatten, self.classifier]
 
 
 @register_model

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from .. import nn
-from ._common import LayerChain, check_num_classes, check_positive, make_divisible
+from ._common import PooledClassifier, check_num_classes, check_positive, make_divisible
 from ._registry import register_model
 
 __all__ = ["InvertedResidualConfig", "MobileNetV3", "mobilenet_v3_large", "mobilenet_v3_small"]
@@ -169,7 +169,7 @@ class InvertedResidual(nn.ShortcutBlock):
         return [self.block]                 # (N, C_in, H, W) -> (N, C_out, H/s, W/s)
 
 
-class MobileNetV3(LayerChain):
+class MobileNetV3(PooledClassifier):
     """MobileNet V3 classifier with torchvision's layout.
 
     ``features`` = stem (3x3 conv s2, BN, h-swish), one :class:`InvertedResidual` per row, 1x1 conv to
@@ -204,24 +204,18 @@ class MobileNetV3(LayerChain):
                                  f"{previous.out_channels}")
         stem_channels = setting[0].input_channels
         head_channels = 6 * setting[-1].out_channels
-        layers = [nn.Conv2dNormActivation(self.in_channels, stem_channels, kernel_size=3, stride=2, norm_layer=BatchNorm,
-                                          activation_layer=nn.Hardswish)]
+        layers = [nn.Conv2dNormActivation(self.in_channels, stem_channels, kernel_size=3, stride=2,
+                                          norm_layer=BatchNorm, activation_layer=nn.Hardswish)]
         layers += [InvertedResidual(row) for row in setting]
         layers.append(nn.Conv2dNormActivation(setting[-1].out_channels, head_channels, kernel_size=1,
                                               norm_layer=BatchNorm, activation_layer=nn.Hardswish))
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Sequential(
+        self._set_layers(nn.Sequential(*layers), nn.Sequential(   # features: (N, 6 * C_last, H/32, W/32)
             nn.Linear(head_channels, last_channels),     # the paper's 1x1 conv "NBN" after the pooling
             nn.Hardswish(inplace=True),
             nn.Dropout(p=dropout, inplace=True),
             nn.Linear(last_channels, num_classes),
-        )
+        ))
         self.num_classes = num_classes
-
-    def _layers(self):      # (N, C, H, W) -> (N, 6 * C_last, H/32, W/32) -> (N, 6 * C_last) -> (N, num_classes)
-        return [self.features, self.avgpool, self.flatten, self.classifier]
 
 
 def _build(setting, last_channels, num_classes, width_mult, in_channels):

@@ -39,7 +39,7 @@ import math
 import numbers
 
 from .. import nn
-from ._common import LayerChain, check_num_classes, check_positive, make_divisible
+from ._common import PooledClassifier, check_num_classes, check_positive, make_divisible
 from ._registry import register_model
 
 __all__ = ["MobileNeXt", "SandglassBlock", "mobilenext", "sandglass_depthwise_layout"]
@@ -149,7 +149,7 @@ def _check_identity_tensor_multiplier(value):
         raise ValueError(f"identity_tensor_multiplier must be a number in [0, 1]; got {value!r}")
 
 
-class MobileNeXt(LayerChain):
+class MobileNeXt(PooledClassifier):
     """MobileNeXt classifier: ``features`` (stem + sandglass blocks), global average pooling, ``classifier``.
 
     Parameters
@@ -177,7 +177,8 @@ class MobileNeXt(LayerChain):
         check_positive(width_mult, "width_mult")
         _check_identity_tensor_multiplier(identity_tensor_multiplier)
         in_channels = make_divisible(STEM_CHANNELS * width_mult, 8)
-        layers = [nn.Conv2dNormActivation(self.in_channels, in_channels, kernel_size=3, stride=2, activation_layer=nn.ReLU6)]
+        layers = [nn.Conv2dNormActivation(self.in_channels, in_channels, kernel_size=3, stride=2,
+                                          activation_layer=nn.ReLU6)]
         for t, c, n, s in SANDGLASS_SETTING:
             out_channels = make_divisible(c * width_mult, 8)
             if c == LAST_CHANNELS and width_mult < 1:
@@ -189,16 +190,11 @@ class MobileNeXt(LayerChain):
                 layers.append(SandglassBlock(in_channels, out_channels, stride, t, identity_tensor_multiplier,
                                              depthwise_in=depthwise_in, depthwise_out=depthwise_out))
                 in_channels = out_channels
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, num_classes))
+        self._set_layers(nn.Sequential(*layers),                  # (N, 1280, H/32, W/32)
+                         nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, num_classes)))
         self.num_classes = num_classes
         self.width_mult = width_mult
         self.identity_tensor_multiplier = identity_tensor_multiplier
-
-    def _layers(self):      # (N, C, H, W) -> (N, 1280, H/32, W/32) -> (N, 1280, 1, 1) -> (N, 1280) -> (N, num_classes)
-        return [self.features, self.avgpool, self.flatten, self.classifier]
 
 
 @register_model

@@ -243,7 +243,7 @@ class Bottleneck(_ResidualBlock):
         self.bn3 = BatchNorm2d(out_channels)
         self._attach_shortcut_and_se(in_channels, out_channels, reduction, se_position)
 
-    def _branch_layers(self):       # (N, C_in, H, W) -> (N, planes, H, W) -> (N, planes, H/s, W/s) -> (N, 4*planes, ...)
+    def _branch_layers(self):       # (N, C_in, H, W) -> (N, planes, H/s, W/s) -> (N, 4 * planes, H/s, W/s)
         return [self.conv1, self.bn1, self.relu1, self.conv2, self.bn2, self.relu2, self.conv3, self.bn3]
 
 

@@ -16,14 +16,14 @@ from .blocks import ChannelSplit, Concat, Conv2dNormActivation, Residual, Shortc
 from .conv import Conv2d, ConvTranspose2d
 from .linear import Linear
 from .misc import ChannelShuffle, Dropout, Flatten, Identity, Upsample
-from .module import Module, ModuleList, Parameter, Sequential
+from .module import Module, ModuleList, Parameter, Sequential, chain_backward, chain_forward
 from .norm import BatchNorm2d
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .se import SqueezeExcitation
 
 __all__ = [
     "init",
-    "Module", "Parameter", "Sequential", "ModuleList",
+    "Module", "Parameter", "Sequential", "ModuleList", "chain_forward", "chain_backward",
     "Conv2d", "ConvTranspose2d", "BatchNorm2d", "Linear",
     "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Hardsigmoid", "Hardswish", "SiLU",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",

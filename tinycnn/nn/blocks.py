@@ -30,7 +30,7 @@ import numpy as np
 
 from .activation import ReLU
 from .conv import Conv2d
-from .module import Module, Sequential
+from .module import Module, Sequential, chain_backward, chain_forward
 from .norm import BatchNorm2d
 
 
@@ -119,14 +119,10 @@ class ShortcutBlock(Module):
 
     # -- hooks -------------------------------------------------------------------------------------
     def _branch_forward(self, x):
-        for layer in self._branch_layers():
-            x = layer(x)
-        return x
+        return chain_forward(self._branch_layers(), x)
 
     def _branch_backward(self, grad):
-        for layer in reversed(self._branch_layers()):
-            grad = layer.backward(grad)                 # each layer returns dL/d(its input)
-        return grad
+        return chain_backward(self._branch_layers(), grad)
 
     def _shortcut_forward(self, x):
         layer = self._shortcut_layer()
