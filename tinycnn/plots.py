@@ -24,8 +24,8 @@ What a training run learnt (:func:`write_report` makes them all for ``tinycnn tr
   become edge, colour and stripe detectors (Zeiler & Fergus, arXiv:1311.2901).
 * :func:`plot_feature_maps` -- one image and the channels a chosen layer computes from it.
 * :func:`plot_embedding` -- the penultimate features (what the classifier sees) projected to 2-D by
-  :func:`pca` or :func:`tsne`: well-trained features form one cluster per class. The seed articles show
-  a t-SNE of MobileNetV2 features; both projections here are plain NumPy.
+  :func:`pca` or :func:`tsne`: well-trained features form one cluster per class. A t-SNE of a
+  MobileNetV2's features is the usual picture of what it learnt; both projections here are plain NumPy.
 
 These return a whole ``matplotlib.figure.Figure``, made without pyplot, so a training script does not
 change the notebook's or the script's matplotlib backend (Jupyter shows a returned figure once

@@ -66,12 +66,12 @@ class TrainConfig:
     data: str = "shapes"
     image_size: Optional[int] = None    # None: DEFAULT_IMAGE_SIZE of the data kind
     classes: Optional[list] = None
-    val_fraction: float = 0.2           # the seed articles' 8:2 split
+    val_fraction: float = 0.2           # the common 8:2 split
     val_source: str = "split"           # "test": validate on the official test files (MNIST, CIFAR-10)
     max_images: Optional[int] = None
     epochs: int = 10
     batch_size: int = 64
-    optimizer: str = "adam"             # the seed's MATLAB example uses Adam
+    optimizer: str = "adam"             # "sgd", "adam" or "adamw" (make_optimizer)
     lr: float = 0.01
     weight_decay: Optional[float] = None
     schedule: str = "cosine"

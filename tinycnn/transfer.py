@@ -1,7 +1,7 @@
 """Transfer learning: start a model from pretrained weights, freeze its backbone, or start its residual
 blocks as the identity.
 
-As in the seed articles' 2-class MobileNetV2 example: :func:`load_pretrained` copies every weight of a
+Fine-tuning a pretrained MobileNetV2 on two new classes: :func:`load_pretrained` copies every weight of a
 saved model (our ``.npz``, a checkpoint, or a torchvision ``.pth``) except the final classifier layer,
 which the new model has built for its own number of classes; :func:`freeze_backbone` leaves that layer
 alone to learn, with the rest of the network in evaluation mode (a fixed feature extractor).

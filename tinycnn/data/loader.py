@@ -187,7 +187,7 @@ def train_val_split(images, labels, val_fraction=0.2, seed=0, stratified=True):
     labels : (N,) integers
     val_fraction : float in [0, 1)
         Share of the images that go to validation: ``round(val_fraction * N)`` of them (at least one
-        when ``val_fraction > 0``). 0.2 is the 8:2 split of the seed articles.
+        when ``val_fraction > 0``). 0.2 is the common 8:2 split.
     seed : int >= 0
     stratified : bool
         True (default): every class is split in the same proportion (its validation count is within
@@ -629,7 +629,7 @@ def load_dataset(spec, image_size=32, val_fraction=0.2, seed=0, to_rgb=False, cl
         :func:`resize_images` (bilinear) when it differs; shapes are rendered at that size.
     val_fraction : float in [0, 1)
         Share of the training images held out for validation (stratified, see
-        :func:`train_val_split`). Default 0.2: the 8:2 split of the seed articles.
+        :func:`train_val_split`). Default 0.2: the common 8:2 split.
     seed : int >= 0
         Seeds the split (and, for shapes, the images; for ``max_images``, the subset).
     to_rgb : bool
