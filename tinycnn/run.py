@@ -220,7 +220,7 @@ class RunResult(NamedTuple):
 
 
 def _make_trainer(config, out_dir, progress, log):
-    """The :class:`Trainer` of a resolved ``config``: (trainer, LoadedData, info)."""
+    """The :class:`~tinycnn.train.Trainer` of a resolved ``config``: (trainer, LoadedData, info)."""
     nn.init.manual_seed(config.seed)
     train_loader, val_loader, data, info = _prepare_data(config)
     model = build_model(config.model, len(data.class_names), config.width_mult)
@@ -324,7 +324,7 @@ def run_training(config=None, out_dir="runs/train", resume=False, progress=True,
 
 
 def load_run(checkpoint_path):
-    """A trained model and what is needed to use it, from a :class:`Trainer` checkpoint.
+    """A trained model and what is needed to use it, from a :class:`~tinycnn.train.Trainer` checkpoint.
 
     Returns
     -------

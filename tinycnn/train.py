@@ -219,8 +219,9 @@ class Trainer:
         (``scheduler_interval="step"``, the default) or every epoch (``"epoch"``)
     out_dir : path, optional -- where ``last.npz``, ``best.npz``, ``history.json`` and ``history.csv``
         go (created); without it nothing is written
-    frozen_backbone : bool -- keep every layer but the classifier in evaluation mode (:func:`freeze_backbone`);
-        when the classifier's output is the model's output, the backward pass stops at the classifier
+    frozen_backbone : bool -- keep every layer but the classifier in evaluation mode
+        (:func:`tinycnn.transfer.freeze_backbone`); when the classifier's output is the model's output,
+        the backward pass stops at the classifier
     progress : bool -- tqdm progress bars (on stderr)
     log : callable(str) or None -- receives one line per epoch (default ``print``; None: silent)
     extra : dict, optional -- stored in every checkpoint under ``"extra"`` (e.g. the run's configuration,
@@ -231,7 +232,8 @@ class Trainer:
     epoch : epochs completed
     history : list of dicts, one per epoch, keys :data:`HISTORY_COLUMNS`
     best : {"epoch", "val_accuracy", "val_loss"} of the best epoch so far (or None)
-    best_evaluation : :class:`Evaluation` (with features) of the best epoch, when it ran in this process
+    best_evaluation : :class:`tinycnn.evaluate.Evaluation` (with features) of the best epoch, when it ran in
+        this process
     """
 
     def __init__(self, model, optimizer, train_loader, val_loader=None, *, epochs=10, criterion=None,
@@ -366,7 +368,7 @@ class Trainer:
             f"(--schedule cosine), or check the data for NaNs{kept}")
 
     def evaluate(self, loader=None, features=False):
-        """:func:`evaluate_model` on ``loader`` (default: the validation loader)."""
+        """:func:`tinycnn.evaluate.evaluate_model` on ``loader`` (default: the validation loader)."""
         loader = self.val_loader if loader is None else loader
         if loader is None:
             raise ValueError("no loader to evaluate: pass one, or give the Trainer a val_loader")

@@ -45,7 +45,7 @@ def load_pretrained(model, weights):
     ----------
     model : Module, built for the new task (``get_model(name, num_classes=2)``)
     weights : path or mapping
-        Our ``.npz`` weights, a :class:`Trainer` checkpoint (its ``model`` entry), a torchvision
+        Our ``.npz`` weights, a :class:`~tinycnn.train.Trainer` checkpoint (its ``model`` entry), a torchvision
         ``.pth`` state dict (needs PyTorch, see :func:`tinycnn.io.convert_torch_state_dict`) or a
         state dict.
 
@@ -87,7 +87,7 @@ def freeze_backbone(model):
     Give the returned list to the optimizer: only the classifier learns; batch norm keeps its
     pretrained running statistics (frozen layers in training mode would still update them).
     Our layers have no ``requires_grad``: ``model.backward`` would still send the gradient through the
-    whole network (the frozen weights just never change). :class:`Trainer` with ``frozen_backbone=True``
+    whole network (the frozen weights just never change). :class:`~tinycnn.train.Trainer` with ``frozen_backbone=True``
     calls the classifier's own ``backward`` instead, when its output is the model's output (every
     model of the zoo but SqueezeNet, whose classifier conv is followed by ReLU and pooling), so a step
     costs little more than a forward pass. Call this again after every ``model.train()`` (the Trainer does).
