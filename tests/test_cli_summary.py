@@ -81,7 +81,7 @@ def test_summary_formulas_column(capsys):
 def test_width_mult_is_ghostnets_width(capsys):
     code, out, _ = run_summary(capsys, "ghostnet", "--width-mult", "0.5", "--format", "json")
     assert code == 0
-    assert json.loads(out)["totals"]["params"] == profile(get_model("ghostnet", width=0.5), (1, 3, 224, 224)).params
+    assert json.loads(out)["totals"]["params"] == profile(get_model("ghostnet", width_mult=0.5), (1, 3, 224, 224)).params
 
 
 def test_unknown_model_exits_2_with_one_line_listing_the_models(capsys):

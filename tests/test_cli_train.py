@@ -155,9 +155,9 @@ def test_resume_of_an_interrupted_run_finishes_it(tmp_path, capsys):
     finished = io.load_checkpoint(out / "last.npz")
     # pretend the run stopped after its first epoch: the epoch-1 state is not kept, so make it again
     out2 = tmp_path / "run2"
-    from tinycnn import train
-    config = train.TrainConfig.from_dict(finished["extra"]["config"])
-    trainer, _, _, _ = train._make_trainer(config, out2, progress=False, log=None)
+    from tinycnn import run
+    config = run.TrainConfig.from_dict(finished["extra"]["config"])
+    trainer, _, _ = run._make_trainer(config.resolved(), out2, progress=False, log=None)
     trainer.epochs = 1
     trainer.fit()
     trainer.epochs = 2

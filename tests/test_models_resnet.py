@@ -134,7 +134,7 @@ def test_se_adds_exactly_the_parameters_of_senet_equation_5(name, reduction):
 
 
 def test_se_resnet50_overhead_is_about_10_percent_and_4_percent_without_the_last_stage():
-    # The article (Sec. 4) and seed 002: ~10% more parameters; ~4% if the last stage has no SE blocks.
+    # The SENet article (Sec. 4): ~10% more parameters; ~4% if the last stage has no SE blocks.
     stages = STAGE_BLOCKS_AND_CHANNELS["se_resnet50"]
     added = sum(_senet_eq5_added_parameters(stages, 16))
     without_last_stage = sum(_senet_eq5_added_parameters(stages[:-1], 16))

@@ -47,7 +47,7 @@ TORCHVISION_PARAMS = {
 NARROW = {
     "shufflenet_v1": lambda: get_model("shufflenet_v1", num_classes=10, groups=3, width_mult=0.2),  # 48/96/192
     "shufflenet_v2": lambda: ShuffleNetV2((8, 16, 32, 64), num_classes=10),
-    "ghostnet": lambda: get_model("ghostnet", num_classes=10, width=0.1),
+    "ghostnet": lambda: get_model("ghostnet", num_classes=10, width_mult=0.1),
     "squeezenet1_1": lambda: get_model("squeezenet1_1", num_classes=10),     # no width knob: the real one
 }
 
@@ -331,7 +331,7 @@ def test_shufflenet_v1_rejects_width_that_leaves_stage_2_no_wider_than_the_stem(
         get_model("shufflenet_v1", groups=3, width_mult=0.05)
 
 
-@pytest.mark.parametrize("kwargs", [{"width": 0}, {"width": -0.5}, {"width": "1"}, {"num_classes": 0}])
+@pytest.mark.parametrize("kwargs", [{"width_mult": 0}, {"width_mult": -0.5}, {"width_mult": "1"}, {"num_classes": 0}])
 def test_ghostnet_rejects_invalid_arguments(kwargs):
     with pytest.raises(ValueError):
         get_model("ghostnet", **kwargs)
@@ -359,7 +359,7 @@ def test_blocks_reject_invalid_configurations(make):
 
 def test_input_with_wrong_channels_raises_naming_the_shape():
     with pytest.raises(ValueError, match="3 input channels"):
-        get_model("ghostnet", width=0.1)(np.zeros((1, 4, 32, 32), dtype=np.float32))
+        get_model("ghostnet", width_mult=0.1)(np.zeros((1, 4, 32, 32), dtype=np.float32))
 
 
 # ---------------------------------------------------------------------------------------- registry, repr
@@ -381,7 +381,7 @@ def test_repr_shows_the_blocks_by_name(name, parts):
 
 
 def test_ghostnet_width_scales_channels_to_multiples_of_4():
-    model = GhostNet(num_classes=10, width=0.5)
+    model = GhostNet(num_classes=10, width_mult=0.5)
     assert model.conv_stem.out_channels == 8                    # make_divisible(16 * 0.5, 4)
     assert model.blocks[9][0].conv.out_channels == 480          # make_divisible(960 * 0.5, 4)
     assert model.conv_head.out_channels == 1280                 # the head is never narrowed

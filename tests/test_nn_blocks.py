@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tinycnn.nn as nn
+from tinycnn.models.mobilenet_v2 import InvertedResidual
 from helpers import gradcheck_layer
 
 
@@ -33,8 +34,8 @@ BLOCKS = [
                                                                             nn.BatchNorm2d(2))), (2, 4, 4, 4)),
     ("channel_split_sizes", lambda: nn.ChannelSplit(nn.Conv2d(1, 3, 1), nn.Hardswish(), split_sizes=[1, 3]),
      (2, 4, 3, 3)),
-    ("inverted_residual_t6", lambda: nn.InvertedResidual(4, 4, 1, 6), (2, 4, 4, 4)),
-    ("inverted_residual_t1_stride2", lambda: nn.InvertedResidual(3, 5, 2, 1), (2, 3, 5, 5)),
+    ("inverted_residual_t6", lambda: InvertedResidual(4, 4, 1, 6), (2, 4, 4, 4)),
+    ("inverted_residual_t1_stride2", lambda: InvertedResidual(3, 5, 2, 1), (2, 3, 5, 5)),
     ("residual_block_with_bn_and_se", mobilenet_v3_block, (2, 4, 5, 5)),
 ]
 
@@ -47,7 +48,7 @@ def test_block_gradients_match_central_differences_in_float64(name, factory, x_s
 
 @pytest.mark.nojit
 def test_tiny_inverted_residual_gradcheck_runs_without_jit():
-    gradcheck_layer(nn.InvertedResidual(2, 2, 1, 2), (2, 2, 3, 3), "train")
+    gradcheck_layer(InvertedResidual(2, 2, 1, 2), (2, 2, 3, 3), "train")
 
 
 def test_residual_adds_the_identity_and_sums_the_two_gradients(rng):
@@ -78,16 +79,16 @@ def test_channel_split_routes_each_channel_group_to_its_branch(rng):
 
 
 def test_inverted_residual_keys_equal_torchvisions_and_shortcut_rule():
-    block = nn.InvertedResidual(8, 8, 1, 6)
+    block = InvertedResidual(8, 8, 1, 6)
     assert block.use_res_connect
     bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
     expected = (["conv.0.0.weight"] + [f"conv.0.1.{k}" for k in bn] + ["conv.1.0.weight"] +
                 [f"conv.1.1.{k}" for k in bn] + ["conv.2.weight"] + [f"conv.3.{k}" for k in bn])
     assert list(block.state_dict()) == expected
     assert block.conv[0][0].weight.shape == (48, 8, 1, 1) and block.conv[1][0].weight.shape == (48, 1, 3, 3)
-    assert not nn.InvertedResidual(8, 8, 2, 6).use_res_connect
-    assert not nn.InvertedResidual(8, 16, 1, 6).use_res_connect
-    no_expand = nn.InvertedResidual(8, 16, 2, 1)
+    assert not InvertedResidual(8, 8, 2, 6).use_res_connect
+    assert not InvertedResidual(8, 16, 1, 6).use_res_connect
+    no_expand = InvertedResidual(8, 16, 2, 1)
     assert list(no_expand.state_dict())[0] == "conv.0.0.weight" and no_expand.conv[0][0].groups == 8
     assert no_expand(np.ones((1, 8, 6, 6), dtype=np.float32)).shape == (1, 16, 3, 3)
 
@@ -111,4 +112,4 @@ def test_branch_blocks_report_incompatible_shapes():
     with pytest.raises(ValueError, match="must add up to the 4 input channels"):
         nn.ChannelSplit(nn.Identity(), nn.Identity(), split_sizes=[1, 2])(np.ones((1, 4, 2, 2), dtype=np.float32))
     with pytest.raises(ValueError, match="stride must be 1 or 2"):
-        nn.InvertedResidual(4, 4, 3, 6)
+        InvertedResidual(4, 4, 3, 6)

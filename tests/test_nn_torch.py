@@ -23,6 +23,7 @@ import pytest
 
 import tinycnn.nn as nn
 from helpers import TOLERANCES, assert_close, assert_fixture_file_matches, fixture_tolerance
+from tinycnn.models.mobilenet_v2 import InvertedResidual
 
 FIXTURE_PATH = pathlib.Path(__file__).resolve().parent / "fixtures" / "layers.npz"
 TOOLS_DIR = pathlib.Path(__file__).resolve().parents[1] / "tools"
@@ -58,7 +59,8 @@ def shuffle_v2_block(channels):
     return nn.Sequential(nn.ChannelSplit(nn.Identity(), branch), nn.ChannelShuffle(2))
 
 
-BUILDERS = {"ResidualSEBlock": residual_se_block, "FireBlock": fire_block, "ShuffleV2Block": shuffle_v2_block}
+BUILDERS = {"ResidualSEBlock": residual_se_block, "FireBlock": fire_block, "ShuffleV2Block": shuffle_v2_block,
+            "InvertedResidual": InvertedResidual}       # MobileNet V2's block lives with its model
 
 
 def build_layer(spec):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tinycnn import nn, plots, train
+from tinycnn import evaluate, nn, plots, run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -88,7 +88,7 @@ def _assert_small_png(path):
 
 def test_every_plot_writes_a_small_png(tmp_path, rng):
     nn.init.manual_seed(0)
-    model = train.build_model("mobilenet_v2", 3, 0.25)
+    model = run.build_model("mobilenet_v2", 3, 0.25)
     names = ("circle", "square", "ring")
     figures = {
         "curves": plots.plot_history(_history()),
@@ -116,7 +116,7 @@ def test_plot_confusion_matrix_checks_the_shape():
 
 def test_feature_maps_default_layer_keeps_a_quarter_of_the_resolution_and_hooks_are_removed(rng):
     nn.init.manual_seed(0)
-    model = train.build_model("mobilenet_v2", 10, 0.25)
+    model = run.build_model("mobilenet_v2", 10, 0.25)
     layer = plots.default_feature_layer(model, (1, 3, 32, 32))
     maps = plots.capture_output(model, layer, rng.random((1, 3, 32, 32)).astype(np.float32))
     assert maps.shape[-1] == 8                                   # 32 / 4
@@ -127,11 +127,11 @@ def test_feature_maps_default_layer_keeps_a_quarter_of_the_resolution_and_hooks_
 
 def test_write_report_writes_the_pngs_of_a_run(tmp_path, rng):
     nn.init.manual_seed(0)
-    model = train.build_model("mobilenet_v2", 3, 0.25)
+    model = run.build_model("mobilenet_v2", 3, 0.25)
     features = rng.normal(size=(40, 1280)).astype(np.float32)
     labels = np.arange(40) % 3
     logits = rng.normal(size=(40, 3)).astype(np.float32)
-    evaluation = train.Evaluation(1.0, 0.5, logits, labels, features)
+    evaluation = evaluate.Evaluation(1.0, 0.5, logits, labels, features)
     written = plots.write_report(tmp_path, _history(), model, evaluation, ("a", "b", "c"),
                                   sample_image=(rng.random((3, 32, 32)) * 255).astype(np.uint8),
                                   tsne=True)
@@ -146,8 +146,8 @@ def test_write_report_writes_the_pngs_of_a_run(tmp_path, rng):
 def test_write_report_leaves_out_embeddings_that_too_few_images_cannot_make(tmp_path, rng, images, embeddings):
     """PCA needs 2 points and t-SNE 6 (perplexity (N - 2) / 3 > 1): a tiny validation split gives no error."""
     nn.init.manual_seed(0)
-    model = train.build_model("mobilenet_v2", 3, 0.25)
-    evaluation = train.Evaluation(1.0, 0.5, rng.normal(size=(images, 3)).astype(np.float32), np.arange(images) % 3,
+    model = run.build_model("mobilenet_v2", 3, 0.25)
+    evaluation = evaluate.Evaluation(1.0, 0.5, rng.normal(size=(images, 3)).astype(np.float32), np.arange(images) % 3,
                                   rng.normal(size=(images, 1280)).astype(np.float32))
     written = plots.write_report(tmp_path, _history(), model, evaluation, ("a", "b", "c"))
     assert [path.name for path in written] == ["curves.png", "confusion_matrix.png", "filters.png", *embeddings]

@@ -56,7 +56,7 @@ def row(p, name):
 
 
 # ----------------------------------------------------------------------------------------------------
-# MobileNet V1 (arXiv:1704.04861), seed 004
+# MobileNet V1 (arXiv:1704.04861)
 # ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("alpha, macs, params", [(1.0, 569, 4.2), (0.75, 325, 2.6), (0.5, 149, 1.3),
@@ -173,9 +173,9 @@ def test_mobilenet_v2_paper_300m_and_3_4m():
     (0.35, 224, 59, 1.66), (0.35, 96, 11, 1.66),
 ])
 def test_mobilenet_v2_released_checkpoints_table(width, resolution, macs, params):
-    # The authors' TensorFlow release (research/slim/nets/mobilenet/README.md): 1001 classes, batch norm
-    # folded, both columns truncated. Every entry matches. (The paper's own 1.4 row, 585M and 6.9M,
-    # disagrees with this release of the same model: 582M and 6.06M.)
+    # The authors' TensorFlow release (github.com/tensorflow/models, research/slim/nets/mobilenet/README.md):
+    # 1001 classes, batch norm folded, both columns truncated. Every entry matches. (The paper's own 1.4 row,
+    # 585M and 6.9M, disagrees with this release of the same model: 582M and 6.06M.)
     p = cached_profile("mobilenet_v2", resolution, width_mult=width, num_classes=1001)
     assert math.floor(p.macs / M) == macs
     assert math.floor(params_without_bn(p) / 1e4) / 100 == params
@@ -261,7 +261,7 @@ def test_se_cost_inside_mobilenet_v3(name):
 
 
 # ----------------------------------------------------------------------------------------------------
-# MobileNeXt (arXiv:2007.02269; the authors' README, yitu-opensource/MobileNeXt), seed 001
+# MobileNeXt (arXiv:2007.02269; the authors' README, github.com/yitu-opensource/MobileNeXt)
 # ----------------------------------------------------------------------------------------------------
 
 def test_mobilenext_1_0():
@@ -294,7 +294,7 @@ def test_mobilenext_narrow_widths_differ_from_the_readme(width, published, ours)
 
 
 # ----------------------------------------------------------------------------------------------------
-# ShuffleNet V1 (arXiv:1707.01083), seed 002
+# ShuffleNet V1 (arXiv:1707.01083)
 # ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("groups, mflops", [(1, 143), (2, 140), (3, 137), (4, 133), (8, 137)])
@@ -369,14 +369,14 @@ def test_shufflenet_v2_x0_5_table_5():
 
 @pytest.mark.parametrize("width, mflops, params", [(0.5, 42, 2.6), (1.0, 141, 5.2)])
 def test_ghostnet_table_7(width, mflops, params):
-    p = cached_profile("ghostnet", width=width)
+    p = cached_profile("ghostnet", width_mult=width)
     assert round(p.macs / M) == mflops and round(p.params / M, 1) == params
 
 
 def test_ghostnet_1_3_table_7():
     # Printed 226M and 7.3M; ours 227.0M (0.4 % more, unexplained) and 7.36M (timm's ghostnet_130 also
     # has 7.36M: the paper truncates).
-    p = cached_profile("ghostnet", width=1.3)
+    p = cached_profile("ghostnet", width_mult=1.3)
     assert round(p.macs / M, 1) == 227.0
     assert round(p.params / M, 2) == 7.36
 
@@ -453,7 +453,7 @@ def se_blocks(name):
     ("se_resnet18", "resnet18", [(2, 64), (2, 128), (2, 256), (2, 512)]),
 ])
 def test_senet_parameter_overhead_formula(name, plain, stages):
-    # SENet Eq. 5 / seed 002: (2/r) * sum_s N_s C_s^2 weights, plus the two FC biases N_s (C_s + C_s/r).
+    # SENet (arXiv:1709.01507) Eq. 5: (2/r) * sum_s N_s C_s^2 weights, plus the two FC biases N_s (C_s + C_s/r).
     r = 16
     weights = Fraction(2, r) * sum(n * c * c for n, c in stages)
     biases = sum(n * (c + c // r) for n, c in stages)
@@ -464,7 +464,7 @@ def test_senet_parameter_overhead_formula(name, plain, stages):
 
 
 def test_senet_resnet_50_overhead_and_complexity():
-    # ~10 % more parameters (SENet: 28.1M), ~4 % without the last stage's SE blocks (seed 002).
+    # ~10 % more parameters (SENet: 28.1M), ~4 % without the last stage's SE blocks (SENet Sec. 4).
     se, base = cached_profile("se_resnet50"), cached_profile("resnet50")
     extra = se.params - base.params
     last_stage = sum(se.totals_under(n).params for n, _ in se_blocks("se_resnet50") if n.startswith("layer4."))

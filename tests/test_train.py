@@ -11,8 +11,9 @@ import signal
 import numpy as np
 import pytest
 
-from tinycnn import io, nn, train
+from tinycnn import evaluate, io, nn, run, train, transfer
 from tinycnn.data import DataLoader, make_shapes
+from tinycnn.models.mobilenet_v2 import InvertedResidual
 from tinycnn.train import Trainer
 
 IMAGE_SIZE = 16
@@ -199,13 +200,13 @@ def test_nan_loss_stops_with_a_message_naming_epoch_and_batch_and_keeps_the_weig
 # ---------------------------------------------------------------------------------- transfer learning
 def test_load_pretrained_replaces_the_classifier_and_copies_everything_else(tmp_path):
     nn.init.manual_seed(1)
-    source = train.build_model("mobilenet_v2", 10, 0.25)
+    source = run.build_model("mobilenet_v2", 10, 0.25)
     io.save_weights(tmp_path / "ten_classes.npz", source)
     nn.init.manual_seed(2)
-    target = train.build_model("mobilenet_v2", 2, 0.25)
+    target = run.build_model("mobilenet_v2", 2, 0.25)
     fresh_head = target.classifier[1].weight.data.copy()
 
-    result = train.load_pretrained(target, tmp_path / "ten_classes.npz")
+    result = transfer.load_pretrained(target, tmp_path / "ten_classes.npz")
 
     assert result["replaced"] == ["classifier.1.weight", "classifier.1.bias"]
     source_state, target_state = source.state_dict(), target.state_dict()
@@ -221,7 +222,7 @@ def test_load_pretrained_reads_a_trainer_checkpoint(tmp_path):
     trainer = _trainer(tmp_path, epochs=1)
     trainer.fit()
     target = _small_net(num_classes=3)
-    result = train.load_pretrained(target, tmp_path / "best.npz")
+    result = transfer.load_pretrained(target, tmp_path / "best.npz")
     assert np.array_equal(target[0].weight.data, trainer.model[0].weight.data)
     assert result["replaced"] == ["12.weight", "12.bias"]
 
@@ -229,34 +230,34 @@ def test_load_pretrained_reads_a_trainer_checkpoint(tmp_path):
 def test_load_pretrained_reads_a_torch_state_dict_file(tmp_path):
     torch = pytest.importorskip("torch")
     nn.init.manual_seed(3)
-    source = train.build_model("mobilenet_v2", 10, 0.25)
+    source = run.build_model("mobilenet_v2", 10, 0.25)
     torch.save({key: torch.from_numpy(value) for key, value in source.state_dict().items()},
                tmp_path / "weights.pth")
-    target = train.build_model("mobilenet_v2", 2, 0.25)
-    train.load_pretrained(target, tmp_path / "weights.pth")
+    target = run.build_model("mobilenet_v2", 2, 0.25)
+    transfer.load_pretrained(target, tmp_path / "weights.pth")
     for key, value in source.state_dict().items():
         if not key.startswith("classifier."):
             assert np.array_equal(target.state_dict()[key], value), key
 
 
 def test_load_pretrained_rejects_weights_of_another_width(tmp_path):
-    io.save_weights(tmp_path / "wide.npz", train.build_model("mobilenet_v2", 10, 0.5))
-    target = train.build_model("mobilenet_v2", 10, 0.25)
+    io.save_weights(tmp_path / "wide.npz", run.build_model("mobilenet_v2", 10, 0.5))
+    target = run.build_model("mobilenet_v2", 10, 0.25)
     before = target.features[0][0].weight.data.copy()
     with pytest.raises(ValueError, match=r"features\.0\.0\.weight has shape .*--width-mult"):
-        train.load_pretrained(target, tmp_path / "wide.npz")
+        transfer.load_pretrained(target, tmp_path / "wide.npz")
     assert np.array_equal(target.features[0][0].weight.data, before)      # nothing changed
 
 
 def test_frozen_backbone_trains_only_the_classifier_and_keeps_batch_norm_statistics(tmp_path):
     nn.init.manual_seed(4)
-    io.save_weights(tmp_path / "pretrained.npz", train.build_model("mobilenet_v2", 10, 0.25))
-    model = train.build_model("mobilenet_v2", 2, 0.25)
-    train.load_pretrained(model, tmp_path / "pretrained.npz")
+    io.save_weights(tmp_path / "pretrained.npz", run.build_model("mobilenet_v2", 10, 0.25))
+    model = run.build_model("mobilenet_v2", 2, 0.25)
+    transfer.load_pretrained(model, tmp_path / "pretrained.npz")
     before = model.state_dict()
     x, y = _data()
     y = y % 2
-    head_params = train.freeze_backbone(model)
+    head_params = transfer.freeze_backbone(model)
     optimizer = train.make_optimizer("adam", head_params, 1e-2)
     Trainer(model, optimizer, DataLoader(x, y, batch_size=16, shuffle=True), epochs=1, frozen_backbone=True,
             progress=False, log=None).fit()
@@ -274,8 +275,8 @@ def test_frozen_backbone_backward_stops_at_the_classifier_with_the_same_result(n
 
     def train_frozen(full_backward):
         nn.init.manual_seed(5)
-        model = train.build_model(name, 2, width.get("width_mult"))
-        optimizer = train.make_optimizer("sgd", train.freeze_backbone(model), 0.05)
+        model = run.build_model(name, 2, width.get("width_mult"))
+        optimizer = train.make_optimizer("sgd", transfer.freeze_backbone(model), 0.05)
         trainer = Trainer(model, optimizer, DataLoader(x, y % 2, batch_size=16), epochs=1, frozen_backbone=True,
                           progress=False, log=None)
         if full_backward:
@@ -297,24 +298,24 @@ def test_find_classifier_names_the_last_layer_of_every_family():
     expected = {"mobilenet_v2": "classifier.1", "mobilenet_v3_small": "classifier.3", "resnet18": "fc",
                 "shufflenet_v2_x0_5": "fc", "squeezenet1_1": "classifier.1"}
     for name, head in expected.items():
-        model = train.build_model(name, 4)
-        assert train.find_classifier(model)[0] == head, name
+        model = run.build_model(name, 4)
+        assert evaluate.find_classifier(model)[0] == head, name
 
 
 # ---------------------------------------------------------------------------------------- evaluation
 @pytest.mark.nojit
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
-    matrix = train.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 3)
+    matrix = evaluate.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 3)
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
     with pytest.raises(ValueError, match=r"predictions must be in \[0, 3\)"):
-        train.confusion_matrix([0], [3], 3)
+        evaluate.confusion_matrix([0], [3], 3)
 
 
 def test_evaluate_model_returns_penultimate_features_and_removes_its_hook():
     nn.init.manual_seed(0)
-    model = train.build_model("mobilenet_v2", 10, 0.25)
+    model = run.build_model("mobilenet_v2", 10, 0.25)
     x, y = _data(20)
-    evaluation = train.evaluate_model(model, DataLoader(x, y, batch_size=8), features=True)
+    evaluation = evaluate.evaluate_model(model, DataLoader(x, y, batch_size=8), features=True)
     assert evaluation.logits.shape == (20, 10) and evaluation.features.shape == (20, 1280)
     # the features are what the final Linear sees: logits = features @ W.T + b (float32 rounding)
     head = model.classifier[1]
@@ -334,8 +335,8 @@ def test_reduced_default_run_learns_shapes(tmp_path):
     newcomer would and checks its >= 90% (.ci/run). This shorter run measured 10, 20, 34, 37% per epoch;
     the bound of 25% leaves room for other CPUs' rounding.
     """
-    config = train.TrainConfig(data="shapes:1500", epochs=4)
-    result = train.run_training(config, tmp_path, progress=False, log=None, plots=False)
+    config = run.TrainConfig(data="shapes:1500", epochs=4)
+    result = run.run_training(config, tmp_path, progress=False, log=None, plots=False)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["best_val_accuracy"] == result.trainer.best["val_accuracy"]
     assert summary["best_val_accuracy"] >= 0.25
@@ -349,8 +350,8 @@ def test_the_report_shows_the_best_epochs_model_not_the_last_one(tmp_path, monke
     def only_epoch_one_is_best(self, row):               # make epoch 1 the best of 2, whatever the numbers
         return real_update_best(self, row) if row["epoch"] == 1 else False
     monkeypatch.setattr(Trainer, "_update_best", only_epoch_one_is_best)
-    config = train.TrainConfig(data="shapes:40", width_mult=0.25, image_size=16, epochs=2, batch_size=16)
-    result = train.run_training(config, tmp_path, progress=False, log=None, plots=True, tsne=False)
+    config = run.TrainConfig(data="shapes:40", width_mult=0.25, image_size=16, epochs=2, batch_size=16)
+    result = run.run_training(config, tmp_path, progress=False, log=None, plots=True, tsne=False)
     assert result.info["summary"]["best_epoch"] == 1
     best, last = (io.load_checkpoint(tmp_path / name)["model"] for name in ("best.npz", "last.npz"))
     model_state = result.trainer.model.state_dict()
@@ -361,27 +362,40 @@ def test_the_report_shows_the_best_epochs_model_not_the_last_one(tmp_path, monke
 # ------------------------------------------------------------------------------------ configuration
 def test_zero_init_residual_makes_every_shortcut_block_start_as_the_identity(rng):
     nn.init.manual_seed(0)
-    model = train.build_model("mobilenet_v2", 10, 1.0)
-    changed = train.zero_init_residual_(model)
-    blocks = [m for m in model.modules() if isinstance(m, nn.InvertedResidual) and m.use_res_connect]
+    model = run.build_model("mobilenet_v2", 10, 1.0)
+    changed = transfer.zero_init_residual_(model)
+    blocks = [m for m in model.modules() if isinstance(m, InvertedResidual) and m.use_res_connect]
     assert changed == len(blocks) == 10          # Table 2 rows with n > 1: 1 + 2 + 3 + 2 + 2 shortcut blocks
     model.train()
     for block in blocks:
         x = rng.normal(size=(2, block.out_channels, 4, 4)).astype(np.float32)
         np.testing.assert_array_equal(block(x), x)          # branch * 0 + x, exactly
-    others = [m for m in model.modules() if isinstance(m, nn.InvertedResidual) and not m.use_res_connect]
+    others = [m for m in model.modules() if isinstance(m, InvertedResidual) and not m.use_res_connect]
     assert all(np.all(m.conv[-1].weight.data == 1) for m in others)   # blocks without a shortcut untouched
 
 
 @pytest.mark.nojit
 def test_train_config_resolves_width_and_image_size_per_model_and_data():
-    default = train.TrainConfig().resolved()
-    assert (default.width_mult, default.image_size) == (train.DEFAULT_WIDTH_MULT, 32)
-    squeeze = train.TrainConfig(model="squeezenet1_1", data="mnist:/data").resolved()
+    default = run.TrainConfig().resolved()
+    assert (default.width_mult, default.image_size) == (run.DEFAULT_WIDTH_MULT, 32)
+    squeeze = run.TrainConfig(model="squeezenet1_1", data="mnist:/data").resolved()
     assert (squeeze.width_mult, squeeze.image_size) == (None, 32)
     with pytest.raises(ValueError, match="no width multiplier"):
-        train.TrainConfig(model="squeezenet1_1", width_mult=0.5).check()
+        run.TrainConfig(model="squeezenet1_1", width_mult=0.5).check()
     with pytest.raises(ValueError, match="unknown model"):
-        train.TrainConfig(model="lenet").check()
+        run.TrainConfig(model="lenet").check()
     with pytest.raises(ValueError, match="--weights"):
-        train.TrainConfig(freeze_backbone=True).check()
+        run.TrainConfig(freeze_backbone=True).check()
+
+
+def test_names_that_moved_out_of_train_are_still_reachable_from_it():
+    """README and notebooks of earlier versions call ``train.run_training(train.TrainConfig(...))``."""
+    for name in ("TrainConfig", "run_training", "build_model", "load_run", "evaluate_run", "predict_images",
+                 "find_latest_run", "load_images", "RunResult", "DEFAULT_WIDTH_MULT"):
+        assert getattr(train, name) is getattr(run, name), name
+    for name in ("load_pretrained", "freeze_backbone", "zero_init_residual_"):
+        assert getattr(train, name) is getattr(transfer, name), name
+    for name in ("Evaluation", "evaluate_model", "confusion_matrix", "find_classifier"):
+        assert getattr(train, name) is getattr(evaluate, name), name
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        train.not_a_name

@@ -149,22 +149,14 @@ def _add_summary_parser(subparsers):
 
 def _model_arguments(name, num_classes, width_mult):
     """Keyword arguments for ``get_model(name, ...)``; ``ValueError`` if the model has no width multiplier."""
-    import inspect
-
     from tinycnn import models
 
-    if name not in models.list_models():
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(models.list_models())}")
-    accepted = inspect.signature(getattr(models, name)).parameters
     arguments = {"num_classes": num_classes}
     if width_mult is not None:
-        # GhostNet calls its multiplier `width` (timm's name); every other model `width_mult`.
-        width_name = next((n for n in ("width_mult", "width") if n in accepted), None)
-        if width_name is None:
-            with_width = [m for m in models.list_models()
-                          if {"width_mult", "width"} & set(inspect.signature(getattr(models, m)).parameters)]
+        if "width_mult" not in models.model_arguments(name):      # also: ValueError for an unknown model
+            with_width = [m for m in models.list_models() if "width_mult" in models.model_arguments(m)]
             raise ValueError(f"{name} has no width multiplier; --width-mult works with: {', '.join(with_width)}")
-        arguments[width_name] = width_mult
+        arguments["width_mult"] = width_mult
     return arguments
 
 
@@ -210,8 +202,8 @@ def _class_list(text):
 
 
 def _add_train_parser(subparsers):
-    from tinycnn.train import (AUGMENTATIONS, DEFAULT_IMAGE_SIZE, DEFAULT_WIDTH_MULT, OPTIMIZERS, SCHEDULES,
-                               VAL_SOURCES, TrainConfig)
+    from tinycnn.run import AUGMENTATIONS, DEFAULT_IMAGE_SIZE, DEFAULT_WIDTH_MULT, VAL_SOURCES, TrainConfig
+    from tinycnn.train import OPTIMIZERS, SCHEDULES
 
     defaults = TrainConfig()
     train = subparsers.add_parser(
@@ -306,7 +298,8 @@ def _train_out_dir(args):
     """The run folder: --resume DIR, --out, or the first free runs/train, runs/train-2, ..."""
     import pathlib
 
-    from tinycnn.train import LAST_CHECKPOINT, find_latest_run
+    from tinycnn.run import find_latest_run
+    from tinycnn.train import LAST_CHECKPOINT
 
     if args.resume is not None:
         if isinstance(args.resume, str):
@@ -335,24 +328,19 @@ def _train_out_dir(args):
 def _run_train(args):
     import dataclasses
 
-    from tinycnn import train
+    from tinycnn import run, train
 
     given = {name: getattr(args, name) for name in _TRAIN_OPTIONS if getattr(args, name) is not None}
     if args.resume is not None and given:
         options = ", ".join("--" + name.replace("_", "-") for name in given)
         raise ValueError(f"{options} cannot be combined with --resume: a resumed run keeps the settings saved "
                          f"in its checkpoint")
-    config = dataclasses.replace(train.TrainConfig(), **given).check().resolved()
+    config = dataclasses.replace(run.TrainConfig(), **given)        # checked and resolved by run_training
     out_dir = _train_out_dir(args)
-    log = None if args.quiet else print
-    if log is not None and args.resume is None:
-        width = "" if config.width_mult is None else f" (width {config.width_mult:g})"
-        log(f"training {config.model}{width} on {config.data} at {config.image_size}x{config.image_size} for "
-            f"{config.epochs} epochs -> {out_dir}")
     try:
-        result = train.run_training(config, out_dir, resume=args.resume is not None, progress=not args.quiet,
-                                    log=log, plots=not args.no_plots, tsne=not args.no_tsne,
-                                    feature_layer=args.feature_layer)
+        result = run.run_training(config, out_dir, resume=args.resume is not None, progress=not args.quiet,
+                                  log=None if args.quiet else print, plots=not args.no_plots, tsne=not args.no_tsne,
+                                  feature_layer=args.feature_layer)
     except train.TrainingDiverged as error:
         print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 1
@@ -379,7 +367,7 @@ def _print_train_summary(summary, out_dir):
 
 def _checkpoint_argument(path):
     """A checkpoint path, a run folder, or (None) the latest runs/*/best.npz."""
-    from tinycnn.train import find_latest_run
+    from tinycnn.run import find_latest_run
 
     if path is not None:
         return path
@@ -418,12 +406,13 @@ def _add_evaluate_parser(subparsers):
 def _run_evaluate(args):
     import numpy as np
 
-    from tinycnn import train
+    from tinycnn import run
+    from tinycnn.evaluate import confusion_matrix
 
     checkpoint = _checkpoint_argument(args.checkpoint)
-    evaluation, class_names, config = train.evaluate_run(checkpoint, data=args.data, split=args.split,
-                                                         batch_size=args.batch_size)
-    matrix = train.confusion_matrix(evaluation.labels, evaluation.predictions, len(class_names))
+    evaluation, class_names, config = run.evaluate_run(checkpoint, data=args.data, split=args.split,
+                                                       batch_size=args.batch_size)
+    matrix = confusion_matrix(evaluation.labels, evaluation.predictions, len(class_names))
     per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
     if args.plot:
         from tinycnn import plots
@@ -471,12 +460,12 @@ def _add_predict_parser(subparsers):
 
 
 def _run_predict(args):
-    from tinycnn import train
+    from tinycnn import run
 
     checkpoint = _checkpoint_argument(args.checkpoint)
-    model, config, extra = train.load_run(checkpoint)
-    images = train.load_images(args.images, config.image_size)
-    results = train.predict_images(model, extra, images, top=min(args.top, len(extra["class_names"])))
+    model, config, extra = run.load_run(checkpoint)
+    images = run.load_images(args.images, config.image_size)
+    results = run.predict_images(model, extra, images, top=min(args.top, len(extra["class_names"])))
     if args.json:
         print(json.dumps([{"image": path, "predictions": [{"class": name, "probability": p} for name, p in ranked]}
                           for path, ranked in zip(args.images, results)], indent=1))

@@ -24,8 +24,8 @@ What a training run learnt (:func:`write_report` makes them all for ``tinycnn tr
   become edge, colour and stripe detectors (Zeiler & Fergus, arXiv:1311.2901).
 * :func:`plot_feature_maps` -- one image and the channels a chosen layer computes from it.
 * :func:`plot_embedding` -- the penultimate features (what the classifier sees) projected to 2-D by
-  :func:`pca` or :func:`tsne`: well-trained features form one cluster per class. The seed articles show
-  a t-SNE of MobileNetV2 features; both projections here are plain NumPy.
+  :func:`pca` or :func:`tsne`: well-trained features form one cluster per class. A t-SNE of a
+  MobileNetV2's features is the usual picture of what it learnt; both projections here are plain NumPy.
 
 These return a whole ``matplotlib.figure.Figure``, made without pyplot, so a training script does not
 change the notebook's or the script's matplotlib backend (Jupyter shows a returned figure once
@@ -35,6 +35,8 @@ import numbers
 import pathlib
 
 import numpy as np
+
+from .evaluate import confusion_matrix
 
 __all__ = ["plot_macs_vs_params", "plot_macs_vs_time", "plot_layer_macs", "plot_zoo", "KIND_COLORS",
            "pca", "tsne", "plot_history", "plot_confusion_matrix", "plot_filters", "plot_feature_maps",
@@ -639,7 +641,7 @@ def write_report(out_dir, history, model, evaluation, class_names, sample_image=
                  tsne=True, feature_layer=None, max_points=1000, seed=0):
     """Write the run's PNGs into ``out_dir``; return their paths.
 
-    ``curves.png`` (from ``history``), and when ``evaluation`` (a :class:`tinycnn.train.Evaluation` with
+    ``curves.png`` (from ``history``), and when ``evaluation`` (a :class:`tinycnn.evaluate.Evaluation` with
     features) is given: ``confusion_matrix.png``, ``embedding_pca.png`` and, with ``tsne=True``,
     ``embedding_tsne.png`` (at most ``max_points`` images, a seeded subset; ~5 s for 1000 on two cores;
     left out below :data:`TSNE_MIN_POINTS` images, too few for a neighbourhood); ``filters.png`` (first
@@ -649,8 +651,6 @@ def write_report(out_dir, history, model, evaluation, class_names, sample_image=
     (MobileNet V2 on shapes: 80% of the variance along the horizontal-stripes images); t-SNE keeps
     neighbourhoods and shows the clusters of every class.
     """
-    from .train import confusion_matrix
-
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [save_figure(plot_history(history), out_dir / "curves.png")]

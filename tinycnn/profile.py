@@ -95,11 +95,13 @@ which layers run and in which order. ``mode="forward"`` runs the real layers on 
 check that both modes give the same rows and the same peak for every model of the zoo. Either way the
 model is in evaluation mode during the pass and its train/eval flags are restored afterwards.
 
-Blocks: a module with children does no arithmetic of its own unless it says so. A block class can
-define ``extra_flops(input_shape, output_shape) -> int`` (``tinycnn.nn.Residual``,
-``InvertedResidual`` and ``SqueezeExcitation`` do, and so do the model zoo's blocks that compute in their
-own ``forward``). A block type without the method and not known to be a plain container is reported in
-``Profile.unaccounted`` (and in the table's footer): its own arithmetic, if any, is missing.
+Blocks: a module with children says what its own ``forward`` computes. A block class either defines
+``extra_flops(input_shape, output_shape) -> int`` (every :class:`tinycnn.nn.ShortcutBlock`, hence
+``Residual``, the inverted residuals, the sandglass, ghost and ResNet blocks; ``SqueezeExcitation``;
+the model zoo's other blocks that compute in their own ``forward``), or declares ``plain_container =
+True`` (it only chains, concatenates, splits or slices: ``Sequential``, ``Concat``, every model). A new
+model file needs no edit here. A block type that does neither is reported in ``Profile.unaccounted``
+(and in the table's footer): its own arithmetic, if any, is missing.
 """
 import csv
 import io
@@ -423,31 +425,17 @@ def _lookup(registry, module):
 # Blocks: arithmetic written in a block's own forward (not in a child layer)
 # ----------------------------------------------------------------------------------------------------
 
-def _plain_containers():
-    """Module types whose ``forward`` only chains, concatenates, splits or slices: no arithmetic of their own."""
-    import importlib
-    zoo = {name: importlib.import_module(f"tinycnn.models.{name}") for name in (
-        "ghostnet", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "mobilenext", "resnet", "shufflenet_v1",
-        "shufflenet_v2", "squeezenet")}
-    containers = [
-        nn.Sequential, nn.ModuleList, nn.Concat, nn.ChannelSplit,        # Conv2dNormActivation is a Sequential
-        zoo["mobilenet_v1"].MobileNetV1, zoo["mobilenet_v1"].DepthwiseSeparable,
-        zoo["mobilenet_v2"].MobileNetV2, zoo["mobilenet_v3"].MobileNetV3, zoo["mobilenext"].MobileNeXt,
-        zoo["shufflenet_v1"].ShuffleNetV1,
-        zoo["shufflenet_v2"].ShuffleNetV2, zoo["shufflenet_v2"].ShuffleV2Block,     # split, concat, shuffle
-        zoo["ghostnet"].GhostNet, zoo["ghostnet"].GhostModule,                      # concat, slice
-        zoo["squeezenet"].SqueezeNet, zoo["squeezenet"].Fire,                       # concat
-        zoo["resnet"].ResNet,
-    ]
-    return dict.fromkeys(containers, True)
+def _block_extra_flops(block, input_shape, output_shape):
+    """``(flops, accounted)`` of the arithmetic in ``block``'s own forward.
 
-
-def _block_extra_flops(block, input_shape, output_shape, plain):
-    """``(flops, accounted)`` of the arithmetic in ``block``'s own forward."""
+    A block declares it: ``extra_flops(input_shape, output_shape)`` (a residual add), or the class
+    attribute ``plain_container = True`` (it only chains, concatenates, splits or slices its children:
+    ``Sequential``, ``Concat``, every model's ``LayerChain``...). Anything else is reported as unaccounted.
+    """
     method = getattr(block, "extra_flops", None)
     if callable(method):
         return int(method(tuple(input_shape), tuple(output_shape))), True
-    return 0, _lookup(plain, block) is not None
+    return 0, bool(getattr(block, "plain_container", False))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -856,7 +844,6 @@ def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, b
             module.training = flag
 
     rows, unaccounted, seen_params, calls = [], [], set(), {}
-    plain = _plain_containers()
     for event, call in records:
         if event != "exit":
             continue
@@ -875,7 +862,7 @@ def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, b
             else:
                 cost = rule[0](module, in_shape, out_shape)
         else:
-            extra, accounted = _block_extra_flops(module, in_shape, out_shape, plain)
+            extra, accounted = _block_extra_flops(module, in_shape, out_shape)
             if not accounted or (params and not extra):     # parameters used by the block's own code: unknown
                 unaccounted.append(type(module).__name__)
             call.extra_flops = extra

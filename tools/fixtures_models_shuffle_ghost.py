@@ -41,7 +41,7 @@ def _cases():
     """
     tv = import_torchvision_models()
     v1_kwargs = {"num_classes": 10, "groups": 3, "width_mult": 1.0}
-    ghost_kwargs = {"num_classes": 10, "width": 1.0}
+    ghost_kwargs = {"num_classes": 10, "width_mult": 1.0}
     return [
         ("shufflenet_v1_g3", lambda: reference.ShuffleNetV1(**v1_kwargs), "shufflenet_v1", v1_kwargs, BN_INPUT,
          ["conv1.0.weight", "stage3.0.branch.depthwise.1.weight", "stage3.3.branch.depthwise.0.weight", "fc.bias"]),
@@ -62,7 +62,7 @@ def _reference_state_dict_shapes(case, make_torch_model, our_kwargs):
     if case.startswith("shufflenet_v1"):
         torch_model = reference.ShuffleNetV1(groups=our_kwargs["groups"], width_mult=our_kwargs["width_mult"])
     elif case.startswith("ghostnet"):
-        torch_model = reference.ghostnet(width=our_kwargs["width"])
+        torch_model = reference.ghostnet(width_mult=our_kwargs["width_mult"])
     else:
         torch_model = make_torch_model()
     return [[key, list(value.shape)] for key, value in torch_model.state_dict().items()]

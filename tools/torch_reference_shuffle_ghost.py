@@ -111,8 +111,8 @@ class ExactHardsigmoid(nn.Module):
         return nn.functional.relu6(x + 3) / 6
 
 
-def ghostnet(num_classes=1000, width=1.0):
-    """timm's GhostNet (``ghostnet_100`` at width 1.0), for comparisons.
+def ghostnet(num_classes=1000, width_mult=1.0):
+    """timm's GhostNet (``ghostnet_100`` at width 1.0; timm's ``width`` is our ``width_mult``), for comparisons.
 
     Two changes that leave the function and the ``state_dict`` unchanged: ``drop_rate=0.0`` (timm applies
     dropout with ``F.dropout``, not a module, so train-mode comparisons could not switch it off) and
@@ -121,7 +121,7 @@ def ghostnet(num_classes=1000, width=1.0):
     timm_ghostnet = import_timm_ghostnet()
     if timm_ghostnet is None:
         raise RuntimeError("the GhostNet reference is timm's: pip install --no-deps timm")
-    model = timm_ghostnet._create_ghostnet("ghostnet_100", width=width, num_classes=num_classes, drop_rate=0.0)
+    model = timm_ghostnet._create_ghostnet("ghostnet_100", width=width_mult, num_classes=num_classes, drop_rate=0.0)
     for module in model.modules():
         if isinstance(getattr(module, "gate", None), nn.Hardsigmoid):
             module.gate = ExactHardsigmoid()

@@ -25,8 +25,8 @@ from .cifar import CIFAR10_CLASSES, load_cifar10
 from .folder import IMAGE_EXTENSIONS, load_image_folder
 from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx, load_mnist, read_idx
 from .loader import (ArrayDataset, Compose, DataLoader, LoadedData, Normalize, RandomCrop,
-                     RandomHorizontalFlip, compute_mean_std, load_dataset, resize_images, select_classes,
-                     to_float32, train_val_split)
+                     RandomHorizontalFlip, compute_mean_std, load_dataset, parse_data_spec, resize_images,
+                     select_classes, to_float32, train_val_split)
 from .shapes import SHAPES_CLASSES, make_shapes
 
 __all__ = [
@@ -37,6 +37,6 @@ __all__ = [
     "load_cifar10", "load_idx", "load_image_folder", "load_mnist", "read_idx",
     # containers, splitting, batching, transforms
     "ArrayDataset", "Compose", "DataLoader", "LoadedData", "Normalize", "RandomCrop",
-    "RandomHorizontalFlip", "compute_mean_std", "load_dataset", "resize_images", "select_classes",
-    "to_float32", "train_val_split",
+    "RandomHorizontalFlip", "compute_mean_std", "load_dataset", "parse_data_spec", "resize_images",
+    "select_classes", "to_float32", "train_val_split",
 ]

@@ -37,7 +37,7 @@ from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_mnist
 from .shapes import SHAPES_CLASSES, make_shapes
 
 __all__ = ["ArrayDataset", "Compose", "DataLoader", "LoadedData", "Normalize", "RandomCrop",
-           "RandomHorizontalFlip", "compute_mean_std", "load_dataset", "resize_images",
+           "RandomHorizontalFlip", "compute_mean_std", "load_dataset", "parse_data_spec", "resize_images",
            "select_classes", "to_float32", "train_val_split"]
 
 DEFAULT_SHAPES_COUNT = 5000          # images generated for the spec "shapes" (before the split)
@@ -187,7 +187,7 @@ def train_val_split(images, labels, val_fraction=0.2, seed=0, stratified=True):
     labels : (N,) integers
     val_fraction : float in [0, 1)
         Share of the images that go to validation: ``round(val_fraction * N)`` of them (at least one
-        when ``val_fraction > 0``). 0.2 is the 8:2 split of the seed articles.
+        when ``val_fraction > 0``). 0.2 is the common 8:2 split.
     seed : int >= 0
     stratified : bool
         True (default): every class is split in the same proportion (its validation count is within
@@ -574,8 +574,16 @@ _SPEC_FORMS = ('"shapes"', '"shapes:N"', '"mnist:PATH"', '"fashion:PATH"', '"cif
                '"folder:PATH"')
 
 
-def _parse_spec(spec):
-    """``"kind:argument"`` -> (kind, argument or None); ValueError listing the accepted forms."""
+def parse_data_spec(spec):
+    """Split a dataset spec ``"kind:argument"`` into ``(kind, argument or None)``.
+
+    ``kind`` is lower-cased: ``"shapes"``, ``"mnist"``, ``"fashion"``, ``"cifar10"`` or ``"folder"``;
+    only the first colon splits (``folder:C:\\data`` works). ``parse_data_spec("shapes:2000") ==
+    ("shapes", "2000")``. The one parser of specs: :func:`load_dataset` and ``tinycnn train`` use it.
+
+    Raises ``TypeError`` for a non-string and ``ValueError`` (listing the accepted forms) for an unknown
+    kind or a missing path.
+    """
     if not isinstance(spec, str):
         raise TypeError(f"dataset spec must be a string such as 'shapes' or 'folder:PATH'; got {spec!r}")
     kind, _, argument = spec.partition(":")                # only the first colon: C:\data works
@@ -621,7 +629,7 @@ def load_dataset(spec, image_size=32, val_fraction=0.2, seed=0, to_rgb=False, cl
         :func:`resize_images` (bilinear) when it differs; shapes are rendered at that size.
     val_fraction : float in [0, 1)
         Share of the training images held out for validation (stratified, see
-        :func:`train_val_split`). Default 0.2: the 8:2 split of the seed articles.
+        :func:`train_val_split`). Default 0.2: the common 8:2 split.
     seed : int >= 0
         Seeds the split (and, for shapes, the images; for ``max_images``, the subset).
     to_rgb : bool
@@ -649,7 +657,7 @@ def load_dataset(spec, image_size=32, val_fraction=0.2, seed=0, to_rgb=False, cl
     FileNotFoundError
         A path or file is missing.
     """
-    kind, argument = _parse_spec(spec)
+    kind, argument = parse_data_spec(spec)
     if image_size is not None and not _is_int_at_least(image_size, 1):
         raise ValueError(f"image_size must be a positive int or None; got {image_size!r}")
     if val_source not in ("split", "test"):

@@ -86,6 +86,8 @@ class GhostModule(nn.Module):
     operation, so its two gradients add (a fork, as in :class:`tinycnn.nn.Concat`).
     """
 
+    plain_container = True      # concatenates and slices, no arithmetic of its own (tinycnn.profile)
+
     def __init__(self, in_channels, out_channels, ratio=2, dw_size=3, relu=True):
         super().__init__()
         if ratio < 2:
@@ -145,7 +147,7 @@ class GhostSqueezeExcite(nn.SqueezeExcitation):
         self._modules.update(renamed)
 
 
-class GhostBottleneck(nn.Module):
+class GhostBottleneck(nn.ShortcutBlock):
     """Ghost bottleneck (Fig. 3 of arXiv:1911.11907), timm's attribute names.
 
     Parameters
@@ -164,14 +166,15 @@ class GhostBottleneck(nn.Module):
         se        squeeze-and-excitation                                                where Table 1 says SE
         ghost2    GhostModule hidden -> out, linear           (N, out, H/s, W/s)
         + shortcut(x)   identity if stride 1 and in == out, else kxk depthwise (stride s)-BN-1x1 conv-BN
+
+    The add and its backward pass come from :class:`tinycnn.nn.ShortcutBlock`; the shortcut is always
+    the ``shortcut`` module (timm's ``nn.Identity()`` when ``use_residual``).
     """
 
     def __init__(self, in_channels, hidden_channels, out_channels, kernel_size=3, stride=1, use_se=False):
         super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2; got {stride!r}")
+        self._set_shape(in_channels, out_channels, stride)
         padding = (kernel_size - 1) // 2
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.ghost1 = GhostModule(in_channels, hidden_channels, relu=True)                   # expand
         if stride > 1:
             self.conv_dw = nn.Conv2d(hidden_channels, hidden_channels, kernel_size, stride, padding,
@@ -181,8 +184,7 @@ class GhostBottleneck(nn.Module):
             squeeze = make_divisible(hidden_channels * SE_RATIO, CHANNEL_DIVISOR)
             self.se = GhostSqueezeExcite(hidden_channels, squeeze)
         self.ghost2 = GhostModule(hidden_channels, out_channels, relu=False)                 # project, linear
-        self.use_identity = stride == 1 and in_channels == out_channels
-        if self.use_identity:
+        if self.use_residual:
             self.shortcut = nn.Identity()
         else:
             self.shortcut = nn.Sequential(
@@ -190,32 +192,18 @@ class GhostBottleneck(nn.Module):
                 nn.BatchNorm2d(in_channels),
                 nn.Conv2d(in_channels, out_channels, 1, bias=False),
                 nn.BatchNorm2d(out_channels))
-        self._output_shape = None
 
-    def _branch(self):
-        """The residual branch's layers in order (the shortcut is separate)."""
+    def _branch_layers(self):       # (N, C_in, H, W) -> (N, hidden, H/s, W/s) -> (N, C_out, H/s, W/s)
         names = ["ghost1", "conv_dw", "bn_dw", "se", "ghost2"]
         return [self._modules[name] for name in names if name in self._modules]
 
-    def forward(self, x):
-        self._check_input(x, channels=self.in_channels)
-        y = x
-        for layer in self._branch():
-            y = layer(y)                         # (N, C_in, H, W) -> (N, hidden, H/s, W/s) -> (N, C_out, ...)
-        y = y + self.shortcut(x)                 # the fork: x is used twice
-        self._output_shape = y.shape
-        return y
+    def _shortcut_layer(self):
+        return self.shortcut
 
-    def backward(self, grad_out):
-        self._check_grad_out(grad_out, self._output_shape)
-        grad = grad_out
-        for layer in reversed(self._branch()):
-            grad = layer.backward(grad)
-        return grad + self.shortcut.backward(grad_out)          # ... so the two gradients add
-
-    def extra_flops(self, input_shape, output_shape):
-        """FLOPs of the add ``branch + shortcut(x)`` (one per output element)."""
-        return math.prod(output_shape)
+    def branch_output_norm(self):
+        """The batch norm of ``ghost2``'s intrinsic maps: at gamma 0 they are 0 (beta starts at 0), and
+        so are their cheap ghosts, so the branch outputs 0."""
+        return self.ghost2.primary_conv[1]
 
 
 class GhostNet(LayerChain):
@@ -228,24 +216,26 @@ class GhostNet(LayerChain):
     Parameters
     ----------
     num_classes : int
-    width : float > 0
+    width_mult : float > 0
         Width multiplier: every channel count ``c`` except the 1280 of the head becomes
-        ``make_divisible(c * width, 4)``.
+        ``make_divisible(c * width_mult, 4)`` (timm calls it ``width``).
     dropout : float
         Before the classifier (0.2, as timm and the authors' code).
+    in_channels : int
+        Image channels (3: RGB, the default; 1: grayscale).
 
     Shapes
     ------
-    x : (N, 3, H, W) -> logits : (N, num_classes); the network down-samples by 32 (padded everywhere, so
+    x : (N, in_channels, H, W) -> logits : (N, num_classes); the network down-samples by 32 (padded everywhere, so
     any H, W >= 1 works).
     """
 
-    def __init__(self, num_classes=1000, width=1.0, dropout=0.2):
-        super().__init__()
+    def __init__(self, num_classes=1000, width_mult=1.0, dropout=0.2, in_channels=3):
+        super().__init__(in_channels)
         num_classes = check_num_classes(num_classes)
-        check_positive(width, "width")
-        stem_channels = make_divisible(STEM_CHANNELS * width, CHANNEL_DIVISOR)
-        self.conv_stem = nn.Conv2d(3, stem_channels, 3, 2, 1, bias=False)        # (N, 16, H/2, W/2)
+        check_positive(width_mult, "width_mult")
+        stem_channels = make_divisible(STEM_CHANNELS * width_mult, CHANNEL_DIVISOR)
+        self.conv_stem = nn.Conv2d(self.in_channels, stem_channels, 3, 2, 1, bias=False)        # (N, 16, H/2, W/2)
         self.bn1 = nn.BatchNorm2d(stem_channels)
         self.act1 = nn.ReLU(inplace=True)
         stages = []
@@ -253,12 +243,12 @@ class GhostNet(LayerChain):
         for rows in GHOSTNET_STAGES:
             blocks = []
             for kernel, expansion, out, use_se, stride in rows:
-                out_channels = make_divisible(out * width, CHANNEL_DIVISOR)
-                hidden_channels = make_divisible(expansion * width, CHANNEL_DIVISOR)
+                out_channels = make_divisible(out * width_mult, CHANNEL_DIVISOR)
+                hidden_channels = make_divisible(expansion * width_mult, CHANNEL_DIVISOR)
                 blocks.append(GhostBottleneck(in_channels, hidden_channels, out_channels, kernel, stride, use_se))
                 in_channels = out_channels
             stages.append(nn.Sequential(*blocks))
-        last_channels = make_divisible(LAST_CONV_CHANNELS * width, CHANNEL_DIVISOR)
+        last_channels = make_divisible(LAST_CONV_CHANNELS * width_mult, CHANNEL_DIVISOR)
         stages.append(nn.Sequential(nn.Sequential(OrderedDict(                  # timm's ConvBnAct keys
             conv=nn.Conv2d(in_channels, last_channels, 1, bias=False),
             bn1=nn.BatchNorm2d(last_channels),
@@ -271,7 +261,7 @@ class GhostNet(LayerChain):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)                  # (N, num_classes)
         self.num_classes = num_classes
-        self.width = width
+        self.width_mult = width_mult
 
     def _layers(self):
         return [self.conv_stem, self.bn1, self.act1, self.blocks, self.global_pool, self.conv_head, self.act2,
@@ -279,6 +269,9 @@ class GhostNet(LayerChain):
 
 
 @register_model
-def ghostnet(num_classes=1000, width=1.0):
-    """GhostNet (arXiv:1911.11907), timm's ``ghostnet_100`` layout at width 1.0: 5,182,508 parameters."""
-    return GhostNet(num_classes=num_classes, width=width)
+def ghostnet(num_classes=1000, width_mult=1.0, in_channels=3):
+    """GhostNet (arXiv:1911.11907), timm's ``ghostnet_100`` layout at width 1.0: 5,182,508 parameters.
+
+    ``width_mult`` is timm's ``width`` (``ghostnet_050`` is ``width_mult=0.5``).
+    """
+    return GhostNet(num_classes=num_classes, width_mult=width_mult, in_channels=in_channels)

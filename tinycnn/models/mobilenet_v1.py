@@ -25,7 +25,7 @@ torchvision has no MobileNet V1, so the key names are ours: ``features.0.0.weigh
 the same keys, and the tests compare the two.
 """
 from .. import nn
-from ._common import check_num_classes, check_positive, make_divisible
+from ._common import PooledClassifier, check_num_classes, check_positive, make_divisible
 from ._registry import register_model
 
 __all__ = ["DepthwiseSeparable", "MobileNetV1", "mobilenet_v1"]
@@ -64,6 +64,8 @@ class DepthwiseSeparable(nn.Module):
         Stride of the depthwise convolution (the block's only down-sampling).
     """
 
+    plain_container = True      # only chains its two layers: tinycnn.profile counts them
+
     def __init__(self, in_channels, out_channels, stride):
         super().__init__()
         if stride not in (1, 2):
@@ -81,53 +83,45 @@ class DepthwiseSeparable(nn.Module):
         return self.depthwise.backward(self.pointwise.backward(grad_out))
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(PooledClassifier):
     """MobileNet V1 classifier: ``features`` (stem + 13 blocks), global average pooling, ``classifier``.
 
     Parameters
     ----------
     num_classes : int
+    in_channels : int
+        Image channels (3: RGB, the default; 1: grayscale).
     width_mult : float > 0
         The paper's width multiplier alpha: every channel count ``c`` becomes
         ``make_divisible(alpha * c, 8)`` (exactly ``alpha * c`` for alpha in {1, 0.75, 0.5, 0.25}).
 
     Shapes
     ------
-    x : (N, 3, H, W) with H, W >= 1 (the network down-samples by 32; 32 x 32 gives a 1 x 1 final map)
+    x : (N, in_channels, H, W) with H, W >= 1 (the network down-samples by 32; 32 x 32 gives a 1 x 1 final map)
     logits : (N, num_classes)
     """
 
-    def __init__(self, num_classes=1000, width_mult=1.0):
-        super().__init__()
+    def __init__(self, num_classes=1000, width_mult=1.0, in_channels=3):
+        super().__init__(in_channels)
         num_classes = check_num_classes(num_classes)
         check_positive(width_mult, "width_mult")
         in_channels = make_divisible(STEM_CHANNELS * width_mult, 8)
-        layers = [nn.Conv2dNormActivation(3, in_channels, kernel_size=3, stride=2, activation_layer=nn.ReLU)]
+        layers = [nn.Conv2dNormActivation(self.in_channels, in_channels, kernel_size=3, stride=2,
+                                          activation_layer=nn.ReLU)]
         for channels, stride in BLOCKS:
             out_channels = make_divisible(channels * width_mult, 8)
             layers.append(DepthwiseSeparable(in_channels, out_channels, stride))
             in_channels = out_channels
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Linear(in_channels, num_classes)     # the paper's FC before the softmax
+        self._set_layers(nn.Sequential(*layers),                  # (N, 1024a, H/32, W/32)
+                         nn.Linear(in_channels, num_classes))     # the paper's FC before the softmax
         self.num_classes = num_classes
         self.width_mult = width_mult
 
-    def forward(self, x):
-        x = self.features(x)                  # (N, 3, H, W) -> (N, 1024*alpha, H/32, W/32)
-        x = self.flatten(self.avgpool(x))     # -> (N, 1024*alpha)
-        return self.classifier(x)             # -> (N, num_classes)
-
-    def backward(self, grad_out):
-        grad = self.avgpool.backward(self.flatten.backward(self.classifier.backward(grad_out)))
-        return self.features.backward(grad)
-
 
 @register_model
-def mobilenet_v1(num_classes=1000, width_mult=1.0):
+def mobilenet_v1(num_classes=1000, width_mult=1.0, in_channels=3):
     """MobileNet V1 (arXiv:1704.04861): 4.2M parameters and 569M multiply-adds at width 1.0, 224 x 224.
 
     ``width_mult`` is the paper's alpha (0.75 / 0.5 / 0.25 -> 2.6M / 1.3M / 0.5M parameters).
     """
-    return MobileNetV1(num_classes=num_classes, width_mult=width_mult)
+    return MobileNetV1(num_classes=num_classes, width_mult=width_mult, in_channels=in_channels)

@@ -17,12 +17,11 @@ order of ``state_dict``; batch norm with ``eps=0.001, momentum=0.01``): 5,483,03
 parameters at width 1.0.
 """
 import itertools
-import math
 from dataclasses import dataclass, replace
 from functools import partial
 
 from .. import nn
-from ._common import check_num_classes, check_positive, make_divisible
+from ._common import PooledClassifier, check_num_classes, check_positive, make_divisible
 from ._registry import register_model
 
 __all__ = ["InvertedResidualConfig", "MobileNetV3", "mobilenet_v3_large", "mobilenet_v3_small"]
@@ -120,7 +119,7 @@ SMALL_SETTING = [
 SMALL_LAST_CHANNELS = 1024
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(nn.ShortcutBlock):
     """MobileNetV3 block, torchvision's layout (its parts in ``self.block``: ``block.0``, ``block.1``, ...)::
 
         expand     1x1 conv C_in -> E, BN, act         (left out when E == C_in)
@@ -130,14 +129,15 @@ class InvertedResidual(nn.Module):
         + x        only when s = 1 and C_in == C_out
 
     ``act`` is ReLU or hard-swish. The parts are also reachable by role (``self.expand``,
-    ``self.depthwise``, ``self.se``, ``self.project``; ``None`` when left out). The input forks into the
-    block and the shortcut, so the backward pass adds the two gradients.
+    ``self.depthwise``, ``self.se``, ``self.project``; ``None`` when left out). The shortcut and its
+    backward pass come from :class:`tinycnn.nn.ShortcutBlock`.
     """
 
     def __init__(self, config, norm_layer=BatchNorm):
         super().__init__()
         if not isinstance(config, InvertedResidualConfig):
             raise TypeError(f"config must be an InvertedResidualConfig; got {type(config).__name__}")
+        self._set_shape(config.input_channels, config.out_channels, config.stride)
         activation = nn.Hardswish if config.use_hs else nn.ReLU
         E = config.expanded_channels
         parts = {}
@@ -152,10 +152,7 @@ class InvertedResidual(nn.Module):
                                                    activation_layer=None)
         self.block = nn.Sequential(*parts.values())
         self._role_index = {role: index for index, role in enumerate(parts)}
-        self.use_res_connect = config.stride == 1 and config.input_channels == config.out_channels
         self.config = config
-        self.out_channels = config.out_channels
-        self._output_shape = None
 
     def _role(self, role):
         index = self._role_index.get(role)
@@ -166,27 +163,13 @@ class InvertedResidual(nn.Module):
     se = property(lambda self: self._role("se"), doc="The squeeze-and-excitation block, or None.")
     project = property(lambda self: self._role("project"), doc="The linear projection conv block.")
 
-    def forward(self, x):
-        self._check_input(x, channels=self.config.input_channels)
-        y = self.block(x)                   # (N, C_in, H, W) -> (N, C_out, H/s, W/s)
-        if self.use_res_connect:
-            y = y + x                       # the fork: x is used twice
-        self._output_shape = y.shape
-        return y
+    use_res_connect = property(lambda self: self.use_residual, doc="torchvision's name for ``use_residual``.")
 
-    def backward(self, grad_out):
-        self._check_grad_out(grad_out, self._output_shape)
-        grad_x = self.block.backward(grad_out)
-        if self.use_res_connect:
-            grad_x = grad_x + grad_out      # ... so the two gradients add
-        return grad_x
-
-    def extra_flops(self, input_shape, output_shape):
-        """FLOPs of the shortcut add ``y + x`` (one per output element), only when the block has one."""
-        return math.prod(output_shape) if self.use_res_connect else 0
+    def _branch_layers(self):
+        return [self.block]                 # (N, C_in, H, W) -> (N, C_out, H/s, W/s)
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(PooledClassifier):
     """MobileNet V3 classifier with torchvision's layout.
 
     ``features`` = stem (3x3 conv s2, BN, h-swish), one :class:`InvertedResidual` per row, 1x1 conv to
@@ -202,14 +185,16 @@ class MobileNetV3(nn.Module):
     num_classes : int
     dropout : float
         0.2, as torchvision.
+    in_channels : int
+        Image channels (3: RGB, the default; 1: grayscale).
 
     Shapes
     ------
-    x : (N, 3, H, W) -> logits : (N, num_classes); the network down-samples by 32.
+    x : (N, in_channels, H, W) -> logits : (N, num_classes); the network down-samples by 32.
     """
 
-    def __init__(self, setting, last_channels, num_classes=1000, dropout=0.2):
-        super().__init__()
+    def __init__(self, setting, last_channels, num_classes=1000, dropout=0.2, in_channels=3):
+        super().__init__(in_channels)
         num_classes = check_num_classes(num_classes)
         if not setting or not all(isinstance(row, InvertedResidualConfig) for row in setting):
             raise ValueError("setting must be a non-empty list of InvertedResidualConfig rows")
@@ -219,45 +204,34 @@ class MobileNetV3(nn.Module):
                                  f"{previous.out_channels}")
         stem_channels = setting[0].input_channels
         head_channels = 6 * setting[-1].out_channels
-        layers = [nn.Conv2dNormActivation(3, stem_channels, kernel_size=3, stride=2, norm_layer=BatchNorm,
-                                          activation_layer=nn.Hardswish)]
+        layers = [nn.Conv2dNormActivation(self.in_channels, stem_channels, kernel_size=3, stride=2,
+                                          norm_layer=BatchNorm, activation_layer=nn.Hardswish)]
         layers += [InvertedResidual(row) for row in setting]
         layers.append(nn.Conv2dNormActivation(setting[-1].out_channels, head_channels, kernel_size=1,
                                               norm_layer=BatchNorm, activation_layer=nn.Hardswish))
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Sequential(
+        self._set_layers(nn.Sequential(*layers), nn.Sequential(   # features: (N, 6 * C_last, H/32, W/32)
             nn.Linear(head_channels, last_channels),     # the paper's 1x1 conv "NBN" after the pooling
             nn.Hardswish(inplace=True),
             nn.Dropout(p=dropout, inplace=True),
             nn.Linear(last_channels, num_classes),
-        )
+        ))
         self.num_classes = num_classes
 
-    def forward(self, x):
-        x = self.features(x)                  # (N, 3, H, W) -> (N, 6 * C_last, H/32, W/32)
-        x = self.flatten(self.avgpool(x))     # -> (N, 6 * C_last)
-        return self.classifier(x)             # -> (N, num_classes)
 
-    def backward(self, grad_out):
-        grad = self.avgpool.backward(self.flatten.backward(self.classifier.backward(grad_out)))
-        return self.features.backward(grad)
-
-
-def _build(setting, last_channels, num_classes, width_mult):
+def _build(setting, last_channels, num_classes, width_mult, in_channels):
     check_positive(width_mult, "width_mult")
     rows = [row.scaled(width_mult) for row in setting]
-    return MobileNetV3(rows, make_divisible(last_channels * width_mult, 8), num_classes=num_classes)
+    return MobileNetV3(rows, make_divisible(last_channels * width_mult, 8), num_classes=num_classes,
+                       in_channels=in_channels)
 
 
 @register_model
-def mobilenet_v3_large(num_classes=1000, width_mult=1.0):
+def mobilenet_v3_large(num_classes=1000, width_mult=1.0, in_channels=3):
     """MobileNetV3-Large (arXiv:1905.02244 Table 1), torchvision's layout: 5,483,032 parameters."""
-    return _build(LARGE_SETTING, LARGE_LAST_CHANNELS, num_classes, width_mult)
+    return _build(LARGE_SETTING, LARGE_LAST_CHANNELS, num_classes, width_mult, in_channels)
 
 
 @register_model
-def mobilenet_v3_small(num_classes=1000, width_mult=1.0):
+def mobilenet_v3_small(num_classes=1000, width_mult=1.0, in_channels=3):
     """MobileNetV3-Small (arXiv:1905.02244 Table 2), torchvision's layout: 2,542,856 parameters."""
-    return _build(SMALL_SETTING, SMALL_LAST_CHANNELS, num_classes, width_mult)
+    return _build(SMALL_SETTING, SMALL_LAST_CHANNELS, num_classes, width_mult, in_channels)

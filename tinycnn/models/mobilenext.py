@@ -39,7 +39,7 @@ import math
 import numbers
 
 from .. import nn
-from ._common import check_num_classes, check_positive, make_divisible
+from ._common import PooledClassifier, check_num_classes, check_positive, make_divisible
 from ._registry import register_model
 
 __all__ = ["MobileNeXt", "SandglassBlock", "mobilenext", "sandglass_depthwise_layout"]
@@ -76,7 +76,7 @@ def sandglass_depthwise_layout(in_channels, out_channels, stride, reduction_rati
     return both, both or stride == 2
 
 
-class SandglassBlock(nn.Module):
+class SandglassBlock(nn.ShortcutBlock):
     """The sandglass block (arXiv:2007.02269, Fig. 3(b) and Table 2); see the module docstring.
 
     Parameters
@@ -96,13 +96,15 @@ class SandglassBlock(nn.Module):
     Shapes
     ------
     x : (N, in_channels, H, W) -> y : (N, out_channels, H_out, W_out), ``H_out = (H - 1) // stride + 1``.
+
+    The partial shortcut and its backward pass come from :class:`tinycnn.nn.ShortcutBlock`
+    (``identity_channels``).
     """
 
     def __init__(self, in_channels, out_channels, stride, reduction_ratio, identity_tensor_multiplier=1.0,
                  depthwise_in=True, depthwise_out=True):
         super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2; got {stride!r}")
+        self._set_shape(in_channels, out_channels, stride)
         if isinstance(reduction_ratio, bool) or not isinstance(reduction_ratio, numbers.Integral) \
                 or reduction_ratio < 1:
             raise ValueError(f"reduction_ratio must be an int >= 1; got {reduction_ratio!r}")
@@ -112,10 +114,8 @@ class SandglassBlock(nn.Module):
         reduced_channels = in_channels // reduction_ratio
         if reduced_channels < out_channels / 6:
             reduced_channels = make_divisible(math.ceil(out_channels / 6), 16)
-        self.stride = stride
-        self.in_channels, self.reduced_channels, self.out_channels = in_channels, reduced_channels, out_channels
-        self.use_shortcut = stride == 1 and in_channels == out_channels
-        self.identity_channels = round(out_channels * identity_tensor_multiplier) if self.use_shortcut else 0
+        self.reduced_channels = reduced_channels
+        self.identity_channels = round(out_channels * identity_tensor_multiplier) if self.use_residual else 0
 
         if depthwise_in:
             self.depthwise_in = nn.Conv2dNormActivation(in_channels, in_channels, kernel_size=3, groups=in_channels,
@@ -131,37 +131,11 @@ class SandglassBlock(nn.Module):
                                                          groups=out_channels, activation_layer=None)   # linear
         else:
             self.register_module("depthwise_out", None)
-        self._output_shape = None
 
-    def _parts(self):
+    use_shortcut = property(lambda self: self.use_residual, doc="The block has a shortcut (``use_residual``).")
+
+    def _branch_layers(self):       # (N, M, H, W) -> ... -> (N, N_out, H/s, W/s)
         return [part for part in (self.depthwise_in, self.reduce, self.expand, self.depthwise_out) if part is not None]
-
-    def forward(self, x):
-        self._check_input(x, channels=self.in_channels)
-        y = x
-        for part in self._parts():
-            y = part(y)                              # (N, M, H, W) -> ... -> (N, N_out, H/s, W/s)
-        if self.identity_channels > 0:
-            k = self.identity_channels
-            y = y.copy()
-            y[:, :k] += x[:, :k]                     # the fork: the first k channels of x are used twice
-        self._output_shape = y.shape
-        return y
-
-    def backward(self, grad_out):
-        self._check_grad_out(grad_out, self._output_shape)
-        grad_x = grad_out
-        for part in reversed(self._parts()):
-            grad_x = part.backward(grad_x)
-        if self.identity_channels > 0:
-            k = self.identity_channels
-            grad_x = grad_x.copy()
-            grad_x[:, :k] += grad_out[:, :k]         # ... so their two gradients add
-        return grad_x
-
-    def extra_flops(self, input_shape, output_shape):
-        """FLOPs of the partial shortcut add ``y[:, :k] += x[:, :k]`` (one per element of the first k channels)."""
-        return output_shape[0] * self.identity_channels * output_shape[2] * output_shape[3]
 
     def extra_repr(self):
         text = f"{self.in_channels} -> {self.reduced_channels} -> {self.out_channels}, stride={self.stride}"
@@ -175,7 +149,7 @@ def _check_identity_tensor_multiplier(value):
         raise ValueError(f"identity_tensor_multiplier must be a number in [0, 1]; got {value!r}")
 
 
-class MobileNeXt(nn.Module):
+class MobileNeXt(PooledClassifier):
     """MobileNeXt classifier: ``features`` (stem + sandglass blocks), global average pooling, ``classifier``.
 
     Parameters
@@ -188,19 +162,23 @@ class MobileNeXt(nn.Module):
         Fraction of channels on the shortcuts (1.0: all; the paper recommends 0.5).
     dropout : float
         Before the final Linear (0.2, as the released code).
+    in_channels : int
+        Image channels (3: RGB, the default; 1: grayscale).
 
     Shapes
     ------
-    x : (N, 3, H, W) -> logits : (N, num_classes); the network down-samples by 32.
+    x : (N, in_channels, H, W) -> logits : (N, num_classes); the network down-samples by 32.
     """
 
-    def __init__(self, num_classes=1000, width_mult=1.0, identity_tensor_multiplier=1.0, dropout=0.2):
-        super().__init__()
+    def __init__(self, num_classes=1000, width_mult=1.0, identity_tensor_multiplier=1.0, dropout=0.2,
+                 in_channels=3):
+        super().__init__(in_channels)
         num_classes = check_num_classes(num_classes)
         check_positive(width_mult, "width_mult")
         _check_identity_tensor_multiplier(identity_tensor_multiplier)
         in_channels = make_divisible(STEM_CHANNELS * width_mult, 8)
-        layers = [nn.Conv2dNormActivation(3, in_channels, kernel_size=3, stride=2, activation_layer=nn.ReLU6)]
+        layers = [nn.Conv2dNormActivation(self.in_channels, in_channels, kernel_size=3, stride=2,
+                                          activation_layer=nn.ReLU6)]
         for t, c, n, s in SANDGLASS_SETTING:
             out_channels = make_divisible(c * width_mult, 8)
             if c == LAST_CHANNELS and width_mult < 1:
@@ -212,26 +190,15 @@ class MobileNeXt(nn.Module):
                 layers.append(SandglassBlock(in_channels, out_channels, stride, t, identity_tensor_multiplier,
                                              depthwise_in=depthwise_in, depthwise_out=depthwise_out))
                 in_channels = out_channels
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, num_classes))
+        self._set_layers(nn.Sequential(*layers),                  # (N, 1280, H/32, W/32)
+                         nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, num_classes)))
         self.num_classes = num_classes
         self.width_mult = width_mult
         self.identity_tensor_multiplier = identity_tensor_multiplier
 
-    def forward(self, x):
-        x = self.features(x)                  # (N, 3, H, W) -> (N, 1280, H/32, W/32)
-        x = self.flatten(self.avgpool(x))     # -> (N, 1280)
-        return self.classifier(x)             # -> (N, num_classes)
-
-    def backward(self, grad_out):
-        grad = self.avgpool.backward(self.flatten.backward(self.classifier.backward(grad_out)))
-        return self.features.backward(grad)
-
 
 @register_model
-def mobilenext(num_classes=1000, width_mult=1.0, identity_tensor_multiplier=1.0):
+def mobilenext(num_classes=1000, width_mult=1.0, identity_tensor_multiplier=1.0, in_channels=3):
     """MobileNeXt (arXiv:2007.02269): 3.5M parameters, ~300M multiply-adds at width 1.0, 224 x 224."""
     return MobileNeXt(num_classes=num_classes, width_mult=width_mult,
-                      identity_tensor_multiplier=identity_tensor_multiplier)
+                      identity_tensor_multiplier=identity_tensor_multiplier, in_channels=in_channels)

@@ -47,11 +47,10 @@ State dict: the keys, shapes and order of ``resnet18``/``resnet50`` are torchvis
 *after* the block's torchvision entries, so a ResNet state dict loads into an SE-ResNet with
 ``strict=False`` and only the ``se`` entries missing.
 """
-import math
 import numbers
 
-from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU,
-                  Sequential, SqueezeExcitation, init)
+from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential,
+                  ShortcutBlock, SqueezeExcitation, init)
 from ._common import LayerChain, check_num_classes, check_positive, make_divisible
 from ._registry import register_model
 
@@ -106,12 +105,13 @@ def squeeze_channels(channels, reduction):
     return max(1, channels // reduction)
 
 
-class _ResidualBlock(Module):
-    """What BasicBlock and Bottleneck share: the shortcut, the add, the final ReLU and the SE placement.
+class _ResidualBlock(ShortcutBlock):
+    """What BasicBlock and Bottleneck share: the shortcut, the ReLU after the add and the SE placement.
 
-    Subclasses create their branch layers (``conv1``, ``bn1``, ... with torchvision's names) and
-    implement ``_branch_forward(x)`` / ``_branch_backward(grad)`` for ``F``. This class then writes the
-    residual rule once::
+    Subclasses create their branch layers (``conv1``, ``bn1``, ... with torchvision's names) and list
+    them in ``_branch_layers()``: that is ``F``. The add, its backward pass and the residual rule (identity
+    shortcut when the shape is kept, else the ``downsample`` projection) come from
+    :class:`tinycnn.nn.ShortcutBlock`; the hooks below put SE where ``se_position`` says::
 
         x_branch = SE(x) if se_position == "pre" else x
         branch   = F(x_branch);            branch   = SE(branch)   if "standard"
@@ -128,16 +128,10 @@ class _ResidualBlock(Module):
 
     expansion = 1
 
-    @staticmethod
-    def _check_stride(stride):
-        if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2; got {stride!r}")
-        return stride
-
-    def _attach_shortcut_and_se(self, in_channels, out_channels, stride, reduction, se_position):
+    def _attach_shortcut_and_se(self, in_channels, out_channels, reduction, se_position):
         """Register ``downsample``, the ReLU after the add and (optionally) ``se``, in torchvision's order."""
-        if stride != 1 or in_channels != out_channels:       # the shape changes: project the shortcut
-            self.downsample = Sequential(_conv1x1(in_channels, out_channels, stride), BatchNorm2d(out_channels))
+        if not self.use_residual:                             # the shape changes: project the shortcut
+            self.downsample = Sequential(_conv1x1(in_channels, out_channels, self.stride), BatchNorm2d(out_channels))
         else:
             self.register_module("downsample", None)
         self.relu = ReLU(inplace=True)                        # after the add
@@ -148,46 +142,40 @@ class _ResidualBlock(Module):
             reduction = _check_reduction(reduction)
             se_channels = in_channels if se_position == "pre" else out_channels
             self.se = SqueezeExcitation(se_channels, squeeze_channels(se_channels, reduction))
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-        self._output_shape = None
 
     def _se_at(self, position):
         return self.se is not None and self.se_position == position
 
-    def forward(self, x):
-        self._check_input(x, channels=self.in_channels)
-        branch = self._branch_forward(self.se(x) if self._se_at("pre") else x)    # (N, C_out, H/s, W/s)
-        if self._se_at("standard"):
-            branch = self.se(branch)
-        shortcut = x if self.downsample is None else self.downsample(x)             # (N, C_out, H/s, W/s)
-        if self._se_at("identity"):
-            shortcut = self.se(shortcut)
-        y = self.relu(branch + shortcut)                                              # the add, then ReLU
-        if self._se_at("post"):
-            y = self.se(y)
-        self._output_shape = y.shape
-        return y
+    def _shortcut_layer(self):
+        return self.downsample
 
-    def backward(self, grad_out):
-        self._check_grad_out(grad_out, self._output_shape)
-        if self._se_at("post"):
-            grad_out = self.se.backward(grad_out)
-        grad_sum = self.relu.backward(grad_out)               # dL/d(branch + shortcut)
-        grad_branch, grad_shortcut = grad_sum, grad_sum       # an add passes the gradient to both terms
-        if self._se_at("identity"):
-            grad_shortcut = self.se.backward(grad_shortcut)
-        if self.downsample is not None:
-            grad_shortcut = self.downsample.backward(grad_shortcut)
-        if self._se_at("standard"):
-            grad_branch = self.se.backward(grad_branch)
-        grad_branch = self._branch_backward(grad_branch)
-        if self._se_at("pre"):
-            grad_branch = self.se.backward(grad_branch)
-        return grad_branch + grad_shortcut                    # x forked: the two gradients add
+    def _branch_forward(self, x):
+        branch = super()._branch_forward(self.se(x) if self._se_at("pre") else x)     # (N, C_out, H/s, W/s)
+        return self.se(branch) if self._se_at("standard") else branch
 
-    def extra_flops(self, input_shape, output_shape):
-        """FLOPs of the add ``branch + shortcut`` (one per output element); SE scaling is counted by ``se``."""
-        return math.prod(output_shape)
+    def _branch_backward(self, grad):
+        if self._se_at("standard"):
+            grad = self.se.backward(grad)
+        grad = super()._branch_backward(grad)
+        return self.se.backward(grad) if self._se_at("pre") else grad
+
+    def _shortcut_forward(self, x):
+        shortcut = super()._shortcut_forward(x)                                          # (N, C_out, H/s, W/s)
+        return self.se(shortcut) if self._se_at("identity") else shortcut
+
+    def _shortcut_backward(self, grad):
+        if self._se_at("identity"):
+            grad = self.se.backward(grad)
+        return super()._shortcut_backward(grad)
+
+    def _after_add_forward(self, y):
+        y = self.relu(y)                                                                 # the add, then ReLU
+        return self.se(y) if self._se_at("post") else y
+
+    def _after_add_backward(self, grad):
+        if self._se_at("post"):
+            grad = self.se.backward(grad)
+        return self.relu.backward(grad)                       # dL/d(branch + shortcut)
 
     def extra_repr(self):
         text = f"{self.in_channels} -> {self.out_channels}, stride={self.stride}"
@@ -218,22 +206,16 @@ class BasicBlock(_ResidualBlock):
 
     def __init__(self, in_channels, planes, stride=1, reduction=None, se_position="standard"):
         super().__init__()
-        self._check_stride(stride)
-        out_channels = planes * self.expansion
+        self._set_shape(in_channels, planes * self.expansion, stride)
         self.conv1 = _conv3x3(in_channels, planes, stride)
         self.bn1 = BatchNorm2d(planes)
         self.relu1 = ReLU(inplace=True)
         self.conv2 = _conv3x3(planes, planes)
         self.bn2 = BatchNorm2d(planes)
-        self._attach_shortcut_and_se(in_channels, out_channels, stride, reduction, se_position)
+        self._attach_shortcut_and_se(in_channels, self.out_channels, reduction, se_position)
 
-    def _branch_forward(self, x):
-        out = self.relu1(self.bn1(self.conv1(x)))      # (N, planes, H/s, W/s)
-        return self.bn2(self.conv2(out))               # (N, planes, H/s, W/s), no ReLU before the add
-
-    def _branch_backward(self, grad):
-        grad = self.conv2.backward(self.bn2.backward(grad))
-        return self.conv1.backward(self.bn1.backward(self.relu1.backward(grad)))
+    def _branch_layers(self):       # (N, C_in, H, W) -> (N, planes, H/s, W/s) -> (N, planes, H/s, W/s), no ReLU
+        return [self.conv1, self.bn1, self.relu1, self.conv2, self.bn2]
 
 
 class Bottleneck(_ResidualBlock):
@@ -249,8 +231,8 @@ class Bottleneck(_ResidualBlock):
 
     def __init__(self, in_channels, planes, stride=1, reduction=None, se_position="standard"):
         super().__init__()
-        self._check_stride(stride)
-        out_channels = planes * self.expansion
+        self._set_shape(in_channels, planes * self.expansion, stride)
+        out_channels = self.out_channels
         self.conv1 = _conv1x1(in_channels, planes)       # reduce
         self.bn1 = BatchNorm2d(planes)
         self.relu1 = ReLU(inplace=True)
@@ -259,17 +241,10 @@ class Bottleneck(_ResidualBlock):
         self.relu2 = ReLU(inplace=True)
         self.conv3 = _conv1x1(planes, out_channels)      # expand
         self.bn3 = BatchNorm2d(out_channels)
-        self._attach_shortcut_and_se(in_channels, out_channels, stride, reduction, se_position)
+        self._attach_shortcut_and_se(in_channels, out_channels, reduction, se_position)
 
-    def _branch_forward(self, x):
-        out = self.relu1(self.bn1(self.conv1(x)))       # (N, planes, H, W)
-        out = self.relu2(self.bn2(self.conv2(out)))     # (N, planes, H/s, W/s)
-        return self.bn3(self.conv3(out))                # (N, 4*planes, H/s, W/s), linear before the add
-
-    def _branch_backward(self, grad):
-        grad = self.conv3.backward(self.bn3.backward(grad))
-        grad = self.conv2.backward(self.bn2.backward(self.relu2.backward(grad)))
-        return self.conv1.backward(self.bn1.backward(self.relu1.backward(grad)))
+    def _branch_layers(self):       # (N, C_in, H, W) -> (N, planes, H/s, W/s) -> (N, 4 * planes, H/s, W/s)
+        return [self.conv1, self.bn1, self.relu1, self.conv2, self.bn2, self.relu2, self.conv3, self.bn3]
 
 
 _BLOCKS = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}
@@ -290,16 +265,19 @@ class ResNet(LayerChain):
         SE reduction ratio ``r``; ``None`` builds a plain ResNet.
     se_position : str
         Where each block puts its SE module (:data:`SE_POSITIONS`).
+    in_channels : int
+        Image channels (3: RGB, the default; 1: grayscale).
 
-    Shapes: ``(N, 3, H, W) -> (N, num_classes)``; the network downsamples by 32 (the last stage sees
+    Shapes: ``(N, in_channels, H, W) -> (N, num_classes)``; the network downsamples by 32 (the last stage sees
     ``ceil(H/32)``), so any ``H, W >= 1`` works, 32 x 32 included (the last stage is then 1 x 1).
 
     Initialisation as torchvision: convolutions ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``,
     batch norm ``weight = 1, bias = 0``, the FC layer PyTorch's default.
     """
 
-    def __init__(self, depth=18, num_classes=1000, width_mult=1.0, reduction=None, se_position="standard"):
-        super().__init__()
+    def __init__(self, depth=18, num_classes=1000, width_mult=1.0, reduction=None, se_position="standard",
+                 in_channels=3):
+        super().__init__(in_channels)
         if depth not in DEPTHS:
             raise ValueError(f"depth must be one of {sorted(DEPTHS)}; got {depth!r}")
         num_classes = check_num_classes(num_classes)
@@ -312,7 +290,7 @@ class ResNet(LayerChain):
         self.depth, self.width_mult = depth, width_mult
 
         channels = make_divisible(STEM_CHANNELS * width_mult, 8)
-        self.conv1 = Conv2d(3, channels, 7, stride=2, padding=3, bias=False)    # (N, 64, H/2, W/2)
+        self.conv1 = Conv2d(self.in_channels, channels, 7, stride=2, padding=3, bias=False)    # (N, 64, H/2, W/2)
         self.bn1 = BatchNorm2d(channels)
         self.relu = ReLU(inplace=True)
         self.maxpool = MaxPool2d(3, stride=2, padding=1)                         # (N, 64, H/4, W/4)
@@ -337,39 +315,41 @@ class ResNet(LayerChain):
 
 
 @register_model
-def resnet18(num_classes=1000, width_mult=1.0):
+def resnet18(num_classes=1000, width_mult=1.0, in_channels=3):
     """ResNet-18 (arXiv:1512.03385): BasicBlocks [2, 2, 2, 2], 11,689,512 parameters (torchvision's).
 
     ``width_mult=1.0`` is torchvision's ``resnet18``: same state-dict keys, shapes and order.
     """
-    return ResNet(18, num_classes, width_mult)
+    return ResNet(18, num_classes, width_mult, in_channels=in_channels)
 
 
 @register_model
-def resnet50(num_classes=1000, width_mult=1.0):
+def resnet50(num_classes=1000, width_mult=1.0, in_channels=3):
     """ResNet-50 (arXiv:1512.03385): Bottlenecks [3, 4, 6, 3], 25,557,032 parameters (torchvision's).
 
     ``width_mult=1.0`` is torchvision's ``resnet50``: same state-dict keys, shapes and order.
     """
-    return ResNet(50, num_classes, width_mult)
+    return ResNet(50, num_classes, width_mult, in_channels=in_channels)
 
 
 @register_model
-def se_resnet18(num_classes=1000, reduction=16, se_position="standard", width_mult=1.0):
+def se_resnet18(num_classes=1000, reduction=16, se_position="standard", width_mult=1.0, in_channels=3):
     """SE-ResNet-18 (arXiv:1709.01507): ResNet-18 with one SE block per residual block.
 
     ``se_position``: "standard" | "pre" | "post" | "identity" (the article's Fig. 5; module docstring).
     With ``r = 16``: 11,778,592 parameters ("standard", "post", "identity"; 89,080 more than ResNet-18);
     "pre" has 11,745,860.
     """
-    return ResNet(18, num_classes, width_mult, _check_reduction(reduction), _check_se_position(se_position))
+    return ResNet(18, num_classes, width_mult, _check_reduction(reduction), _check_se_position(se_position),
+                  in_channels)
 
 
 @register_model
-def se_resnet50(num_classes=1000, reduction=16, se_position="standard", width_mult=1.0):
+def se_resnet50(num_classes=1000, reduction=16, se_position="standard", width_mult=1.0, in_channels=3):
     """SE-ResNet-50 (arXiv:1709.01507, Table 1): ResNet-50 with one SE block per residual block.
 
     With ``r = 16``: 28,088,024 parameters ("standard", "post", "identity"), the article's 28.1M
     (Tables 10 and 13); "pre" squeezes the block inputs and has 27,562,140.
     """
-    return ResNet(50, num_classes, width_mult, _check_reduction(reduction), _check_se_position(se_position))
+    return ResNet(50, num_classes, width_mult, _check_reduction(reduction), _check_se_position(se_position),
+                  in_channels)

@@ -151,15 +151,17 @@ class ShuffleNetV1(LayerChain):
     width_mult : float > 0
         Scales the stage widths (the paper's "ShuffleNet s x"), see :func:`stage_widths`; the 24-channel
         stem is kept, so Stage 2 must stay wider than 24 channels.
+    in_channels : int
+        Image channels (3: RGB, the default; 1: grayscale).
 
     Shapes
     ------
-    x : (N, 3, H, W) -> logits : (N, num_classes); the network down-samples by 32 (padded everywhere, so
+    x : (N, in_channels, H, W) -> logits : (N, num_classes); the network down-samples by 32 (padded everywhere, so
     any H, W >= 1 works).
     """
 
-    def __init__(self, num_classes=1000, groups=3, width_mult=1.0):
-        super().__init__()
+    def __init__(self, num_classes=1000, groups=3, width_mult=1.0, in_channels=3):
+        super().__init__(in_channels)
         num_classes = check_num_classes(num_classes)
         if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups not in STAGE_OUT_CHANNELS:
             raise ValueError(f"groups must be one of {sorted(STAGE_OUT_CHANNELS)} (Table 1); got {groups!r}")
@@ -168,7 +170,7 @@ class ShuffleNetV1(LayerChain):
         if widths[0] <= STEM_CHANNELS:
             raise ValueError(f"width_mult={width_mult} gives Stage 2 only {widths[0]} channels; it must exceed the "
                              f"{STEM_CHANNELS} stem channels that its first unit concatenates")
-        self.conv1 = nn.Conv2dNormActivation(3, STEM_CHANNELS, 3, stride=2)           # (N, 24, H/2, W/2)
+        self.conv1 = nn.Conv2dNormActivation(self.in_channels, STEM_CHANNELS, 3, stride=2)           # (N, 24, H/2, W/2)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)                # (N, 24, H/4, W/4)
         in_channels = STEM_CHANNELS
         for stage, (repeats, out_channels) in enumerate(zip(STAGE_REPEATS, widths), start=2):
@@ -181,12 +183,12 @@ class ShuffleNetV1(LayerChain):
         self.fc = nn.Linear(in_channels, num_classes)
         self.groups, self.width_mult, self.num_classes = groups, width_mult, num_classes
 
-    def _layers(self):      # (N, 3, H, W) -> ... -> (N, C4, H/32, W/32) -> (N, C4) -> (N, num_classes)
+    def _layers(self):      # (N, C, H, W) -> ... -> (N, C4, H/32, W/32) -> (N, C4) -> (N, num_classes)
         return [self.conv1, self.maxpool, self.stage2, self.stage3, self.stage4, self.avgpool, self.flatten,
                 self.fc]
 
 
 @register_model
-def shufflenet_v1(num_classes=1000, groups=3, width_mult=1.0):
+def shufflenet_v1(num_classes=1000, groups=3, width_mult=1.0, in_channels=3):
     """ShuffleNet V1 (arXiv:1707.01083) with ``groups`` in {1, 2, 3, 4, 8}: 1,865,728 parameters at 1x, g=3."""
-    return ShuffleNetV1(num_classes=num_classes, groups=groups, width_mult=width_mult)
+    return ShuffleNetV1(num_classes=num_classes, groups=groups, width_mult=width_mult, in_channels=in_channels)

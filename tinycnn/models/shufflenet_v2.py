@@ -77,6 +77,8 @@ class ShuffleV2Block(nn.Module):
     must keep torchvision's names.
     """
 
+    plain_container = True      # splits, concatenates and shuffles: no arithmetic (tinycnn.profile)
+
     def __init__(self, in_channels, out_channels, stride):
         super().__init__()
         if stride not in (1, 2):
@@ -137,20 +139,22 @@ class ShuffleNetV2(LayerChain):
     stages_out_channels : sequence of 4 ints
         Output channels of stages 2-4 and of ``conv5`` (a row of ``STAGE_OUT_CHANNELS``).
     num_classes : int
+    in_channels : int
+        Image channels (3: RGB, the default; 1: grayscale).
 
     Shapes
     ------
-    x : (N, 3, H, W) -> logits : (N, num_classes); the network down-samples by 32 (any H, W >= 1 works,
+    x : (N, in_channels, H, W) -> logits : (N, num_classes); the network down-samples by 32 (any H, W >= 1 works,
     every strided layer is padded).
     """
 
-    def __init__(self, stages_out_channels, num_classes=1000):
-        super().__init__()
+    def __init__(self, stages_out_channels, num_classes=1000, in_channels=3):
+        super().__init__(in_channels)
         num_classes = check_num_classes(num_classes)
         if len(stages_out_channels) != 4 or any(c < 2 or c % 2 for c in stages_out_channels[:3]):
             raise ValueError(f"stages_out_channels must be 4 channel counts, the first three even; "
                              f"got {stages_out_channels!r}")
-        self.conv1 = nn.Conv2dNormActivation(3, STEM_CHANNELS, 3, stride=2)      # (N, 24, H/2, W/2)
+        self.conv1 = nn.Conv2dNormActivation(self.in_channels, STEM_CHANNELS, 3, stride=2)      # (N, 24, H/2, W/2)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)          # (N, 24, H/4, W/4)
         in_channels = STEM_CHANNELS
         for stage, (repeats, out_channels) in enumerate(zip(STAGE_REPEATS, stages_out_channels[:3]), start=2):
@@ -165,34 +169,34 @@ class ShuffleNetV2(LayerChain):
         self.fc = nn.Linear(last_channels, num_classes)
         self.num_classes = num_classes
 
-    def _layers(self):      # (N, 3, H, W) -> ... -> (N, C5, H/32, W/32) -> (N, C5) -> (N, num_classes)
+    def _layers(self):      # (N, C, H, W) -> ... -> (N, C5, H/32, W/32) -> (N, C5) -> (N, num_classes)
         return [self.conv1, self.maxpool, self.stage2, self.stage3, self.stage4, self.conv5, self.avgpool,
                 self.flatten, self.fc]
 
 
-def _shufflenet_v2(size, num_classes):
-    return ShuffleNetV2(STAGE_OUT_CHANNELS[size], num_classes=num_classes)
+def _shufflenet_v2(size, num_classes, in_channels):
+    return ShuffleNetV2(STAGE_OUT_CHANNELS[size], num_classes=num_classes, in_channels=in_channels)
 
 
 @register_model
-def shufflenet_v2_x0_5(num_classes=1000):
+def shufflenet_v2_x0_5(num_classes=1000, in_channels=3):
     """ShuffleNet V2 0.5x (arXiv:1807.11164), torchvision's layout: 1,366,792 parameters."""
-    return _shufflenet_v2("x0_5", num_classes)
+    return _shufflenet_v2("x0_5", num_classes, in_channels)
 
 
 @register_model
-def shufflenet_v2_x1_0(num_classes=1000):
+def shufflenet_v2_x1_0(num_classes=1000, in_channels=3):
     """ShuffleNet V2 1.0x (arXiv:1807.11164), torchvision's layout: 2,278,604 parameters."""
-    return _shufflenet_v2("x1_0", num_classes)
+    return _shufflenet_v2("x1_0", num_classes, in_channels)
 
 
 @register_model
-def shufflenet_v2_x1_5(num_classes=1000):
+def shufflenet_v2_x1_5(num_classes=1000, in_channels=3):
     """ShuffleNet V2 1.5x (arXiv:1807.11164), torchvision's layout: 3,503,624 parameters."""
-    return _shufflenet_v2("x1_5", num_classes)
+    return _shufflenet_v2("x1_5", num_classes, in_channels)
 
 
 @register_model
-def shufflenet_v2_x2_0(num_classes=1000):
+def shufflenet_v2_x2_0(num_classes=1000, in_channels=3):
     """ShuffleNet V2 2.0x (arXiv:1807.11164), torchvision's layout: 7,393,996 parameters."""
-    return _shufflenet_v2("x2_0", num_classes)
+    return _shufflenet_v2("x2_0", num_classes, in_channels)

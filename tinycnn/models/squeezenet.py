@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from .. import nn
-from ._common import check_num_classes
+from ._common import LayerChain, check_num_classes
 from ._registry import register_model
 
 __all__ = ["Fire", "SqueezeNet", "squeezenet1_0", "squeezenet1_1"]
@@ -102,6 +102,8 @@ class Fire(nn.Module):
     :class:`tinycnn.nn.Concat`, written out to keep torchvision's names).
     """
 
+    plain_container = True      # concatenates: no arithmetic of its own (tinycnn.profile)
+
     def __init__(self, in_channels, squeeze_channels, expand1x1_channels, expand3x3_channels):
         super().__init__()
         self.in_channels = in_channels
@@ -133,7 +135,7 @@ class Fire(nn.Module):
         return self.squeeze.backward(self.squeeze_activation.backward(grad_s))
 
 
-class SqueezeNet(nn.Module):
+class SqueezeNet(LayerChain):
     """SqueezeNet 1.0 or 1.1 with torchvision's layout.
 
     ``features`` = stem conv (stride 2, no padding) + ReLU, then the ``FEATURES`` rows (fire modules and
@@ -146,19 +148,21 @@ class SqueezeNet(nn.Module):
     num_classes : int
     dropout : float
         Dropout probability before the final convolution (0.5, as torchvision).
+    in_channels : int
+        Image channels (3: RGB, the default; 1: grayscale).
 
     Shapes
     ------
-    x : (N, 3, H, W) with ``H, W >= MIN_INPUT_SIZE[version]`` -> logits : (N, num_classes).
+    x : (N, in_channels, H, W) with ``H, W >= MIN_INPUT_SIZE[version]`` -> logits : (N, num_classes).
     """
 
-    def __init__(self, version="1_0", num_classes=1000, dropout=0.5):
-        super().__init__()
+    def __init__(self, version="1_0", num_classes=1000, dropout=0.5, in_channels=3):
+        super().__init__(in_channels)
         if version not in STEMS:
             raise ValueError(f"SqueezeNet version must be one of {sorted(STEMS)}; got {version!r}")
         num_classes = check_num_classes(num_classes)
         stem_channels, kernel, stride = STEMS[version]
-        layers = [nn.Conv2d(3, stem_channels, kernel_size=kernel, stride=stride), nn.ReLU(inplace=True)]
+        layers = [nn.Conv2d(self.in_channels, stem_channels, kernel_size=kernel, stride=stride), nn.ReLU(inplace=True)]
         in_channels = stem_channels
         for row in FEATURES[version]:
             if row == "M":
@@ -194,27 +198,24 @@ class SqueezeNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x):
-        self._check_input(x, channels=3)
+        self._check_input(x, channels=self.in_channels)
         if min(x.shape[2:]) < self.min_input_size:
             raise ValueError(f"squeezenet{self.version} needs an input of at least {self.min_input_size} x "
                              f"{self.min_input_size} (unpadded stem and three stride-2 max-pools); got input of "
                              f"shape {x.shape}")
-        x = self.features(x)                  # (N, 3, H, W) -> (N, 512, ~H/16, ~W/16)
-        x = self.classifier(x)                # -> (N, num_classes, 1, 1)
-        return self.flatten(x)                # -> (N, num_classes)
+        return super().forward(x)
 
-    def backward(self, grad_out):
-        grad = self.classifier.backward(self.flatten.backward(grad_out))
-        return self.features.backward(grad)
+    def _layers(self):      # (N, C, H, W) -> (N, 512, ~H/16, ~W/16) -> (N, num_classes, 1, 1) -> (N, num_classes)
+        return [self.features, self.classifier, self.flatten]
 
 
 @register_model
-def squeezenet1_0(num_classes=1000):
+def squeezenet1_0(num_classes=1000, in_channels=3):
     """SqueezeNet 1.0 (arXiv:1602.07360), torchvision's layout: 1,248,424 parameters."""
-    return SqueezeNet("1_0", num_classes=num_classes)
+    return SqueezeNet("1_0", num_classes=num_classes, in_channels=in_channels)
 
 
 @register_model
-def squeezenet1_1(num_classes=1000):
+def squeezenet1_1(num_classes=1000, in_channels=3):
     """SqueezeNet 1.1 (the authors' v1.1: 2.4x less computation), torchvision's layout: 1,235,496 parameters."""
-    return SqueezeNet("1_1", num_classes=num_classes)
+    return SqueezeNet("1_1", num_classes=num_classes, in_channels=in_channels)

@@ -3,29 +3,31 @@
 Every layer is a :class:`Module` with ``forward(x)`` (caches what it needs) and
 ``backward(grad_out) -> grad_x`` (adds parameter gradients into ``Parameter.grad``). Containers
 (:class:`Sequential`, :class:`Residual`, :class:`Concat`, :class:`ChannelSplit`) chain the backward
-passes; see ``tinycnn/nn/blocks.py`` for how branches split and sum gradients.
+passes; :class:`ShortcutBlock` is the base of every residual block of the model zoo; see
+``tinycnn/nn/blocks.py`` for how branches split and sum gradients. Blocks of one model live in its file
+(MobileNet V2's ``InvertedResidual``: ``tinycnn.models.mobilenet_v2``).
 
 Randomness: one shared generator, ``tinycnn.nn.init.manual_seed(seed)`` (see ``tinycnn/nn/init.py``).
 Precision: float32 by default; ``model.to(np.float64)`` / ``model.double()`` for gradient checks.
 """
 from . import init
 from .activation import Hardsigmoid, Hardswish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU
-from .blocks import ChannelSplit, Concat, Conv2dNormActivation, InvertedResidual, Residual
+from .blocks import ChannelSplit, Concat, Conv2dNormActivation, Residual, ShortcutBlock
 from .conv import Conv2d, ConvTranspose2d
 from .linear import Linear
 from .misc import ChannelShuffle, Dropout, Flatten, Identity, Upsample
-from .module import Module, ModuleList, Parameter, Sequential
+from .module import Module, ModuleList, Parameter, Sequential, chain_backward, chain_forward
 from .norm import BatchNorm2d
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .se import SqueezeExcitation
 
 __all__ = [
     "init",
-    "Module", "Parameter", "Sequential", "ModuleList",
+    "Module", "Parameter", "Sequential", "ModuleList", "chain_forward", "chain_backward",
     "Conv2d", "ConvTranspose2d", "BatchNorm2d", "Linear",
     "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Hardsigmoid", "Hardswish", "SiLU",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "Dropout", "Flatten", "Identity", "ChannelShuffle", "Upsample",
     "SqueezeExcitation",
-    "Residual", "Concat", "ChannelSplit", "Conv2dNormActivation", "InvertedResidual",
+    "ShortcutBlock", "Residual", "Concat", "ChannelSplit", "Conv2dNormActivation",
 ]

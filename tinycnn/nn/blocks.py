@@ -8,24 +8,29 @@ of the chain rule cover every lightweight CNN:
 2. **A concatenation or a split splits gradients.** ``y = concat(a, b)`` along channels gives
    ``dL/da = dL/dy[:, :Ca]`` and ``dL/db = dL/dy[:, Ca:]``; a channel split is the reverse.
 
-The containers below apply the rules once so that models do not repeat them:
+The classes below apply the rules once so that models do not repeat them:
 
-* :class:`Residual` -- ``y = body(x) + shortcut(x)`` (ResNet, MobileNetV2, MobileNeXt, SE-ResNet);
+* :class:`ShortcutBlock` -- the base of every block with a residual branch and an optional shortcut,
+  ``y = after_add(branch(x) + shortcut(x))``, with the one residual rule ``use_residual = stride == 1
+  and in_ch == out_ch`` and the forward and backward passes written once. MobileNet V2's and V3's
+  inverted residuals, MobileNeXt's sandglass block, GhostNet's bottleneck and ResNet's blocks are
+  subclasses that only build and list their layers (under the reference implementations' names);
+* :class:`Residual` -- ``y = body(x) + shortcut(x)`` for any ``body``, the same base as a container;
 * :class:`Concat` -- ``y = concat(branch_0(x), branch_1(x), ...)`` (SqueezeNet's fire expand,
   ShuffleNet's stride-2 units, GhostNet's ghost module);
 * :class:`ChannelSplit` -- split ``x`` into channel groups, one branch each, concatenate
   (ShuffleNetV2's stride-1 unit: ``ChannelSplit(Identity(), branch)``).
 
-:class:`InvertedResidual` (MobileNetV2) shows the same rules written out by hand inside a block that
-keeps torchvision's attribute names, so its ``state_dict`` keys equal torchvision's.
+Blocks that belong to one model live with it: MobileNet V2's ``InvertedResidual`` is in
+``tinycnn/models/mobilenet_v2.py``.
 """
 import math
 
 import numpy as np
 
-from .activation import ReLU, ReLU6
+from .activation import ReLU
 from .conv import Conv2d
-from .module import Module, Sequential
+from .module import Module, Sequential, chain_backward, chain_forward
 from .norm import BatchNorm2d
 
 
@@ -37,7 +42,146 @@ def _check_same_batch_and_space(outputs, what):
                          f"got shapes {shapes}")
 
 
-class Residual(Module):
+class ShortcutBlock(Module):
+    """Base of every residual block: ``y = after_add(branch(x) + shortcut(x))``, written once.
+
+    The residual rule (He et al., arXiv:1512.03385; MobileNetV2, arXiv:1801.04381) is decided in one
+    place, :meth:`_set_shape`::
+
+        use_residual = stride == 1 and in_channels == out_channels      # the shape is kept: add x itself
+
+    and the shortcut is then
+
+    * a **projection** layer when the subclass has one (:meth:`_shortcut_layer`: ResNet's ``downsample``,
+      GhostNet's ``shortcut``), else
+    * the **identity** when ``use_residual`` (on the first ``identity_channels`` channels only, if set:
+      MobileNeXt's identity tensor multiplier), else
+    * **none**: the block is its branch (MobileNet V2/V3 blocks that change the shape).
+
+    Forward and backward (the chain rule at a fork, rule 1 above)::
+
+        y      = after_add(branch(x) + shortcut(x))
+        g      = after_add.backward(dL/dy)                   # dL/d(branch + shortcut)
+        dL/dx  = branch.backward(g) + shortcut.backward(g)   # x feeds both: the gradients add
+
+    A subclass registers its layers under the reference implementation's names (so ``state_dict`` keys
+    stay torchvision's / timm's), calls :meth:`_set_shape`, and lists its branch in
+    :meth:`_branch_layers` (run in order). It may override the hooks ``_branch_forward/_backward``,
+    ``_shortcut_forward/_backward`` and ``_after_add_forward/_backward`` (ResNet: ReLU after the add,
+    the four squeeze-and-excitation placements).
+
+    Attributes
+    ----------
+    use_residual : bool
+        The block keeps its input's shape, so an identity shortcut can add ``x`` itself.
+    identity_channels : int or None
+        Channels of an identity shortcut (the first ones); None: all.
+    """
+
+    _input_ndim = 4             # (N, C, H, W)
+    _branch_name = "branch"     # in error messages
+
+    def __init__(self):
+        super().__init__()
+        self.in_channels = self.out_channels = self.stride = None
+        self.use_residual = False
+        self.identity_channels = None
+        self._output_shape = None
+
+    def _set_shape(self, in_channels, out_channels, stride):
+        """Store the block's shape and make the residual decision: identity shortcut iff the shape is kept."""
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2; got {stride!r}")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.use_residual = stride == 1 and in_channels == out_channels
+
+    # -- what a subclass lists ---------------------------------------------------------------------
+    def _branch_layers(self):
+        """The residual branch's layers, in order."""
+        raise NotImplementedError(f"{type(self).__name__} must list its branch layers in _branch_layers()")
+
+    def _shortcut_layer(self):
+        """The projection (or explicit) shortcut layer, or None (identity or no shortcut)."""
+        return None
+
+    @property
+    def has_shortcut(self):
+        """Does the block add a shortcut to its branch (a projection, or a non-empty identity)?"""
+        return self._shortcut_layer() is not None or (self.use_residual and self.identity_channels != 0)
+
+    def branch_output_norm(self):
+        """The batch norm whose scale (gamma) at 0 makes the branch output 0: the branch's last one.
+
+        :func:`tinycnn.transfer.zero_init_residual_` zeroes it so the block starts as its shortcut.
+        """
+        norms = [m for layer in self._branch_layers() for m in layer.modules() if isinstance(m, BatchNorm2d)]
+        return norms[-1] if norms else None
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def _branch_forward(self, x):
+        return chain_forward(self._branch_layers(), x)
+
+    def _branch_backward(self, grad):
+        return chain_backward(self._branch_layers(), grad)
+
+    def _shortcut_forward(self, x):
+        layer = self._shortcut_layer()
+        return x if layer is None else layer(x)
+
+    def _shortcut_backward(self, grad):
+        layer = self._shortcut_layer()
+        return grad if layer is None else layer.backward(grad)
+
+    def _after_add_forward(self, y):
+        return y
+
+    def _after_add_backward(self, grad):
+        return grad
+
+    # -- the residual rule, written once -----------------------------------------------------------
+    def forward(self, x):
+        self._check_input(x, ndim=self._input_ndim, channels=self.in_channels)
+        y = self._branch_forward(x)                          # (N, C_out, H/s, W/s)
+        if self.has_shortcut:
+            skip = self._shortcut_forward(x)                 # the fork: x is used twice
+            if y.shape != skip.shape:
+                raise ValueError(f"{type(self).__name__}: {self._branch_name} output {y.shape} and shortcut output "
+                                 f"{skip.shape} must have the same shape to be added (input shape {x.shape})")
+            k = self.identity_channels
+            if k is None or k == y.shape[1]:
+                y = y + skip
+            else:                                            # a partial identity: only the first k channels
+                y = y.copy()
+                y[:, :k] += skip[:, :k]
+        y = self._after_add_forward(y)
+        self._output_shape = y.shape
+        return y
+
+    def backward(self, grad_out):
+        self._check_grad_out(grad_out, self._output_shape)
+        grad_sum = self._after_add_backward(grad_out)        # dL/d(branch + shortcut)
+        grad_x = self._branch_backward(grad_sum)
+        if self.has_shortcut:                                # ... so the two gradients add
+            k = self.identity_channels
+            if k is None or k == grad_sum.shape[1]:
+                grad_x = grad_x + self._shortcut_backward(grad_sum)
+            else:
+                grad_x = grad_x.copy()
+                grad_x[:, :k] += grad_sum[:, :k]
+        return grad_x
+
+    def extra_flops(self, input_shape, output_shape):
+        """FLOPs of this block's own arithmetic: the shortcut add, one per added output element.
+
+        ``tinycnn.profile`` calls this for every block; its layers are counted as layers of their own.
+        """
+        if not self.has_shortcut:
+            return 0
+        N, C, H, W = output_shape
+        return N * (C if self.identity_channels is None else self.identity_channels) * H * W
+
+
+class Residual(ShortcutBlock):
     """``y = body(x) + shortcut(x)``; ``shortcut=None`` is the identity (He et al., arXiv:1512.03385).
 
     Backward (rule 1, a fork sums gradients)::
@@ -45,7 +189,11 @@ class Residual(Module):
         dL/dx = body.backward(dL/dy) + shortcut.backward(dL/dy)      (identity shortcut: + dL/dy)
 
     An activation after the add (ResNet) is a separate layer: ``Sequential(Residual(body), ReLU())``.
+    Any input shape works (the body decides); there is no stride rule, the shortcut is what is given.
     """
+
+    _input_ndim = None          # any number of dimensions
+    _branch_name = "body"
 
     def __init__(self, body, shortcut=None):
         super().__init__()
@@ -54,23 +202,13 @@ class Residual(Module):
             self.shortcut = shortcut
         else:
             self.register_module("shortcut", None)
-        self._output_shape = None
+        self.use_residual = shortcut is None
 
-    def forward(self, x):
-        self._check_input(x, ndim=None)
-        main = self.body(x)
-        skip = x if self.shortcut is None else self.shortcut(x)
-        if main.shape != skip.shape:
-            raise ValueError(f"Residual: body output {main.shape} and shortcut output {skip.shape} must have the "
-                             f"same shape to be added (input shape {x.shape})")
-        y = main + skip
-        self._output_shape = y.shape
-        return y
+    def _branch_layers(self):
+        return [self.body]
 
-    def backward(self, grad_out):
-        self._check_grad_out(grad_out, self._output_shape)
-        grad_skip = grad_out if self.shortcut is None else self.shortcut.backward(grad_out)
-        return self.body.backward(grad_out) + grad_skip           # the fork: gradients add
+    def _shortcut_layer(self):
+        return self.shortcut
 
     def extra_flops(self, input_shape, output_shape):
         """FLOPs of this block's own arithmetic (not its parts'): the add, one per output element.
@@ -86,6 +224,8 @@ class Concat(Module):
     Backward: cut ``dL/dy`` into each branch's channels (rule 2), send each piece back through its
     branch, and sum the input gradients (rule 1). Children are named ``"0"``, ``"1"``, ...
     """
+
+    plain_container = True
 
     def __init__(self, *branches):
         super().__init__()
@@ -131,6 +271,8 @@ class ChannelSplit(Module):
     Backward: cut ``dL/dy`` by output channels, run each branch backward, and concatenate the input
     gradients along channels (each input channel belongs to exactly one branch, so nothing is summed).
     """
+
+    plain_container = True
 
     def __init__(self, *branches, split_sizes=None):
         super().__init__()
@@ -201,67 +343,4 @@ class Conv2dNormActivation(Sequential):
         self.out_channels = out_channels
 
 
-class InvertedResidual(Module):
-    """MobileNetV2's inverted residual with linear bottleneck (arXiv:1801.04381), torchvision's layout.
-
-    ::
-
-        expand    1x1 conv C_in -> t*C_in, BN, ReLU6      (left out when t = 1)
-        depthwise 3x3 conv (stride s), BN, ReLU6
-        project   1x1 conv t*C_in -> C_out, BN            (linear: no activation)
-        add x     only when stride == 1 and C_in == C_out
-
-    The layers sit in ``self.conv`` (a :class:`Sequential`) so ``state_dict`` keys equal torchvision's
-    (``conv.0.0.weight``, ``conv.0.1.running_mean``, ...). The shortcut is written out by hand: the input
-    forks into ``conv`` and the identity, so the backward pass adds the two gradients (rule 1). This is
-    what ``Residual(conv)`` does, under the attribute name torchvision uses.
-    """
-
-    def __init__(self, in_channels, out_channels, stride, expand_ratio, norm_layer=None):
-        super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2; got {stride!r}")
-        if expand_ratio < 1:
-            raise ValueError(f"expand_ratio must be >= 1; got {expand_ratio!r}")
-        norm_layer = BatchNorm2d if norm_layer is None else norm_layer
-        hidden = int(round(in_channels * expand_ratio))
-        self.stride = stride
-        self.use_res_connect = stride == 1 and in_channels == out_channels
-        layers = []
-        if expand_ratio != 1:
-            layers.append(Conv2dNormActivation(in_channels, hidden, kernel_size=1, norm_layer=norm_layer,
-                                               activation_layer=ReLU6))                         # expand
-        layers += [
-            Conv2dNormActivation(hidden, hidden, stride=stride, groups=hidden, norm_layer=norm_layer,
-                                 activation_layer=ReLU6),                                       # depthwise
-            Conv2d(hidden, out_channels, 1, 1, 0, bias=False),                                  # project
-            norm_layer(out_channels),                                                           # linear
-        ]
-        self.conv = Sequential(*layers)
-        self.out_channels = out_channels
-        self._output_shape = None
-
-    def forward(self, x):
-        self._check_input(x)
-        y = self.conv(x)                                  # (N, C_out, H/s, W/s)
-        if self.use_res_connect:
-            y = y + x                                     # the fork: x is used twice
-        self._output_shape = y.shape
-        return y
-
-    def backward(self, grad_out):
-        self._check_grad_out(grad_out, self._output_shape)
-        grad_x = self.conv.backward(grad_out)
-        if self.use_res_connect:
-            grad_x = grad_x + grad_out                    # ... so the two gradients add
-        return grad_x
-
-    def extra_flops(self, input_shape, output_shape):
-        """FLOPs of this block's own arithmetic: the shortcut add (one per output element), if any.
-
-        ``tinycnn.profile`` calls this for every block; the convolutions are counted as layers of their own.
-        """
-        return math.prod(output_shape) if self.use_res_connect else 0
-
-
-__all__ = ["Residual", "Concat", "ChannelSplit", "Conv2dNormActivation", "InvertedResidual"]
+__all__ = ["ShortcutBlock", "Residual", "Concat", "ChannelSplit", "Conv2dNormActivation"]

@@ -96,7 +96,13 @@ class Module:
     Subclasses implement ``forward(x)`` and ``backward(grad_out)``; everything else (parameter
     and buffer registries, ``state_dict``, ``train``/``eval``, ``zero_grad``, dtype conversion,
     ``__repr__``) is shared.
+
+    ``plain_container = True`` on a class declares that its ``forward`` only chains, concatenates,
+    splits or slices its children, with no arithmetic of its own; ``tinycnn.profile`` then counts its
+    children alone. A block with arithmetic of its own (a residual add) defines ``extra_flops`` instead.
     """
+
+    plain_container = False
 
     def __init__(self):
         # object.__setattr__ because our own __setattr__ consults these dictionaries.
@@ -484,6 +490,23 @@ class Module:
         return main + ")"
 
 
+def chain_forward(layers, x):
+    """Run ``layers`` one after the other: ``chain_forward([a, b, c], x) = c(b(a(x)))``.
+
+    Each layer is called (``layer(x)``, not ``layer.forward(x)``), so its forward hooks run.
+    """
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def chain_backward(layers, grad_out):
+    """The chain rule through ``layers`` run by :func:`chain_forward`: ``a.backward(b.backward(c.backward(g)))``."""
+    for layer in reversed(list(layers)):
+        grad_out = layer.backward(grad_out)       # each layer returns dL/d(its input)
+    return grad_out
+
+
 class Sequential(Module):
     """Apply modules one after the other; children are named ``"0"``, ``"1"``, ...
 
@@ -491,6 +514,8 @@ class Sequential(Module):
     ``backward(g) = a.backward(b.backward(c.backward(g)))``. An ``OrderedDict`` of ``name: module``
     gives the children other names, as in PyTorch.
     """
+
+    plain_container = True
 
     def __init__(self, *modules):
         super().__init__()
@@ -502,14 +527,10 @@ class Sequential(Module):
                 self.add_module(str(index), module)
 
     def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)            # __call__, so forward hooks of children run
-        return x
+        return chain_forward(self._modules.values(), x)
 
     def backward(self, grad_out):
-        for module in reversed(list(self._modules.values())):
-            grad_out = module.backward(grad_out)
-        return grad_out
+        return chain_backward(self._modules.values(), grad_out)
 
     def append(self, module):
         """Add ``module`` at the end (named ``str(len(self))``); returns self."""
@@ -533,6 +554,8 @@ class Sequential(Module):
 
 class ModuleList(Module):
     """A list of modules whose parameters are registered (names ``"0"``, ``"1"``, ...); no forward of its own."""
+
+    plain_container = True
 
     def __init__(self, modules=()):
         super().__init__()
