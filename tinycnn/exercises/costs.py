@@ -1,0 +1,420 @@
+"""Exercises on what a network costs: MACs, parameters, memory access, receptive field.
+
+The references come from :func:`tinycnn.profile` on the real layers and models (MACs: multiply-
+accumulates of convolutions and fully connected layers, the papers' "Mult-Adds"; parameters: every
+weight, bias and batch-norm scale and shift); the solutions are the formulas a student writes.
+"""
+from .. import nn
+from ..models.mobilenet_v1 import BLOCKS as MOBILENET_V1_BLOCKS   # (pointwise channels, depthwise stride)
+from ..models.mobilenet_v1 import mobilenet_v1 as _build_mobilenet_v1
+from ..models.mobilenext import SandglassBlock
+from ..profile import profile
+from .checker import Exercise, Mistake, register
+
+TOPIC = "costs"
+
+
+def _profiled(layers, input_shape):
+    """(macs, params) of ``Sequential(*layers)`` on ``input_shape`` from the profiler."""
+    report = profile(nn.Sequential(*layers), input_shape)
+    return report.macs, report.params
+
+
+# ----------------------------------------------------------------------------------- separable_cost
+def separable_cost(in_channels, out_channels, kernel_size, height, width):
+    """MACs and weights of a standard k x k convolution vs depthwise k x k + pointwise 1x1 (no biases)."""
+    pixels = height * width                                     # output pixels
+    standard_params = kernel_size * kernel_size * in_channels * out_channels
+    depthwise_params = kernel_size * kernel_size * in_channels  # one k x k kernel per input channel
+    pointwise_params = in_channels * out_channels
+    standard_macs = standard_params * pixels                    # every weight is used once per output pixel
+    separable_macs = (depthwise_params + pointwise_params) * pixels
+    return {"standard_macs": standard_macs, "standard_params": standard_params,
+            "separable_macs": separable_macs, "separable_params": depthwise_params + pointwise_params,
+            "ratio": separable_macs / standard_macs}            # = 1/out_channels + 1/kernel_size**2
+
+
+def _separable_reference(in_channels, out_channels, kernel_size, height, width):
+    padding = kernel_size // 2                                  # odd kernels: output size = input size
+    shape = (1, in_channels, height, width)
+    standard_macs, standard_params = _profiled(
+        [nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)], shape)
+    separable_macs, separable_params = _profiled(
+        [nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding, groups=in_channels, bias=False),
+         nn.Conv2d(in_channels, out_channels, 1, bias=False)], shape)
+    return {"standard_macs": standard_macs, "standard_params": standard_params,
+            "separable_macs": separable_macs, "separable_params": separable_params,
+            "ratio": separable_macs / standard_macs}
+
+
+def _separable_cases(rng):
+    cases = [dict(in_channels=2, out_channels=4, kernel_size=3, height=2, width=2),
+             dict(in_channels=128, out_channels=128, kernel_size=3, height=56, width=56)]   # VGG conv2_1-like
+    for _ in range(5):
+        cases.append(dict(in_channels=int(rng.integers(1, 65)), out_channels=int(rng.integers(1, 65)),
+                          kernel_size=int(rng.choice([1, 3, 5, 7])), height=int(rng.integers(1, 29)),
+                          width=int(rng.integers(1, 29))))
+    return cases
+
+
+def _scaled_separable(scale_macs=1, pointwise=True, depthwise_full=False, ratio=None):
+    """A wrong variant of :func:`separable_cost` (see the hints below)."""
+    def wrong(in_channels, out_channels, kernel_size, height, width):
+        result = separable_cost(in_channels, out_channels, kernel_size, height, width)
+        k2 = kernel_size * kernel_size
+        depthwise = k2 * in_channels * (out_channels if depthwise_full else 1)
+        result["separable_params"] = depthwise + (in_channels * out_channels if pointwise else 0)
+        result["separable_macs"] = result["separable_params"] * height * width * scale_macs
+        result["standard_macs"] *= scale_macs
+        result["ratio"] = (ratio(in_channels, out_channels, kernel_size) if ratio else
+                           result["separable_macs"] / result["standard_macs"])
+        return result
+    return wrong
+
+
+register(Exercise(
+    name="separable_cost", topic=TOPIC,
+    statement="MACs and parameters of a standard vs a depthwise-separable convolution, and their ratio",
+    signature=("separable_cost(in_channels, out_channels, kernel_size, height, width) -> dict with "
+               "standard_macs, standard_params, separable_macs, separable_params, ratio   # height, width: output"),
+    reference=_separable_reference, solution=separable_cost, make_cases=_separable_cases, output_name="cost",
+    mistakes=(
+        Mistake("you counted FLOPs (2 per multiply-add): the papers' Mult-Adds count one per y += w * x",
+                _scaled_separable(scale_macs=2)),
+        Mistake("you forgot the pointwise 1x1 convolution: separable = depthwise k x k + pointwise 1x1",
+                _scaled_separable(pointwise=False)),
+        Mistake("you costed the depthwise conv as a standard one (k*k*C_in*C_out): it has one k x k kernel per "
+                "channel, k*k*C_in",
+                _scaled_separable(depthwise_full=True)),
+        Mistake("your ratio is upside down: it is separable / standard = 1/N + 1/k^2 (below 1)",
+                _scaled_separable(ratio=lambda c_in, c_out, k: 1 / (1 / c_out + 1 / k ** 2))),
+        Mistake("your ratio uses 1/k instead of 1/k^2: the depthwise kernel has k*k taps",
+                _scaled_separable(ratio=lambda c_in, c_out, k: 1 / c_out + 1 / k)),
+    )))
+
+
+# ------------------------------------------------------------------------------ mobilenet_v1_cost
+def mobilenet_v1_cost(width_mult=1.0, resolution=224, num_classes=1000):
+    """(MACs, parameters) of MobileNet V1 at width alpha and input resolution, counted layer by layer."""
+    size = (resolution - 1) // 2 + 1                         # stem: 3x3 conv, stride 2, padding 1
+    channels = int(32 * width_mult)                          # alpha scales every channel count ...
+    macs = 3 * 3 * 3 * channels * size * size                # ... but not the 3 input colours
+    params = 3 * 3 * 3 * channels + 2 * channels             # conv weights + batch norm gamma and beta
+    for block_channels, stride in MOBILENET_V1_BLOCKS:
+        out_channels = int(block_channels * width_mult)
+        size = (size - 1) // stride + 1                      # 3x3 depthwise, padding 1
+        macs += 3 * 3 * channels * size * size + channels * out_channels * size * size
+        params += 3 * 3 * channels + 2 * channels + channels * out_channels + 2 * out_channels
+        channels = out_channels
+    macs += channels * num_classes                           # global average pooling, then the FC layer
+    params += channels * num_classes + num_classes
+    return macs, params
+
+
+def _mobilenet_v1_reference(width_mult=1.0, resolution=224, num_classes=1000):
+    report = profile(_build_mobilenet_v1(num_classes=num_classes, width_mult=width_mult),
+                     (1, 3, resolution, resolution))
+    return report.macs, report.params
+
+
+def _mobilenet_v1_cases(rng):
+    cases = [dict(width_mult=1.0, resolution=224, num_classes=1000), dict(width_mult=0.5, resolution=224,
+                                                                          num_classes=1000),
+             dict(width_mult=1.0, resolution=160, num_classes=1000)]
+    for _ in range(2):
+        cases.append(dict(width_mult=float(rng.choice([0.25, 0.5, 0.75, 1.0])),
+                          resolution=int(32 * rng.integers(1, 8)), num_classes=int(rng.integers(2, 1001))))
+    return cases
+
+
+def _v1_batchnorm_params(width_mult):
+    """Scale and shift of every batch norm: after the stem, and after each block's depthwise and pointwise conv."""
+    channels = [int(32 * width_mult)] + [int(c * width_mult) for c, _ in MOBILENET_V1_BLOCKS]
+    return 2 * (channels[0] + sum(channels[:-1]) + sum(channels[1:]))
+
+
+def _wrong_v1(fc=True, bn=True, mac_factor=1, scale_colours=False):
+    def wrong(width_mult=1.0, resolution=224, num_classes=1000):
+        macs, params = mobilenet_v1_cost(width_mult, resolution, num_classes)
+        channels, last = int(32 * width_mult), int(1024 * width_mult)
+        size = (resolution - 1) // 2 + 1
+        if not fc:
+            macs, params = macs - last * num_classes, params - last * num_classes - num_classes
+        if not bn:
+            params -= _v1_batchnorm_params(width_mult)
+        if scale_colours:
+            extra = 27 * channels * (width_mult - 1)
+            macs, params = macs + round(extra * size * size), params + round(extra)
+        return macs * mac_factor, params
+    return wrong
+
+
+register(Exercise(
+    name="mobilenet_v1_cost", topic=TOPIC,
+    statement="MobileNet V1's MACs and parameters at width multiplier alpha and input resolution",
+    signature="mobilenet_v1_cost(width_mult=1.0, resolution=224, num_classes=1000) -> (macs, params)",
+    reference=_mobilenet_v1_reference, solution=mobilenet_v1_cost, make_cases=_mobilenet_v1_cases,
+    output_name="(macs, params)",
+    mistakes=(
+        Mistake("you forgot the final fully connected layer (C x num_classes weights plus biases)", _wrong_v1(fc=False)),
+        Mistake("you left out batch norm's parameters: each BN layer has a scale and a shift per channel",
+                _wrong_v1(bn=False)),
+        Mistake("you counted FLOPs (2 per multiply-add) instead of MACs", _wrong_v1(mac_factor=2)),
+        Mistake("you scaled the 3 input colour channels by alpha: alpha scales the network's channels, not the image",
+                _wrong_v1(scale_colours=True)),
+    )))
+
+
+# ----------------------------------------------------------------------------------- receptive_field
+def receptive_field(layers):
+    """Receptive field (in input pixels) of one output pixel after ``layers``, a list of (kernel, stride, dilation)."""
+    field = 1        # one pixel sees itself
+    jump = 1         # distance, in input pixels, between neighbouring positions of the current feature map
+    for kernel, stride, dilation in layers:
+        field += (kernel - 1) * dilation * jump     # each extra tap reaches dilation * jump input pixels further
+        jump *= stride
+    return field
+
+
+def _receptive_field_cases(rng):
+    cases = [dict(layers=[(3, 1, 1)]), dict(layers=[(3, 1, 1), (3, 1, 1)]), dict(layers=[(3, 2, 1), (3, 1, 1)]),
+             dict(layers=[(3, 1, 2)]), dict(layers=[(7, 2, 1), (3, 2, 1), (3, 1, 1)]), dict(layers=[(1, 1, 1)])]
+    for _ in range(8):
+        depth = int(rng.integers(1, 9))
+        cases.append(dict(layers=[(int(rng.choice([1, 2, 3, 5, 7])), int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+                                  for _ in range(depth)]))
+    return cases
+
+
+def _wrong_receptive_field(use_jump=True, stride_first=False, use_dilation=True):
+    def wrong(layers):
+        field, jump = 1, 1
+        for kernel, stride, dilation in layers:
+            if stride_first:
+                jump *= stride
+            field += (kernel - 1) * (dilation if use_dilation else 1) * (jump if use_jump else 1)
+            if not stride_first:
+                jump *= stride
+        return field
+    return wrong
+
+
+register(Exercise(
+    name="receptive_field", topic=TOPIC,
+    statement="receptive field of a stack of convolutions given as (kernel, stride, dilation) rows",
+    signature="receptive_field(layers) -> int   # layers: list of (kernel, stride, dilation)",
+    reference=receptive_field, solution=receptive_field, make_cases=_receptive_field_cases, output_name="field",
+    mistakes=(
+        Mistake("you added k - 1 per layer without the jump: after a stride-s layer each step of the next layer "
+                "moves s input pixels (multiply by the product of the earlier strides)",
+                _wrong_receptive_field(use_jump=False)),
+        Mistake("you multiplied in a layer's own stride before adding its kernel: its stride only affects the "
+                "layers after it",
+                _wrong_receptive_field(stride_first=True)),
+        Mistake("you forgot the dilation: a dilated kernel's taps are d pixels apart", _wrong_receptive_field(
+            use_dilation=False)),
+    )))
+
+
+# --------------------------------------------------------------------------------- memory access cost
+def memory_access_cost(height, width, in_channels, out_channels, groups=1):
+    """ShuffleNet V2's memory access cost of a (grouped) 1x1 convolution: read input, write output, read weights."""
+    feature_maps = height * width * (in_channels + out_channels)   # h*w*c1 read + h*w*c2 written
+    weights = in_channels * out_channels // groups                 # each group: (c1/g) x (c2/g), g of them
+    return feature_maps + weights
+
+
+def _memory_access_reference(height, width, in_channels, out_channels, groups=1):
+    """Counted from the profiled layer: elements of its input and output plus its parameters."""
+    macs, params = _profiled([nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=False)],
+                             (1, in_channels, height, width))
+    return height * width * in_channels + height * width * out_channels + params
+
+
+def _memory_access_cases(rng):
+    cases = [dict(height=2, width=2, in_channels=4, out_channels=6, groups=1),
+             dict(height=56, width=56, in_channels=128, out_channels=128, groups=4),
+             dict(height=1, width=1, in_channels=6, out_channels=3, groups=3)]
+    for _ in range(6):
+        groups = int(rng.choice([1, 2, 3, 4, 8]))
+        cases.append(dict(height=int(rng.integers(1, 57)), width=int(rng.integers(1, 57)),
+                          in_channels=groups * int(rng.integers(1, 17)), out_channels=groups * int(rng.integers(1, 17)),
+                          groups=groups))
+    return cases
+
+
+register(Exercise(
+    name="memory_access_cost", topic=TOPIC,
+    statement="ShuffleNet V2's memory access cost hw(c1 + c2) + c1*c2/g of a grouped 1x1 convolution",
+    signature="memory_access_cost(height, width, in_channels, out_channels, groups=1) -> int",
+    reference=_memory_access_reference, solution=memory_access_cost, make_cases=_memory_access_cases,
+    output_name="mac",
+    mistakes=(
+        Mistake("you forgot to read the weights: add c1*c2/g", lambda height, width, in_channels, out_channels,
+                groups=1: height * width * (in_channels + out_channels)),
+        Mistake("you forgot that a grouped conv has 1/g of the weights: c1*c2/g",
+                lambda height, width, in_channels, out_channels, groups=1:
+                height * width * (in_channels + out_channels) + in_channels * out_channels),
+        Mistake("you counted multiply-accumulates (FLOPs' B = hw*c1*c2/g), not memory accesses",
+                lambda height, width, in_channels, out_channels, groups=1:
+                height * width * in_channels * out_channels // groups),
+        Mistake("you counted only the output feature map (and the weights): the input is read too",
+                lambda height, width, in_channels, out_channels, groups=1:
+                height * width * out_channels + in_channels * out_channels // groups),
+    )))
+
+
+# ------------------------------------------------------------------------------ classifier heads
+def classifier_head_cost(channels, height, width, num_classes):
+    """Parameters and MACs of an FC head on the flattened map vs global average pooling + FC."""
+    fc_inputs = channels * height * width                      # flatten: every pixel of every channel
+    return {"fc_params": fc_inputs * num_classes + num_classes, "fc_macs": fc_inputs * num_classes,
+            "gap_params": channels * num_classes + num_classes,  # pooling has no weights
+            "gap_macs": channels * num_classes}                  # averaging is adds, not multiply-adds
+
+
+def _head_reference(channels, height, width, num_classes):
+    shape = (1, channels, height, width)
+    fc_macs, fc_params = _profiled([nn.Flatten(1), nn.Linear(channels * height * width, num_classes)], shape)
+    gap_macs, gap_params = _profiled([nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(channels, num_classes)],
+                                     shape)
+    return {"fc_params": fc_params, "fc_macs": fc_macs, "gap_params": gap_params, "gap_macs": gap_macs}
+
+
+def _head_cases(rng):
+    cases = [dict(channels=2, height=2, width=2, num_classes=3), dict(channels=64, height=7, width=7, num_classes=10)]
+    for _ in range(4):
+        cases.append(dict(channels=int(rng.integers(1, 129)), height=int(rng.integers(1, 8)),
+                          width=int(rng.integers(1, 8)), num_classes=int(rng.integers(2, 101))))
+    return cases
+
+
+def _wrong_head(bias=True, gap_per_pixel=False, pooling_macs=False):
+    def wrong(channels, height, width, num_classes):
+        result = classifier_head_cost(channels, height, width, num_classes)
+        if not bias:
+            result["fc_params"] -= num_classes
+            result["gap_params"] -= num_classes
+        if gap_per_pixel:
+            result["gap_macs"] *= height * width
+        if pooling_macs:
+            result["gap_macs"] += channels * height * width
+        return result
+    return wrong
+
+
+register(Exercise(
+    name="classifier_head_cost", topic=TOPIC,
+    statement="parameters and MACs of a fully connected head vs global average pooling + FC",
+    signature="classifier_head_cost(channels, height, width, num_classes) -> dict with fc_params, fc_macs, "
+              "gap_params, gap_macs",
+    reference=_head_reference, solution=classifier_head_cost, make_cases=_head_cases, output_name="cost",
+    mistakes=(
+        Mistake("you forgot the biases: a linear layer has num_classes of them", _wrong_head(bias=False)),
+        Mistake("after global average pooling the FC sees C numbers, not C*H*W: its MACs are C*num_classes",
+                _wrong_head(gap_per_pixel=True)),
+        Mistake("you counted the pooling's additions as MACs: MACs count only the products of conv and FC layers",
+                _wrong_head(pooling_macs=True)),
+    )))
+
+
+# --------------------------------------------------------------------- inverted residual, sandglass
+def inverted_residual_macs(in_channels, out_channels, expansion, stride, height, width):
+    """MACs of MobileNet V2's inverted residual: 1x1 expand (if t > 1), 3x3 depthwise (stride s), 1x1 project."""
+    hidden = in_channels * expansion
+    out_height, out_width = (height - 1) // stride + 1, (width - 1) // stride + 1    # 3x3, padding 1
+    expand = in_channels * hidden * height * width if expansion != 1 else 0        # t = 1 has no expand conv
+    depthwise = 3 * 3 * hidden * out_height * out_width
+    project = hidden * out_channels * out_height * out_width
+    return expand + depthwise + project
+
+
+def _inverted_residual_reference(in_channels, out_channels, expansion, stride, height, width):
+    return _profiled([nn.InvertedResidual(in_channels, out_channels, stride, expansion)],
+                     (1, in_channels, height, width))[0]
+
+
+def _block_cases(rng, ratio_name):
+    cases = [{"in_channels": 4, "out_channels": 4, ratio_name: 2, "stride": 1, "height": 2, "width": 2},
+             {"in_channels": 8, "out_channels": 16, ratio_name: 2, "stride": 2, "height": 5, "width": 6},
+             {"in_channels": 24, "out_channels": 24, ratio_name: 6, "stride": 1, "height": 56, "width": 56}]
+    for _ in range(5):
+        ratio = int(rng.choice([1, 2, 3, 4, 6]))
+        in_channels = ratio * int(rng.integers(1, 9))
+        out_channels = int(rng.integers(1, 6 * (in_channels // ratio) + 1))   # keeps the sandglass bottleneck C/t
+        cases.append({"in_channels": in_channels, "out_channels": out_channels, ratio_name: ratio,
+                      "stride": int(rng.integers(1, 3)), "height": int(rng.integers(1, 30)),
+                      "width": int(rng.integers(1, 30))})
+    return cases
+
+
+def _wrong_inverted(forget_stride=False, always_expand=False, depthwise_dense=False, mac_factor=1):
+    def wrong(in_channels, out_channels, expansion, stride, height, width):
+        hidden = in_channels * expansion
+        out_height, out_width = (height - 1) // stride + 1, (width - 1) // stride + 1
+        if forget_stride:
+            out_height, out_width = height, width
+        expand = in_channels * hidden * height * width if (expansion != 1 or always_expand) else 0
+        depthwise = 3 * 3 * hidden * (hidden if depthwise_dense else 1) * out_height * out_width
+        return mac_factor * (expand + depthwise + hidden * out_channels * out_height * out_width)
+    return wrong
+
+
+register(Exercise(
+    name="inverted_residual_macs", topic=TOPIC,
+    statement="MACs of a MobileNet V2 inverted residual block (expand, depthwise, project)",
+    signature="inverted_residual_macs(in_channels, out_channels, expansion, stride, height, width) -> int",
+    reference=_inverted_residual_reference, solution=inverted_residual_macs,
+    make_cases=lambda rng: _block_cases(rng, "expansion"), output_name="macs",
+    mistakes=(
+        Mistake("you costed the depthwise and project convs at the input resolution: the depthwise conv has the "
+                "stride, so both run on (H-1)//s + 1 x (W-1)//s + 1", _wrong_inverted(forget_stride=True)),
+        Mistake("you counted an expand conv for t = 1: with expansion 1 the block starts at the depthwise conv",
+                _wrong_inverted(always_expand=True)),
+        Mistake("you costed the depthwise conv as a standard 3x3 conv (9*C*C per pixel): it is 9*C",
+                _wrong_inverted(depthwise_dense=True)),
+        Mistake("you counted FLOPs (2 per multiply-add) instead of MACs", _wrong_inverted(mac_factor=2)),
+    )))
+
+
+def sandglass_macs(in_channels, out_channels, reduction, stride, height, width):
+    """MACs of MobileNeXt's sandglass block: 3x3 dw, 1x1 reduce to C/t, 1x1 expand, 3x3 dw with the stride."""
+    reduced = in_channels // reduction
+    out_height, out_width = (height - 1) // stride + 1, (width - 1) // stride + 1
+    depthwise_in = 3 * 3 * in_channels * height * width         # at the input resolution, stride 1
+    reduce = in_channels * reduced * height * width
+    expand = reduced * out_channels * height * width
+    depthwise_out = 3 * 3 * out_channels * out_height * out_width   # the only strided conv
+    return depthwise_in + reduce + expand + depthwise_out
+
+
+def _sandglass_reference(in_channels, out_channels, reduction, stride, height, width):
+    return _profiled([SandglassBlock(in_channels, out_channels, stride, reduction)],
+                     (1, in_channels, height, width))[0]
+
+
+def _wrong_sandglass(stride_everywhere=False, reduce_full=False, mac_factor=1):
+    def wrong(in_channels, out_channels, reduction, stride, height, width):
+        if stride_everywhere:
+            height, width = (height - 1) // stride + 1, (width - 1) // stride + 1
+            stride = 1
+        macs = sandglass_macs(in_channels, out_channels, reduction, stride, height, width)
+        if reduce_full:
+            macs += (in_channels - in_channels // reduction) * (in_channels + out_channels) * height * width
+        return mac_factor * macs
+    return wrong
+
+
+register(Exercise(
+    name="sandglass_macs", topic=TOPIC,
+    statement="MACs of a MobileNeXt sandglass block (dw, reduce, expand, strided dw)",
+    signature="sandglass_macs(in_channels, out_channels, reduction, stride, height, width) -> int",
+    reference=_sandglass_reference, solution=sandglass_macs, make_cases=lambda rng: _block_cases(rng, "reduction"),
+    output_name="macs",
+    mistakes=(
+        Mistake("you applied the stride at the start: only the last depthwise conv is strided, the first three "
+                "layers run at the input resolution", _wrong_sandglass(stride_everywhere=True)),
+        Mistake("you forgot the bottleneck: the 1x1 reduce goes to C_in / t channels",
+                _wrong_sandglass(reduce_full=True)),
+        Mistake("you counted FLOPs (2 per multiply-add) instead of MACs", _wrong_sandglass(mac_factor=2)),
+    )))
