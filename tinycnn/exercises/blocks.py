@@ -113,7 +113,7 @@ def se_forward(x, w1, b1, w2, b2):
     """Squeeze-and-excitation: average each channel, FC C -> C/r, ReLU, FC C/r -> C, sigmoid, scale x."""
     s = x.mean(axis=(2, 3))                       # squeeze: (N, C)
     z = np.maximum(s @ w1.T + b1, 0)              # (N, C/r)
-    gate = _sigmoid(z @ w2.T + b2)                # excitation: (N, C), each in (0, 1)
+    gate = 1 / (1 + np.exp(-(z @ w2.T + b2)))     # excitation, sigmoid: (N, C), each in (0, 1)
     return x * gate[:, :, None, None]             # scale each channel of x
 
 

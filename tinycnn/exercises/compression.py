@@ -16,7 +16,7 @@ INT8_MIN, INT8_MAX = -128, 127
 def quantize_int8(x, scale, zero_point):
     """Affine int8 quantisation: q = clip(round(x / scale) + zero_point, -128, 127) as int8."""
     q = np.round(x / scale) + zero_point               # round half to even, as np.round and PyTorch do
-    return np.clip(q, INT8_MIN, INT8_MAX).astype(np.int8)
+    return np.clip(q, -128, 127).astype(np.int8)      # int8 holds -128..127
 
 
 def dequantize_int8(q, scale, zero_point):

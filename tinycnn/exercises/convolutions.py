@@ -98,7 +98,7 @@ def depthwise_forward(x, weight, stride=1, padding=0):
     _, _, kH, kW = weight.shape                               # weight: (C, 1, kH, kW)
     H_out = (H + 2 * padding - kH) // stride + 1
     W_out = (W + 2 * padding - kW) // stride + 1
-    x_pad = _pad(x, padding)                                  # (N, C, H + 2p, W + 2p)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))   # (N, C, H + 2p, W + 2p)
     y = np.zeros((N, C, H_out, W_out), dtype=x.dtype)
     for n in range(N):
         for c in range(C):                                    # no sum over channels: that is depthwise
@@ -245,7 +245,7 @@ def depthwise_backward_weight(grad_out, x, weight_shape, stride=1, padding=0):
     N, C, H, W = x.shape
     _, _, H_out, W_out = grad_out.shape
     _, _, kH, kW = weight_shape
-    x_pad = _pad(x, padding)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))   # (N, C, H + 2p, W + 2p)
     grad_w = np.zeros(weight_shape, dtype=x.dtype)
     for n in range(N):                        # every image of the batch adds to the same kernels
         for c in range(C):
