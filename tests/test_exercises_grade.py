@@ -1,0 +1,104 @@
+"""``grade`` on a class of five: a correct, a partly wrong, a crashing, a hanging and a corrupt notebook."""
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from tinycnn.exercises.grade import find_submissions, grade, rows_to_csv
+from tinycnn.exercises.release import cell_source, read_notebook
+
+SOURCE = Path(__file__).resolve().parent.parent / "notebooks" / "exercises" / "source" / "04_compression.ipynb"
+TIMEOUT = 10      # seconds; the hanging notebook costs this much, the others finish in a few
+
+
+def _code(text):
+    return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": text}
+
+
+def _replace_function(notebook, name, new_source):
+    for cell in notebook["cells"]:
+        if cell_source(cell).startswith(f"def {name}("):
+            cell["source"] = new_source
+            return
+    raise AssertionError(name)
+
+
+@pytest.fixture
+def classroom(tmp_path):
+    source = read_notebook(SOURCE)
+    submissions = tmp_path / "submitted"
+
+    def submit(student, notebook):
+        (submissions / student).mkdir(parents=True)
+        (submissions / student / SOURCE.name).write_text(json.dumps(notebook))
+
+    submit("ada", source)                                                   # everything right
+    partly = json.loads(json.dumps(source))
+    _replace_function(partly, "channels_to_prune",                          # ranks by gamma, not |gamma|
+                      "def channels_to_prune(gamma, count):\n    return np.sort(np.argsort(gamma)[:count])")
+    _replace_function(partly, "dequantize_int8", "x = 1")                  # never defined
+    partly["cells"].insert(3, _code("undefined_name + 1"))                 # a cell that raises
+    submit("bob", partly)
+    crashing = json.loads(json.dumps(source))
+    crashing["cells"].insert(2, _code("import os\nos._exit(3)"))
+    submit("cy", crashing)
+    hanging = json.loads(json.dumps(source))
+    hanging["cells"].append(_code("while True:\n    pass"))
+    submit("dee", hanging)
+    (submissions / "eve").mkdir()
+    (submissions / "eve" / SOURCE.name).write_text('{"cells": [ truncated')
+    return submissions
+
+
+def test_find_submissions_takes_folders_and_flat_files(tmp_path):
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "a.ipynb").write_text("{}")
+    (tmp_path / "ann" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "ann" / ".ipynb_checkpoints" / "a.ipynb").write_text("{}")
+    (tmp_path / "ben.ipynb").write_text("{}")
+    assert [(student, path.name) for student, path in find_submissions(tmp_path)] == [("ann", "a.ipynb"),
+                                                                                       ("ben", "ben.ipynb")]
+    with pytest.raises(FileNotFoundError):
+        find_submissions(tmp_path / "nobody")
+
+
+@pytest.mark.slow
+def test_grade_a_class_with_crashing_hanging_and_corrupt_notebooks(classroom, tmp_path):
+    out = tmp_path / "grades.csv"
+    rows = grade(classroom, out, timeout=TIMEOUT)
+    table = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert out.read_text() == rows_to_csv(rows)
+    status = {(row["student"], row["exercise"]): row["status"] for row in table}
+    exercises = ["quantize_int8", "dequantize_int8", "channels_to_prune"]
+    assert [row["exercise"] for row in table] == exercises * 5
+    assert all(status["ada", name] == "passed" for name in exercises)
+    assert [status["bob", name] for name in exercises] == ["passed", "missing", "failed"]
+    assert all(status["cy", name] == "crashed" for name in exercises)
+    assert all(status["dee", name] == "passed" for name in exercises)     # graded after the interrupt
+    assert all(status["eve", name] == "invalid" for name in exercises)
+
+    by_key = {(row["student"], row["exercise"]): row for row in table}
+    assert float(by_key["ada", "channels_to_prune"]["score"]) == 1.0
+    bob_prune = by_key["bob", "channels_to_prune"]
+    assert 0 <= float(bob_prune["score"]) < 1 and "not |gamma|" in bob_prune["message"]
+    assert "NameError" in bob_prune["notes"]
+    assert "kernel died" in by_key["cy", "quantize_int8"]["message"]
+    assert "timed out" in by_key["dee", "quantize_int8"]["notes"]
+    assert "not a valid notebook" in by_key["eve", "quantize_int8"]["message"]
+
+
+@pytest.mark.slow
+def test_a_function_that_never_returns_is_recorded_as_timeout(tmp_path):
+    source = read_notebook(SOURCE)
+    _replace_function(source, "quantize_int8", "def quantize_int8(x, scale, zero_point):\n    while True:\n        pass")
+    (tmp_path / "fay.ipynb").write_text(json.dumps(source))
+    rows = grade(tmp_path, timeout=5)
+    assert {row.status for row in rows} == {"timeout"}
+    assert "longer than 5 s" in rows[0].message
+
+
+def test_grade_refuses_a_bad_timeout(tmp_path):
+    with pytest.raises(ValueError, match="timeout"):
+        grade(tmp_path, timeout=0)
