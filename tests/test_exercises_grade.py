@@ -102,3 +102,45 @@ def test_a_function_that_never_returns_is_recorded_as_timeout(tmp_path):
 def test_grade_refuses_a_bad_timeout(tmp_path):
     with pytest.raises(ValueError, match="timeout"):
         grade(tmp_path, timeout=0)
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+def test_cli_list_names_every_exercise(capsys):
+    from tinycnn.cli import main
+    from tinycnn.exercises import list_exercises
+    assert main(["exercises", "list"]) == 0
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in list_exercises())
+
+
+def test_cli_release_writes_student_notebooks(tmp_path, capsys):
+    from tinycnn.cli import main
+    assert main(["exercises", "release", str(SOURCE.parent), str(tmp_path)]) == 0
+    assert (tmp_path / SOURCE.name).read_text() == (SOURCE.parent.parent / SOURCE.name).read_text()
+    assert f"wrote {tmp_path / SOURCE.name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["exercises", "release", "no/such/dir", "out"], "tinycnn exercises release: error: source directory"),
+    (["exercises", "grade", "no/such/dir"], "tinycnn exercises grade: error: submissions directory"),
+    (["exercises", "grade", ".", "--timeout", "0"], "expected a positive number"),
+    (["exercises", "check", str(SOURCE.parents[3] / "README.md")], "README.md is not a valid notebook"),
+    (["exercises"], "required"),
+])
+def test_cli_errors_are_one_line_with_exit_code_2(argv, message, capsys):
+    from tinycnn.cli import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+
+
+@pytest.mark.slow
+def test_cli_check_prints_each_result_and_exits_1_on_a_stub(capsys):
+    from tinycnn.cli import main
+    assert main(["exercises", "check", str(SOURCE.parent.parent / SOURCE.name), "--timeout", "60"]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in printed] == [["FAILED", "quantize_int8:"], ["FAILED", "dequantize_int8:"],
+                                                      ["FAILED", "channels_to_prune:"]]
+    assert all("not implemented yet" in line for line in printed)

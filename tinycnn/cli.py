@@ -474,10 +474,86 @@ def _run_predict(args):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in ranked))
     return 0
 
+# ----------------------------------------------------------------------------------------- exercises
+def _add_exercises_parser(subparsers):
+    exercises = subparsers.add_parser(
+        "exercises", help="classroom exercises: list, release student notebooks, check, grade a class",
+        description="Classroom exercises (tinycnn.exercises): functions to write, checked on fresh cases, with "
+                    "the usual mistakes named.")
+    actions = exercises.add_subparsers(dest="exercises_action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="every exercise with its one-line statement")
+    release = actions.add_parser(
+        "release", help="student notebooks from source notebooks",
+        description="Copy every SOURCE_DIR/*.ipynb to OUT_DIR with each '### BEGIN SOLUTION' ... "
+                    "'### END SOLUTION' region replaced by a stub that raises NotImplementedError.")
+    release.add_argument("source_dir", metavar="SOURCE_DIR")
+    release.add_argument("out_dir", metavar="OUT_DIR")
+    check = actions.add_parser(
+        "check", help="run one notebook and print each exercise's result (exit 1 unless all pass)")
+    check.add_argument("notebook", metavar="NOTEBOOK")
+    grade = actions.add_parser(
+        "grade", help="execute every submitted notebook and write a gradebook CSV",
+        description="Execute SUBMISSIONS_DIR/STUDENT/*.ipynb (or SUBMISSIONS_DIR/STUDENT.ipynb), each in its own "
+                    "kernel with a time limit, check every exercise, write one row per student and exercise.")
+    grade.add_argument("submissions_dir", metavar="SUBMISSIONS_DIR")
+    grade.add_argument("--out", default="grades.csv", help="the CSV to write (default: grades.csv)")
+    grade.add_argument("--source", default=None, metavar="DIR",
+                       help="the source notebooks, which say each notebook's exercises (default: the notebooks' "
+                            "own metadata)")
+    for action in (check, grade):
+        action.add_argument("--timeout", type=_positive_float, default=120.0,
+                            help="seconds for a notebook's cells, and again for checking them (default: 120)")
+    for action in (listing, release, check, grade):
+        action.set_defaults(handler=_run_exercises, prog=action.prog)
+
+
+def _print_graded_notebook(rows):
+    """One line per graded notebook: ``ada/02_costs.ipynb: 5/7 passed``."""
+    passed = sum(row.status == "passed" for row in rows)
+    trouble = f" ({rows[0].status})" if rows[0].status in ("crashed", "timeout", "invalid") else ""
+    print(f"{rows[0].student}/{rows[0].notebook}: {passed}/{len(rows)} passed{trouble}")
+
+
+def _run_exercises(args):
+    from .exercises import list_exercises
+    from .exercises.checker import CATALOGUE
+    from .exercises.grade import GradingUnavailable, grade, run_notebook
+    from .exercises.release import read_notebook, release
+
+    if args.exercises_action == "list":
+        for name, statement in list_exercises().items():
+            print(f"{CATALOGUE[name].topic:<13} {name:<26} {statement}")
+        return 0
+    if args.exercises_action == "release":
+        for path in release(args.source_dir, args.out_dir):
+            print(f"wrote {path}")
+        return 0
+    try:
+        if args.exercises_action == "check":
+            notebook = read_notebook(args.notebook)
+            names = notebook.get("metadata", {}).get("tinycnn", {}).get("exercises") or []
+            if not names:
+                raise ValueError(f"{args.notebook} lists no exercises (metadata tinycnn.exercises)")
+            results, notes = run_notebook(notebook, names, timeout=args.timeout)
+            for note in notes:
+                print(f"note: {note}")
+            if results is None:
+                return 1
+            for name, (status, score, message) in results.items():
+                text = message if message.startswith(name) else f"{name}: {message}"
+                print(f"{status.upper():<8} {text}")
+            return 0 if all(status == "passed" for status, _, _ in results.values()) else 1
+        rows = grade(args.submissions_dir, args.out, timeout=args.timeout, source_dir=args.source,
+                     progress=_print_graded_notebook)
+        print(f"wrote {args.out}: {len(rows)} rows")
+        return 0
+    except GradingUnavailable as error:
+        _fail(args.prog, error)
+
 
 # ------------------------------------------------------------------------------------------- parser
 COMMANDS = [_add_bench_parser, _add_summary_parser, _add_train_parser, _add_evaluate_parser,
-            _add_predict_parser]
+            _add_predict_parser, _add_exercises_parser]
 
 
 def build_parser():
