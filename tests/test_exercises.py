@@ -223,3 +223,13 @@ def test_quantize_round_trip_error_is_at_most_half_a_step():
 
 def test_channels_to_prune_by_hand():
     assert get_exercise("channels_to_prune").solution(np.array([0.5, -0.1, 0.9, 0.05, -0.7]), 2).tolist() == [1, 3]
+
+
+def test_readme_counts_the_exercises_and_quotes_real_hints():
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Teaching with tinycnn", 1)[1].split("\n## ", 1)[0]
+    assert f"{len(CATALOGUE)} functions to write" in section
+    hints = " ".join(mistake.hint for exercise in CATALOGUE.values() for mistake in exercise.mistakes)
+    assert "the output size is right but the window must move by the stride" in hints
+    assert "a kernel of k taps with dilation d spans d(k-1)+1 pixels" in hints
