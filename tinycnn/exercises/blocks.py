@@ -7,10 +7,9 @@ import numpy as np
 
 from .. import nn
 from ..models._common import make_divisible as _library_make_divisible
-from .checker import Exercise, Mistake, register
+from .checker import FLOAT_DTYPES, Exercise, Mistake, register
 
 TOPIC = "blocks"
-FLOAT_DTYPES = (np.float32, np.float64)
 
 
 # ----------------------------------------------------------------------------------- make_divisible

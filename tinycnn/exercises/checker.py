@@ -27,6 +27,7 @@ import numpy as np
 # (they change values by whole terms). float64 leaves the same room for 1e-16 roundings: 1e-9.
 RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
 SCALAR_RTOL = 1e-9     # Python floats (ratios of integer counts) are float64
+FLOAT_DTYPES = (np.float32, np.float64)     # the dtypes random cases draw from
 
 
 @dataclass(frozen=True)

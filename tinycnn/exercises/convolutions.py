@@ -7,10 +7,9 @@ import numpy as np
 
 from kernels import reference
 
-from .checker import Exercise, Mistake, register
+from .checker import FLOAT_DTYPES, Exercise, Mistake, register
 
 TOPIC = "convolutions"
-FLOAT_DTYPES = (np.float32, np.float64)
 
 
 # ------------------------------------------------------------------------------------------ helpers
