@@ -144,3 +144,20 @@ def test_cli_check_prints_each_result_and_exits_1_on_a_stub(capsys):
     assert [line.split()[:2] for line in printed] == [["FAILED", "quantize_int8:"], ["FAILED", "dequantize_int8:"],
                                                       ["FAILED", "channels_to_prune:"]]
     assert all("not implemented yet" in line for line in printed)
+
+
+def test_grading_cell_checks_each_function_and_reports_missing_and_unknown_names(capsys):
+    """The cell the grader appends, run here without a kernel (the student's globals are a dict)."""
+    from tinycnn.exercises import get_exercise
+    from tinycnn.exercises.grade import GRADING_CELL, RESULT_MARKER
+    student_globals = {"make_divisible": get_exercise("make_divisible").solution,
+                       "receptive_field": lambda layers: 1}
+    exec(GRADING_CELL % (["make_divisible", "receptive_field", "channel_shuffle", "no_such_exercise"],
+                         RESULT_MARKER), student_globals)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(RESULT_MARKER)
+    results = json.loads(line[len(RESULT_MARKER):])
+    assert results["make_divisible"][:2] == ["passed", 1.0]
+    assert results["receptive_field"][0] == "failed" and results["receptive_field"][1] < 1
+    assert results["channel_shuffle"] == ["missing", 0.0, "no function named channel_shuffle is defined"]
+    assert results["no_such_exercise"][0] == "invalid" and "unknown exercise" in results["no_such_exercise"][2]

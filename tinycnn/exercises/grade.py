@@ -37,15 +37,17 @@ DEFAULT_TIMEOUT = 120          # seconds for a notebook's own cells, and again f
 GRADING_CELL = """\
 def _tinycnn_grade(names, marker):
     import json
-    from tinycnn.exercises import check
-    results = {}
+    from tinycnn.exercises import check, list_exercises
+    results, known = {}, list_exercises()
     for name in names:
         function = globals().get(name)
-        if not callable(function):
+        if name not in known:
+            results[name] = ["invalid", 0.0, f"unknown exercise {name!r} in the notebook's metadata"]
+        elif not callable(function):
             results[name] = ["missing", 0.0, f"no function named {name} is defined"]
-            continue
-        result = check(name, function, verbose=False)
-        results[name] = ["passed" if result.passed else "failed", result.score, result.message]
+        else:
+            result = check(name, function, verbose=False)
+            results[name] = ["passed" if result.passed else "failed", result.score, result.message]
     print(marker + json.dumps(results))
 _tinycnn_grade(%r, %r)
 """
