@@ -181,7 +181,7 @@ def compare(expected, got, name="result"):
                 f"expected {_format_number(expected[index])}")
     if _is_integer(expected):
         if not _is_integer(got):
-            shown = "" if isinstance(got, np.ndarray) else f" {describe_value(got)}"
+            shown = "" if isinstance(got, np.ndarray) else f" {got!r}"
             return f"{name} is {_type_name(got)}{shown}; expected a single int, {int(expected)}"
         if int(got) != int(expected):
             return f"{name} = {int(got)}, expected {int(expected)}"
