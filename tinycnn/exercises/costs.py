@@ -1,13 +1,15 @@
-"""Exercises on what a network costs: MACs, parameters, memory access, receptive field.
+"""Exercises on what a network costs: MACs, parameters, memory access, receptive field, blocks' costs.
 
 The references come from :func:`tinycnn.profile` on the real layers and models (MACs: multiply-
 accumulates of convolutions and fully connected layers, the papers' "Mult-Adds"; parameters: every
 weight, bias and batch-norm scale and shift); the solutions are the formulas a student writes.
 """
 from .. import nn
+from ..models.ghostnet import GhostModule
 from ..models.mobilenet_v1 import BLOCKS as MOBILENET_V1_BLOCKS   # (pointwise channels, depthwise stride)
 from ..models.mobilenet_v1 import mobilenet_v1 as _build_mobilenet_v1
 from ..models.mobilenext import SandglassBlock
+from ..models.squeezenet import Fire
 from ..profile import profile
 from .checker import Exercise, Mistake, register
 
@@ -417,4 +419,132 @@ register(Exercise(
         Mistake("you forgot the bottleneck: the 1x1 reduce goes to C_in / t channels",
                 _wrong_sandglass(reduce_full=True)),
         Mistake("you counted FLOPs (2 per multiply-add) instead of MACs", _wrong_sandglass(mac_factor=2)),
+    )))
+
+
+# --------------------------------------------------------------------- grouped conv, fire, ghost
+def grouped_conv_cost(in_channels, out_channels, kernel_size, groups, height, width):
+    """(MACs, weights) of a k x k convolution with ``groups`` groups: 1/groups of a standard one (no bias)."""
+    params = kernel_size * kernel_size * (in_channels // groups) * out_channels   # each filter sees C_in/g channels
+    return params * height * width, params                                       # height, width: output size
+
+
+def _grouped_reference(in_channels, out_channels, kernel_size, groups, height, width):
+    return _profiled([nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups,
+                                bias=False)], (1, in_channels, height, width))
+
+
+def _grouped_cases(rng):
+    cases = [dict(in_channels=4, out_channels=6, kernel_size=3, groups=2, height=2, width=2),
+             dict(in_channels=240, out_channels=240, kernel_size=1, groups=3, height=28, width=28)]  # ShuffleNet g=3
+    for _ in range(5):
+        groups = int(rng.choice([1, 2, 3, 4, 8]))
+        cases.append(dict(in_channels=groups * int(rng.integers(1, 9)), out_channels=groups * int(rng.integers(1, 9)),
+                          kernel_size=int(rng.choice([1, 3, 5])), groups=groups, height=int(rng.integers(1, 17)),
+                          width=int(rng.integers(1, 17))))
+    return cases
+
+
+register(Exercise(
+    name="grouped_conv_cost", topic=TOPIC,
+    statement="MACs and weights of a grouped convolution (1/g of a standard one)",
+    signature="grouped_conv_cost(in_channels, out_channels, kernel_size, groups, height, width) -> (macs, params)",
+    reference=_grouped_reference, solution=grouped_conv_cost, make_cases=_grouped_cases,
+    output_name="(macs, params)",
+    mistakes=(
+        Mistake("you forgot the groups: each filter only sees C_in / g input channels, so divide by g",
+                lambda in_channels, out_channels, kernel_size, groups, height, width:
+                grouped_conv_cost(in_channels, out_channels, kernel_size, 1, height, width)),
+        Mistake("you divided by g twice: g groups of (C_in/g) x (C_out/g) filters give k*k*C_in*C_out/g weights",
+                lambda in_channels, out_channels, kernel_size, groups, height, width:
+                tuple(value // groups for value in grouped_conv_cost(in_channels, out_channels, kernel_size, groups,
+                                                                     height, width))),
+        Mistake("you counted FLOPs (2 per multiply-add) instead of MACs",
+                lambda in_channels, out_channels, kernel_size, groups, height, width:
+                (2 * grouped_conv_cost(in_channels, out_channels, kernel_size, groups, height, width)[0],
+                 grouped_conv_cost(in_channels, out_channels, kernel_size, groups, height, width)[1])),
+    )))
+
+
+def fire_module_params(in_channels, squeeze, expand1x1, expand3x3):
+    """Parameters of SqueezeNet's fire module: 1x1 squeeze, then 1x1 and 3x3 expand convs (with biases)."""
+    squeeze_params = in_channels * squeeze + squeeze
+    expand1x1_params = squeeze * expand1x1 + expand1x1      # both expand convs read the squeezed maps
+    expand3x3_params = 3 * 3 * squeeze * expand3x3 + expand3x3
+    return squeeze_params + expand1x1_params + expand3x3_params
+
+
+def _fire_cases(rng):
+    cases = [dict(in_channels=4, squeeze=2, expand1x1=3, expand3x3=3),
+             dict(in_channels=96, squeeze=16, expand1x1=64, expand3x3=64)]                # SqueezeNet fire2
+    for _ in range(5):
+        cases.append(dict(in_channels=int(rng.integers(1, 513)), squeeze=int(rng.integers(1, 65)),
+                          expand1x1=int(rng.integers(1, 257)), expand3x3=int(rng.integers(1, 257))))
+    return cases
+
+
+register(Exercise(
+    name="fire_module_params", topic=TOPIC,
+    statement="parameters of SqueezeNet's fire module (squeeze 1x1, expand 1x1 + 3x3)",
+    signature="fire_module_params(in_channels, squeeze, expand1x1, expand3x3) -> int",
+    reference=lambda in_channels, squeeze, expand1x1, expand3x3:
+        _profiled([Fire(in_channels, squeeze, expand1x1, expand3x3)], (1, in_channels, 4, 4))[1],
+    solution=fire_module_params, make_cases=_fire_cases, output_name="params",
+    mistakes=(
+        Mistake("you forgot the biases: SqueezeNet's convolutions have one per output channel",
+                lambda in_channels, squeeze, expand1x1, expand3x3:
+                in_channels * squeeze + squeeze * expand1x1 + 9 * squeeze * expand3x3),
+        Mistake("you fed the expand convs the module's input: they read the squeezed maps (S channels), which is "
+                "the point of the squeeze", lambda in_channels, squeeze, expand1x1, expand3x3:
+                fire_module_params(in_channels, squeeze, 0, 0) + in_channels * expand1x1 + expand1x1
+                + 9 * in_channels * expand3x3 + expand3x3),
+        Mistake("you counted the 3x3 expand conv as 1x1: it has 3*3*S weights per output channel",
+                lambda in_channels, squeeze, expand1x1, expand3x3:
+                fire_module_params(in_channels, squeeze, expand1x1 + expand3x3, 0)),
+    )))
+
+
+def ghost_module_macs(in_channels, out_channels, height, width, ratio=2, dw_size=3):
+    """MACs of GhostNet's ghost module: a 1x1 conv makes ceil(C_out/ratio) maps, a cheap depthwise conv the rest."""
+    intrinsic = -(-out_channels // ratio)                    # ceil(C_out / ratio) intrinsic maps
+    ghosts = intrinsic * (ratio - 1)                         # each intrinsic map makes ratio - 1 ghosts
+    primary = in_channels * intrinsic * height * width       # ordinary 1x1 convolution
+    cheap = dw_size * dw_size * ghosts * height * width      # depthwise: one dw_size x dw_size kernel per ghost
+    return primary + cheap
+
+
+def _ghost_cases(rng):
+    cases = [dict(in_channels=4, out_channels=6, height=2, width=2),
+             dict(in_channels=16, out_channels=7, height=3, width=3, ratio=2, dw_size=3),
+             dict(in_channels=24, out_channels=72, height=56, width=56, ratio=3, dw_size=5)]
+    for _ in range(5):
+        cases.append(dict(in_channels=int(rng.integers(1, 65)), out_channels=int(rng.integers(1, 65)),
+                          height=int(rng.integers(1, 29)), width=int(rng.integers(1, 29)),
+                          ratio=int(rng.integers(2, 5)), dw_size=int(rng.choice([1, 3, 5]))))
+    return cases
+
+
+def _wrong_ghost(dense_cheap=False, floor=False, ghosts_all=False):
+    def wrong(in_channels, out_channels, height, width, ratio=2, dw_size=3):
+        intrinsic = out_channels // ratio if floor else -(-out_channels // ratio)
+        ghosts = out_channels if ghosts_all else intrinsic * (ratio - 1)
+        per_ghost = dw_size * dw_size * (intrinsic if dense_cheap else 1)
+        return (in_channels * intrinsic + per_ghost * ghosts) * height * width
+    return wrong
+
+
+register(Exercise(
+    name="ghost_module_macs", topic=TOPIC,
+    statement="MACs of GhostNet's ghost module (1x1 conv for C/ratio maps, cheap depthwise conv for the ghosts)",
+    signature="ghost_module_macs(in_channels, out_channels, height, width, ratio=2, dw_size=3) -> int",
+    reference=lambda in_channels, out_channels, height, width, ratio=2, dw_size=3: _profiled(
+        [GhostModule(in_channels, out_channels, ratio, dw_size)], (1, in_channels, height, width))[0],
+    solution=ghost_module_macs, make_cases=_ghost_cases, output_name="macs",
+    mistakes=(
+        Mistake("you costed the cheap operation as an ordinary convolution: it is depthwise, each ghost map is "
+                "made from one intrinsic map", _wrong_ghost(dense_cheap=True)),
+        Mistake("you rounded C_out / ratio down: the module makes ceil(C_out / ratio) intrinsic maps (and drops "
+                "the extra ghosts)", _wrong_ghost(floor=True)),
+        Mistake("you made C_out ghosts: the cheap operation makes (ratio - 1) * ceil(C_out / ratio) maps, the "
+                "rest are the intrinsic ones", _wrong_ghost(ghosts_all=True)),
     )))
