@@ -233,3 +233,10 @@ def test_readme_counts_the_exercises_and_quotes_real_hints():
     hints = " ".join(mistake.hint for exercise in CATALOGUE.values() for mistake in exercise.mistakes)
     assert "the output size is right but the window must move by the stride" in hints
     assert "a kernel of k taps with dilation d spans d(k-1)+1 pixels" in hints
+
+
+def test_mobilenet_v1_table_given_to_students_is_the_models():
+    from tinycnn.exercises.costs import MOBILENET_V1_BLOCKS
+    from tinycnn.models import mobilenet_v1
+    blocks = mobilenet_v1().features[1:]
+    assert MOBILENET_V1_BLOCKS == [(block.out_channels, block.depthwise[0].stride[0]) for block in blocks]

@@ -4,16 +4,17 @@ The references come from :func:`tinycnn.profile` on the real layers and models (
 accumulates of convolutions and fully connected layers, the papers' "Mult-Adds"; parameters: every
 weight, bias and batch-norm scale and shift); the solutions are the formulas a student writes.
 """
-from .. import nn
-from ..models.ghostnet import GhostModule
-from ..models.mobilenet_v1 import BLOCKS as MOBILENET_V1_BLOCKS   # (pointwise channels, depthwise stride)
-from ..models.mobilenet_v1 import mobilenet_v1 as _build_mobilenet_v1
-from ..models.mobilenext import SandglassBlock
-from ..models.squeezenet import Fire
+from .. import models, nn
+from ..models import Fire, GhostModule, InvertedResidual, SandglassBlock
 from ..profile import profile
 from .checker import Exercise, Mistake, register
 
 TOPIC = "costs"
+
+# MobileNet V1, Table 1 of arXiv:1704.04861: (pointwise output channels, depthwise stride) of the 13 blocks,
+# given to the students in the notebook (a test checks it against tinycnn.models.mobilenet_v1).
+MOBILENET_V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1),
+                       (512, 1), (512, 1), (1024, 2), (1024, 1)]
 
 
 def _profiled(layers, input_shape):
@@ -114,7 +115,7 @@ def mobilenet_v1_cost(width_mult=1.0, resolution=224, num_classes=1000):
 
 
 def _mobilenet_v1_reference(width_mult=1.0, resolution=224, num_classes=1000):
-    report = profile(_build_mobilenet_v1(num_classes=num_classes, width_mult=width_mult),
+    report = profile(models.get_model("mobilenet_v1", num_classes=num_classes, width_mult=width_mult),
                      (1, 3, resolution, resolution))
     return report.macs, report.params
 
@@ -332,7 +333,7 @@ def inverted_residual_macs(in_channels, out_channels, expansion, stride, height,
 
 
 def _inverted_residual_reference(in_channels, out_channels, expansion, stride, height, width):
-    return _profiled([nn.InvertedResidual(in_channels, out_channels, stride, expansion)],
+    return _profiled([InvertedResidual(in_channels, out_channels, stride, expansion)],
                      (1, in_channels, height, width))[0]
 
 
