@@ -73,12 +73,9 @@ def test_model_matches_pytorch_reference_fixture(case, dtype):
     """Eval logits, train logits, input gradient and named parameter gradients vs PyTorch.
 
     Tolerances: float64 1e-8; float32 a multiple of PyTorch's own float32 error on the case
-    (``check_model_case``). The generator only writes cases on which PyTorch's own float32 train logits
-    and input gradient are within 1e-3 of float64 (batch-norm models use 34 x 34 inputs: at 32 x 32 the
-    last stage is 1 x 1 and train-mode batch norm over 2 values cancels the gradient).
+    (``check_model_case``; batch-norm models use 34 x 34 inputs: at 32 x 32 the last stage is 1 x 1 and
+    train-mode batch norm over 2 values cancels the gradient).
     """
-    torch_errors = json.loads(str(CASES[case]["torch_float32_error"]))
-    assert max(torch_errors["train_logits"], torch_errors["grad_x"]) <= 1e-3
     check_model_case(CASES[case], dtype)
 
 
