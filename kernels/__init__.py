@@ -18,6 +18,7 @@ from .transposed import (conv_transpose2d_backward_input, conv_transpose2d_backw
                          conv_transpose2d_forward)
 from .pooling import (avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
                       global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward)
+from .deformable import deform_conv2d_backward, deform_conv2d_forward
 
 __all__ = [
     "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias",
@@ -26,4 +27,5 @@ __all__ = [
     "conv_transpose2d_forward", "conv_transpose2d_backward_input", "conv_transpose2d_backward_weight",
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
     "global_avg_pool2d_forward", "global_avg_pool2d_backward",
+    "deform_conv2d_forward", "deform_conv2d_backward",
 ]

@@ -222,3 +222,48 @@ def pool_geometry(input_shape, kernel_size, stride, padding, input_name="x"):
         raise ValueError(f"output would be {H_out}x{W_out} (smaller than 1x1): {input_name} shape {input_shape}, "
                          f"kernel_size={kernel}, stride={stride}, padding={padding}")
     return kernel, stride, padding, (N, C, H_out, W_out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Deformable convolution (kernels/deformable.py and its reference twin)
+# ----------------------------------------------------------------------------------------------------
+def check_deform_conv_args(x, offset, weight, mask, stride, padding, dilation):
+    """Validate :func:`kernels.deform_conv2d_forward`'s arguments (torchvision's ``deform_conv2d`` rules).
+
+    Returns ``(geometry, offset_groups, x, offset, weight, mask)``: the :class:`ConvGeometry` (its
+    ``groups`` is ``C_in // weight.shape[1]``), the number of offset groups
+    ``offset.shape[1] // (2*kH*kW)``, and the arrays C-contiguous (``mask`` may stay ``None``).
+
+    * x ``(N, C_in, H, W)``; weight ``(C_out, C_in/groups, kH, kW)``;
+    * offset ``(N, 2*offset_groups*kH*kW, H_out, W_out)``, offset_groups dividing ``C_in``;
+    * mask ``(N, offset_groups*kH*kW, H_out, W_out)`` or None; all four of one dtype.
+    """
+    x = check_tensor(x, "x")
+    offset = check_tensor(offset, "offset")
+    weight = check_tensor(weight, "weight")
+    mask = None if mask is None else check_tensor(mask, "mask")
+    check_same_dtype(x=x, offset=offset, weight=weight, mask=mask)
+    N, C_in, H, W = x.shape
+    C_out, C_in_per_group, kH, kW = weight.shape
+    if C_in % C_in_per_group != 0:
+        raise ValueError(f"weight (C_out, C_in/groups, kH, kW) has shape {weight.shape}: its {C_in_per_group} "
+                         f"input channels per group must divide x's {C_in} channels (x shape {x.shape})")
+    geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, C_in // C_in_per_group)
+    _, _, H_out, W_out = geometry.output_shape
+    taps = kH * kW
+    if offset.shape[1] % (2 * taps) != 0:
+        raise ValueError(f"offset must have 2*offset_groups*kH*kW channels (a (dy, dx) pair per kernel tap; "
+                         f"kernel {kH}x{kW}: a multiple of {2 * taps}); got offset shape {offset.shape}")
+    offset_groups = offset.shape[1] // (2 * taps)
+    expected = (N, 2 * offset_groups * taps, H_out, W_out)
+    if offset.shape != expected:
+        raise ValueError(f"offset must have shape (N, 2*offset_groups*kH*kW, H_out, W_out) = {expected} for x "
+                         f"{x.shape} and weight {weight.shape}; got {offset.shape}")
+    if C_in % offset_groups != 0:
+        raise ValueError(f"offset_groups = offset.shape[1] // (2*kH*kW) = {offset_groups} must divide x's {C_in} "
+                         f"channels; offset shape {offset.shape}, x shape {x.shape}")
+    if mask is not None and mask.shape != (N, offset_groups * taps, H_out, W_out):
+        raise ValueError(f"mask must have shape (N, offset_groups*kH*kW, H_out, W_out) = "
+                         f"{(N, offset_groups * taps, H_out, W_out)} (offset_groups={offset_groups}); "
+                         f"got {mask.shape}")
+    return geometry, offset_groups, x, offset, weight, mask
