@@ -1,0 +1,420 @@
+"""Deformable convolution (``kernels/deformable.py``): reference twin, conv2d identity, gradchecks, PyTorch.
+
+What is checked:
+
+* the numba kernels equal ``kernels.reference`` (plain NumPy) on a grid of stride / padding / dilation /
+  groups / offset groups / kernel shapes, with and without a mask, in float64 and float32, also for
+  non-contiguous inputs;
+* zero offsets and a mask of ones give exactly the ordinary convolution (``kernels.conv2d_*``), forward,
+  input gradient and weight gradient;
+* float64 finite-difference checks of all four gradients (x, offset, weight, mask);
+* samples wholly outside the image read zeros (output = bias; no gradient reaches x or the offsets);
+* PyTorch: the committed fixtures (``tests/fixtures/deform.npz``, made by ``tools/fixtures_deform.py``
+  with the autograd re-statement of torchvision's ``deform_conv2d`` in ``tools/torch_reference_deform.py``)
+  and live random configurations when torch is installed;
+* every bad argument raises a clear ``ValueError``/``TypeError`` naming it, before any compiled code runs.
+
+Tolerances: float64 1e-10 relative to the largest expected value (``helpers.assert_close``). float32
+against the float64 fixtures: ``FLOAT32_FACTOR`` times PyTorch's own float32 error on the same case
+(recorded in the fixture), never below ``FLOAT32_FLOOR``; see ``test_fast_kernel_matches_fixture_float32``.
+"""
+import itertools
+import json
+import pathlib
+import sys
+
+import numba
+import numpy as np
+import pytest
+
+import kernels
+from helpers import LAYOUTS, as64, assert_close, assert_gradcheck, relayout
+from kernels import reference as R
+
+FIXTURE_PATH = pathlib.Path(__file__).resolve().parent / "fixtures" / "deform.npz"
+TOOLS_DIR = pathlib.Path(__file__).resolve().parents[1] / "tools"
+
+
+def output_size(size, kernel, stride, padding, dilation):
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def make_inputs(rng, x_shape, weight_shape, offset_groups, params, with_mask, with_bias=True, dtype=np.float64,
+                offset_scale=1.5):
+    """Seeded (x, offset, weight, bias, mask) for one configuration; offsets ``offset_scale * N(0, 1)``."""
+    (sh, sw), (ph, pw), (dh, dw) = (pair(params[key]) for key in ("stride", "padding", "dilation"))
+    N, _, H, W = x_shape
+    C_out, _, kH, kW = weight_shape
+    H_out, W_out = output_size(H, kH, sh, ph, dh), output_size(W, kW, sw, pw, dw)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    offset = (offset_scale * rng.standard_normal((N, 2 * offset_groups * kH * kW, H_out, W_out))).astype(dtype)
+    weight = rng.standard_normal(weight_shape).astype(dtype)
+    bias = rng.standard_normal(C_out).astype(dtype) if with_bias else None
+    mask = rng.random((N, offset_groups * kH * kW, H_out, W_out)).astype(dtype) if with_mask else None
+    return x, offset, weight, bias, mask
+
+
+# ----------------------------------------------------------------------------------------------------
+# Against the NumPy twin
+# ----------------------------------------------------------------------------------------------------
+# (x shape, weight shape, offset_groups, stride, padding, dilation)
+GRID = [
+    ((2, 3, 6, 5), (4, 3, 3, 3), 1, 1, 1, 1),
+    ((1, 4, 7, 6), (6, 2, 3, 3), 2, 2, 1, 1),          # weight groups 2, offset groups 2, stride 2
+    ((2, 4, 7, 7), (4, 1, 3, 3), 4, 1, 2, 2),          # depthwise-like weight, dilation 2
+    ((2, 2, 5, 8), (3, 2, 1, 1), 1, 1, 0, 1),          # a 1x1 kernel: pure resampling + channel mixing
+    ((1, 6, 6, 7), (4, 3, 2, 3), 3, (2, 1), (0, 1), (1, 2)),
+    ((3, 2, 4, 4), (2, 2, 5, 5), 1, 1, 2, 1),          # kernel larger than the image
+]
+GRID_IDS = [f"x{'x'.join(map(str, c[0]))}-w{'x'.join(map(str, c[1]))}-og{c[2]}" for c in GRID]
+dtypes = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+
+
+@dtypes
+@pytest.mark.parametrize("with_mask", [False, True], ids=["v1", "v2_mask"])
+@pytest.mark.parametrize("case", GRID, ids=GRID_IDS)
+def test_forward_and_backward_match_reference(case, with_mask, dtype):
+    x_shape, weight_shape, offset_groups, stride, padding, dilation = case
+    params = dict(stride=stride, padding=padding, dilation=dilation)
+    rng = np.random.default_rng(0)
+    x, offset, weight, bias, mask = make_inputs(rng, x_shape, weight_shape, offset_groups, params, with_mask,
+                                                dtype=dtype)
+    y = kernels.deform_conv2d_forward(x, offset, weight, bias, mask=mask, **params)
+    assert_close(y, R.deform_conv2d_forward(*as64(x, offset, weight, bias), mask=as64(mask)[0], **params), dtype)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    grads = kernels.deform_conv2d_backward(grad_y, x, offset, weight, mask=mask, **params)
+    expected = R.deform_conv2d_backward(*as64(grad_y, x, offset, weight), mask=as64(mask)[0], **params)
+    for name, got, want in zip(("grad_x", "grad_offset", "grad_weight", "grad_mask"), grads, expected):
+        if want is None:
+            assert got is None, f"{name} must be None without a mask"
+        else:
+            assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_non_contiguous_inputs_give_the_contiguous_result(layout):
+    rng = np.random.default_rng(1)
+    params = dict(stride=1, padding=1, dilation=1)
+    arrays = make_inputs(rng, (2, 4, 6, 5), (4, 2, 3, 3), 2, params, with_mask=True)
+    x, offset, weight, bias, mask = arrays
+    views = [relayout(a, layout) for a in arrays]
+    np.testing.assert_array_equal(kernels.deform_conv2d_forward(*views[:4], mask=views[4], **params),
+                                  kernels.deform_conv2d_forward(x, offset, weight, bias, mask=mask, **params))
+    grad_y = rng.standard_normal((2, 4, 6, 5))
+    for got, want in zip(kernels.deform_conv2d_backward(relayout(grad_y, layout), *views[:3], mask=views[4], **params),
+                         kernels.deform_conv2d_backward(grad_y, x, offset, weight, mask=mask, **params)):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.nojit
+def test_tiny_case_matches_reference_as_plain_python():
+    """Small enough to run with NUMBA_DISABLE_JIT=1: the compiled bodies are correct as Python too."""
+    rng = np.random.default_rng(2)
+    params = dict(stride=1, padding=1, dilation=1)
+    x, offset, weight, bias, mask = make_inputs(rng, (1, 2, 4, 3), (2, 2, 3, 3), 2, params, with_mask=True)
+    assert_close(kernels.deform_conv2d_forward(x, offset, weight, bias, mask=mask, **params),
+                 R.deform_conv2d_forward(x, offset, weight, bias, mask=mask, **params), np.float64)
+    grad_y = rng.standard_normal((1, 2, 4, 3))
+    for got, want in zip(kernels.deform_conv2d_backward(grad_y, x, offset, weight, mask=mask, **params),
+                         R.deform_conv2d_backward(grad_y, x, offset, weight, mask=mask, **params)):
+        assert_close(got, want, np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Special cases with a known answer
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("implementation", [kernels, R], ids=["fast", "reference"])
+@pytest.mark.parametrize("stride, padding, dilation, weight_shape", [
+    (1, 1, 1, (5, 4, 3, 3)), (2, 0, 1, (4, 2, 3, 3)), (1, 2, 2, (8, 1, 3, 3)), ((2, 1), (1, 0), 1, (4, 4, 3, 2)),
+])
+def test_zero_offsets_and_unit_mask_are_the_ordinary_convolution(implementation, stride, padding, dilation,
+                                                                  weight_shape):
+    rng = np.random.default_rng(3)
+    params = dict(stride=stride, padding=padding, dilation=dilation)
+    groups = 4 // weight_shape[1]
+    x, offset, weight, bias, mask = make_inputs(rng, (2, 4, 7, 6), weight_shape, 1, params, with_mask=True)
+    offset[:] = 0.0
+    mask[:] = 1.0
+    y = implementation.deform_conv2d_forward(x, offset, weight, bias, mask=mask, **params)
+    assert_close(y, kernels.conv2d_forward(x, weight, bias, groups=groups, **params), np.float64)
+    grad_y = rng.standard_normal(y.shape)
+    grad_x, _, grad_weight, _ = implementation.deform_conv2d_backward(grad_y, x, offset, weight, mask=mask, **params)
+    assert_close(grad_x, kernels.conv2d_backward_input(grad_y, weight, x.shape, groups=groups, **params), np.float64)
+    assert_close(grad_weight, kernels.conv2d_backward_weight(grad_y, x, weight.shape, groups=groups, **params),
+                 np.float64)
+
+
+def test_integer_offset_shifts_the_image_and_its_gradient_is_the_forward_difference():
+    """A 1x1 kernel with offset (+1, 0) reads the pixel below; the last row reads the zero padding.
+
+    At an integer position the bilinear surface has a kink; the offset gradient is then the slope
+    towards larger coordinates, ``x[h+1] - x[h]`` (torchvision's convention).
+    """
+    x = np.arange(12, dtype=np.float64).reshape(1, 1, 4, 3) ** 2
+    weight = np.ones((1, 1, 1, 1))
+    offset = np.zeros((1, 2, 4, 3))
+    offset[:, 0] = 1.0                                              # dy = +1 everywhere
+    y = kernels.deform_conv2d_forward(x, offset, weight)
+    expected = np.zeros_like(x)
+    expected[0, 0, :3] = x[0, 0, 1:]
+    np.testing.assert_array_equal(y, expected)
+    _, grad_offset, _, _ = kernels.deform_conv2d_backward(np.ones_like(y), x, offset, weight)
+    below = np.vstack([x[0, 0, 2:], np.zeros((2, 3))])              # x[h + 2], zero outside
+    np.testing.assert_array_equal(grad_offset[0, 0], below - expected[0, 0])
+    np.testing.assert_array_equal(grad_offset[0, 1], np.diff(np.pad(expected[0, 0], ((0, 0), (0, 1))), axis=1))
+
+
+def test_half_pixel_offset_averages_two_neighbours():
+    x = np.array([[[[2.0, 6.0, 10.0]]]])                            # one row
+    offset = np.zeros((1, 2, 1, 3))
+    offset[:, 1] = 0.5                                              # dx = +0.5
+    y = kernels.deform_conv2d_forward(x, offset, np.ones((1, 1, 1, 1)))
+    np.testing.assert_allclose(y[0, 0, 0], [4.0, 8.0, 5.0])         # the last sample mixes 10 with the zero padding
+
+
+@pytest.mark.parametrize("implementation", [kernels, R], ids=["fast", "reference"])
+def test_samples_wholly_outside_the_image_read_zeros(implementation):
+    rng = np.random.default_rng(4)
+    params = dict(stride=1, padding=1, dilation=1)
+    x, offset, weight, bias, mask = make_inputs(rng, (2, 3, 5, 4), (4, 3, 3, 3), 1, params, with_mask=True)
+    offset[:, 0::2] = -50.0 + rng.random(offset[:, 0::2].shape)     # every dy far above the image
+    y = implementation.deform_conv2d_forward(x, offset, weight, bias, mask=mask, **params)
+    np.testing.assert_array_equal(y, np.broadcast_to(bias[None, :, None, None], y.shape))
+    grad_x, grad_offset, grad_weight, grad_mask = implementation.deform_conv2d_backward(
+        rng.standard_normal(y.shape), x, offset, weight, mask=mask, **params)
+    for gradient in (grad_x, grad_offset, grad_weight, grad_mask):
+        assert not gradient.any()
+
+
+def test_nan_offset_gives_nan_output_not_a_crash():
+    x, weight = np.ones((1, 1, 3, 3)), np.ones((1, 1, 1, 1))
+    offset = np.zeros((1, 2, 3, 3))
+    offset[0, 0, 1, 1] = np.nan
+    y = kernels.deform_conv2d_forward(x, offset, weight)
+    assert np.isnan(y[0, 0, 1, 1]) and np.isfinite(np.delete(y.ravel(), 4)).all()
+
+
+def test_result_does_not_depend_on_the_number_of_threads(restore_numba_threads):
+    rng = np.random.default_rng(5)
+    params = dict(stride=1, padding=1, dilation=1)
+    x, offset, weight, bias, mask = make_inputs(rng, (2, 4, 6, 6), (4, 4, 3, 3), 2, params, with_mask=True)
+    grad_y = rng.standard_normal((2, 4, 6, 6))
+    results = []
+    for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+        numba.set_num_threads(threads)
+        results.append((kernels.deform_conv2d_forward(x, offset, weight, bias, mask=mask, **params),
+                        *kernels.deform_conv2d_backward(grad_y, x, offset, weight, mask=mask, **params)))
+    for first, other in itertools.combinations(results, 2):
+        for a, b in zip(first, other):
+            np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------------
+# float64 finite differences of all four gradients
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("implementation", [kernels, R], ids=["fast", "reference"])
+@pytest.mark.parametrize("case", GRID[:2] + GRID[4:5], ids=GRID_IDS[:2] + GRID_IDS[4:5])
+def test_gradients_pass_float64_finite_difference_checks(implementation, case):
+    """L = <grad_y, y>; directional derivatives along random directions, one argument at a time.
+
+    L is linear in x, weight and mask, and piecewise quadratic in the offsets (bilinear inside each pixel
+    cell): central differences with eps = 1e-6 are exact up to rounding unless a sample crosses a pixel
+    line, which random offsets do with probability ~1e-6 per sample.
+    """
+    x_shape, weight_shape, offset_groups, stride, padding, dilation = case
+    params = dict(stride=stride, padding=padding, dilation=dilation)
+    rng = np.random.default_rng(6)
+    inputs = dict(zip(("x", "offset", "weight", "bias", "mask"),
+                      make_inputs(rng, x_shape, weight_shape, offset_groups, params, with_mask=True)))
+    y = implementation.deform_conv2d_forward(**inputs, **params)
+    grad_y = rng.standard_normal(y.shape)
+    grads = dict(zip(("x", "offset", "weight", "mask"), implementation.deform_conv2d_backward(
+        grad_y, inputs["x"], inputs["offset"], inputs["weight"], mask=inputs["mask"], **params)))
+    for name, gradient in grads.items():
+        def loss(value, name=name):
+            return np.vdot(grad_y, implementation.deform_conv2d_forward(**{**inputs, name: value}, **params))
+        assert_gradcheck(loss, inputs[name], gradient, rng)
+
+
+# ----------------------------------------------------------------------------------------------------
+# PyTorch: committed fixtures and live checks
+# ----------------------------------------------------------------------------------------------------
+with np.load(FIXTURE_PATH) as _npz:
+    FIXTURES = {key: _npz[key] for key in _npz.files}
+CONFIGS = json.loads(str(FIXTURES["configs_json"]))
+INPUTS = ("x", "offset", "weight", "bias", "mask")
+GRADIENTS = ("grad_x", "grad_offset", "grad_weight", "grad_mask")
+# float32 tolerance = FLOAT32_FACTOR x PyTorch's own float32-vs-float64 error on the same case and quantity.
+# Our float32 sums run in another order than PyTorch's (a BLAS GEMM against an einsum, per-channel sample
+# loops), so our rounding error is of the same size as PyTorch's but not equal; 20x covers that spread on
+# any CPU, while an indexing or boundary mistake is an O(1) error. The floor (32 float32 epsilons) keeps a
+# case whose PyTorch error happens to be tiny from demanding better than float32 can represent.
+FLOAT32_FACTOR = 20.0
+FLOAT32_FLOOR = 32 * float(np.finfo(np.float32).eps)
+
+
+def fixture_case(case, dtype):
+    prefix = f"deform/{case}/"
+    arrays = {key.removeprefix(prefix): value for key, value in FIXTURES.items() if key.startswith(prefix)}
+    inputs = {name: arrays[name].astype(dtype) if name in arrays else None for name in INPUTS}
+    return inputs, arrays["grad_y"].astype(dtype), arrays, CONFIGS[case]
+
+
+def run_case(implementation, inputs, grad_y, params):
+    y = implementation.deform_conv2d_forward(**inputs, **params)
+    gradients = implementation.deform_conv2d_backward(grad_y, inputs["x"], inputs["offset"], inputs["weight"],
+                                                      mask=inputs["mask"], **params)
+    results = {"y": y, **dict(zip(GRADIENTS, gradients))}
+    results["grad_bias"] = None if inputs["bias"] is None else kernels.conv2d_backward_bias(grad_y)
+    return {key: value for key, value in results.items() if value is not None}
+
+
+def test_fixture_file_has_every_case_and_quantity():
+    assert set(CONFIGS) and all(f"deform/{case}/y" in FIXTURES for case in CONFIGS)
+    assert any(f"deform/{case}/mask" in FIXTURES for case in CONFIGS)
+    assert any(f"deform/{case}/mask" not in FIXTURES for case in CONFIGS)
+
+
+@pytest.mark.parametrize("implementation", [kernels, R], ids=["fast", "reference"])
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_matches_pytorch_fixture_float64(implementation, case):
+    inputs, grad_y, expected, config = fixture_case(case, np.float64)
+    results = run_case(implementation, inputs, grad_y, config["params"])
+    assert set(results) == {key for key in config["torch_float32_error"]}
+    for key, value in results.items():
+        assert_close(value, expected[key], np.float64)
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_fast_kernel_matches_fixture_float32(case):
+    """float32 inputs (the fixture's rounded) against PyTorch's float64 answer, with the case's tolerance."""
+    inputs, grad_y, expected, config = fixture_case(case, np.float32)
+    results = run_case(kernels, inputs, grad_y, config["params"])
+    for key, value in results.items():
+        assert value.dtype == np.float32
+        tolerance = max(FLOAT32_FACTOR * config["torch_float32_error"][key], FLOAT32_FLOOR)
+        error = np.max(np.abs(value - expected[key])) / np.max(np.abs(expected[key]))
+        assert error <= tolerance, f"{key}: relative error {error:.2e} > {tolerance:.2e}"
+
+
+def _torch_reference():
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(TOOLS_DIR))
+    try:
+        import torch_reference_deform
+    finally:
+        sys.path.remove(str(TOOLS_DIR))
+    return torch, torch_reference_deform.deform_conv2d
+
+
+def test_committed_fixtures_match_what_the_generator_produces(tmp_path):
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(TOOLS_DIR))
+    try:
+        import make_fixtures
+        [path] = make_fixtures.load_module("deform", TOOLS_DIR / "fixtures_deform.py").generate(tmp_path)
+    finally:
+        sys.path.remove(str(TOOLS_DIR))
+    with np.load(path) as fresh:
+        assert sorted(fresh.files) == sorted(FIXTURES)
+        for key in fresh.files:
+            if key.startswith("meta/") or key == "configs_json":
+                continue
+            np.testing.assert_allclose(fresh[key], FIXTURES[key], rtol=1e-12, atol=1e-12, err_msg=key)
+        assert json.loads(str(fresh["configs_json"])).keys() == CONFIGS.keys()
+
+
+def test_matches_live_pytorch_autograd_on_random_configurations():
+    torch, torch_deform_conv2d = _torch_reference()
+    rng = np.random.default_rng(8)
+    for _ in range(12):
+        groups, offset_groups = (int(v) for v in rng.choice([1, 2], size=2))
+        C_in = 2 * int(rng.integers(1, 3))
+        kH, kW = (int(v) for v in rng.integers(1, 4, size=2))
+        params = dict(stride=tuple(int(v) for v in rng.integers(1, 3, size=2)),
+                      padding=tuple(int(v) for v in rng.integers(0, 3, size=2)),
+                      dilation=tuple(int(v) for v in rng.integers(1, 3, size=2)))
+        x_shape = (int(rng.integers(1, 3)), C_in, int(rng.integers(5, 9)), int(rng.integers(5, 9)))
+        weight_shape = (2 * int(rng.integers(1, 3)), C_in // groups, kH, kW)
+        with_mask = bool(rng.integers(0, 2))
+        arrays = make_inputs(rng, x_shape, weight_shape, offset_groups, params, with_mask, offset_scale=2.0)
+        inputs = dict(zip(INPUTS, arrays))
+        tensors = {k: None if v is None else torch.from_numpy(v).requires_grad_(True) for k, v in inputs.items()}
+        y_torch = torch_deform_conv2d(**tensors, **params)
+        grad_y = rng.standard_normal(tuple(y_torch.shape))
+        y_torch.backward(torch.from_numpy(grad_y))
+        results = run_case(kernels, inputs, grad_y, params)
+        assert_close(results["y"], y_torch.detach().numpy(), np.float64)
+        for name in ("x", "offset", "weight", "bias", "mask"):
+            if tensors[name] is not None:
+                assert_close(results[f"grad_{name}"], tensors[name].grad.numpy(), np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bad arguments
+# ----------------------------------------------------------------------------------------------------
+def valid_arguments(dtype=np.float32):
+    """x (2, 4, 6, 5), weight (6, 2, 3, 3): groups 2; offset groups 2; padding 1: output (2, 6, 6, 5)."""
+    return dict(x=np.ones((2, 4, 6, 5), dtype), offset=np.zeros((2, 36, 6, 5), dtype),
+                weight=np.ones((6, 2, 3, 3), dtype), padding=1, mask=np.ones((2, 18, 6, 5), dtype))
+
+
+ERROR_CASES = [
+    (dict(x=np.ones((4, 6, 5), np.float32)), ValueError, r"x must be 4-D"),
+    (dict(x=[[1.0]]), TypeError, r"x must be a numpy.ndarray"),
+    (dict(x=np.ones((2, 4, 6, 5), np.int64)), TypeError, r"x must have dtype float32 or float64"),
+    (dict(offset=np.zeros((2, 36, 6, 5), np.float64)), TypeError, r"share one dtype.*offset: float64"),
+    (dict(mask=np.ones((2, 18, 6, 5), np.float64)), TypeError, r"share one dtype.*mask: float64"),
+    (dict(weight=np.ones((6, 3, 3, 3), np.float32)), ValueError, r"3 input channels per group must divide x's 4"),
+    (dict(weight=np.ones((5, 2, 3, 3), np.float32)), ValueError, r"groups=2 must divide the output channels"),
+    (dict(offset=np.zeros((2, 35, 6, 5), np.float32)), ValueError, r"offset must have 2\*offset_groups\*kH\*kW "
+                                                                   r"channels .*multiple of 18"),
+    (dict(offset=np.zeros((2, 54, 6, 5), np.float32)), ValueError, r"offset_groups .* = 3 must divide x's 4"),
+    (dict(offset=np.zeros((2, 36, 5, 5), np.float32)), ValueError, r"offset must have shape .*\(2, 36, 6, 5\)"),
+    (dict(offset=np.zeros((1, 36, 6, 5), np.float32)), ValueError, r"offset must have shape"),
+    (dict(mask=np.ones((2, 9, 6, 5), np.float32)), ValueError, r"mask must have shape .*\(2, 18, 6, 5\)"),
+    (dict(mask=np.ones((18, 6, 5), np.float32)), ValueError, r"mask must be 4-D"),
+    (dict(stride=0), ValueError, r"stride must be >= 1"),
+    (dict(padding=-1), ValueError, r"padding must be non-negative"),
+    (dict(dilation=(1, 2, 3)), ValueError, r"dilation must be an int or a pair"),
+    (dict(stride=1.5), TypeError, r"stride must be an int or a pair of ints"),
+    (dict(padding=0, x=np.ones((2, 4, 2, 5), np.float32)), ValueError, r"output would be 0x3"),
+]
+
+
+@pytest.mark.parametrize("function", ["forward", "backward"])
+@pytest.mark.parametrize("changes, error, match", ERROR_CASES, ids=[m for _, _, m in ERROR_CASES])
+@pytest.mark.parametrize("implementation", [kernels, R], ids=["fast", "reference"])
+def test_bad_argument_raises_clear_error_naming_it(implementation, function, changes, error, match):
+    arguments = {**valid_arguments(), **changes}
+    if function == "backward":
+        arguments["grad_out"] = np.ones((2, 6, 6, 5), np.float32)
+    with pytest.raises(error, match=match) as info:
+        getattr(implementation, f"deform_conv2d_{function}")(**arguments)
+    assert type(info.value) is error and not isinstance(info.value, numba.core.errors.NumbaError)
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(grad_out=np.ones((2, 6, 6, 4), np.float32)), r"grad_out must have the forward output's shape \(2, 6, 6, 5\)"),
+    (dict(grad_out=np.ones((2, 6, 6, 5), np.float64)), r"grad_out is float64"),
+    (dict(bias=np.ones(6, np.float32)), r"unexpected keyword argument 'bias'"),
+])
+def test_bad_backward_arguments(changes, match):
+    arguments = {**valid_arguments(), "grad_out": np.ones((2, 6, 6, 5), np.float32), **changes}
+    with pytest.raises((ValueError, TypeError), match=match):
+        kernels.deform_conv2d_backward(**arguments)
+
+
+def test_bad_bias_is_refused():
+    with pytest.raises(ValueError, match=r"bias must have shape \(6,\)"):
+        kernels.deform_conv2d_forward(**valid_arguments(), bias=np.ones(5, np.float32))
+
+
+@pytest.mark.nojit
+def test_errors_are_raised_in_python_before_any_kernel_runs():
+    with pytest.raises(ValueError, match="offset must have shape"):
+        kernels.deform_conv2d_forward(**{**valid_arguments(), "offset": np.zeros((2, 36, 5, 5), np.float32)})
