@@ -267,3 +267,39 @@ def check_deform_conv_args(x, offset, weight, mask, stride, padding, dilation):
                          f"{(N, offset_groups * taps, H_out, W_out)} (offset_groups={offset_groups}); "
                          f"got {mask.shape}")
     return geometry, offset_groups, x, offset, weight, mask
+
+
+# ----------------------------------------------------------------------------------------------------
+# Max unpooling (kernels/pooling.py and its reference twin)
+# ----------------------------------------------------------------------------------------------------
+def unpool_output_size(output_size, leading):
+    """``(H_out, W_out)`` from ``output_size``: 2 positive ints, or 4 whose first two equal ``leading`` (N, C)."""
+    try:
+        size = tuple(output_size)
+    except TypeError:
+        raise TypeError(f"output_size must be (H_out, W_out) or (N, C, H_out, W_out); got {output_size!r}") from None
+    if len(size) == 4:
+        if tuple(size[:2]) != tuple(leading):
+            raise ValueError(f"output_size {size} must have x's (N, C) = {tuple(leading)} in front")
+        size = size[2:]
+    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in size):
+        raise TypeError(f"output_size must be (H_out, W_out) or (N, C, H_out, W_out) of ints; got {output_size!r}")
+    if min(size) < 1:
+        raise ValueError(f"output_size must be positive; got {output_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def check_unpool_indices(indices, expected_shape, output_hw):
+    """Integer array of ``expected_shape`` with values in ``[0, H_out*W_out)``; returned C-contiguous int64."""
+    if not isinstance(indices, np.ndarray) or not np.issubdtype(indices.dtype, np.integer):
+        raise TypeError(f"indices must be an integer numpy.ndarray (max_pool2d_forward's argmax); "
+                        f"got {getattr(indices, 'dtype', type(indices).__name__)}")
+    if indices.shape != tuple(expected_shape):
+        raise ValueError(f"indices must have x's shape {tuple(expected_shape)}; got {indices.shape}")
+    if indices.size == 0:
+        raise ValueError(f"indices must not be empty; got shape {indices.shape}")
+    plane_size = output_hw[0] * output_hw[1]
+    if indices.min() < 0 or indices.max() >= plane_size:
+        raise ValueError(f"indices are flat positions h*W_out + w, so must lie in [0, {plane_size}) for an "
+                         f"output of {output_hw[0]}x{output_hw[1]}; got values in [{indices.min()}, {indices.max()}]")
+    return np.ascontiguousarray(indices, dtype=np.int64)

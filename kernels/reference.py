@@ -35,9 +35,11 @@ from ._validate import (
     check_same_dtype,
     check_shape,
     check_tensor,
+    check_unpool_indices,
     conv_geometry,
     conv_transpose_geometry,
     pool_geometry,
+    unpool_output_size,
 )
 
 __all__ = [
@@ -764,3 +766,60 @@ def _deform_contract(samples, weight, geometry):
     grouped = samples.reshape(N, G, C_in_per_group, K, H_out, W_out)
     w = weight.reshape(G, C_out // G, C_in_per_group, K)
     return np.einsum("gock,ngckhw->ngohw", w, grouped).reshape(N, C_out, H_out, W_out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Max unpooling
+# ----------------------------------------------------------------------------------------------------
+__all__ += ["max_unpool2d_forward", "max_unpool2d_backward"]
+
+
+def max_unpool2d_forward(x, indices, output_size):
+    """Max unpooling: ``y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j]``, zeros elsewhere.
+
+    Parameters
+    ----------
+    x : (N, C, H_in, W_in)
+    indices : integer (N, C, H_in, W_in), flat positions ``h*W_out + w`` (max pooling's argmax)
+    output_size : (H_out, W_out) or (N, C, H_out, W_out)
+
+    Returns
+    -------
+    y : (N, C, H_out, W_out). A repeated index keeps the last value in row-major order (NumPy's
+    fancy assignment does the same).
+    """
+    x = check_tensor(x, "x")
+    N, C, H_in, W_in = x.shape
+    H_out, W_out = unpool_output_size(output_size, (N, C))
+    indices = check_unpool_indices(indices, x.shape, (H_out, W_out))
+    y = np.zeros((N, C, H_out * W_out), dtype=x.dtype)                   # (N, C, H_out*W_out)
+    n = np.arange(N)[:, None, None]
+    c = np.arange(C)[None, :, None]
+    y[n, c, indices.reshape(N, C, -1)] = x.reshape(N, C, -1)
+    return y.reshape(N, C, H_out, W_out)
+
+
+def max_unpool2d_backward(grad_out, indices):
+    """Gradient of :func:`max_unpool2d_forward`: ``grad_x[n, c, i, j] = grad_out[n, c].flat[indices[n, c, i, j]]``.
+
+    Parameters
+    ----------
+    grad_out : (N, C, H_out, W_out)
+    indices : integer (N, C, H_in, W_in)
+
+    Returns
+    -------
+    grad_x : (N, C, H_in, W_in)
+    """
+    grad_out = check_tensor(grad_out, "grad_out")
+    N, C, H_out, W_out = grad_out.shape
+    if not isinstance(indices, np.ndarray) or indices.ndim != 4:
+        raise ValueError(f"indices must be a 4-D integer numpy.ndarray (N, C, H_in, W_in); got "
+                         f"{getattr(indices, 'shape', type(indices).__name__)}")
+    if indices.shape[:2] != (N, C):
+        raise ValueError(f"indices {indices.shape} and grad_out {grad_out.shape} must agree on (N, C)")
+    indices = check_unpool_indices(indices, indices.shape, (H_out, W_out))
+    n = np.arange(N)[:, None, None]
+    c = np.arange(C)[None, :, None]
+    grad_x = grad_out.reshape(N, C, -1)[n, c, indices.reshape(N, C, -1)]   # (N, C, H_in*W_in)
+    return grad_x.reshape(indices.shape)

@@ -18,7 +18,7 @@ from .linear import Linear
 from .misc import ChannelShuffle, Dropout, Flatten, Identity, Upsample
 from .module import Module, ModuleList, Parameter, Sequential, chain_backward, chain_forward
 from .norm import BatchNorm2d
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 from .se import SqueezeExcitation
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "Dropout", "Flatten", "Identity", "ChannelShuffle", "Upsample",
     "SqueezeExcitation",
+    "MaxUnpool2d",
     "ShortcutBlock", "Residual", "Concat", "ChannelSplit", "Conv2dNormActivation",
 ]
