@@ -1,4 +1,5 @@
-"""Deformable convolution (``kernels/deformable.py``): reference twin, conv2d identity, gradchecks, PyTorch.
+"""Deformable convolution (``kernels/deformable.py``, ``nn.DeformConv2d``): NumPy twin, conv2d identity,
+gradchecks, PyTorch.
 
 What is checked:
 
@@ -12,7 +13,9 @@ What is checked:
 * PyTorch: the committed fixtures (``tests/fixtures/deform.npz``, made by ``tools/fixtures_deform.py``
   with the autograd re-statement of torchvision's ``deform_conv2d`` in ``tools/torch_reference_deform.py``)
   and live random configurations when torch is installed;
-* every bad argument raises a clear ``ValueError``/``TypeError`` naming it, before any compiled code runs.
+* every bad argument raises a clear ``ValueError``/``TypeError`` naming it, before any compiled code runs;
+* the layer ``nn.DeformConv2d``: torchvision's repr, state_dict and initialisation; the kernels' results;
+  gradchecks of x, offset, mask, weight and bias; an offset-predicting block trained end to end.
 
 Tolerances: float64 1e-10 relative to the largest expected value (``helpers.assert_close``). float32
 against the float64 fixtures: ``FLOAT32_FACTOR`` times PyTorch's own float32 error on the same case
@@ -28,8 +31,9 @@ import numpy as np
 import pytest
 
 import kernels
-from helpers import LAYOUTS, as64, assert_close, assert_gradcheck, relayout
+from helpers import LAYOUTS, as64, assert_close, assert_directional_derivatives_match, assert_gradcheck, relayout
 from kernels import reference as R
+from tinycnn import nn
 
 FIXTURE_PATH = pathlib.Path(__file__).resolve().parent / "fixtures" / "deform.npz"
 TOOLS_DIR = pathlib.Path(__file__).resolve().parents[1] / "tools"
@@ -418,3 +422,126 @@ def test_bad_bias_is_refused():
 def test_errors_are_raised_in_python_before_any_kernel_runs():
     with pytest.raises(ValueError, match="offset must have shape"):
         kernels.deform_conv2d_forward(**{**valid_arguments(), "offset": np.zeros((2, 36, 5, 5), np.float32)})
+
+
+# ----------------------------------------------------------------------------------------------------
+# The layer: tinycnn.nn.DeformConv2d
+# ----------------------------------------------------------------------------------------------------
+
+
+def layer_and_inputs(with_mask, seed=9, bias=True):
+    rng = np.random.default_rng(seed)
+    layer = nn.DeformConv2d(4, 6, 3, stride=1, padding=1, groups=2, bias=bias, rng=rng).double()
+    params = dict(stride=1, padding=1, dilation=1)
+    x, offset, _, _, mask = make_inputs(rng, (2, 4, 5, 6), (6, 2, 3, 3), 2, params, with_mask)
+    return layer, x, offset, mask, rng
+
+
+@pytest.mark.parametrize("with_mask", [False, True], ids=["v1", "v2_mask"])
+def test_layer_forward_and_backward_are_the_kernels(with_mask):
+    layer, x, offset, mask, rng = layer_and_inputs(with_mask)
+    y = layer(x, offset, mask)
+    np.testing.assert_array_equal(y, kernels.deform_conv2d_forward(x, offset, layer.weight.data, layer.bias.data,
+                                                                   padding=1, mask=mask))
+    grad_y = rng.standard_normal(y.shape)
+    grad_x = layer.backward(grad_y)
+    expected = kernels.deform_conv2d_backward(grad_y, x, offset, layer.weight.data, padding=1, mask=mask)
+    np.testing.assert_array_equal(grad_x, expected[0])
+    np.testing.assert_array_equal(layer.grad_offset, expected[1])
+    np.testing.assert_array_equal(layer.weight.grad, expected[2])
+    np.testing.assert_array_equal(layer.bias.grad, grad_y.sum(axis=(0, 2, 3)))
+    if with_mask:
+        np.testing.assert_array_equal(layer.grad_mask, expected[3])
+    else:
+        assert layer.grad_mask is None
+    layer.backward(grad_y)                                            # parameter gradients accumulate
+    np.testing.assert_array_equal(layer.weight.grad, 2 * expected[2])
+
+
+def test_layer_gradients_pass_float64_finite_difference_checks():
+    """All five: x, offset and mask (inputs), weight and bias (parameters)."""
+    layer, x, offset, mask, rng = layer_and_inputs(with_mask=True)
+    inputs = dict(x=x, offset=offset, mask=mask)
+    grad_y = rng.standard_normal(layer(**inputs).shape)
+    layer.zero_grad()
+    grads = dict(x=layer.backward(grad_y), offset=layer.grad_offset, mask=layer.grad_mask)
+    for name, gradient in grads.items():
+        assert_directional_derivatives_match(
+            lambda value, name=name: np.vdot(grad_y, layer(**{**inputs, name: value})), inputs[name], gradient, name)
+    for name, parameter in layer.named_parameters():
+        original = parameter.data
+
+        def loss(value, parameter=parameter):
+            parameter.data = value
+            return np.vdot(grad_y, layer(**inputs))
+
+        assert_directional_derivatives_match(loss, original, parameter.grad, name)
+        parameter.data = original
+
+
+def test_offsets_predicted_by_a_convolution_train_end_to_end():
+    """The docstring's block: x feeds an offset-predicting Conv2d and the DeformConv2d; dL/dx sums both paths."""
+    rng = np.random.default_rng(10)
+    offset_conv = nn.Conv2d(3, 2 * 9, 3, padding=1, rng=rng).double()
+    offset_conv.weight.data *= 3.0                                   # sizeable offsets, not a near-identity
+    deform = nn.DeformConv2d(3, 4, 3, padding=1, rng=rng).double()
+    x = rng.standard_normal((2, 3, 5, 5))
+
+    def block(point):
+        return deform(point, offset_conv(point))
+
+    grad_y = rng.standard_normal(block(x).shape)
+    grad_x = deform.backward(grad_y) + offset_conv.backward(deform.grad_offset)
+    assert_directional_derivatives_match(lambda point: np.vdot(grad_y, block(point)), x, grad_x, "x")
+
+
+def test_layer_matches_torchvision_layout_and_the_torch_reference():
+    """Same repr and state_dict as torchvision.ops.DeformConv2d; same output and gradients with its weights."""
+    torch, torch_deform_conv2d = _torch_reference()
+    sys.path.insert(0, str(TOOLS_DIR))
+    try:
+        from model_fixtures import import_torchvision_models
+        import_torchvision_models()
+        import torchvision.ops
+    finally:
+        sys.path.remove(str(TOOLS_DIR))
+    for args, kwargs in [((4, 6, 3), dict(padding=1, groups=2)), ((4, 6, (3, 2)), dict(stride=2, dilation=2, bias=False))]:
+        theirs = torchvision.ops.DeformConv2d(*args, **kwargs).double()
+        ours = nn.DeformConv2d(*args, **kwargs).double()
+        assert repr(ours) == repr(theirs)
+        state = {name: tensor.detach().numpy() for name, tensor in theirs.state_dict().items()}
+        assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in state.items()}
+        ours.load_state_dict(state, strict=True)
+        rng = np.random.default_rng(11)
+        params = dict(stride=ours.stride, padding=ours.padding, dilation=ours.dilation)
+        x, offset, _, _, mask = make_inputs(rng, (2, 4, 7, 6), ours.weight.shape, 1, params, with_mask=True)
+        y = ours(x, offset, mask)
+        tensors = [torch.from_numpy(a).requires_grad_(True) for a in (x, offset, mask)]
+        y_torch = torch_deform_conv2d(tensors[0], tensors[1], theirs.weight, theirs.bias, mask=tensors[2], **params)
+        grad_y = rng.standard_normal(y.shape)
+        y_torch.backward(torch.from_numpy(grad_y))
+        assert_close(y, y_torch.detach().numpy(), np.float64)
+        assert_close(ours.backward(grad_y), tensors[0].grad.numpy(), np.float64)
+        assert_close(ours.grad_offset, tensors[1].grad.numpy(), np.float64)
+        assert_close(ours.grad_mask, tensors[2].grad.numpy(), np.float64)
+        assert_close(ours.weight.grad, theirs.weight.grad.numpy(), np.float64)
+
+
+def test_layer_initialisation_is_pytorchs_uniform_bound():
+    layer = nn.DeformConv2d(8, 16, 3, groups=2, rng=np.random.default_rng(0))
+    bound = 1 / np.sqrt(4 * 3 * 3)                                   # fan_in = C_in/groups * kH * kW
+    assert layer.weight.data.dtype == np.float32 and layer.weight.shape == (16, 4, 3, 3)
+    assert np.abs(layer.weight.data).max() <= bound and np.abs(layer.weight.data).max() > 0.9 * bound
+    assert np.abs(layer.bias.data).max() <= bound
+
+
+def test_layer_errors_are_clear():
+    layer = nn.DeformConv2d(4, 6, 3, padding=1)
+    with pytest.raises(RuntimeError, match=r"backward\(\) called before forward\(\)"):
+        layer.backward(np.ones((1, 6, 5, 5), np.float32))
+    with pytest.raises(ValueError, match=r"DeformConv2d.*4"):
+        layer(np.ones((1, 3, 5, 5), np.float32), np.zeros((1, 18, 5, 5), np.float32))
+    with pytest.raises(ValueError, match=r"offset must have shape"):
+        layer(np.ones((1, 4, 5, 5), np.float32), np.zeros((1, 18, 4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"in_channels=4 must be divisible by groups=3"):
+        nn.DeformConv2d(4, 6, 3, groups=3)

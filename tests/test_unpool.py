@@ -152,7 +152,13 @@ def test_maxpool_return_indices_backward_still_takes_only_grad_y():
     y, _ = layer(x)
     grad_x = layer.backward(np.ones_like(y))
     assert grad_x[0, 0, 1, 1] == 1.0 and grad_x.sum() == 4.0
-    assert "return_indices=True" in repr(layer)
+
+
+def test_repr_equals_pytorchs():
+    torch = pytest.importorskip("torch")
+    for args in [(2,), ((3, 2), 1, (1, 0))]:
+        assert repr(nn.MaxUnpool2d(*args)) == repr(torch.nn.MaxUnpool2d(*args))
+    assert repr(nn.MaxPool2d(2, return_indices=True)) == repr(torch.nn.MaxPool2d(2, return_indices=True))
 
 
 def test_unpool_layer_backward_before_forward_is_a_clear_error():

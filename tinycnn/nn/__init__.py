@@ -14,6 +14,7 @@ from . import init
 from .activation import Hardsigmoid, Hardswish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU
 from .blocks import ChannelSplit, Concat, Conv2dNormActivation, Residual, ShortcutBlock
 from .conv import Conv2d, ConvTranspose2d
+from .deformable import DeformConv2d
 from .linear import Linear
 from .misc import ChannelShuffle, Dropout, Flatten, Identity, Upsample
 from .module import Module, ModuleList, Parameter, Sequential, chain_backward, chain_forward
@@ -29,6 +30,6 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "Dropout", "Flatten", "Identity", "ChannelShuffle", "Upsample",
     "SqueezeExcitation",
-    "MaxUnpool2d",
+    "MaxUnpool2d", "DeformConv2d",
     "ShortcutBlock", "Residual", "Concat", "ChannelSplit", "Conv2dNormActivation",
 ]

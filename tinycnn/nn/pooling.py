@@ -125,9 +125,8 @@ class MaxPool2d(Module):
         return np.ascontiguousarray(grad_pooled[:, :, ph:ph + H, pw:pw + W])
 
     def extra_repr(self):
-        text = (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
-        return text + (", return_indices=True" if self.return_indices else "")
 
 
 class AvgPool2d(Module):
@@ -223,19 +222,16 @@ class MaxUnpool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = kernel_size if stride is None else stride
-        self.padding = padding
-        self._kernel = as_pair(kernel_size, "kernel_size", 1)
-        self._stride = as_pair(self.stride, "stride", 1)
-        self._padding = as_pair(padding, "padding", 0)
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)     # pairs, as PyTorch stores them
+        self.stride = self.kernel_size if stride is None else as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
         self._indices = None
         self._output_shape = None
 
     def _output_size(self, x_shape, output_size):
         N, C, H_in, W_in = x_shape
         default = tuple(_unpool_default_size(size, k, s, p) for size, k, s, p in
-                        zip((H_in, W_in), self._kernel, self._stride, self._padding))
+                        zip((H_in, W_in), self.kernel_size, self.stride, self.padding))
         if output_size is None:
             if min(default) < 1:
                 raise ValueError(f"{self._layer_name()}: the default output size {default} for input {x_shape} is "
@@ -247,7 +243,7 @@ class MaxUnpool2d(Module):
         if len(size) != 2:
             raise ValueError(f"output_size should be a sequence containing 2 or 4 elements, but it has a length of "
                              f"{len(size)}: {output_size!r}")
-        for axis, (wanted, base, stride) in enumerate(zip(size, default, self._stride)):
+        for axis, (wanted, base, stride) in enumerate(zip(size, default, self.stride)):
             if not base - stride < wanted < base + stride:
                 raise ValueError(f"invalid output_size {tuple(output_size)} (dim {axis} must be between "
                                  f"{base - stride} and {base + stride}, exclusive)")
