@@ -256,6 +256,7 @@ def _deformable_im2col_kernel(image, offsets, masks, cols, kW, sh, sw, ph, pw, d
     channels_per_offset_group = C // G_off
     for c in prange(C):                      # one input channel per thread: writes rows c*K .. c*K + K-1 only
         g = c // channels_per_offset_group
+        plane = image[c]                     # (H, W)
         for k in range(K):                   # kernel taps (a, b), row-major
             a = k // kW
             b = k % kW
@@ -263,7 +264,7 @@ def _deformable_im2col_kernel(image, offsets, masks, cols, kW, sh, sw, ph, pw, d
                 for j in range(W_out):
                     y, x = _sample_position(i, j, a, b, offsets[g, k, 0, i, j], offsets[g, k, 1, i, j],
                                             sh, sw, ph, pw, dh, dw)
-                    value, _, _ = _bilinear(image[c], y, x)
+                    value, _, _ = _bilinear(plane, y, x)
                     cols[c * K + k, i, j] = masks[g, k, i, j] * value
 
 
@@ -322,11 +323,12 @@ def _offset_mask_gradient_kernel(image, offsets, masks, grad_cols, grad_offsets,
         grad_offsets[g, k, :, :, :] = 0.0
         grad_masks[g, k, :, :] = 0.0
         for c in range(g * channels_per_offset_group, (g + 1) * channels_per_offset_group):  # the group's channels
+            plane = image[c]                 # (H, W)
             for i in range(H_out):           # output pixels
                 for j in range(W_out):
                     y, x = _sample_position(i, j, a, b, offsets[g, k, 0, i, j], offsets[g, k, 1, i, j],
                                             sh, sw, ph, pw, dh, dw)
-                    value, slope_y, slope_x = _bilinear(image[c], y, x)
+                    value, slope_y, slope_x = _bilinear(plane, y, x)
                     upstream = grad_cols[c * K + k, i, j]
                     modulated = upstream * masks[g, k, i, j]
                     grad_offsets[g, k, 0, i, j] += modulated * slope_y
