@@ -289,17 +289,34 @@ def unpool_output_size(output_size, leading):
     return int(size[0]), int(size[1])
 
 
-def check_unpool_indices(indices, expected_shape, output_hw):
-    """Integer array of ``expected_shape`` with values in ``[0, H_out*W_out)``; returned C-contiguous int64."""
+def check_flat_indices(indices, name, expected_shape, shape_owner, plane_shape):
+    """Check max pooling's ``argmax`` or max unpooling's ``indices``; return it C-contiguous int64.
+
+    An integer ndarray of ``expected_shape`` (the shape of the array named ``shape_owner``) whose values
+    are flat positions ``h*W + w`` inside planes of ``plane_shape = (H, W)``: each in ``[0, H*W)``.
+    """
     if not isinstance(indices, np.ndarray) or not np.issubdtype(indices.dtype, np.integer):
-        raise TypeError(f"indices must be an integer numpy.ndarray (max_pool2d_forward's argmax); "
+        raise TypeError(f"{name} must be an integer numpy.ndarray (as max_pool2d_forward returns its argmax); "
                         f"got {getattr(indices, 'dtype', type(indices).__name__)}")
     if indices.shape != tuple(expected_shape):
-        raise ValueError(f"indices must have x's shape {tuple(expected_shape)}; got {indices.shape}")
+        raise ValueError(f"{name} must have {shape_owner}'s shape {tuple(expected_shape)}; got {indices.shape}")
     if indices.size == 0:
-        raise ValueError(f"indices must not be empty; got shape {indices.shape}")
-    plane_size = output_hw[0] * output_hw[1]
-    if indices.min() < 0 or indices.max() >= plane_size:
-        raise ValueError(f"indices are flat positions h*W_out + w, so must lie in [0, {plane_size}) for an "
-                         f"output of {output_hw[0]}x{output_hw[1]}; got values in [{indices.min()}, {indices.max()}]")
+        raise ValueError(f"{name} must not be empty; got shape {indices.shape}")
+    H, W = plane_shape
+    if indices.min() < 0 or indices.max() >= H * W:
+        raise ValueError(f"{name} holds flat indices h*W + w, so must lie in [0, {H * W}) for planes of {H}x{W}; "
+                         f"got values in [{indices.min()}, {indices.max()}]")
     return np.ascontiguousarray(indices, dtype=np.int64)
+
+
+def check_unpool_backward_args(grad_out, indices):
+    """Validate :func:`kernels.max_unpool2d_backward`'s ``grad_out`` (N, C, H_out, W_out) and ``indices``
+    (N, C, H_in, W_in); return both C-contiguous (indices as int64)."""
+    grad_out = check_tensor(grad_out, "grad_out")
+    N, C, H_out, W_out = grad_out.shape
+    if not isinstance(indices, np.ndarray) or indices.ndim != 4:
+        raise ValueError(f"indices must be a 4-D integer numpy.ndarray (N, C, H_in, W_in); got "
+                         f"{getattr(indices, 'shape', type(indices).__name__)}")
+    if indices.shape[:2] != (N, C):
+        raise ValueError(f"indices {indices.shape} and grad_out {grad_out.shape} must agree on (N, C)")
+    return grad_out, check_flat_indices(indices, "indices", indices.shape, "x", (H_out, W_out))

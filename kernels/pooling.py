@@ -23,8 +23,8 @@ Sums are accumulated in float64 and rounded once when stored.
 import numpy as np
 
 from ._jit import parallel_jit, prange
-from ._validate import (check_grad_out, check_shape, check_tensor, check_unpool_indices, pool_geometry,
-                        unpool_output_size)
+from ._validate import (check_flat_indices, check_grad_out, check_shape, check_tensor,
+                        check_unpool_backward_args, pool_geometry, unpool_output_size)
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
@@ -73,7 +73,7 @@ def max_pool2d_backward(grad_out, argmax, input_shape):
     N, C, H, W = input_shape
     if grad_out.shape[:2] != (N, C):
         raise ValueError(f"grad_out {grad_out.shape} and input_shape {input_shape} must agree on (N, C)")
-    argmax = _check_argmax(argmax, grad_out.shape, input_shape)
+    argmax = check_flat_indices(argmax, "argmax", grad_out.shape, "grad_out", (H, W))
     grad_x = np.empty(input_shape, dtype=grad_out.dtype)          # (N, C, H, W)
     _max_pool_backward_kernel(grad_out.reshape(N, C, -1), argmax.reshape(N, C, -1), grad_x.reshape(N, C, H * W))
     return grad_x
@@ -161,20 +161,6 @@ def global_avg_pool2d_backward(grad_out, input_shape):
     grad_x = np.empty(input_shape, dtype=grad_out.dtype)          # (N, C, H, W)
     _global_avg_pool_backward_kernel(grad_out.reshape(N, C), grad_x.reshape(N, C, H * W))
     return grad_x
-
-
-def _check_argmax(argmax, grad_out_shape, input_shape):
-    """Check the ``argmax`` given to :func:`max_pool2d_backward`; return it as C-contiguous int64."""
-    if not isinstance(argmax, np.ndarray) or not np.issubdtype(argmax.dtype, np.integer):
-        raise TypeError(f"argmax must be an integer numpy.ndarray (as max_pool2d_forward returns); "
-                        f"got {getattr(argmax, 'dtype', type(argmax).__name__)}")
-    if argmax.shape != grad_out_shape:
-        raise ValueError(f"argmax must have grad_out's shape {grad_out_shape}; got {argmax.shape}")
-    plane_size = input_shape[2] * input_shape[3]
-    if argmax.min() < 0 or argmax.max() >= plane_size:
-        raise ValueError(f"argmax holds flat indices h*W + w, so must lie in [0, {plane_size}) for input_shape "
-                         f"{input_shape}; got values in [{argmax.min()}, {argmax.max()}]")
-    return np.ascontiguousarray(argmax, dtype=np.int64)
 
 
 @parallel_jit
@@ -312,7 +298,7 @@ def max_unpool2d_forward(x, indices, output_size):
     x = check_tensor(x, "x")
     N, C, H_in, W_in = x.shape
     H_out, W_out = unpool_output_size(output_size, (N, C))
-    indices = check_unpool_indices(indices, x.shape, (H_out, W_out))
+    indices = check_flat_indices(indices, "indices", x.shape, "x", (H_out, W_out))
     y = np.empty((N, C, H_out, W_out), dtype=x.dtype)               # (N, C, H_out, W_out)
     _max_unpool_forward_kernel(x.reshape(N, C, H_in * W_in), indices.reshape(N, C, H_in * W_in),
                                y.reshape(N, C, H_out * W_out))
@@ -334,14 +320,8 @@ def max_unpool2d_backward(grad_out, indices):
     -------
     grad_x : ndarray (N, C, H_in, W_in)
     """
-    grad_out = check_tensor(grad_out, "grad_out")
+    grad_out, indices = check_unpool_backward_args(grad_out, indices)
     N, C, H_out, W_out = grad_out.shape
-    if not isinstance(indices, np.ndarray) or indices.ndim != 4:
-        raise ValueError(f"indices must be a 4-D integer numpy.ndarray (N, C, H_in, W_in); got "
-                         f"{getattr(indices, 'shape', type(indices).__name__)}")
-    if indices.shape[:2] != (N, C):
-        raise ValueError(f"indices {indices.shape} and grad_out {grad_out.shape} must agree on (N, C)")
-    indices = check_unpool_indices(indices, indices.shape, (H_out, W_out))
     H_in, W_in = indices.shape[2:]
     grad_x = np.empty(indices.shape, dtype=grad_out.dtype)         # (N, C, H_in, W_in)
     _max_unpool_backward_kernel(grad_out.reshape(N, C, H_out * W_out), indices.reshape(N, C, H_in * W_in),

@@ -35,7 +35,8 @@ from ._validate import (
     check_same_dtype,
     check_shape,
     check_tensor,
-    check_unpool_indices,
+    check_flat_indices,
+    check_unpool_backward_args,
     conv_geometry,
     conv_transpose_geometry,
     pool_geometry,
@@ -500,14 +501,7 @@ def max_pool2d_backward(grad_out, argmax, input_shape):
     N, C, H, W = input_shape
     if grad_out.shape[:2] != (N, C):
         raise ValueError(f"grad_out {grad_out.shape} and input_shape {input_shape} must agree on (N, C)")
-    if not isinstance(argmax, np.ndarray) or not np.issubdtype(argmax.dtype, np.integer):
-        raise TypeError(f"argmax must be an integer numpy.ndarray (as max_pool2d_forward returns); "
-                        f"got {getattr(argmax, 'dtype', type(argmax).__name__)}")
-    if argmax.shape != grad_out.shape:
-        raise ValueError(f"argmax must have grad_out's shape {grad_out.shape}; got {argmax.shape}")
-    if argmax.min() < 0 or argmax.max() >= H * W:
-        raise ValueError(f"argmax holds flat indices h*W + w, so must lie in [0, {H * W}) for input_shape "
-                         f"{input_shape}; got values in [{argmax.min()}, {argmax.max()}]")
+    argmax = check_flat_indices(argmax, "argmax", grad_out.shape, "grad_out", (H, W))
 
     grad_x = np.zeros((N * C, H * W), dtype=grad_out.dtype)               # one row per image plane
     planes = np.arange(N * C)[:, None]                                    # (N*C, 1)
@@ -791,7 +785,7 @@ def max_unpool2d_forward(x, indices, output_size):
     x = check_tensor(x, "x")
     N, C, H_in, W_in = x.shape
     H_out, W_out = unpool_output_size(output_size, (N, C))
-    indices = check_unpool_indices(indices, x.shape, (H_out, W_out))
+    indices = check_flat_indices(indices, "indices", x.shape, "x", (H_out, W_out))
     y = np.zeros((N, C, H_out * W_out), dtype=x.dtype)                   # (N, C, H_out*W_out)
     n = np.arange(N)[:, None, None]
     c = np.arange(C)[None, :, None]
@@ -811,14 +805,8 @@ def max_unpool2d_backward(grad_out, indices):
     -------
     grad_x : (N, C, H_in, W_in)
     """
-    grad_out = check_tensor(grad_out, "grad_out")
-    N, C, H_out, W_out = grad_out.shape
-    if not isinstance(indices, np.ndarray) or indices.ndim != 4:
-        raise ValueError(f"indices must be a 4-D integer numpy.ndarray (N, C, H_in, W_in); got "
-                         f"{getattr(indices, 'shape', type(indices).__name__)}")
-    if indices.shape[:2] != (N, C):
-        raise ValueError(f"indices {indices.shape} and grad_out {grad_out.shape} must agree on (N, C)")
-    indices = check_unpool_indices(indices, indices.shape, (H_out, W_out))
+    grad_out, indices = check_unpool_backward_args(grad_out, indices)
+    N, C = grad_out.shape[:2]
     n = np.arange(N)[:, None, None]
     c = np.arange(C)[None, :, None]
     grad_x = grad_out.reshape(N, C, -1)[n, c, indices.reshape(N, C, -1)]   # (N, C, H_in*W_in)

@@ -18,8 +18,8 @@ What is checked:
   gradchecks of x, offset, mask, weight and bias; an offset-predicting block trained end to end.
 
 Tolerances: float64 1e-10 relative to the largest expected value (``helpers.assert_close``). float32
-against the float64 fixtures: ``FLOAT32_FACTOR`` times PyTorch's own float32 error on the same case
-(recorded in the fixture), never below ``FLOAT32_FLOOR``; see ``test_fast_kernel_matches_fixture_float32``.
+against the float64 fixtures: 20x PyTorch's own float32 error on the same case (recorded in the fixture),
+never below 32 float32 epsilons (``helpers.assert_float32_close_to_fixture`` says why).
 """
 import itertools
 import json
@@ -31,7 +31,8 @@ import numpy as np
 import pytest
 
 import kernels
-from helpers import LAYOUTS, as64, assert_close, assert_directional_derivatives_match, assert_gradcheck, relayout
+from helpers import (LAYOUTS, as64, assert_close, assert_directional_derivatives_match, assert_float32_close_to_fixture,
+                     assert_generator_reproduces_fixture, assert_gradcheck, relayout)
 from kernels import reference as R
 from tinycnn import nn
 
@@ -252,13 +253,7 @@ with np.load(FIXTURE_PATH) as _npz:
 CONFIGS = json.loads(str(FIXTURES["configs_json"]))
 INPUTS = ("x", "offset", "weight", "bias", "mask")
 GRADIENTS = ("grad_x", "grad_offset", "grad_weight", "grad_mask")
-# float32 tolerance = FLOAT32_FACTOR x PyTorch's own float32-vs-float64 error on the same case and quantity.
-# Our float32 sums run in another order than PyTorch's (a BLAS GEMM against an einsum, per-channel sample
-# loops), so our rounding error is of the same size as PyTorch's but not equal; 20x covers that spread on
-# any CPU, while an indexing or boundary mistake is an O(1) error. The floor (32 float32 epsilons) keeps a
-# case whose PyTorch error happens to be tiny from demanding better than float32 can represent.
-FLOAT32_FACTOR = 20.0
-FLOAT32_FLOOR = 32 * float(np.finfo(np.float32).eps)
+
 
 
 def fixture_case(case, dtype):
@@ -299,10 +294,7 @@ def test_fast_kernel_matches_fixture_float32(case):
     inputs, grad_y, expected, config = fixture_case(case, np.float32)
     results = run_case(kernels, inputs, grad_y, config["params"])
     for key, value in results.items():
-        assert value.dtype == np.float32
-        tolerance = max(FLOAT32_FACTOR * config["torch_float32_error"][key], FLOAT32_FLOOR)
-        error = np.max(np.abs(value - expected[key])) / np.max(np.abs(expected[key]))
-        assert error <= tolerance, f"{key}: relative error {error:.2e} > {tolerance:.2e}"
+        assert_float32_close_to_fixture(value, expected[key], config["torch_float32_error"][key], key)
 
 
 def _torch_reference():
@@ -316,20 +308,7 @@ def _torch_reference():
 
 
 def test_committed_fixtures_match_what_the_generator_produces(tmp_path):
-    pytest.importorskip("torch")
-    sys.path.insert(0, str(TOOLS_DIR))
-    try:
-        import make_fixtures
-        [path] = make_fixtures.load_module("deform", TOOLS_DIR / "fixtures_deform.py").generate(tmp_path)
-    finally:
-        sys.path.remove(str(TOOLS_DIR))
-    with np.load(path) as fresh:
-        assert sorted(fresh.files) == sorted(FIXTURES)
-        for key in fresh.files:
-            if key.startswith("meta/") or key == "configs_json":
-                continue
-            np.testing.assert_allclose(fresh[key], FIXTURES[key], rtol=1e-12, atol=1e-12, err_msg=key)
-        assert json.loads(str(fresh["configs_json"])).keys() == CONFIGS.keys()
+    assert_generator_reproduces_fixture("deform", tmp_path, FIXTURES)
 
 
 def test_matches_live_pytorch_autograd_on_random_configurations():

@@ -8,19 +8,17 @@ repeat), PyTorch's output-size rule and its errors, and clear errors for bad ker
 """
 import json
 import pathlib
-import sys
 
 import numba
 import numpy as np
 import pytest
 
 import kernels
-from helpers import assert_gradcheck, assert_vdot_equal
+from helpers import assert_generator_reproduces_fixture, assert_gradcheck, assert_vdot_equal
 from kernels import reference as R
 from tinycnn import nn
 
 FIXTURE_PATH = pathlib.Path(__file__).resolve().parent / "fixtures" / "unpool.npz"
-TOOLS_DIR = pathlib.Path(__file__).resolve().parents[1] / "tools"
 with np.load(FIXTURE_PATH) as _npz:
     FIXTURES = {key: _npz[key] for key in _npz.files}
 CONFIGS = json.loads(str(FIXTURES["configs_json"]))
@@ -68,18 +66,7 @@ def test_kernels_match_pytorch_fixture(implementation, case):
 
 
 def test_committed_fixtures_match_what_the_generator_produces(tmp_path):
-    pytest.importorskip("torch")
-    sys.path.insert(0, str(TOOLS_DIR))
-    try:
-        import make_fixtures
-        [path] = make_fixtures.load_module("unpool", TOOLS_DIR / "fixtures_unpool.py").generate(tmp_path)
-    finally:
-        sys.path.remove(str(TOOLS_DIR))
-    with np.load(path) as fresh:
-        assert sorted(fresh.files) == sorted(FIXTURES)
-        for key in fresh.files:
-            if not key.startswith("meta/"):
-                np.testing.assert_array_equal(fresh[key], FIXTURES[key], err_msg=key)
+    assert_generator_reproduces_fixture("unpool", tmp_path, FIXTURES)
 
 
 def test_matches_live_pytorch_on_random_configurations():

@@ -2,8 +2,8 @@
 ``align_corners=True`` with a scale factor, ``recompute_scale_factor``, against PyTorch.
 
 * committed fixtures (``tests/fixtures/upsample.npz``, ``tools/fixtures_upsample.py``): float64 to 1e-10;
-  float32 within ``FLOAT32_FACTOR`` x PyTorch's own float32 error on the case (recorded in the fixture),
-  never below ``FLOAT32_FLOOR``;
+  float32 within 20x PyTorch's own float32 error on the case (recorded in the fixture; see
+  ``helpers.assert_float32_close_to_fixture``);
 * live PyTorch on random sizes, factors and flags (float64, to 1e-10);
 * the backward is the adjoint of the forward (float64) for non-integer factors;
 * PyTorch's argument errors.
@@ -11,24 +11,19 @@
 """
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 
-from helpers import assert_close, assert_vdot_equal
+from helpers import (assert_close, assert_float32_close_to_fixture, assert_generator_reproduces_fixture,
+                     assert_vdot_equal)
 from tinycnn import nn
 
 FIXTURE_PATH = pathlib.Path(__file__).resolve().parent / "fixtures" / "upsample.npz"
-TOOLS_DIR = pathlib.Path(__file__).resolve().parents[1] / "tools"
 with np.load(FIXTURE_PATH) as _npz:
     FIXTURES = {key: _npz[key] for key in _npz.files}
 CONFIGS = json.loads(str(FIXTURES["configs_json"]))
-# Our interpolation weights are computed in float64 and rounded once, PyTorch's in float32: the rounding
-# differs but is of the same size, so 20x PyTorch's own float32 error covers it on any CPU while a wrong
-# source position is an O(1) error. The floor (32 float32 epsilons) covers cases where PyTorch's error is tiny.
-FLOAT32_FACTOR = 20.0
-FLOAT32_FLOOR = 32 * float(np.finfo(np.float32).eps)
+
 
 
 def fixture(case):
@@ -58,10 +53,7 @@ def test_matches_pytorch_fixture_float32(case):
     results = {"y": layer(arrays["x"].astype(np.float32))}
     results["grad_x"] = layer.backward(arrays["grad_y"].astype(np.float32))
     for key, value in results.items():
-        assert value.dtype == np.float32
-        tolerance = max(FLOAT32_FACTOR * config["torch_float32_error"][key], FLOAT32_FLOOR)
-        error = np.max(np.abs(value - arrays[key])) / np.max(np.abs(arrays[key]))
-        assert error <= tolerance, f"{key}: relative error {error:.2e} > {tolerance:.2e}"
+        assert_float32_close_to_fixture(value, arrays[key], config["torch_float32_error"][key], key)
 
 
 def test_scale_factor_is_used_for_positions_not_just_for_the_size():
@@ -79,18 +71,7 @@ def test_scale_factor_is_used_for_positions_not_just_for_the_size():
 
 
 def test_committed_fixtures_match_what_the_generator_produces(tmp_path):
-    pytest.importorskip("torch")
-    sys.path.insert(0, str(TOOLS_DIR))
-    try:
-        import make_fixtures
-        [path] = make_fixtures.load_module("upsample", TOOLS_DIR / "fixtures_upsample.py").generate(tmp_path)
-    finally:
-        sys.path.remove(str(TOOLS_DIR))
-    with np.load(path) as fresh:
-        assert sorted(fresh.files) == sorted(FIXTURES)
-        for key in fresh.files:
-            if key.startswith("upsample/"):
-                np.testing.assert_allclose(fresh[key], FIXTURES[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    assert_generator_reproduces_fixture("upsample", tmp_path, FIXTURES)
 
 
 def test_matches_live_pytorch_on_random_non_integer_factors_and_flags():

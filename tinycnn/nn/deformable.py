@@ -17,10 +17,8 @@ convolution::
     grad_x = deform.backward(grad_y) + offset_conv.backward(deform.grad_offset)   # x feeds both
 """
 from kernels import conv2d_backward_bias, deform_conv2d_backward, deform_conv2d_forward
-from kernels._validate import as_pair
 
-from . import init
-from .conv import _check_channels, _conv_repr
+from .conv import _conv_repr, init_conv2d_parameters
 from .module import Module
 
 
@@ -58,14 +56,8 @@ class DeformConv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, *, rng=None):
         super().__init__()
-        self.in_channels, self.out_channels, self.groups = _check_channels(in_channels, out_channels, groups)
-        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
-        self.stride = as_pair(stride, "stride", 1)
-        self.padding = as_pair(padding, "padding", 0)
-        self.dilation = as_pair(dilation, "dilation", 1)
-        weight_shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.weight, bias = init.new_weight_and_bias(weight_shape, self.out_channels, bias, rng)
-        self.register_parameter("bias", bias)                          # None without a bias
+        init_conv2d_parameters(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                               bias, rng)
         self._x = self._offset = self._mask = None                     # cached inputs
         self._output_shape = None
         self.grad_offset = None        # dL/d offset, set by backward
