@@ -160,12 +160,14 @@ def test_unpool_layer_backward_before_forward_is_a_clear_error():
     ((6, 10), r"invalid output_size \(6, 10\) \(dim 1 must be between 6 and 10, exclusive\)"),
     ((4, 8), r"dim 0 must be between 4 and 8"),
     ((6, 8, 1), r"2 or 4 elements"),
+    ((6.0, 8), r"output_size must be \(H_out, W_out\) or \(N, C, H_out, W_out\) of ints"),
+    (6, r"output_size must be a sequence"),
 ])
 def test_unpool_layer_output_size_rule(output_size, match):
     pooled, indices = nn.MaxPool2d(2, return_indices=True)(np.ones((1, 1, 6, 8)))
     layer = nn.MaxUnpool2d(2)
     assert layer(pooled, indices, output_size=(7, 9)).shape == (1, 1, 7, 9)   # within the stride of 6x8
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         layer(pooled, indices, output_size=output_size)
 
 

@@ -20,7 +20,7 @@ from kernels import (
     max_unpool2d_backward,
     max_unpool2d_forward,
 )
-from kernels._validate import as_pair
+from kernels._validate import as_pair, unpool_output_size
 
 from .module import Module
 
@@ -237,17 +237,19 @@ class MaxUnpool2d(Module):
                 raise ValueError(f"{self._layer_name()}: the default output size {default} for input {x_shape} is "
                                  f"empty; pass output_size")
             return default
-        size = tuple(output_size)
-        if len(size) == 4:
-            size = size[2:]
-        if len(size) != 2:
+        try:
+            length = len(output_size)
+        except TypeError:
+            raise TypeError(f"output_size must be a sequence (H, W) or (N, C, H, W); got {output_size!r}") from None
+        if length not in (2, 4):
             raise ValueError(f"output_size should be a sequence containing 2 or 4 elements, but it has a length of "
-                             f"{len(size)}: {output_size!r}")
+                             f"{length}: {output_size!r}")
+        size = unpool_output_size(output_size, x_shape[:2])          # (H, W) as positive ints
         for axis, (wanted, base, stride) in enumerate(zip(size, default, self.stride)):
             if not base - stride < wanted < base + stride:
                 raise ValueError(f"invalid output_size {tuple(output_size)} (dim {axis} must be between "
                                  f"{base - stride} and {base + stride}, exclusive)")
-        return tuple(int(s) for s in size)
+        return size
 
     def forward(self, x, indices, output_size=None):
         self._check_input(x)
