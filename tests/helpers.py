@@ -204,26 +204,6 @@ def assert_fixture_file_matches(path, fixtures, ignore=()):
                 np.testing.assert_array_equal(fresh[key], fixtures[key], err_msg=key)
 
 
-# float32 results against a float64 PyTorch fixture that records PyTorch's *own* float32 error on the same
-# case (``torch_float32_error``: its float32 run vs its float64 run, relative to the largest magnitude).
-# Our float32 sums and weights round in another order than PyTorch's (a BLAS GEMM against an einsum,
-# weights computed in float64 and rounded once), so our error is of the same size but not equal: 20x
-# covers that spread on any CPU (AVX2 or AVX-512), while an indexing or boundary mistake is an O(1) error.
-# The floor (32 float32 epsilons) keeps a quantity whose PyTorch error happens to be tiny from demanding
-# better than float32 can represent.
-FLOAT32_FIXTURE_FACTOR = 20.0
-FLOAT32_FIXTURE_FLOOR = 32 * float(np.finfo(np.float32).eps)
-
-
-def assert_float32_close_to_fixture(actual, expected, torch_float32_error, what):
-    """``actual`` is float32 and within ``max(20 x torch_float32_error, 32 eps)`` of ``expected`` (float64),
-    relative to ``expected``'s largest magnitude."""
-    assert actual.dtype == np.float32, f"{what}: dtype {actual.dtype}, expected float32"
-    tolerance = max(FLOAT32_FIXTURE_FACTOR * torch_float32_error, FLOAT32_FIXTURE_FLOOR)
-    error = float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
-    assert error <= tolerance, f"{what}: relative error {error:.2e} > {tolerance:.2e}"
-
-
 def assert_generator_reproduces_fixture(name, out_dir, fixtures):
     """Run ``tools/fixtures_<name>.py``'s ``generate(out_dir)`` again and compare with ``fixtures`` (the
     committed file as a dict, with its ``configs_json``): arrays as :func:`assert_fixture_file_matches`;

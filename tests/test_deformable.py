@@ -18,8 +18,8 @@ What is checked:
   gradchecks of x, offset, mask, weight and bias; an offset-predicting block trained end to end.
 
 Tolerances: float64 1e-10 relative to the largest expected value (``helpers.assert_close``). float32
-against the float64 fixtures: 20x PyTorch's own float32 error on the same case (recorded in the fixture),
-never below 32 float32 epsilons (``helpers.assert_float32_close_to_fixture`` says why).
+against the float64 fixtures: ``helpers.float32_tolerance`` of PyTorch's own float32 error on the same
+case (recorded in the fixture; measured here: ours is 0.3-2.4x PyTorch's).
 """
 import itertools
 import json
@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 import kernels
-from helpers import (LAYOUTS, as64, assert_close, assert_directional_derivatives_match, assert_float32_close_to_fixture,
+from helpers import (LAYOUTS, as64, assert_close, assert_directional_derivatives_match, float32_tolerance,
                      assert_generator_reproduces_fixture, assert_gradcheck, relayout)
 from kernels import reference as R
 from tinycnn import nn
@@ -294,7 +294,7 @@ def test_fast_kernel_matches_fixture_float32(case):
     inputs, grad_y, expected, config = fixture_case(case, np.float32)
     results = run_case(kernels, inputs, grad_y, config["params"])
     for key, value in results.items():
-        assert_float32_close_to_fixture(value, expected[key], config["torch_float32_error"][key], key)
+        assert_close(value, expected[key], np.float32, float32_tolerance(config["torch_float32_error"][key]))
 
 
 def _torch_reference():

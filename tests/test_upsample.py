@@ -2,8 +2,8 @@
 ``align_corners=True`` with a scale factor, ``recompute_scale_factor``, against PyTorch.
 
 * committed fixtures (``tests/fixtures/upsample.npz``, ``tools/fixtures_upsample.py``): float64 to 1e-10;
-  float32 within 20x PyTorch's own float32 error on the case (recorded in the fixture; see
-  ``helpers.assert_float32_close_to_fixture``);
+  float32 within ``helpers.float32_tolerance`` of PyTorch's own float32 error on the case (recorded in
+  the fixture);
 * live PyTorch on random sizes, factors and flags (float64, to 1e-10);
 * the backward is the adjoint of the forward (float64) for non-integer factors;
 * PyTorch's argument errors.
@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from helpers import (assert_close, assert_float32_close_to_fixture, assert_generator_reproduces_fixture,
+from helpers import (assert_close, assert_generator_reproduces_fixture, float32_tolerance,
                      assert_vdot_equal)
 from tinycnn import nn
 
@@ -53,7 +53,7 @@ def test_matches_pytorch_fixture_float32(case):
     results = {"y": layer(arrays["x"].astype(np.float32))}
     results["grad_x"] = layer.backward(arrays["grad_y"].astype(np.float32))
     for key, value in results.items():
-        assert_float32_close_to_fixture(value, arrays[key], config["torch_float32_error"][key], key)
+        assert_close(value, arrays[key], np.float32, float32_tolerance(config["torch_float32_error"][key]))
 
 
 def test_scale_factor_is_used_for_positions_not_just_for_the_size():
