@@ -1,5 +1,5 @@
-"""tinycnn's compute kernels: convolution (standard, grouped, dilated, depthwise, pointwise, transposed)
-and pooling, forward and backward, as numba-compiled loops.
+"""tinycnn's compute kernels: convolution (standard, grouped, dilated, depthwise, pointwise, transposed,
+deformable), pooling and max unpooling, forward and backward, as numba-compiled loops.
 
 Every public function validates its arguments in Python (clear ``ValueError``/``TypeError``) and then
 calls a private compiled body. :mod:`kernels.reference` has plain-NumPy twins with the same names and
@@ -18,6 +18,8 @@ from .transposed import (conv_transpose2d_backward_input, conv_transpose2d_backw
                          conv_transpose2d_forward)
 from .pooling import (avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
                       global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward)
+from .deformable import deform_conv2d_backward, deform_conv2d_forward
+from .pooling import max_unpool2d_backward, max_unpool2d_forward
 
 __all__ = [
     "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias",
@@ -26,4 +28,5 @@ __all__ = [
     "conv_transpose2d_forward", "conv_transpose2d_backward_input", "conv_transpose2d_backward_weight",
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
     "global_avg_pool2d_forward", "global_avg_pool2d_backward",
+    "deform_conv2d_forward", "deform_conv2d_backward", "max_unpool2d_forward", "max_unpool2d_backward",
 ]

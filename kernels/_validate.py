@@ -222,3 +222,101 @@ def pool_geometry(input_shape, kernel_size, stride, padding, input_name="x"):
         raise ValueError(f"output would be {H_out}x{W_out} (smaller than 1x1): {input_name} shape {input_shape}, "
                          f"kernel_size={kernel}, stride={stride}, padding={padding}")
     return kernel, stride, padding, (N, C, H_out, W_out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Deformable convolution (kernels/deformable.py and its reference twin)
+# ----------------------------------------------------------------------------------------------------
+def check_deform_conv_args(x, offset, weight, mask, stride, padding, dilation):
+    """Validate :func:`kernels.deform_conv2d_forward`'s arguments (torchvision's ``deform_conv2d`` rules).
+
+    Returns ``(geometry, offset_groups, x, offset, weight, mask)``: the :class:`ConvGeometry` (its
+    ``groups`` is ``C_in // weight.shape[1]``), the number of offset groups
+    ``offset.shape[1] // (2*kH*kW)``, and the arrays C-contiguous (``mask`` may stay ``None``).
+
+    * x ``(N, C_in, H, W)``; weight ``(C_out, C_in/groups, kH, kW)``;
+    * offset ``(N, 2*offset_groups*kH*kW, H_out, W_out)``, offset_groups dividing ``C_in``;
+    * mask ``(N, offset_groups*kH*kW, H_out, W_out)`` or None; all four of one dtype.
+    """
+    x = check_tensor(x, "x")
+    offset = check_tensor(offset, "offset")
+    weight = check_tensor(weight, "weight")
+    mask = None if mask is None else check_tensor(mask, "mask")
+    check_same_dtype(x=x, offset=offset, weight=weight, mask=mask)
+    N, C_in, H, W = x.shape
+    C_out, C_in_per_group, kH, kW = weight.shape
+    if C_in % C_in_per_group != 0:
+        raise ValueError(f"weight (C_out, C_in/groups, kH, kW) has shape {weight.shape}: its {C_in_per_group} "
+                         f"input channels per group must divide x's {C_in} channels (x shape {x.shape})")
+    geometry = conv_geometry(x.shape, weight.shape, stride, padding, dilation, C_in // C_in_per_group)
+    _, _, H_out, W_out = geometry.output_shape
+    taps = kH * kW
+    if offset.shape[1] % (2 * taps) != 0:
+        raise ValueError(f"offset must have 2*offset_groups*kH*kW channels (a (dy, dx) pair per kernel tap; "
+                         f"kernel {kH}x{kW}: a multiple of {2 * taps}); got offset shape {offset.shape}")
+    offset_groups = offset.shape[1] // (2 * taps)
+    expected = (N, 2 * offset_groups * taps, H_out, W_out)
+    if offset.shape != expected:
+        raise ValueError(f"offset must have shape (N, 2*offset_groups*kH*kW, H_out, W_out) = {expected} for x "
+                         f"{x.shape} and weight {weight.shape}; got {offset.shape}")
+    if C_in % offset_groups != 0:
+        raise ValueError(f"offset_groups = offset.shape[1] // (2*kH*kW) = {offset_groups} must divide x's {C_in} "
+                         f"channels; offset shape {offset.shape}, x shape {x.shape}")
+    if mask is not None and mask.shape != (N, offset_groups * taps, H_out, W_out):
+        raise ValueError(f"mask must have shape (N, offset_groups*kH*kW, H_out, W_out) = "
+                         f"{(N, offset_groups * taps, H_out, W_out)} (offset_groups={offset_groups}); "
+                         f"got {mask.shape}")
+    return geometry, offset_groups, x, offset, weight, mask
+
+
+# ----------------------------------------------------------------------------------------------------
+# Max unpooling (kernels/pooling.py and its reference twin)
+# ----------------------------------------------------------------------------------------------------
+def unpool_output_size(output_size, leading):
+    """``(H_out, W_out)`` from ``output_size``: 2 positive ints, or 4 whose first two equal ``leading`` (N, C)."""
+    try:
+        size = tuple(output_size)
+    except TypeError:
+        raise TypeError(f"output_size must be (H_out, W_out) or (N, C, H_out, W_out); got {output_size!r}") from None
+    if len(size) == 4:
+        if tuple(size[:2]) != tuple(leading):
+            raise ValueError(f"output_size {size} must have x's (N, C) = {tuple(leading)} in front")
+        size = size[2:]
+    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in size):
+        raise TypeError(f"output_size must be (H_out, W_out) or (N, C, H_out, W_out) of ints; got {output_size!r}")
+    if min(size) < 1:
+        raise ValueError(f"output_size must be positive; got {output_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def check_flat_indices(indices, name, expected_shape, shape_owner, plane_shape):
+    """Check max pooling's ``argmax`` or max unpooling's ``indices``; return it C-contiguous int64.
+
+    An integer ndarray of ``expected_shape`` (the shape of the array named ``shape_owner``) whose values
+    are flat positions ``h*W + w`` inside planes of ``plane_shape = (H, W)``: each in ``[0, H*W)``.
+    """
+    if not isinstance(indices, np.ndarray) or not np.issubdtype(indices.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer numpy.ndarray (as max_pool2d_forward returns its argmax); "
+                        f"got {getattr(indices, 'dtype', type(indices).__name__)}")
+    if indices.shape != tuple(expected_shape):
+        raise ValueError(f"{name} must have {shape_owner}'s shape {tuple(expected_shape)}; got {indices.shape}")
+    if indices.size == 0:
+        raise ValueError(f"{name} must not be empty; got shape {indices.shape}")
+    H, W = plane_shape
+    if indices.min() < 0 or indices.max() >= H * W:
+        raise ValueError(f"{name} holds flat indices h*W + w, so must lie in [0, {H * W}) for planes of {H}x{W}; "
+                         f"got values in [{indices.min()}, {indices.max()}]")
+    return np.ascontiguousarray(indices, dtype=np.int64)
+
+
+def check_unpool_backward_args(grad_out, indices):
+    """Validate :func:`kernels.max_unpool2d_backward`'s ``grad_out`` (N, C, H_out, W_out) and ``indices``
+    (N, C, H_in, W_in); return both C-contiguous (indices as int64)."""
+    grad_out = check_tensor(grad_out, "grad_out")
+    N, C, H_out, W_out = grad_out.shape
+    if not isinstance(indices, np.ndarray) or indices.ndim != 4:
+        raise ValueError(f"indices must be a 4-D integer numpy.ndarray (N, C, H_in, W_in); got "
+                         f"{getattr(indices, 'shape', type(indices).__name__)}")
+    if indices.shape[:2] != (N, C):
+        raise ValueError(f"indices {indices.shape} and grad_out {grad_out.shape} must agree on (N, C)")
+    return grad_out, check_flat_indices(indices, "indices", indices.shape, "x", (H_out, W_out))

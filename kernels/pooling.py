@@ -17,12 +17,14 @@ Conventions are PyTorch's (``torch.nn.functional.max_pool2d`` / ``avg_pool2d``):
 
 Global average pooling (NiN, arXiv:1312.4400) replaces the big fully-connected head of early CNNs: it
 reduces each ``H x W`` feature map to its mean, ``(N, C, H, W) -> (N, C, 1, 1)``.
+Max unpooling puts pooled maxima back at their ``argmax`` positions (zeros elsewhere).
 Sums are accumulated in float64 and rounded once when stored.
 """
 import numpy as np
 
 from ._jit import parallel_jit, prange
-from ._validate import check_grad_out, check_shape, check_tensor, pool_geometry
+from ._validate import (check_flat_indices, check_grad_out, check_shape, check_tensor,
+                        check_unpool_backward_args, pool_geometry, unpool_output_size)
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
@@ -71,7 +73,7 @@ def max_pool2d_backward(grad_out, argmax, input_shape):
     N, C, H, W = input_shape
     if grad_out.shape[:2] != (N, C):
         raise ValueError(f"grad_out {grad_out.shape} and input_shape {input_shape} must agree on (N, C)")
-    argmax = _check_argmax(argmax, grad_out.shape, input_shape)
+    argmax = check_flat_indices(argmax, "argmax", grad_out.shape, "grad_out", (H, W))
     grad_x = np.empty(input_shape, dtype=grad_out.dtype)          # (N, C, H, W)
     _max_pool_backward_kernel(grad_out.reshape(N, C, -1), argmax.reshape(N, C, -1), grad_x.reshape(N, C, H * W))
     return grad_x
@@ -159,20 +161,6 @@ def global_avg_pool2d_backward(grad_out, input_shape):
     grad_x = np.empty(input_shape, dtype=grad_out.dtype)          # (N, C, H, W)
     _global_avg_pool_backward_kernel(grad_out.reshape(N, C), grad_x.reshape(N, C, H * W))
     return grad_x
-
-
-def _check_argmax(argmax, grad_out_shape, input_shape):
-    """Check the ``argmax`` given to :func:`max_pool2d_backward`; return it as C-contiguous int64."""
-    if not isinstance(argmax, np.ndarray) or not np.issubdtype(argmax.dtype, np.integer):
-        raise TypeError(f"argmax must be an integer numpy.ndarray (as max_pool2d_forward returns); "
-                        f"got {getattr(argmax, 'dtype', type(argmax).__name__)}")
-    if argmax.shape != grad_out_shape:
-        raise ValueError(f"argmax must have grad_out's shape {grad_out_shape}; got {argmax.shape}")
-    plane_size = input_shape[2] * input_shape[3]
-    if argmax.min() < 0 or argmax.max() >= plane_size:
-        raise ValueError(f"argmax holds flat indices h*W + w, so must lie in [0, {plane_size}) for input_shape "
-                         f"{input_shape}; got values in [{argmax.min()}, {argmax.max()}]")
-    return np.ascontiguousarray(argmax, dtype=np.int64)
 
 
 @parallel_jit
@@ -278,3 +266,87 @@ def _global_avg_pool_backward_kernel(grad_out, grad_x):
         n = plane // C
         c = plane % C
         grad_x[n, c, :] = grad_out[n, c] / P
+
+
+# ----------------------------------------------------------------------------------------------------
+# Max unpooling: the partial inverse of max pooling (SegNet's decoder, seed 002's "max un-pooling")
+# ----------------------------------------------------------------------------------------------------
+def max_unpool2d_forward(x, indices, output_size):
+    """Put every value back where max pooling found it; every other output pixel is 0.
+
+    Parameters
+    ----------
+    x : ndarray (N, C, H_in, W_in), float32 or float64
+        Usually a max pooling's output (or a feature map of that shape).
+    indices : integer ndarray (N, C, H_in, W_in)
+        Flat positions ``h*W_out + w`` inside each output plane: the ``argmax`` of
+        :func:`max_pool2d_forward` (PyTorch's ``return_indices=True``).
+    output_size : (H_out, W_out), or (N, C, H_out, W_out)
+        Usually the pooled input's size; ``nn.MaxUnpool2d`` applies PyTorch's default
+        ``(H_in - 1)*stride - 2*padding + kernel_size`` and its range check.
+
+    Returns
+    -------
+    y : ndarray (N, C, H_out, W_out)::
+
+        y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j]        (0 everywhere else)
+
+    If two entries share an index (overlapping pooling windows with the same maximum), the later one in
+    row-major order is kept, as in PyTorch's CPU kernel. Used by SegNet (arXiv:1511.00561) to up-sample
+    with the encoder's pooling positions, and by Zeiler & Fergus (arXiv:1311.2901) to project features back.
+    """
+    x = check_tensor(x, "x")
+    N, C, H_in, W_in = x.shape
+    H_out, W_out = unpool_output_size(output_size, (N, C))
+    indices = check_flat_indices(indices, "indices", x.shape, "x", (H_out, W_out))
+    y = np.empty((N, C, H_out, W_out), dtype=x.dtype)               # (N, C, H_out, W_out)
+    _max_unpool_forward_kernel(x.reshape(N, C, H_in * W_in), indices.reshape(N, C, H_in * W_in),
+                               y.reshape(N, C, H_out * W_out))
+    return y
+
+
+def max_unpool2d_backward(grad_out, indices):
+    """Gradient of :func:`max_unpool2d_forward`: each input reads the gradient at its own index.
+
+    ``grad_x[n, c, i, j] = grad_out[n, c].flat[indices[n, c, i, j]]`` (PyTorch's backward, also when
+    indices repeat).
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C, H_out, W_out)
+    indices : integer ndarray (N, C, H_in, W_in), as given to the forward call
+
+    Returns
+    -------
+    grad_x : ndarray (N, C, H_in, W_in)
+    """
+    grad_out, indices = check_unpool_backward_args(grad_out, indices)
+    N, C, H_out, W_out = grad_out.shape
+    H_in, W_in = indices.shape[2:]
+    grad_x = np.empty(indices.shape, dtype=grad_out.dtype)         # (N, C, H_in, W_in)
+    _max_unpool_backward_kernel(grad_out.reshape(N, C, H_out * W_out), indices.reshape(N, C, H_in * W_in),
+                                grad_x.reshape(N, C, H_in * W_in))
+    return grad_x
+
+
+@parallel_jit
+def _max_unpool_forward_kernel(x, indices, y):
+    """y[n, c, indices[n, c, p]] = x[n, c, p], zeros elsewhere. Shapes (N, C, P_in), (N, C, P_in), (N, C, P_out)."""
+    N, C, P_in = x.shape
+    for plane in prange(N * C):  # one (n, c) plane per iteration: every index of it points into y[n, c]
+        n = plane // C
+        c = plane % C
+        y[n, c, :] = 0
+        for p in range(P_in):  # inputs in row-major order: a repeated index keeps the last value
+            y[n, c, indices[n, c, p]] = x[n, c, p]
+
+
+@parallel_jit
+def _max_unpool_backward_kernel(grad_out, indices, grad_x):
+    """grad_x[n, c, p] = grad_out[n, c, indices[n, c, p]]. Shapes (N, C, P_out), (N, C, P_in), (N, C, P_in)."""
+    N, C, P_in = grad_x.shape
+    for plane in prange(N * C):  # one (n, c) plane per iteration: writes grad_x[n, c] only
+        n = plane // C
+        c = plane % C
+        for p in range(P_in):  # a gather: each input reads the gradient where it was placed
+            grad_x[n, c, p] = grad_out[n, c, indices[n, c, p]]

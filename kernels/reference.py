@@ -30,13 +30,17 @@ import numpy as np
 
 from ._validate import (
     check_bias,
+    check_deform_conv_args,
     check_grad_out,
     check_same_dtype,
     check_shape,
     check_tensor,
+    check_flat_indices,
+    check_unpool_backward_args,
     conv_geometry,
     conv_transpose_geometry,
     pool_geometry,
+    unpool_output_size,
 )
 
 __all__ = [
@@ -497,14 +501,7 @@ def max_pool2d_backward(grad_out, argmax, input_shape):
     N, C, H, W = input_shape
     if grad_out.shape[:2] != (N, C):
         raise ValueError(f"grad_out {grad_out.shape} and input_shape {input_shape} must agree on (N, C)")
-    if not isinstance(argmax, np.ndarray) or not np.issubdtype(argmax.dtype, np.integer):
-        raise TypeError(f"argmax must be an integer numpy.ndarray (as max_pool2d_forward returns); "
-                        f"got {getattr(argmax, 'dtype', type(argmax).__name__)}")
-    if argmax.shape != grad_out.shape:
-        raise ValueError(f"argmax must have grad_out's shape {grad_out.shape}; got {argmax.shape}")
-    if argmax.min() < 0 or argmax.max() >= H * W:
-        raise ValueError(f"argmax holds flat indices h*W + w, so must lie in [0, {H * W}) for input_shape "
-                         f"{input_shape}; got values in [{argmax.min()}, {argmax.max()}]")
+    argmax = check_flat_indices(argmax, "argmax", grad_out.shape, "grad_out", (H, W))
 
     grad_x = np.zeros((N * C, H * W), dtype=grad_out.dtype)               # one row per image plane
     planes = np.arange(N * C)[:, None]                                    # (N*C, 1)
@@ -600,3 +597,217 @@ def global_avg_pool2d_backward(grad_out, input_shape):
     grad_out = check_tensor(grad_out, "grad_out")
     grad_out = check_grad_out(grad_out, (N, C, 1, 1), grad_out.dtype)
     return np.broadcast_to(grad_out / (H * W), input_shape).copy()        # (N, C, H, W)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Deformable convolution (v1, and v2 with a modulation mask)
+# ----------------------------------------------------------------------------------------------------
+__all__ += ["deform_conv2d_forward", "deform_conv2d_backward"]
+
+# The four neighbours of a real point (y, x), as (row step, column step): (0, 0) is (floor y, floor x).
+_CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+def _deform_samples(x, offset, mask, geometry, offset_groups):
+    """Everything both passes need about the samples, per channel: shapes (N, C_in, K, H_out, W_out).
+
+    Returns ``(rows, cols, weights, slopes, modulation)``: for each corner of ``_CORNERS``, the
+    integer neighbour positions ``rows[corner]``/``cols[corner]``, their bilinear weights
+    ``(1-ly or ly) * (1-lx or lx)`` and the weights' derivatives along y and x; and the mask of each
+    sample (ones when ``mask`` is None). Channel ``c`` uses offset group ``c // (C_in / offset_groups)``.
+    """
+    N, C_in, H, W = x.shape
+    kH, kW = geometry.kernel_size
+    K = kH * kW
+    (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
+    _, _, H_out, W_out = geometry.output_shape
+    per_group = C_in // offset_groups
+    offsets = offset.reshape(N, offset_groups, K, 2, H_out, W_out)
+    tap_row, tap_col = np.divmod(np.arange(K), kW)
+    base_y = (np.arange(H_out) * sh - ph)[None, :, None] + (tap_row * dh)[:, None, None]   # (K, H_out, 1)
+    base_x = (np.arange(W_out) * sw - pw)[None, None, :] + (tap_col * dw)[:, None, None]   # (K, 1, W_out)
+    y = np.repeat(base_y + offsets[:, :, :, 0], per_group, axis=1)        # (N, C_in, K, H_out, W_out)
+    x_pos = np.repeat(base_x + offsets[:, :, :, 1], per_group, axis=1)
+    y_low, x_low = np.floor(y), np.floor(x_pos)
+    ly, lx = y - y_low, x_pos - x_low                                     # weights of the far neighbours
+    rows, cols, weights, slopes = [], [], [], []
+    for step_y, step_x in _CORNERS:
+        weight_y, slope_y = (ly, 1.0) if step_y else (1.0 - ly, -1.0)
+        weight_x, slope_x = (lx, 1.0) if step_x else (1.0 - lx, -1.0)
+        rows.append(y_low.astype(np.int64) + step_y)
+        cols.append(x_low.astype(np.int64) + step_x)
+        weights.append(weight_y * weight_x)
+        slopes.append((slope_y * weight_x, weight_y * slope_x))           # d weight / dy, d weight / dx
+    if mask is None:
+        modulation = np.ones_like(y)
+    else:
+        modulation = np.repeat(mask.reshape(N, offset_groups, K, H_out, W_out), per_group, axis=1)
+    return rows, cols, weights, slopes, modulation
+
+
+def _neighbour_values(x, rows, cols):
+    """``x[n, c, rows, cols]`` where the neighbour is inside the image, 0 outside (zero padding)."""
+    N, C_in, H, W = x.shape
+    inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
+    n = np.arange(N)[:, None, None, None, None]
+    c = np.arange(C_in)[None, :, None, None, None]
+    return np.where(inside, x[n, c, np.clip(rows, 0, H - 1), np.clip(cols, 0, W - 1)], 0.0), inside
+
+
+def deform_conv2d_forward(x, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None):
+    """Deformable convolution (arXiv:1703.06211; v2 with ``mask``, arXiv:1811.11168), reference version.
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W) float32 or float64
+    offset : (N, 2*offset_groups*kH*kW, H_out, W_out), ``(dy, dx)`` per kernel tap
+    weight : (C_out, C_in/groups, kH, kW), ``groups = C_in // weight.shape[1]``
+    bias : (C_out,) or None
+    stride, padding, dilation : int or (h, w) pair
+    mask : (N, offset_groups*kH*kW, H_out, W_out) or None
+
+    Returns
+    -------
+    y : (N, C_out, H_out, W_out)
+
+    Each tap samples the zero-padded image bilinearly at its shifted position, times the mask; the
+    samples ``(N, C_in, K, H_out, W_out)`` are contracted with the weight group by group (an ``einsum``).
+    """
+    geometry, offset_groups, x, offset, weight, mask = check_deform_conv_args(
+        x, offset, weight, mask, stride, padding, dilation)
+    bias = check_bias(bias, weight.shape[0], x.dtype)
+    samples = _deform_modulated_samples(x, offset, mask, geometry, offset_groups)   # (N, C_in, K, H_out, W_out)
+    y = _deform_contract(samples, weight, geometry)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y
+
+
+def deform_conv2d_backward(grad_out, x, offset, weight, stride=1, padding=0, dilation=1, mask=None):
+    """Gradients of :func:`deform_conv2d_forward`: ``(grad_x, grad_offset, grad_weight, grad_mask or None)``.
+
+    Parameters
+    ----------
+    grad_out : (N, C_out, H_out, W_out)
+    x, offset, weight, stride, padding, dilation, mask : as in the forward call
+
+    Returns
+    -------
+    grad_x : (N, C_in, H, W); grad_offset : offset's shape; grad_weight : weight's shape;
+    grad_mask : mask's shape, or None without a mask.
+
+    ``grad_samples = weight^T grad_out`` (per group); then the chain rule through
+    ``sample = mask * sum_corners weight_corner * value_corner``: the mask gets ``grad_samples * sum(...)``,
+    the offsets ``grad_samples * mask * sum(d weight_corner / d(y, x) * value_corner)``, and each corner
+    pixel of ``x`` receives ``grad_samples * mask * weight_corner`` (``np.add.at``).
+    """
+    geometry, offset_groups, x, offset, weight, mask = check_deform_conv_args(
+        x, offset, weight, mask, stride, padding, dilation)
+    grad_out = check_grad_out(grad_out, geometry.output_shape, x.dtype)
+    N, C_in, H, W = x.shape
+    C_out, C_in_per_group, kH, kW = weight.shape
+    K = kH * kW
+    G = geometry.groups
+    _, _, H_out, W_out = geometry.output_shape
+
+    samples = _deform_modulated_samples(x, offset, mask, geometry, offset_groups)  # (N, C_in, K, H_out, W_out)
+    grouped_samples = samples.reshape(N, G, C_in_per_group, K, H_out, W_out)
+    grad_y = grad_out.reshape(N, G, C_out // G, H_out, W_out)
+    w = weight.reshape(G, C_out // G, C_in_per_group, K)
+    grad_weight = np.einsum("ngohw,ngckhw->gock", grad_y, grouped_samples).reshape(weight.shape)
+    grad_samples = np.einsum("gock,ngohw->ngckhw", w, grad_y).reshape(samples.shape)   # dL/d(mask * value)
+
+    rows, cols, weights, slopes, modulation = _deform_samples(x, offset, mask, geometry, offset_groups)
+    grad_x = np.zeros(x.shape, dtype=x.dtype)
+    unmodulated = np.zeros(samples.shape)                                 # value before the mask
+    slope_y = np.zeros(samples.shape)                                     # d value / dy
+    slope_x = np.zeros(samples.shape)
+    n = np.arange(N)[:, None, None, None, None]
+    c = np.arange(C_in)[None, :, None, None, None]
+    for corner in range(len(_CORNERS)):
+        values, inside = _neighbour_values(x, rows[corner], cols[corner])
+        unmodulated += weights[corner] * values
+        slope_y += slopes[corner][0] * values
+        slope_x += slopes[corner][1] * values
+        contribution = np.where(inside, grad_samples * modulation * weights[corner], 0.0)
+        np.add.at(grad_x, (n, c, np.clip(rows[corner], 0, H - 1), np.clip(cols[corner], 0, W - 1)), contribution)
+
+    def sum_over_offset_group(per_channel):                               # (N, C_in, K, ...) -> (N, G_off, K, ...)
+        return per_channel.reshape(N, offset_groups, C_in // offset_groups, K, H_out, W_out).sum(axis=2)
+
+    grad_offset = np.stack([sum_over_offset_group(grad_samples * modulation * slope_y),
+                            sum_over_offset_group(grad_samples * modulation * slope_x)], axis=3)
+    grad_offset = grad_offset.reshape(offset.shape).astype(x.dtype)      # (N, G_off, K, 2, ...) -> offset's layout
+    grad_mask = None
+    if mask is not None:
+        grad_mask = sum_over_offset_group(grad_samples * unmodulated).reshape(mask.shape).astype(x.dtype)
+    return grad_x, grad_offset, grad_weight.astype(x.dtype), grad_mask
+
+
+def _deform_modulated_samples(x, offset, mask, geometry, offset_groups):
+    """mask * bilinear sample of every channel at every shifted tap: (N, C_in, K, H_out, W_out), x's dtype."""
+    rows, cols, weights, _, modulation = _deform_samples(x, offset, mask, geometry, offset_groups)
+    value = sum(weights[corner] * _neighbour_values(x, rows[corner], cols[corner])[0]
+                for corner in range(len(_CORNERS)))
+    return (modulation * value).astype(x.dtype)
+
+
+def _deform_contract(samples, weight, geometry):
+    """y[n, o] = sum over the group's channels c and taps k of weight[o, c, k] * samples[n, c, k]."""
+    N, C_in, K, H_out, W_out = samples.shape
+    C_out, C_in_per_group = weight.shape[:2]
+    G = geometry.groups
+    grouped = samples.reshape(N, G, C_in_per_group, K, H_out, W_out)
+    w = weight.reshape(G, C_out // G, C_in_per_group, K)
+    return np.einsum("gock,ngckhw->ngohw", w, grouped).reshape(N, C_out, H_out, W_out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Max unpooling
+# ----------------------------------------------------------------------------------------------------
+__all__ += ["max_unpool2d_forward", "max_unpool2d_backward"]
+
+
+def max_unpool2d_forward(x, indices, output_size):
+    """Max unpooling: ``y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j]``, zeros elsewhere.
+
+    Parameters
+    ----------
+    x : (N, C, H_in, W_in)
+    indices : integer (N, C, H_in, W_in), flat positions ``h*W_out + w`` (max pooling's argmax)
+    output_size : (H_out, W_out) or (N, C, H_out, W_out)
+
+    Returns
+    -------
+    y : (N, C, H_out, W_out). A repeated index keeps the last value in row-major order (NumPy's
+    fancy assignment does the same).
+    """
+    x = check_tensor(x, "x")
+    N, C, H_in, W_in = x.shape
+    H_out, W_out = unpool_output_size(output_size, (N, C))
+    indices = check_flat_indices(indices, "indices", x.shape, "x", (H_out, W_out))
+    y = np.zeros((N, C, H_out * W_out), dtype=x.dtype)                   # (N, C, H_out*W_out)
+    n = np.arange(N)[:, None, None]
+    c = np.arange(C)[None, :, None]
+    y[n, c, indices.reshape(N, C, -1)] = x.reshape(N, C, -1)
+    return y.reshape(N, C, H_out, W_out)
+
+
+def max_unpool2d_backward(grad_out, indices):
+    """Gradient of :func:`max_unpool2d_forward`: ``grad_x[n, c, i, j] = grad_out[n, c].flat[indices[n, c, i, j]]``.
+
+    Parameters
+    ----------
+    grad_out : (N, C, H_out, W_out)
+    indices : integer (N, C, H_in, W_in)
+
+    Returns
+    -------
+    grad_x : (N, C, H_in, W_in)
+    """
+    grad_out, indices = check_unpool_backward_args(grad_out, indices)
+    N, C = grad_out.shape[:2]
+    n = np.arange(N)[:, None, None]
+    c = np.arange(C)[None, :, None]
+    grad_x = grad_out.reshape(N, C, -1)[n, c, indices.reshape(N, C, -1)]   # (N, C, H_in*W_in)
+    return grad_x.reshape(indices.shape)

@@ -19,8 +19,10 @@ regeneration checks of the committed ``tests/fixtures/*.npz`` files, and writers
 import gzip
 import io
 import json
+import pathlib
 import pickle
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -186,19 +188,44 @@ def load_fixture_with_configs(path):
     return arrays
 
 
-def assert_fixture_file_matches(path, fixtures):
+def assert_fixture_file_matches(path, fixtures, ignore=()):
     """The freshly generated ``.npz`` at ``path`` has the same keys as ``fixtures`` (the committed file,
     as a dict) and the same values: floats to ``rtol = atol = 1e-12`` (the generator re-run in float64,
-    possibly with another BLAS), everything else exactly; ``meta/*`` entries (versions) are not compared."""
+    possibly with another BLAS), everything else exactly; ``meta/*`` entries (versions) and the keys in
+    ``ignore`` (e.g. measured float32 errors, which differ between CPUs) are not compared."""
     with np.load(path) as fresh:
         assert sorted(fresh.files) == sorted(fixtures)
         for key in fresh.files:
-            if key.startswith("meta/"):
+            if key.startswith("meta/") or key in ignore:
                 continue
             if fresh[key].dtype.kind == "f":
                 np.testing.assert_allclose(fresh[key], fixtures[key], rtol=1e-12, atol=1e-12, err_msg=key)
             else:
                 np.testing.assert_array_equal(fresh[key], fixtures[key], err_msg=key)
+
+
+def assert_generator_reproduces_fixture(name, out_dir, fixtures):
+    """Run ``tools/fixtures_<name>.py``'s ``generate(out_dir)`` again and compare with ``fixtures`` (the
+    committed file as a dict, with its ``configs_json``): arrays as :func:`assert_fixture_file_matches`;
+    the configurations exactly, except the measured ``torch_float32_error`` entries, which depend on the CPU.
+
+    Skips the calling test when PyTorch is not installed (the generators need it)."""
+    pytest.importorskip("torch")
+    tools = pathlib.Path(__file__).resolve().parents[1] / "tools"
+    sys.path.insert(0, str(tools))
+    try:
+        import make_fixtures
+        [path] = make_fixtures.load_module(name, tools / f"fixtures_{name}.py").generate(out_dir)
+    finally:
+        sys.path.remove(str(tools))
+    assert_fixture_file_matches(path, fixtures, ignore=("configs_json",))
+
+    def without_measurements(configs_json):
+        return {case: {key: value for key, value in config.items() if key != "torch_float32_error"}
+                for case, config in json.loads(str(configs_json)).items()}
+
+    with np.load(path) as fresh:
+        assert without_measurements(fresh["configs_json"]) == without_measurements(fixtures["configs_json"])
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -14,11 +14,12 @@ from . import init
 from .activation import Hardsigmoid, Hardswish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU
 from .blocks import ChannelSplit, Concat, Conv2dNormActivation, Residual, ShortcutBlock
 from .conv import Conv2d, ConvTranspose2d
+from .deformable import DeformConv2d
 from .linear import Linear
 from .misc import ChannelShuffle, Dropout, Flatten, Identity, Upsample
 from .module import Module, ModuleList, Parameter, Sequential, chain_backward, chain_forward
 from .norm import BatchNorm2d
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 from .se import SqueezeExcitation
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "Dropout", "Flatten", "Identity", "ChannelShuffle", "Upsample",
     "SqueezeExcitation",
+    "MaxUnpool2d", "DeformConv2d",
     "ShortcutBlock", "Residual", "Concat", "ChannelSplit", "Conv2dNormActivation",
 ]

@@ -48,6 +48,21 @@ def _check_channels(in_channels, out_channels, groups):
     return int(in_channels), int(out_channels), int(groups)
 
 
+def init_conv2d_parameters(layer, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                           rng):
+    """Store a ``Conv2d``-like layer's arguments (sizes as ``(h, w)`` pairs) and create its parameters:
+    ``weight`` (C_out, C_in/groups, kH, kW) and ``bias`` (C_out,) or None, PyTorch's initialisation.
+    Shared by :class:`Conv2d` and ``DeformConv2d`` (torchvision gives both the same arguments and weights)."""
+    layer.in_channels, layer.out_channels, layer.groups = _check_channels(in_channels, out_channels, groups)
+    layer.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+    layer.stride = as_pair(stride, "stride", 1)
+    layer.padding = as_pair(padding, "padding", 0)
+    layer.dilation = as_pair(dilation, "dilation", 1)
+    weight_shape = (layer.out_channels, layer.in_channels // layer.groups) + layer.kernel_size
+    layer.weight, bias = init.new_weight_and_bias(weight_shape, layer.out_channels, bias, rng)
+    layer.register_parameter("bias", bias)                             # None without a bias
+
+
 def _conv_repr(layer, extra_defaults):
     """PyTorch's ``Conv2d`` repr: non-default arguments only."""
     text = (f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
@@ -86,14 +101,8 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, *, rng=None):
         super().__init__()
-        self.in_channels, self.out_channels, self.groups = _check_channels(in_channels, out_channels, groups)
-        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
-        self.stride = as_pair(stride, "stride", 1)
-        self.padding = as_pair(padding, "padding", 0)
-        self.dilation = as_pair(dilation, "dilation", 1)
-        weight_shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.weight, bias = init.new_weight_and_bias(weight_shape, self.out_channels, bias, rng)
-        self.register_parameter("bias", bias)                          # None without a bias
+        init_conv2d_parameters(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                               bias, rng)
         self._x = None              # cached input
         self._output_shape = None
 

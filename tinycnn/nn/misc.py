@@ -213,14 +213,23 @@ class Upsample(Module):
     size : int or (int, int), optional
         Output ``(H_out, W_out)``. Give either ``size`` or ``scale_factor``.
     scale_factor : float or (float, float), optional
-        ``H_out = floor(H * scale_factor)``.
+        ``H_out = floor(H * scale_factor)``; any positive number (1.5, 0.6, ...), as in PyTorch. The
+        source positions then use ``1 / scale_factor`` itself, not ``H / H_out`` (they differ when
+        ``H * scale_factor`` is not an integer) -- unless ``recompute_scale_factor=True``.
     mode : {'nearest', 'bilinear'}
     align_corners : bool, optional
-        Bilinear only; default False (PyTorch's default).
+        Bilinear only; default False (PyTorch's default). True: the corner pixels of input and output
+        line up, ``src = dst * (H - 1) / (H_out - 1)`` (the scale factor only sets the size).
+    recompute_scale_factor : bool, optional
+        With ``scale_factor``: True interpolates with the scale ``H / H_out`` recomputed from the
+        rounded output size, as if ``size`` had been given (PyTorch's argument of the same name).
     """
 
-    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                 recompute_scale_factor=None):
         super().__init__()
+        if recompute_scale_factor and size is not None:
+            raise ValueError("recompute_scale_factor is not meaningful with an explicit size")
         if (size is None) == (scale_factor is None):
             raise ValueError("Upsample needs exactly one of size and scale_factor")
         if mode not in ("nearest", "bilinear"):
@@ -242,6 +251,7 @@ class Upsample(Module):
                                  else float(scale_factor))
         self.mode = mode
         self.align_corners = align_corners
+        self.recompute_scale_factor = recompute_scale_factor
         self._rows = None           # A_h (H_out, H)
         self._cols = None           # A_w (W_out, W)
         self._output_shape = None
@@ -255,6 +265,8 @@ class Upsample(Module):
         if min(out) < 1:
             raise ValueError(f"Upsample(scale_factor={self.scale_factor}) gives an empty output for input "
                              f"{H}x{W}")
+        if self.recompute_scale_factor:
+            return out, (None, None)                  # interpolate with H/H_out, as for an explicit size
         return out, scales
 
     def forward(self, x):

@@ -200,10 +200,11 @@ class Module:
         """Given ``dL/d output``, add ``dL/d param`` into each ``Parameter.grad``; return ``dL/d input``."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
 
-    def __call__(self, x):
-        output = self.forward(x)
+    def __call__(self, x, *args, **kwargs):
+        # extra arguments are for the few layers with several inputs (MaxUnpool2d, DeformConv2d)
+        output = self.forward(x, *args, **kwargs)
         for hook in list(self._forward_hooks):
-            replaced = hook(self, (x,), output)
+            replaced = hook(self, (x, *args), output)
             if replaced is not None:
                 output = replaced
         return output

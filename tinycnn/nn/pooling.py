@@ -2,7 +2,8 @@
 
 Pooling has no parameters. Max pooling routes the gradient to the position of each window's maximum
 (the kernel returns it as ``argmax``, PyTorch's ``return_indices``); average pooling spreads it evenly
-over the window. Global average pooling (``AdaptiveAvgPool2d(1)``) replaces the big fully connected
+over the window. Max unpooling (:class:`MaxUnpool2d`) undoes a max pooling as far as it can: each pooled
+value goes back to where its maximum was, every other pixel becomes 0. Global average pooling (``AdaptiveAvgPool2d(1)``) replaces the big fully connected
 layers of older networks (Network in Network, arXiv:1312.4400) and is the "squeeze" of SE blocks.
 """
 import math
@@ -16,8 +17,10 @@ from kernels import (
     global_avg_pool2d_forward,
     max_pool2d_backward,
     max_pool2d_forward,
+    max_unpool2d_backward,
+    max_unpool2d_forward,
 )
-from kernels._validate import as_pair
+from kernels._validate import as_pair, unpool_output_size
 
 from .module import Module
 
@@ -46,6 +49,10 @@ class MaxPool2d(Module):
         At most half the window; padding counts as ``-inf``.
     dilation : int
         Only 1 is supported.
+    return_indices : bool
+        If True, ``forward`` returns ``(y, indices)``: ``indices[n, c, i, j]`` is the flat position
+        ``h*W + w`` of each maximum in its input plane (PyTorch's layout), what :class:`MaxUnpool2d` needs.
+        ``backward`` still takes only ``dL/dy``.
     ceil_mode : bool
         Round the output size up (torchvision's SqueezeNet uses it): extra ``-inf`` rows/columns at the
         far end make the last, partial window fit.
@@ -58,12 +65,11 @@ class MaxPool2d(Module):
         super().__init__()
         if dilation not in (1, (1, 1)):
             raise ValueError(f"MaxPool2d supports only dilation=1; got {dilation!r}")
-        if return_indices:
-            raise ValueError("MaxPool2d(return_indices=True) is not supported (a layer returns one array)")
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
         self.dilation = dilation
+        self.return_indices = bool(return_indices)
         self.ceil_mode = bool(ceil_mode)
         self._kernel = as_pair(kernel_size, "kernel_size", 1)
         self._stride = as_pair(self.stride, "stride", 1)
@@ -93,7 +99,20 @@ class MaxPool2d(Module):
             y, argmax = max_pool2d_forward(x, self._kernel, self._stride, self._padding)
         self._argmax, self._pooled_shape = argmax, pooled.shape
         self._input_shape, self._output_shape = x.shape, y.shape
+        if self.return_indices:
+            return y, self._input_plane_indices(argmax)
         return y
+
+    def _input_plane_indices(self, argmax):
+        """``argmax`` re-expressed as flat indices ``h*W + w`` of the *input* plane (not the ceil_mode-padded one)."""
+        if self._pooled_shape == self._input_shape:
+            return argmax.copy()
+        H, W = self._input_shape[2:]
+        padded_width = self._pooled_shape[3]
+        ph, pw = self._padding
+        rows = np.clip(argmax // padded_width - ph, 0, H - 1)     # a maximum never lies in the -inf padding
+        cols = np.clip(argmax % padded_width - pw, 0, W - 1)
+        return rows * W + cols
 
     def backward(self, grad_out):
         self._check_grad_out(grad_out, self._output_shape)
@@ -175,3 +194,73 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
+
+
+def _unpool_default_size(size, kernel, stride, padding):
+    """PyTorch's default max-unpooling size: ``(size - 1)*stride - 2*padding + kernel`` (one axis)."""
+    return (size - 1) * stride - 2 * padding + kernel
+
+
+class MaxUnpool2d(Module):
+    """Partial inverse of :class:`MaxPool2d`: each value goes back to its maximum's position, zeros elsewhere.
+
+    ``y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j]``, with the indices of
+    ``MaxPool2d(..., return_indices=True)``. Used by SegNet's decoder (arXiv:1511.00561) and to project
+    feature maps back to pixels (Zeiler & Fergus, arXiv:1311.2901). Backward: ``dL/dx`` reads ``dL/dy`` at
+    each index (the indices receive no gradient).
+
+    Parameters
+    ----------
+    kernel_size, stride, padding : int or (int, int)
+        Those of the max pooling being undone (``stride`` defaults to ``kernel_size``).
+
+    ``forward(x, indices, output_size=None)``: the output is ``(H_in - 1)*stride - 2*padding + kernel_size``
+    high (same for the width) unless ``output_size`` (``(H, W)`` or ``(N, C, H, W)``, e.g. the pooled input's
+    shape) says otherwise; as in PyTorch it must then lie strictly between that default minus and plus the
+    stride (pooling with floor rounding loses at most ``stride - 1`` rows).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)     # pairs, as PyTorch stores them
+        self.stride = self.kernel_size if stride is None else as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
+        self._indices = None
+        self._output_shape = None
+
+    def _output_size(self, x_shape, output_size):
+        N, C, H_in, W_in = x_shape
+        default = tuple(_unpool_default_size(size, k, s, p) for size, k, s, p in
+                        zip((H_in, W_in), self.kernel_size, self.stride, self.padding))
+        if output_size is None:
+            if min(default) < 1:
+                raise ValueError(f"{self._layer_name()}: the default output size {default} for input {x_shape} is "
+                                 f"empty; pass output_size")
+            return default
+        try:
+            length = len(output_size)
+        except TypeError:
+            raise TypeError(f"output_size must be a sequence (H, W) or (N, C, H, W); got {output_size!r}") from None
+        if length not in (2, 4):
+            raise ValueError(f"output_size should be a sequence containing 2 or 4 elements, but it has a length of "
+                             f"{length}: {output_size!r}")
+        size = unpool_output_size(output_size, x_shape[:2])          # (H, W) as positive ints
+        for axis, (wanted, base, stride) in enumerate(zip(size, default, self.stride)):
+            if not base - stride < wanted < base + stride:
+                raise ValueError(f"invalid output_size {tuple(output_size)} (dim {axis} must be between "
+                                 f"{base - stride} and {base + stride}, exclusive)")
+        return size
+
+    def forward(self, x, indices, output_size=None):
+        self._check_input(x)
+        H_out, W_out = self._output_size(x.shape, output_size)
+        y = max_unpool2d_forward(x, indices, (H_out, W_out))         # (N, C, H_out, W_out)
+        self._indices, self._output_shape = indices, y.shape
+        return y
+
+    def backward(self, grad_out):
+        self._check_grad_out(grad_out, self._output_shape)
+        return max_unpool2d_backward(grad_out, self._indices)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
