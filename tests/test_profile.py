@@ -512,7 +512,8 @@ def test_json_and_csv_carry_the_same_numbers(v1_profile):
     assert len(data["rows"]) == len(v1_profile.rows)
     assert data["rows"][0]["output_shape"] == [1, 32, 112, 112]
     lines = v1_profile.to_csv().splitlines()
-    assert lines[0] == "name,type,kind,input_shape,output_shape,params,macs,flops,output_bytes,formula"
+    assert lines[0] == ("name,type,kind,input_shape,output_shape,params,macs,flops,output_bytes,formula,"
+                        "memory_access,receptive_field,rf_stride,rf_center,forward_ms,backward_ms")
     assert len(lines) == 1 + len(v1_profile.rows)
     assert lines[1].startswith("features.0.0,Conv2d,conv 3x3,1x3x224x224,1x32x112x112,864,10838016,")
 
