@@ -30,7 +30,8 @@ Sigmoid                              4    ``1 / (1 + exp(-x))``: negate, exp, ad
 SiLU                                 5    ``x * sigmoid(x)``
 MaxPool2d                       k*k - 1   comparisons per output (a ``ceil_mode`` window too)
 AvgPool2d                         k*k     ``k*k - 1`` adds and one multiply by ``1/(k*k)``
-AdaptiveAvgPool2d(1)              H*W     per output: ``H*W - 1`` adds and one multiply
+AdaptiveAvgPool2d(1)              H*W     per output: ``H*W - 1`` adds and one multiply (other sizes:
+                                          the bin's size per output)
 Upsample                         0 / 7    nearest copies; bilinear: 4 multiplies + 3 adds
 residual add (inside a block)        1    per added element (MobileNeXt: only the shortcut channels)
 SE scaling (inside SE blocks)        1    one multiply per element of the scaled tensor
@@ -118,7 +119,7 @@ import numpy as np
 from kernels._validate import as_pair, conv_geometry, conv_transpose_geometry, pool_geometry
 
 from . import nn
-from .nn.pooling import _ceil_mode_extra
+from .nn.pooling import _ceil_mode_extra, adaptive_bins
 from .receptive_field import field_center, receptive_fields
 
 __all__ = ["profile", "Profile", "LayerStats", "KindTotals", "conv2d_macs", "conv_transpose2d_macs",
@@ -321,7 +322,13 @@ def _avg_pool_cost(layer, input_shape, output_shape):
 
 def _global_pool_cost(layer, input_shape, output_shape):
     N, C, H, W = input_shape
-    return _Cost("pooling", 0, 0, 0, N * C * H * W, None, f"{H}*{W} per output ({H * W - 1} adds, 1 multiply)")
+    _, _, h, w = output_shape
+    if (h, w) == (1, 1):
+        return _Cost("pooling", 0, 0, 0, N * C * H * W, None, f"{H}*{W} per output ({H * W - 1} adds, 1 multiply)")
+    # adaptive bins: each output averages its bin (bin - 1 adds, 1 multiply); bins may overlap
+    rows = sum(end - start for start, end in adaptive_bins(H, h))
+    columns = sum(end - start for start, end in adaptive_bins(W, w))
+    return _Cost("pooling", 0, 0, 0, N * C * rows * columns, None, "bin size per output (adaptive bins)")
 
 
 def _upsample_cost(layer, input_shape, output_shape):
@@ -384,7 +391,7 @@ def _avg_pool_shape(layer, input_shape):
 
 def _global_pool_shape(layer, input_shape):
     N, C, _, _ = input_shape
-    return (N, C, 1, 1)
+    return (N, C) + as_pair(layer.output_size, "output_size", 1)
 
 
 def _upsample_shape(layer, input_shape):
