@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 from helpers import directional_gradcheck
-from model_checks import _relative_error, check_model_case, load_model_cases
+from model_checks import _relative_error, check_model_case, load_model_cases, seeded_model_and_input
 
 from tinycnn import nn
 from tinycnn.models import get_model, list_models
@@ -61,9 +61,7 @@ def test_matches_pytorch_fixture_float32_within_a_multiple_of_pytorchs_own_float
     data = CASES[case]
     params = data["params"]
     torch_errors = json.loads(str(data["torch_float32_error"]))
-    model = get_model(params["model"], **params["kwargs"]).to(np.float32)
-    model.load_state_dict(seeded_state_dict(model, params["seed"], dtype=np.float32), strict=True)
-    x = seeded_input(tuple(params["input_shape"]), params["seed"], np.float32)
+    model, x = seeded_model_and_input(params, np.float32)
     model.eval()
     logits = model(x)
     errors = {"eval_logits": _relative_error(logits, data["eval_logits"])}

@@ -7,7 +7,6 @@ import pytest
 from tinycnn import nn
 from tinycnn.models import get_model
 from tinycnn.profile import profile
-from tinycnn.receptive_field import Field, receptive_fields  # noqa: F401  (public names)
 
 
 # ----------------------------------------------------------------------------------------------------
