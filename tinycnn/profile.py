@@ -83,6 +83,22 @@ parameters do not. Limitation: a part's output that another part also read is no
 own code (GhostNet's intrinsic maps feed the cheap operation *and* the concatenation), which
 underestimates such blocks by that tensor.
 
+Receptive field, memory access cost, measured time
+--------------------------------------------------
+Each row also carries the measures the lightweight-CNN articles reason with:
+
+* ``receptive_field``, ``rf_stride``, ``rf_center``: the input window one output pixel sees, the
+  effective stride between neighbouring outputs and the window's centre for output pixel ``(0, 0)``,
+  followed through the pass by :mod:`tinycnn.receptive_field` (convolutions, dilation, pooling; a
+  branching block keeps the largest field of its paths). ``Profile.receptive_field`` is the last row's.
+* ``memory_access``: elements read and written, input + output + weights -- ShuffleNet V2's "memory
+  access cost" (arXiv:1807.11164, Sec. 2), ``hw(c1 + c2) + c1*c2`` for a 1x1 convolution; views and
+  layers that return their input cost 0; a residual add reads two operands and writes one.
+  ``Profile.memory_access`` and ``memory_access_bytes`` are the totals.
+* ``forward_ms`` (and ``backward_ms``): ``mode="time"`` runs the real layers ``repeat`` times after a
+  warm-up and reports each call's median *own* time (a block's row: its time minus its parts'), so a
+  table shows MACs, memory access and milliseconds side by side. FLOPs are not latency.
+
 How the pass runs
 -----------------
 Every module's ``forward`` is wrapped for the duration of one pass, so each call is recorded with its
