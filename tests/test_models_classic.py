@@ -240,5 +240,5 @@ def test_invalid_configurations_raise_value_error(make, match):
 def test_alexnet_rejects_inputs_below_its_smallest_size():
     model = get_model("alexnet", hidden=8, num_classes=2)
     assert model(np.zeros((1, 3, 63, 63), dtype=np.float32)).shape == (1, 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 63 x 63"):
         model(np.zeros((1, 3, 62, 62), dtype=np.float32))

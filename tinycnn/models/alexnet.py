@@ -39,15 +39,19 @@ class AlexNet(LayerChain):
         give small variants for tests and experiments.
     dropout : float
         Dropout probability before each hidden fully connected layer (0.5).
+    in_channels : int
+        Image channels (3: RGB).
 
-    Shapes: ``(N, 3, H, W) -> (N, num_classes)``, ``H, W >= 63``.
+    Shapes: ``(N, in_channels, H, W) -> (N, num_classes)``, ``H, W >= 63`` (``min_input_size``).
     """
 
-    def __init__(self, num_classes=1000, dropout=0.5, hidden=HIDDEN):
-        super().__init__()
+    min_input_size = 63         # 11x11 stride-4 stem and three unpadded 3x3 stride-2 max-pools
+
+    def __init__(self, num_classes=1000, dropout=0.5, hidden=HIDDEN, in_channels=3):
+        super().__init__(in_channels)
         num_classes = check_num_classes(num_classes)
         hidden = check_num_classes(hidden, "hidden")
-        layers, channels = [], 3
+        layers, channels = [], self.in_channels
         for out_channels, kernel, stride, padding, pool in CONVOLUTIONS:
             layers += [Conv2d(channels, out_channels, kernel, stride=stride, padding=padding), ReLU(inplace=True)]
             if pool:
@@ -61,11 +65,18 @@ class AlexNet(LayerChain):
             Dropout(dropout), Linear(hidden, hidden), ReLU(inplace=True),
             Linear(hidden, num_classes))                                # (N, num_classes)
 
+    def forward(self, x):
+        self._check_input(x, channels=self.in_channels)
+        if min(x.shape[2:]) < self.min_input_size:
+            raise ValueError(f"alexnet needs an input of at least {self.min_input_size} x {self.min_input_size} "
+                             f"(stride-4 stem, three unpadded max-pools); got input of shape {x.shape}")
+        return super().forward(x)
+
     def _layers(self):
         return [self.features, self.avgpool, self.flatten, self.classifier]
 
 
 @register_model
-def alexnet(num_classes=1000, dropout=0.5, hidden=HIDDEN):
+def alexnet(num_classes=1000, dropout=0.5, hidden=HIDDEN, in_channels=3):
     """AlexNet, torchvision's layout: 61,100,840 parameters, 714M MACs at 224 x 224."""
-    return AlexNet(num_classes, dropout, hidden)
+    return AlexNet(num_classes, dropout, hidden, in_channels)

@@ -24,20 +24,21 @@ WIDTH_PER_GROUP = 4       # channels per path at 64 planes ("4d")
 
 
 @register_model
-def resnext50_32x4d(num_classes=1000, width_mult=1.0):
+def resnext50_32x4d(num_classes=1000, width_mult=1.0, in_channels=3):
     """ResNeXt-50 32x4d (arXiv:1611.05431, Table 1): 25,028,904 parameters (torchvision's).
 
     ``width_mult`` scales the planes of every stage (1.0 is the published network).
     """
-    return ResNet(50, num_classes, width_mult, groups=CARDINALITY, width_per_group=WIDTH_PER_GROUP)
+    return ResNet(50, num_classes, width_mult, in_channels=in_channels, groups=CARDINALITY,
+                  width_per_group=WIDTH_PER_GROUP)
 
 
 @register_model
-def se_resnext50_32x4d(num_classes=1000, reduction=16, se_position="standard", width_mult=1.0):
+def se_resnext50_32x4d(num_classes=1000, reduction=16, se_position="standard", width_mult=1.0, in_channels=3):
     """SE-ResNeXt-50 32x4d (arXiv:1709.01507, Table 2): ResNeXt-50 with one SE block per residual block.
 
     With ``r = 16``: 27,559,896 parameters (the article's 27.5M); ``se_position`` as in
     :func:`tinycnn.models.se_resnet50`.
     """
     return ResNet(50, num_classes, width_mult, _check_reduction(reduction), _check_se_position(se_position),
-                  groups=CARDINALITY, width_per_group=WIDTH_PER_GROUP)
+                  in_channels=in_channels, groups=CARDINALITY, width_per_group=WIDTH_PER_GROUP)

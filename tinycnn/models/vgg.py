@@ -41,16 +41,18 @@ class VGG(LayerChain):
         give small variants for tests and experiments.
     dropout : float
         Dropout after each hidden fully connected layer (0.5).
+    in_channels : int
+        Image channels (3: RGB).
 
     Initialisation as torchvision: convolutions ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``
     with zero bias, linear layers ``normal(0, 0.01)`` with zero bias.
     """
 
-    def __init__(self, config, num_classes=1000, dropout=0.5, hidden=HIDDEN):
-        super().__init__()
+    def __init__(self, config, num_classes=1000, dropout=0.5, hidden=HIDDEN, in_channels=3):
+        super().__init__(in_channels)
         num_classes = check_num_classes(num_classes)
         hidden = check_num_classes(hidden, "hidden")
-        layers, channels = [], 3
+        layers, channels = [], self.in_channels
         for item in config:
             if item == "M":
                 layers.append(MaxPool2d(2, stride=2))                   # halves H and W
@@ -77,6 +79,6 @@ class VGG(LayerChain):
 
 
 @register_model
-def vgg16(num_classes=1000, dropout=0.5, hidden=HIDDEN):
+def vgg16(num_classes=1000, dropout=0.5, hidden=HIDDEN, in_channels=3):
     """VGG-16 (configuration D), torchvision's layout: 138,357,544 parameters, 15.5G MACs at 224 x 224."""
-    return VGG(VGG16, num_classes, dropout, hidden)
+    return VGG(VGG16, num_classes, dropout, hidden, in_channels)
