@@ -18,24 +18,16 @@ import sys
 import numpy as np
 import pytest
 from helpers import directional_gradcheck
-from model_checks import _relative_error, check_model_case, load_model_cases, seeded_model_and_input
+from model_checks import check_model_case, load_model_cases
 
 from tinycnn import nn
 from tinycnn.models import get_model, list_models
 from tinycnn.models.resnet import BasicBlock, ResNet
 from tinycnn.profile import profile
-from tinycnn.testing import seeded_input, seeded_state_dict, seeded_upstream_gradient, train_without_dropout
+from tinycnn.testing import seeded_input, seeded_state_dict
 
 TOOLS_DIR = pathlib.Path(__file__).resolve().parents[1] / "tools"
 CASES = load_model_cases("models_classic.npz")
-
-# Our float32 error may exceed PyTorch's own float32-vs-float64 error (recorded in the fixture) by this
-# factor: both are float32 computations of the same sums in different orders (and different SIMD widths
-# on AVX2 / AVX-512 CPUs), so their errors have the same size; 10 leaves room for the spread. The floor,
-# 10 float32 epsilons, covers outputs that PyTorch happened to round exactly.
-FLOAT32_FACTOR = 10
-FLOAT32_FLOOR = 10 * float(np.finfo(np.float32).eps)
-
 
 @functools.lru_cache(maxsize=None)
 def _full(name):
@@ -56,29 +48,9 @@ def test_matches_pytorch_fixture_float64(case):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_pytorch_fixture_float32_within_a_multiple_of_pytorchs_own_float32_error(case):
-    """Evaluation logits and gradients, training logits; the training gradients are ill-conditioned in
-    float32 (tools/fixtures_models_classic.py, ``float32_cases``) and checked in float64 above."""
-    data = CASES[case]
-    params = data["params"]
-    torch_errors = json.loads(str(data["torch_float32_error"]))
-    model, x = seeded_model_and_input(params, np.float32)
-    model.eval()
-    logits = model(x)
-    errors = {"eval_logits": _relative_error(logits, data["eval_logits"])}
-    model.zero_grad()
-    grad_x = model.backward(seeded_upstream_gradient(logits.shape, params["seed"], np.float32))
-    # without batch norm the training gradients stored by model_fixture are the evaluation ones
-    errors["eval_grad_x"] = _relative_error(grad_x, data.get("eval_grad_x", data["grad_x"]))
-    named = dict(model.named_parameters())
-    for name in params["checked_params"]:
-        errors[f"eval_grad/{name}"] = _relative_error(named[name].grad, data.get(f"eval_grad/{name}",
-                                                                                 data[f"grad/{name}"]))
-    train_without_dropout(model)
-    errors["train_logits"] = _relative_error(model(x), data["train_logits"])
-    assert set(errors) == set(torch_errors)
-    too_far = {key: (error, torch_errors[key]) for key, error in errors.items()
-               if not error <= max(FLOAT32_FACTOR * torch_errors[key], FLOAT32_FLOOR)}
-    assert not too_far, f"{case}: (our error, PyTorch's float32 error): {too_far}"
+    """Tolerance per quantity from the error of PyTorch's own float32 runs recorded in the fixture
+    (``tests/helpers.py: float32_tolerance``)."""
+    check_model_case(CASES[case], np.float32)
 
 
 def test_resnext_state_dict_keys_shapes_and_order_equal_torchvisions():

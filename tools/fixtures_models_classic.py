@@ -13,11 +13,8 @@ Cases (seeded weights, see tools/model_fixtures.py):
 * ``se_resnext50_32x4d``: the SE reference of tools/torch_reference_se_resnet.py with torchvision's
   ResNeXt blocks, 10 classes.
 
-Each case also stores evaluation-mode gradients (``eval_grad_x``, ``eval_grad/<name>``) and
-``torch_float32_error``: the relative error of PyTorch's own float32 run (the same seeded weights and
-input cast to float32) against its float64 run, for the evaluation logits and gradients and the
-training logits (:func:`float32_cases` says why not the training gradients). The tests bound our
-float32 error by a stated multiple of it.
+Each case's ``torch_float32_error`` (tools/model_fixtures.py) is PyTorch's own float32 error, over a plain
+and perturbed runs; the float32 tests allow a stated multiple of it (``tests/helpers.py``).
 
 Run through ``python tools/make_fixtures.py --only models_classic``.
 """
@@ -28,9 +25,8 @@ import torch
 
 import torch_reference_se_resnet as reference
 from make_fixtures import save_npz
-from model_fixtures import _train_without_dropout, import_torchvision_models, load_seeded_weights, model_fixture
+from model_fixtures import import_torchvision_models, model_fixture
 
-from tinycnn.testing import seeded_input, seeded_upstream_gradient
 
 FILE_NAME = "models_classic.npz"
 HIDDEN = 64
@@ -48,54 +44,6 @@ def _small_classifier(model, hidden, in_features, dropout_first):
                   nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(0.5), nn.Linear(hidden, NUM_CLASSES)]
     model.classifier = nn.Sequential(*layers)
     return model
-
-
-def _relative_error(actual, expected):
-    scale = max(float(np.max(np.abs(expected))), 1e-12)
-    return float(np.max(np.abs(actual.astype(np.float64) - expected))) / scale
-
-
-def _eval_run(torch_model, input_shape, seed, checked, dtype):
-    """Evaluation mode, freshly seeded weights in ``dtype``: logits, and the gradients of the input and of
-    ``checked`` for the seeded upstream gradient. Then training-mode logits (dropout off)."""
-    load_seeded_weights(torch_model, seed)          # model_fixture's training pass moved the running stats
-    torch_model.to(getattr(torch, np.dtype(dtype).name))
-    torch_model.zero_grad(set_to_none=True)
-    x = torch.from_numpy(seeded_input(input_shape, seed).astype(dtype)).requires_grad_(True)
-    torch_model.eval()
-    logits = torch_model(x)
-    logits.backward(torch.from_numpy(seeded_upstream_gradient(tuple(logits.shape), seed).astype(dtype)))
-    out = {"eval_logits": logits.detach().numpy(), "eval_grad_x": x.grad.numpy()}
-    parameters = dict(torch_model.named_parameters())
-    for name in checked:
-        out[f"eval_grad/{name}"] = parameters[name].grad.numpy()
-    _train_without_dropout(torch_model)
-    with torch.no_grad():
-        out["train_logits"] = torch_model(x.detach()).numpy()
-    return out
-
-
-def float32_cases(case, torch_model, input_shape, seed, checked):
-    """Evaluation-mode gradients in float64 (stored) and PyTorch's own float32 error on every float32
-    comparison the tests make: evaluation logits and gradients, training logits.
-
-    Training-mode *gradients* are left to the float64 comparison: with random weights and a 2 x 2 last
-    stage, batch normalisation over 8 numbers per channel makes them ill-conditioned, so two float32
-    runs (PyTorch's and ours) scatter by up to a few percent in either direction (the ResNet fixture
-    notes the same for ResNet-50); evaluation mode has no such amplification.
-    """
-    prefix = f"models/{case}/"
-    reference = _eval_run(torch_model, input_shape, seed, checked, np.float64)
-    single = _eval_run(torch_model, input_shape, seed, checked, np.float32)
-    arrays = {prefix + key: value for key, value in reference.items() if key.startswith("eval_grad")}
-    if not any(isinstance(m, torch.nn.BatchNorm2d) for m in torch_model.modules()):
-        # AlexNet, VGG: without batch norm (and with dropout off) training mode computes the same
-        # function, so the stored training gradients are these; keep the file small
-        arrays = {}
-    errors = {key: _relative_error(single[key], reference[key]) for key in reference}
-    arrays[prefix + "torch_float32_error"] = np.array(json.dumps(errors))
-    torch_model.double()
-    return arrays
 
 
 SMALL = {"num_classes": NUM_CLASSES, "hidden": HIDDEN}
@@ -131,7 +79,6 @@ def generate(out_dir):
     for seed, (case, torch_model, our_name, kwargs, input_shape, checked, full) in enumerate(
             _cases(import_torchvision_models()), start=1):
         arrays.update(model_fixture(case, torch_model, our_name, kwargs, input_shape, seed, checked))
-        arrays.update(float32_cases(case, torch_model, input_shape, seed, checked))
         layout_model = torch_model if full is None and kwargs == {} else (full() if full else None)
         if layout_model is not None:
             shapes = [[name, list(value.shape)] for name, value in layout_model.state_dict().items()]
