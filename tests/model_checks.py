@@ -28,6 +28,13 @@ def _relative_error(actual, expected):
     return float(np.max(np.abs(actual - expected))) / scale
 
 
+def seeded_model_and_input(params, dtype):
+    """The case's model in ``dtype`` with its seeded weights (``strict=True``), and its seeded input."""
+    model = get_model(params["model"], **params["kwargs"]).to(dtype)
+    model.load_state_dict(seeded_state_dict(model, params["seed"], dtype=dtype), strict=True)
+    return model, seeded_input(tuple(params["input_shape"]), params["seed"], dtype)
+
+
 def check_model_case(case, dtype=np.float64):
     """Rebuild the case's model with seeded weights; compare eval logits, train logits and gradients.
 
@@ -40,9 +47,7 @@ def check_model_case(case, dtype=np.float64):
     """
     params = case["params"]
     torch_errors = json.loads(str(case["torch_float32_error"]))
-    model = get_model(params["model"], **params["kwargs"]).to(dtype)
-    model.load_state_dict(seeded_state_dict(model, params["seed"], dtype=dtype), strict=True)
-    x = seeded_input(tuple(params["input_shape"]), params["seed"], dtype)
+    model, x = seeded_model_and_input(params, dtype)
 
     model.eval()
     errors = {"eval_logits": _relative_error(model(x), case["eval_logits"])}

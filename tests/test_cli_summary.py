@@ -120,3 +120,26 @@ def test_summary_help_from_a_fresh_process():
         assert option in result.stdout
     top = subprocess.run([sys.executable, "-m", "tinycnn", "--help"], capture_output=True, text=True, timeout=120)
     assert "summary" in top.stdout
+
+
+def test_summary_time_shows_macs_memory_access_and_milliseconds_side_by_side(capsys):
+    code, out, _ = run_summary(capsys, "mobilenet_v2", "--width-mult", "0.25", "--resolution", "32",
+                               "--time", "--backward", "--repeat", "1")
+    assert code == 0
+    header = next(line for line in out.splitlines() if line.startswith("layer"))
+    columns = header.split()
+    for name in ("MACs", "mem", "access", "RF", "fwd", "bwd"):
+        assert name in columns
+    assert columns.index("MACs") < columns.index("mem") < columns.index("fwd")
+    assert "measured time   forward" in out
+
+
+def test_summary_shows_memory_access_and_receptive_field_without_time(capsys):
+    code, out, _ = run_summary(capsys, "mobilenet_v1")
+    assert code == 0 and "mem access" in out and "RF stride" in out and "fwd ms" not in out
+    assert "receptive field" in out
+
+
+def test_summary_backward_needs_time(capsys):
+    code, _, err = run_summary(capsys, "mobilenet_v1", "--backward")
+    assert_one_line_error(code, err, "--backward needs --time")

@@ -290,14 +290,14 @@ def test_wrong_input_types_raise_type_errors():
     (lambda: nn.Linear(0, 3), "in_features must be a positive int"),
     (lambda: nn.MaxPool2d(2, padding=2), "at most half of kernel_size"),
     (lambda: nn.AvgPool2d(2, ceil_mode=True), "supports only ceil_mode=False"),
-    (lambda: nn.AdaptiveAvgPool2d(2), "supports only output_size=1"),
+    (lambda: nn.AdaptiveAvgPool2d(0), "output_size"),
     (lambda: nn.Dropout(1.5), r"must be in \[0, 1\]"),
     (lambda: nn.Upsample(size=4, scale_factor=2), "exactly one of size and scale_factor"),
     (lambda: nn.Upsample(scale_factor=2, mode="bicubic"), "'nearest' or 'bilinear'"),
     (lambda: nn.Upsample(scale_factor=2, align_corners=True), "only be set with mode='bilinear'"),
     (lambda: nn.ChannelShuffle(0), "groups must be a positive int"),
 ], ids=["conv_groups_in", "conv_groups_out", "kernel0", "output_padding", "bn0", "linear0", "pool_padding",
-        "avg_ceil", "adaptive2", "dropout_p", "upsample_both", "upsample_mode", "upsample_align", "shuffle0"])
+        "avg_ceil", "adaptive0", "dropout_p", "upsample_both", "upsample_mode", "upsample_align", "shuffle0"])
 def test_invalid_constructor_arguments_raise_value_error(make, message):
     with pytest.raises(ValueError, match=message):
         make()

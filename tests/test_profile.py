@@ -342,8 +342,9 @@ def zoo_model(name):
 @pytest.mark.parametrize("name", list_models())
 def test_shape_only_pass_matches_a_real_forward_pass_for_every_model(name):
     model = zoo_model(name)
-    shapes = profile(model, (1, 3, 40, 40))
-    real = profile(model, (1, 3, 40, 40), mode="forward")
+    size = max(40, getattr(model, "min_input_size", 0))     # AlexNet needs 63
+    shapes = profile(model, (1, 3, size, size))
+    real = profile(model, (1, 3, size, size), mode="forward")
     assert shapes.rows == real.rows
     assert shapes.peak_activation_bytes == real.peak_activation_bytes
     assert shapes.unaccounted == [] and shapes.rows
@@ -351,7 +352,8 @@ def test_shape_only_pass_matches_a_real_forward_pass_for_every_model(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_parameter_of_every_model_is_in_exactly_one_row(name):
-    p = profile(zoo_model(name), (1, 3, 32, 32))
+    size = max(32, getattr(zoo_model(name), "min_input_size", 0))
+    p = profile(zoo_model(name), (1, 3, size, size))
     assert sum(row.params for row in p.rows) == p.params == sum(q.size for q in zoo_model(name).parameters())
     multiply_accumulating = [row for row in p.rows if row.kind == "fc" or "conv" in row.kind
                              or row.kind.startswith("depthwise")]
@@ -512,7 +514,8 @@ def test_json_and_csv_carry_the_same_numbers(v1_profile):
     assert len(data["rows"]) == len(v1_profile.rows)
     assert data["rows"][0]["output_shape"] == [1, 32, 112, 112]
     lines = v1_profile.to_csv().splitlines()
-    assert lines[0] == "name,type,kind,input_shape,output_shape,params,macs,flops,output_bytes,formula"
+    assert lines[0] == ("name,type,kind,input_shape,output_shape,params,macs,flops,output_bytes,formula,"
+                        "memory_access,receptive_field,rf_stride,rf_center,forward_ms,backward_ms")
     assert len(lines) == 1 + len(v1_profile.rows)
     assert lines[1].startswith("features.0.0,Conv2d,conv 3x3,1x3x224x224,1x32x112x112,864,10838016,")
 

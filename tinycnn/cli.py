@@ -119,13 +119,16 @@ def _add_summary_parser(subparsers):
             "Profile one inference pass of a model of the zoo (tinycnn.profile): one row per layer with\n"
             "its input and output shapes, parameters, MACs (conv + fc multiply-accumulates, the papers'\n"
             "Mult-Adds), FLOPs (2 per MAC plus bias, batch norm, activations, pooling and adds) and output\n"
-            "bytes; then the totals, the peak activation memory and the breakdown by layer kind.\n"
-            "No layer computes anything (shapes only), so even ResNet-50 takes a fraction of a second."),
+            "bytes, memory access (elements read + written) and receptive field; then the totals, the peak\n"
+            "activation memory and the breakdown by layer kind.\n"
+            "No layer computes anything (shapes only), so even ResNet-50 takes a fraction of a second;\n"
+            "--time runs the layers and adds each one's measured milliseconds."),
         epilog=("examples:\n"
                 "  tinycnn summary mobilenet_v1\n"
                 "  tinycnn summary mobilenet_v1 --width-mult 0.5 --resolution 160\n"
                 "  tinycnn summary resnet50 --format csv > resnet50.csv\n"
                 "  tinycnn summary mobilenet_v3_small --format json --no-bn --no-activations\n"
+                "  tinycnn summary mobilenet_v2 --time --backward\n"
                 "models: run 'python -c \"import tinycnn.models as m; print(m.list_models())\"' or give a wrong name"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     summary.add_argument("model", metavar="MODEL", help="a name from tinycnn.models.list_models(), e.g. mobilenet_v2")
@@ -144,6 +147,12 @@ def _add_summary_parser(subparsers):
     summary.add_argument("--no-bias", action="store_true", help="leave bias adds out of the FLOPs")
     summary.add_argument("--no-bn", action="store_true", help="leave batch norm out of the FLOPs (folded)")
     summary.add_argument("--no-activations", action="store_true", help="leave activations out of the FLOPs")
+    summary.add_argument("--time", action="store_true",
+                         help="also run the layers and show each one's median forward milliseconds next to its "
+                              "MACs and memory access (FLOPs are not latency)")
+    summary.add_argument("--backward", action="store_true", help="with --time: time the backward pass too")
+    summary.add_argument("--repeat", type=_positive_int, default=5, metavar="R",
+                         help="with --time: timed passes, the median is shown (default: 5)")
     summary.set_defaults(handler=_run_summary, prog=summary.prog)
 
 
@@ -165,8 +174,11 @@ def _run_summary(args):
     from tinycnn.profile import profile
 
     model = models.get_model(args.model, **_model_arguments(args.model, args.num_classes, args.width_mult))
+    if args.backward and not args.time:
+        raise ValueError("--backward needs --time")
+    timing = {"mode": "time", "backward": args.backward, "repeat": args.repeat} if args.time else {}
     result = profile(model, (args.batch, 3, args.resolution, args.resolution), bias=not args.no_bias,
-                     bn=not args.no_bn, activations=not args.no_activations)
+                     bn=not args.no_bn, activations=not args.no_activations, **timing)
     if args.format == "json":
         data = result.to_dict()
         data["model"] = args.model

@@ -30,7 +30,8 @@ Sigmoid                              4    ``1 / (1 + exp(-x))``: negate, exp, ad
 SiLU                                 5    ``x * sigmoid(x)``
 MaxPool2d                       k*k - 1   comparisons per output (a ``ceil_mode`` window too)
 AvgPool2d                         k*k     ``k*k - 1`` adds and one multiply by ``1/(k*k)``
-AdaptiveAvgPool2d(1)              H*W     per output: ``H*W - 1`` adds and one multiply
+AdaptiveAvgPool2d(1)              H*W     per output: ``H*W - 1`` adds and one multiply (other sizes:
+                                          the bin's size per output)
 Upsample                         0 / 7    nearest copies; bilinear: 4 multiplies + 3 adds
 residual add (inside a block)        1    per added element (MobileNeXt: only the shortcut channels)
 SE scaling (inside SE blocks)        1    one multiply per element of the scaled tensor
@@ -82,6 +83,22 @@ parameters do not. Limitation: a part's output that another part also read is no
 own code (GhostNet's intrinsic maps feed the cheap operation *and* the concatenation), which
 underestimates such blocks by that tensor.
 
+Receptive field, memory access cost, measured time
+--------------------------------------------------
+Each row also carries the measures the lightweight-CNN articles reason with:
+
+* ``receptive_field``, ``rf_stride``, ``rf_center``: the input window one output pixel sees, the
+  effective stride between neighbouring outputs and the window's centre for output pixel ``(0, 0)``,
+  followed through the pass by :mod:`tinycnn.receptive_field` (convolutions, dilation, pooling; a
+  branching block keeps the largest field of its paths). ``Profile.receptive_field`` is the last row's.
+* ``memory_access``: elements read and written, input + output + weights -- ShuffleNet V2's "memory
+  access cost" (arXiv:1807.11164, Sec. 2), ``hw(c1 + c2) + c1*c2`` for a 1x1 convolution; views and
+  layers that return their input cost 0; a residual add reads two operands and writes one.
+  ``Profile.memory_access`` and ``memory_access_bytes`` are the totals.
+* ``forward_ms`` (and ``backward_ms``): ``mode="time"`` runs the real layers ``repeat`` times after a
+  warm-up and reports each call's median *own* time (a block's row: its time minus its parts'), so a
+  table shows MACs, memory access and milliseconds side by side. FLOPs are not latency.
+
 How the pass runs
 -----------------
 Every module's ``forward`` is wrapped for the duration of one pass, so each call is recorded with its
@@ -118,7 +135,8 @@ import numpy as np
 from kernels._validate import as_pair, conv_geometry, conv_transpose_geometry, pool_geometry
 
 from . import nn
-from .nn.pooling import _ceil_mode_extra
+from .nn.pooling import _ceil_mode_extra, adaptive_bins
+from .receptive_field import field_center, receptive_fields
 
 __all__ = ["profile", "Profile", "LayerStats", "KindTotals", "conv2d_macs", "conv_transpose2d_macs",
            "profile_zoo", "time_forward"]
@@ -320,7 +338,13 @@ def _avg_pool_cost(layer, input_shape, output_shape):
 
 def _global_pool_cost(layer, input_shape, output_shape):
     N, C, H, W = input_shape
-    return _Cost("pooling", 0, 0, 0, N * C * H * W, None, f"{H}*{W} per output ({H * W - 1} adds, 1 multiply)")
+    _, _, h, w = output_shape
+    if (h, w) == (1, 1):
+        return _Cost("pooling", 0, 0, 0, N * C * H * W, None, f"{H}*{W} per output ({H * W - 1} adds, 1 multiply)")
+    # adaptive bins: each output averages its bin (bin - 1 adds, 1 multiply); bins may overlap
+    rows = sum(end - start for start, end in adaptive_bins(H, h))
+    columns = sum(end - start for start, end in adaptive_bins(W, w))
+    return _Cost("pooling", 0, 0, 0, N * C * rows * columns, None, "bin size per output (adaptive bins)")
 
 
 def _upsample_cost(layer, input_shape, output_shape):
@@ -383,7 +407,7 @@ def _avg_pool_shape(layer, input_shape):
 
 def _global_pool_shape(layer, input_shape):
     N, C, _, _ = input_shape
-    return (N, C, 1, 1)
+    return (N, C) + as_pair(layer.output_size, "output_size", 1)
 
 
 def _upsample_shape(layer, input_shape):
@@ -465,6 +489,19 @@ class LayerStats:
     output_bytes : int
     formula : str
         How ``macs`` (or ``flops``) was computed, in numbers.
+    receptive_field : (int, int) or None
+        Size ``(height, width)`` of the input window one output pixel sees (``tinycnn.receptive_field``);
+        None after a layer without a fixed window (transposed convolution, up-sampling).
+    rf_stride : (int, int) or None
+        Effective stride (jump): input pixels between neighbouring output pixels.
+    rf_center : (float, float) or None
+        Centre of the field of output pixel ``(0, 0)`` in input pixel coordinates; pixel ``(i, j)``'s is
+        ``rf_center + (i, j) * rf_stride``.
+    memory_access : int
+        Elements read and written: input + output + weights (ShuffleNet V2's memory access cost, module
+        docstring); 0 for views and layers that return their input.
+    forward_ms, backward_ms : float or None
+        Median measured milliseconds of this call (``mode="time"``; ``backward_ms`` with ``backward=True``).
     """
 
     name: str
@@ -477,6 +514,12 @@ class LayerStats:
     flops: int
     output_bytes: int
     formula: str
+    receptive_field: tuple = None
+    rf_stride: tuple = None
+    rf_center: tuple = None
+    memory_access: int = 0
+    forward_ms: float = None
+    backward_ms: float = None
 
 
 KindTotals = namedtuple("KindTotals", "kind layers params macs flops params_percent macs_percent flops_percent")
@@ -492,6 +535,15 @@ def _si(value, unit=""):
         if abs(value) >= factor:
             return f"{value / factor:.2f}{prefix}{unit}"
     return f"{value:g}{unit}"
+
+
+def _pair_text(pair):
+    """``(35, 35)`` -> ``35x35``; None -> ``-``."""
+    return "-" if pair is None else "x".join(f"{v:g}" for v in pair)
+
+
+def _ms_text(ms):
+    return "-" if ms is None else f"{ms:.3f}"
 
 
 def _bytes_text(value):
@@ -527,6 +579,13 @@ class Profile:
         The switches (``bias``, ``bn``, ``activations``) and ``mode``.
     unaccounted : list of str
         Block or layer types whose own arithmetic is unknown (empty for every model of the zoo).
+    receptive_field : (int, int) or None
+        The last row's receptive field (``LayerStats.receptive_field``).
+    memory_access, memory_access_bytes : int
+        Elements (bytes) read and written by all rows: input + output + weights of each layer.
+    forward_ms, backward_ms : float or None
+        ``mode="time"``: median milliseconds of the whole forward (backward) pass; the rows hold each
+        layer's own time.
     """
 
     def __init__(self, rows, params, input_shape, dtype, model_name, options, peak_activation_bytes,
@@ -540,6 +599,22 @@ class Profile:
         self.peak_activation_bytes = int(peak_activation_bytes)
         self.activation_bytes = int(activation_bytes)
         self.unaccounted = sorted(set(unaccounted))
+        self.forward_ms = None          # mode="time": median milliseconds of the whole pass
+        self.backward_ms = None         # ... and of its backward pass (backward=True)
+
+    @property
+    def receptive_field(self):
+        """``(height, width)`` of the last row's receptive field (None if a layer has no fixed window)."""
+        return self.rows[-1].receptive_field if self.rows else None
+
+    @property
+    def memory_access(self):
+        """Elements read and written by all rows (ShuffleNet V2's memory access cost, arXiv:1807.11164)."""
+        return sum(row.memory_access for row in self.rows)
+
+    @property
+    def memory_access_bytes(self):
+        return self.memory_access * self.dtype.itemsize
 
     @property
     def param_bytes(self):
@@ -593,19 +668,25 @@ class Profile:
         name_width : int
             Longer names are shortened from the left (``...0.conv.1.0``).
         """
-        header = ["layer", "type", "input", "output", "params", "MACs", "FLOPs", "out bytes"]
+        header = ["layer", "type", "input", "output", "params", "MACs", "FLOPs", "out bytes", "mem access", "RF",
+                  "RF stride"]
+        timed = any(row.forward_ms is not None for row in self.rows)
+        backward = any(row.backward_ms is not None for row in self.rows)
+        header += ["fwd ms"] * timed + ["bwd ms"] * backward
         if formulas:
             header.append("formula")
         lines = []
         for row in self.rows:
             name = row.name if len(row.name) <= name_width else "..." + row.name[-(name_width - 3):]
             cells = [name, row.type, _shape_text(row.input_shape), _shape_text(row.output_shape),
-                     f"{row.params:,}", f"{row.macs:,}", f"{row.flops:,}", f"{row.output_bytes:,}"]
+                     f"{row.params:,}", f"{row.macs:,}", f"{row.flops:,}", f"{row.output_bytes:,}",
+                     f"{row.memory_access:,}", _pair_text(row.receptive_field), _pair_text(row.rf_stride)]
+            cells += [_ms_text(row.forward_ms)] * timed + [_ms_text(row.backward_ms)] * backward
             if formulas:
                 cells.append(row.formula)
             lines.append(cells)
         widths = [max(len(str(c)) for c in column) for column in zip(header, *lines)]
-        numeric = {4, 5, 6, 7}
+        numeric = {4, 5, 6, 7, 8, 9, 10, 11, 12} - ({len(header) - 1} if formulas else set())
 
         def render(cells):
             return "  ".join(str(c).rjust(w) if i in numeric else str(c).ljust(w)
@@ -621,6 +702,15 @@ class Profile:
             f"FLOPs           {self.flops:,} ({_si(self.flops)})   2 per MAC + bias, BN, activations, pooling, adds",
             (f"activations     {_bytes_text(self.activation_bytes)} (every tensor made), "
              f"peak {_bytes_text(self.peak_activation_bytes)} (inference, freeing after last use)"),
+            (f"memory access   {self.memory_access:,} elements ({_bytes_text(self.memory_access_bytes)})   "
+             f"read + written: inputs, outputs, weights"),
+            f"receptive field {_pair_text(self.receptive_field)} (last layer)",
+        ]
+        if self.forward_ms is not None:
+            backward = "" if self.backward_ms is None else f", backward {self.backward_ms:.3f} ms"
+            text.append(f"measured time   forward {self.forward_ms:.3f} ms{backward} (median of "
+                        f"{self.options.get('repeat')} passes)")
+        text += [
             "",
             "by kind            layers      params  params %           MACs   MACs %          FLOPs  FLOPs %",
         ]
@@ -648,7 +738,10 @@ class Profile:
             "options": self.options,
             "totals": {"params": self.params, "param_bytes": self.param_bytes, "macs": self.macs,
                        "flops": self.flops, "activation_bytes": self.activation_bytes,
-                       "peak_activation_bytes": self.peak_activation_bytes},
+                       "peak_activation_bytes": self.peak_activation_bytes,
+                       "memory_access": self.memory_access, "memory_access_bytes": self.memory_access_bytes,
+                       "receptive_field": None if self.receptive_field is None else list(self.receptive_field),
+                       "forward_ms": self.forward_ms, "backward_ms": self.backward_ms},
             "by_kind": [t._asdict() for t in self.by_kind()],
             "rows": [{**asdict(row), "input_shape": list(row.input_shape), "output_shape": list(row.output_shape)}
                      for row in self.rows],
@@ -663,12 +756,16 @@ class Profile:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         fields = ["name", "type", "kind", "input_shape", "output_shape", "params", "macs", "flops", "output_bytes",
-                  "formula"]
+                  "formula", "memory_access", "receptive_field", "rf_stride", "rf_center", "forward_ms", "backward_ms"]
         writer.writerow(fields)
         for row in self.rows:
             values = asdict(row)
             values["input_shape"] = _shape_text(row.input_shape)
             values["output_shape"] = _shape_text(row.output_shape)
+            for key in ("receptive_field", "rf_stride", "rf_center"):
+                values[key] = "" if values[key] is None else _pair_text(values[key])
+            for key in ("forward_ms", "backward_ms"):
+                values[key] = "" if values[key] is None else values[key]
             writer.writerow([values[f] for f in fields])
         return buffer.getvalue()
 
@@ -687,12 +784,13 @@ def _root(array):
 class _Call:
     """One module call: filled when it starts (``input``) and when it returns (``output``)."""
 
-    __slots__ = ("module", "name", "is_leaf", "input", "output", "extra_flops")
+    __slots__ = ("module", "name", "is_leaf", "input", "output", "extra_flops", "started", "finished")
 
     def __init__(self, module, name, is_leaf, x):
         self.module, self.name, self.is_leaf, self.input = module, name, is_leaf, x
         self.output = None
         self.extra_flops = 0            # a block's own arithmetic, filled when the rows are made
+        self.started = self.finished = None     # time.perf_counter() around the call
 
 
 def _recording_forward(module, forward, name, is_leaf, records):
@@ -700,7 +798,9 @@ def _recording_forward(module, forward, name, is_leaf, records):
     def recording(x):
         call = _Call(module, name, is_leaf, x)
         records.append(("enter", call))
+        call.started = time.perf_counter()
         call.output = forward(x)
+        call.finished = time.perf_counter()
         records.append(("exit", call))
         return call.output
     return recording
@@ -776,8 +876,9 @@ def _peak_bytes(records, input_array):
     return peak, produced
 
 
-def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, bn=True, activations=True):
-    """Parameters, MACs, FLOPs and activation memory of ``model`` on an input of ``input_shape``, per layer.
+def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, bn=True, activations=True,
+            backward=False, repeat=5):
+    """Parameters, MACs, FLOPs, memory, receptive field and (optionally) time of ``model``, per layer.
 
     Parameters
     ----------
@@ -785,13 +886,20 @@ def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, b
     input_shape : tuple of int
         ``(N, C, H, W)``, or ``(C, H, W)`` for one image. The papers' figures are for ``N = 1``.
     dtype : float32 or float64
-        Bytes per number for the memory columns, and the dtype of the pass (``mode="forward"`` needs the
-        model's parameters in this dtype).
-    mode : {"shapes", "forward"}
+        Bytes per number for the memory columns, and the dtype of the pass (``mode="forward"`` and
+        ``"time"`` need the model's parameters in this dtype).
+    mode : {"shapes", "forward", "time"}
         ``"shapes"``: layers return zeros of the right shape without computing (fast, the default);
-        ``"forward"``: the real layers run on random input.
+        ``"forward"``: the real layers run on random input; ``"time"``: the real layers run ``repeat``
+        times after one untimed warm-up (which compiles the numba kernels) and every row gets its median
+        ``forward_ms``: FLOPs are not latency (ShuffleNet V2, arXiv:1807.11164, Sec. 2).
     bias, bn, activations : bool
         Count the FLOPs of biases, batch norms and activations (module docstring, FLOP rules).
+    backward : bool
+        ``mode="time"`` only: also time each layer's backward pass (``backward_ms``); the gradient fed to
+        the model is all ones.
+    repeat : int
+        ``mode="time"``: timed passes (the median is reported).
 
     Returns
     -------
@@ -802,6 +910,7 @@ def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, b
     >>> p = profile(tinycnn.models.mobilenet_v1(), (1, 3, 224, 224))
     >>> p.params, p.macs                       # the paper's Table 8: 4.2M parameters, 569M Mult-Adds
     (4231976, 568740352)
+    >>> p.receptive_field                      # of the last layer (the classifier sees everything)
     >>> print(p.table())                       # one row per layer, totals, breakdown by kind
     """
     if not isinstance(model, nn.Module):
@@ -812,17 +921,30 @@ def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, b
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"dtype must be float32 or float64; got {dtype}")
-    if mode not in ("shapes", "forward"):
-        raise ValueError(f"mode must be 'shapes' or 'forward'; got {mode!r}")
-    for name, value in (("bias", bias), ("bn", bn), ("activations", activations)):
+    if mode not in ("shapes", "forward", "time"):
+        raise ValueError(f"mode must be 'shapes', 'forward' or 'time'; got {mode!r}")
+    for name, value in (("bias", bias), ("bn", bn), ("activations", activations), ("backward", backward)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False; got {value!r}")
+    if backward and mode != "time":
+        raise ValueError(f"backward=True times the backward pass and needs mode='time'; got mode={mode!r}")
+    if isinstance(repeat, bool) or not isinstance(repeat, numbers.Integral) or repeat < 1:
+        raise ValueError(f"repeat must be a positive int; got {repeat!r}")
+    passes = repeat if mode == "time" else 1
 
     named = list(model.named_modules())
     training = [(module, module.training) for _, module in named]
-    records = []
+    records, backward_records = [], []
     try:
         model.eval()
+        if mode == "shapes":
+            x = np.zeros(input_shape, dtype=dtype)
+        else:
+            x = np.random.default_rng(0).standard_normal(input_shape).astype(dtype)
+        if mode == "time":                          # warm-up: compiles the kernels, fills caches
+            y = model(x)
+            if backward:
+                model.backward(np.ones_like(y))
         for name, module in named:
             is_leaf = next(module.children(), None) is None
             rule = _lookup(_LAYER_RULES, module)
@@ -832,19 +954,27 @@ def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, b
             # an instance attribute shadows the class's forward until it is deleted below
             object.__setattr__(module, "forward",
                                _recording_forward(module, forward, name or "(model)", is_leaf, records))
-        if mode == "shapes":
-            x = np.zeros(input_shape, dtype=dtype)
-        else:
-            x = np.random.default_rng(0).standard_normal(input_shape).astype(dtype)
-        model(x)
+            if backward:
+                object.__setattr__(module, "backward", _timed_backward(module, module.backward, backward_records))
+        for _ in range(passes):
+            y = model(x)
+            if backward:
+                backward_records.append(None)       # separates the passes
+                model.backward(np.ones_like(y))
     finally:
         for _, module in named:
             module.__dict__.pop("forward", None)
+            module.__dict__.pop("backward", None)
         for module, flag in training:
             module.training = flag
 
+    per_pass = len(records) // passes
+    forward_ms = _median_own_ms(records, passes) if mode == "time" else {}
+    backward_ms = _backward_own_ms(records[:per_pass], backward_records, passes) if backward else {}
+    records = records[:per_pass]
+    fields = receptive_fields(records, x)
     rows, unaccounted, seen_params, calls = [], [], set(), {}
-    for event, call in records:
+    for index, (event, call) in enumerate(records):
         if event != "exit":
             continue
         module = call.module
@@ -874,14 +1004,122 @@ def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, b
         flops = cost.mac_flops + (cost.bias_flops if bias else 0)
         if cost.switch is None or (cost.switch == "bn" and bn) or (cost.switch == "activations" and activations):
             flops += cost.other_flops
+        field = fields.get(id(call))
         rows.append(LayerStats(name, type(module).__name__, cost.kind, in_shape, out_shape, params, cost.macs,
-                               flops, _elements(out_shape) * dtype.itemsize, cost.formula))
+                               flops, _elements(out_shape) * dtype.itemsize, cost.formula,
+                               receptive_field=None if field is None else field.size,
+                               rf_stride=None if field is None else field.jump,
+                               rf_center=None if field is None else field_center(field),
+                               memory_access=_memory_access(call, cost.kind),
+                               forward_ms=forward_ms.get(index), backward_ms=backward_ms.get(index)))
 
     peak, produced = _peak_bytes(records, x)
     total_params = sum(p.size for p in model.parameters())
     options = {"mode": mode, "bias": bias, "bn": bn, "activations": activations}
-    return Profile(rows, total_params, input_shape, dtype, type(model).__name__, options, peak, produced,
-                   unaccounted)
+    if mode == "time":
+        options.update(backward=backward, repeat=repeat)
+    result = Profile(rows, total_params, input_shape, dtype, type(model).__name__, options, peak, produced,
+                     unaccounted)
+    if mode == "time":                              # the whole pass: the model's own call
+        result.forward_ms = forward_ms.get("total")
+        result.backward_ms = backward_ms.get("total")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# Memory access cost and measured time per row
+# ----------------------------------------------------------------------------------------------------
+
+def _memory_access(call, kind):
+    """Elements a row reads and writes (ShuffleNet V2, arXiv:1807.11164, Sec. 2, "memory access cost").
+
+    A layer reads its input and its weights and writes its output: ``input + output + weights``; for a 1x1
+    convolution without bias from ``c1`` to ``c2`` channels on an ``h x w`` map that is the paper's
+    ``hw(c1 + c2) + c1*c2``. A layer that returns its input or a view of it (``Identity``, ``Dropout`` in
+    evaluation, ``Flatten``) moves nothing. A block's own arithmetic: a residual add reads two operands
+    and writes one result per added element (``3 * adds``); SE scaling reads the map and the gate
+    (``N * C``) and writes the map.
+    """
+    module = call.module
+    if call.is_leaf:
+        if kind == "data movement" and _root(call.output) is _root(call.input):
+            return 0                    # a view or the input itself (an in-place ReLU still reads and writes)
+        weights = sum(p.size for p in module._parameters.values() if p is not None)
+        return call.input.size + call.output.size + weights
+    if kind == "add":
+        return 3 * call.extra_flops
+    if kind == "se scale":
+        N, C = call.input.shape[:2]
+        return 2 * call.extra_flops + N * C
+    return 0
+
+
+def _timed_backward(module, backward, backward_records):
+    """Wrap ``backward`` so that each call appends ``(module, "enter" | "exit", time)`` to ``backward_records``."""
+    def timed(grad_out):
+        backward_records.append((module, "enter", time.perf_counter()))
+        grad_in = backward(grad_out)
+        backward_records.append((module, "exit", time.perf_counter()))
+        return grad_in
+    return timed
+
+
+def _own_seconds(events):
+    """``[(key, seconds)]`` for a nested sequence of ``(key, "enter"|"exit", time)`` events: each call's own
+    time, its duration minus the durations of the calls it made directly (a block's add, concatenation)."""
+    stack, own = [], []
+    for key, event, moment in events:
+        if event == "enter":
+            stack.append([key, moment, 0.0])
+            continue
+        key, started, children = stack.pop()
+        duration = moment - started
+        own.append((key, duration - children))
+        if stack:
+            stack[-1][2] += duration
+    return own
+
+
+def _median_own_ms(records, passes):
+    """``{index of a call's exit event in the first pass: median own milliseconds, "total": whole pass}``."""
+    per_pass = len(records) // passes
+    samples = {}
+    for p in range(passes):
+        chunk = records[p * per_pass:(p + 1) * per_pass]            # every pass makes the same calls
+        exit_of = {id(call): index for index, (event, call) in enumerate(chunk) if event == "exit"}
+        events = [(exit_of[id(call)], event, call.started if event == "enter" else call.finished)
+                  for event, call in chunk]
+        for index, seconds in _own_seconds(events):
+            samples.setdefault(index, []).append(seconds * 1e3)
+        model_call = chunk[0][1]
+        samples.setdefault("total", []).append((model_call.finished - model_call.started) * 1e3)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def _backward_own_ms(first_pass, backward_records, passes):
+    """Backward milliseconds per row: the k-th forward call of a module pairs with its k-th-from-last
+    backward call (a backward pass visits the calls in reverse)."""
+    exits = [(index, call.module) for index, (event, call) in enumerate(first_pass) if event == "exit"]
+    samples = {}
+    chunks, current = [], None
+    for item in backward_records:
+        if item is None:
+            current = []
+            chunks.append(current)
+        else:
+            current.append(item)
+    for chunk in chunks:
+        own = _own_seconds(chunk)
+        by_module = {}
+        for module, seconds in own:
+            by_module.setdefault(id(module), []).append(seconds)
+        for index, module in reversed(exits):
+            times = by_module.get(id(module))
+            if times:
+                samples.setdefault(index, []).append(times.pop(0) * 1e3)
+        if chunk:
+            samples.setdefault("total", []).append((chunk[-1][2] - chunk[0][2]) * 1e3)
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 # ----------------------------------------------------------------------------------------------------

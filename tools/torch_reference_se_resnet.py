@@ -70,10 +70,10 @@ def _se_block_class(base, reduction, se_position):
     return SEBlock
 
 
-def _se_resnet(base_name, layers, num_classes, reduction, se_position):
+def _se_resnet(base_name, layers, num_classes, reduction, se_position, **resnet_kwargs):
     tv_resnet = import_torchvision_models().resnet
     block = _se_block_class(getattr(tv_resnet, base_name), reduction, se_position)
-    return tv_resnet.ResNet(block, layers, num_classes=num_classes)   # its init covers the SE convs too
+    return tv_resnet.ResNet(block, layers, num_classes=num_classes, **resnet_kwargs)   # its init covers SE too
 
 
 def se_resnet18(num_classes=1000, reduction=16, se_position="standard"):
@@ -84,3 +84,10 @@ def se_resnet18(num_classes=1000, reduction=16, se_position="standard"):
 def se_resnet50(num_classes=1000, reduction=16, se_position="standard"):
     """SE-ResNet-50 (SENet Table 1): torchvision's ResNet-50 (Bottleneck [3, 4, 6, 3]) plus one SE per block."""
     return _se_resnet("Bottleneck", [3, 4, 6, 3], num_classes, reduction, se_position)
+
+
+def se_resnext50_32x4d(num_classes=1000, reduction=16, se_position="standard"):
+    """SE-ResNeXt-50 32x4d (SENet Table 2): torchvision's ResNeXt-50 (``groups=32, width_per_group=4``)
+    plus one SE per block."""
+    return _se_resnet("Bottleneck", [3, 4, 6, 3], num_classes, reduction, se_position, groups=32,
+                      width_per_group=4)

@@ -25,10 +25,10 @@ def check_positive(value, name):
     return value
 
 
-def check_num_classes(num_classes):
-    """``ValueError`` unless ``num_classes`` is a positive int."""
+def check_num_classes(num_classes, name="num_classes"):
+    """``ValueError`` unless ``num_classes`` (or the count called ``name``) is a positive int."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
+        raise ValueError(f"{name} must be a positive int; got {num_classes!r}")
     return int(num_classes)
 
 

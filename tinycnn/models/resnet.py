@@ -78,9 +78,9 @@ STEM_CHANNELS = 64            # conv1: 7 x 7, stride 2, padding 3
 SE_POSITIONS = ("standard", "pre", "post", "identity")
 
 
-def _conv3x3(in_channels, out_channels, stride=1):
+def _conv3x3(in_channels, out_channels, stride=1, groups=1):
     """3x3 convolution, padding 1, no bias (BN follows): torchvision's ``conv3x3``."""
-    return Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+    return Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, groups=groups, bias=False)
 
 
 def _conv1x1(in_channels, out_channels, stride=1):
@@ -204,9 +204,13 @@ class BasicBlock(_ResidualBlock):
 
     expansion = 1
 
-    def __init__(self, in_channels, planes, stride=1, reduction=None, se_position="standard"):
+    def __init__(self, in_channels, planes, stride=1, reduction=None, se_position="standard", groups=1,
+                 base_width=64):
         super().__init__()
         self._set_shape(in_channels, planes * self.expansion, stride)
+        if groups != 1 or base_width != 64:
+            raise ValueError(f"BasicBlock supports only groups=1, base_width=64 (as torchvision); got "
+                             f"groups={groups!r}, base_width={base_width!r}")
         self.conv1 = _conv3x3(in_channels, planes, stride)
         self.bn1 = BatchNorm2d(planes)
         self.relu1 = ReLU(inplace=True)
@@ -224,26 +228,35 @@ class Bottleneck(_ResidualBlock):
     ``F(x) = BN(conv1x1(ReLU(BN(conv3x3_s(ReLU(BN(conv1x1(x))))))))``. The stride sits on the 3x3
     convolution, as in torchvision ("ResNet v1.5"; the original paper strides the first 1x1).
 
-    Parameters and shapes as :class:`BasicBlock`, with ``(N, C_in, H, W) -> (N, 4*planes, H_out, W_out)``.
+    Parameters and shapes as :class:`BasicBlock`, with ``(N, C_in, H, W) -> (N, 4*planes, H_out, W_out)``,
+    and ``groups``, ``base_width`` for ResNeXt (Xie et al., arXiv:1611.05431): the 3x3 convolution is a
+    group convolution of ``groups`` paths ("cardinality") of ``base_width * planes / 64`` channels each,
+    so its width is ``int(planes * base_width / 64) * groups`` (torchvision's rule; ResNeXt-50 32x4d:
+    ``groups=32, base_width=4`` makes the first stage's 3x3 128 channels wide instead of 64).
     """
 
     expansion = 4
 
-    def __init__(self, in_channels, planes, stride=1, reduction=None, se_position="standard"):
+    def __init__(self, in_channels, planes, stride=1, reduction=None, se_position="standard", groups=1,
+                 base_width=64):
         super().__init__()
         self._set_shape(in_channels, planes * self.expansion, stride)
         out_channels = self.out_channels
-        self.conv1 = _conv1x1(in_channels, planes)       # reduce
-        self.bn1 = BatchNorm2d(planes)
+        width = int(planes * (base_width / 64.0)) * groups     # channels of the 3x3 (ResNeXt: 32 paths)
+        if width < 1:
+            raise ValueError(f"Bottleneck needs planes * base_width / 64 >= 1 channel per group; got planes={planes}, "
+                             f"base_width={base_width} (a narrower width_mult leaves the 3x3 without channels)")
+        self.conv1 = _conv1x1(in_channels, width)        # reduce
+        self.bn1 = BatchNorm2d(width)
         self.relu1 = ReLU(inplace=True)
-        self.conv2 = _conv3x3(planes, planes, stride)     # spatial 3x3, carries the stride
-        self.bn2 = BatchNorm2d(planes)
+        self.conv2 = _conv3x3(width, width, stride, groups)     # spatial 3x3 (grouped), carries the stride
+        self.bn2 = BatchNorm2d(width)
         self.relu2 = ReLU(inplace=True)
-        self.conv3 = _conv1x1(planes, out_channels)      # expand
+        self.conv3 = _conv1x1(width, out_channels)       # expand
         self.bn3 = BatchNorm2d(out_channels)
         self._attach_shortcut_and_se(in_channels, out_channels, reduction, se_position)
 
-    def _branch_layers(self):       # (N, C_in, H, W) -> (N, planes, H/s, W/s) -> (N, 4 * planes, H/s, W/s)
+    def _branch_layers(self):       # (N, C_in, H, W) -> (N, width, H/s, W/s) -> (N, 4 * planes, H/s, W/s)
         return [self.conv1, self.bn1, self.relu1, self.conv2, self.bn2, self.relu2, self.conv3, self.bn3]
 
 
@@ -267,6 +280,9 @@ class ResNet(LayerChain):
         Where each block puts its SE module (:data:`SE_POSITIONS`).
     in_channels : int
         Image channels (3: RGB, the default; 1: grayscale).
+    groups, width_per_group : int
+        ResNeXt's cardinality and channels per path of the Bottleneck's 3x3 (torchvision's names; 1 and
+        64 are the plain ResNet).
 
     Shapes: ``(N, in_channels, H, W) -> (N, num_classes)``; the network downsamples by 32 (the last stage sees
     ``ceil(H/32)``), so any ``H, W >= 1`` works, 32 x 32 included (the last stage is then 1 x 1).
@@ -276,7 +292,7 @@ class ResNet(LayerChain):
     """
 
     def __init__(self, depth=18, num_classes=1000, width_mult=1.0, reduction=None, se_position="standard",
-                 in_channels=3):
+                 in_channels=3, groups=1, width_per_group=64):
         super().__init__(in_channels)
         if depth not in DEPTHS:
             raise ValueError(f"depth must be one of {sorted(DEPTHS)}; got {depth!r}")
@@ -285,6 +301,9 @@ class ResNet(LayerChain):
         if reduction is not None:
             reduction = _check_reduction(reduction)
             _check_se_position(se_position)
+        for name, value in (("groups", groups), ("width_per_group", width_per_group)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
         block_name, blocks_per_stage = DEPTHS[depth]
         block = _BLOCKS[block_name]
         self.depth, self.width_mult = depth, width_mult
@@ -298,7 +317,8 @@ class ResNet(LayerChain):
             planes = make_divisible(planes * width_mult, 8)
             layers = []
             for index in range(num_blocks):                   # only the first block strides / projects
-                layers.append(block(channels, planes, stride if index == 0 else 1, reduction, se_position))
+                layers.append(block(channels, planes, stride if index == 0 else 1, reduction, se_position,
+                                    groups, width_per_group))
                 channels = planes * block.expansion
             setattr(self, name, Sequential(*layers))          # (N, planes * expansion, H/s, W/s)
         self.avgpool = AdaptiveAvgPool2d(1)                    # (N, C, 1, 1)

@@ -166,31 +166,55 @@ class AvgPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class AdaptiveAvgPool2d(Module):
-    """Global average pooling ``(N, C, H, W) -> (N, C, 1, 1)``: the mean of each channel.
+def adaptive_bins(size, bins):
+    """``[(start, end)]`` of PyTorch's adaptive pooling along one axis: bin ``i`` averages input positions
+    ``floor(i*size/bins) .. ceil((i+1)*size/bins) - 1`` (bins may overlap when ``size`` is not a multiple,
+    and repeat one position when ``bins > size``)."""
+    return [((i * size) // bins, -(-((i + 1) * size) // bins)) for i in range(bins)]
 
-    Only ``output_size=1`` (the case every classifier head uses) is supported.
-    Backward: each pixel receives ``dL/dy / (H * W)``.
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed ``output_size``: ``(N, C, H, W) -> (N, C, h, w)``.
+
+    ``output_size=1`` is global average pooling (the mean of each channel; every classifier head and SE
+    block). Other sizes use PyTorch's bins (:func:`adaptive_bins`): AlexNet and VGG pool to 6 x 6 and
+    7 x 7 so their classifiers accept any input resolution (at 224 x 224 the map already has that size).
+    Backward: each input pixel receives ``dL/dy / bin_size`` from every bin that contains it.
     """
 
     def __init__(self, output_size):
         super().__init__()
-        if output_size not in (1, (1, 1), [1, 1]):
-            raise ValueError(f"AdaptiveAvgPool2d supports only output_size=1 (global average pooling); "
-                             f"got {output_size!r}")
+        self._size = as_pair(output_size, "output_size", 1)
         self.output_size = output_size
         self._input_shape = None
         self._output_shape = None
 
     def forward(self, x):
         self._check_input(x)
-        y = global_avg_pool2d_forward(x)            # (N, C, 1, 1)
+        if self._size == (1, 1):
+            y = global_avg_pool2d_forward(x)            # (N, C, 1, 1)
+        else:
+            N, C, H, W = x.shape
+            h, w = self._size
+            y = np.empty((N, C, h, w), dtype=x.dtype)
+            for i, (top, bottom) in enumerate(adaptive_bins(H, h)):          # one output row per bin
+                for j, (left, right) in enumerate(adaptive_bins(W, w)):
+                    y[:, :, i, j] = x[:, :, top:bottom, left:right].mean(axis=(2, 3))
         self._input_shape, self._output_shape = x.shape, y.shape
         return y
 
     def backward(self, grad_out):
         self._check_grad_out(grad_out, self._output_shape)
-        return global_avg_pool2d_backward(grad_out, self._input_shape)
+        if self._size == (1, 1):
+            return global_avg_pool2d_backward(grad_out, self._input_shape)
+        N, C, H, W = self._input_shape
+        h, w = self._size
+        grad_x = np.zeros(self._input_shape, dtype=grad_out.dtype)
+        for i, (top, bottom) in enumerate(adaptive_bins(H, h)):
+            for j, (left, right) in enumerate(adaptive_bins(W, w)):
+                share = grad_out[:, :, i, j] / ((bottom - top) * (right - left))        # (N, C)
+                grad_x[:, :, top:bottom, left:right] += share[:, :, None, None]
+        return grad_x
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
