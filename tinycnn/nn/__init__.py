@@ -12,6 +12,7 @@ Precision: float32 by default; ``model.to(np.float64)`` / ``model.double()`` for
 """
 from . import init
 from .activation import Hardsigmoid, Hardswish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU
+from .activation import Tanh
 from .blocks import ChannelSplit, Concat, Conv2dNormActivation, Residual, ShortcutBlock
 from .conv import Conv2d, ConvTranspose2d
 from .linear import Linear
@@ -29,5 +30,6 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "Dropout", "Flatten", "Identity", "ChannelShuffle", "Upsample",
     "SqueezeExcitation",
+    "Tanh",
     "ShortcutBlock", "Residual", "Concat", "ChannelSplit", "Conv2dNormActivation",
 ]
