@@ -668,7 +668,7 @@ def _add_prune_parser(subparsers):
     prune.set_defaults(handler=_run_prune, prog=prune.prog)
 
 
-def _seconds_per_image(model, images, repeat=5):
+def _seconds_per_image(model, images, repeat=3):
     """Median wall-clock seconds per image of ``model(images)`` over ``repeat`` runs (after one warm-up)."""
     import statistics
     import time
@@ -690,7 +690,7 @@ def _run_prune(args):
     from tinycnn.profile import profile
 
     checkpoint = pathlib.Path(_checkpoint_argument(args.run)).expanduser()
-    model, config, val_loader, images = _run_data_loaders(checkpoint, args.batch_size, calibration=64)
+    model, config, val_loader, images = _run_data_loaders(checkpoint, args.batch_size, calibration=32)
     pruned = prune.prune_channels(model, args.amount, criterion=args.criterion, threshold=args.threshold).eval()
     shape = (1, 3, config.image_size, config.image_size)
     rows = []
@@ -723,7 +723,8 @@ def _run_prune(args):
         print(f"{name:<7} {100 * accuracy:8.2f}% {params:>11,} {macs:>13,} {1000 * seconds:>11.3f}")
     print(f"wrote {out}; fine-tune it: tinycnn train --model {config.model}"
           + (f" --width-mult {config.width_mult:g}" if config.width_mult is not None else "")
-          + f" --data {config.data} --weights {out} --epochs 3")
+          + f" --data {config.data}" + (f" --max-images {config.max_images}" if config.max_images else "")
+          + f" --weights {out} --epochs 3")
     return 0
 
 # ------------------------------------------------------------------------------------------- parser
