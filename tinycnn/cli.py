@@ -668,36 +668,22 @@ def _add_prune_parser(subparsers):
     prune.set_defaults(handler=_run_prune, prog=prune.prog)
 
 
-def _seconds_per_image(model, images, repeat=3):
-    """Median wall-clock seconds per image of ``model(images)`` over ``repeat`` runs (after one warm-up)."""
-    import statistics
-    import time
-
-    model.eval()
-    model(images)
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        model(images)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) / len(images)
-
-
 def _run_prune(args):
     import pathlib
 
     from tinycnn import prune, train
-    from tinycnn.profile import profile
+    from tinycnn.profile import profile, time_forward
 
     checkpoint = pathlib.Path(_checkpoint_argument(args.run)).expanduser()
-    model, config, val_loader, images = _run_data_loaders(checkpoint, args.batch_size, calibration=32)
+    model, config, val_loader, _ = _run_data_loaders(checkpoint, args.batch_size)
     pruned = prune.prune_channels(model, args.amount, criterion=args.criterion, threshold=args.threshold).eval()
     shape = (1, 3, config.image_size, config.image_size)
     rows = []
     for name, network in (("before", model), ("after", pruned)):
         cost = profile(network, shape)
+        timing_batch = 32                      # median of 3 timed forward passes of 32 images
         rows.append((name, train.evaluate_model(network, val_loader).accuracy, cost.params, cost.macs,
-                     _seconds_per_image(network, images)))
+                     time_forward(network, (timing_batch,) + shape[1:], repeat=3) / timing_batch))
     _, _, extra = train.load_run(checkpoint)
     kwargs = {"num_classes": len(extra["class_names"])}
     if config.width_mult is not None:
