@@ -102,7 +102,7 @@ def test_flat_weights_round_trip_and_bp_lowers_the_error():
 
 def test_bp_comparison_runs_and_the_searches_start_bp_well():
     results = evolve.bp_comparison(seeds=(0,), epochs=50, population=10, generations=5)
-    assert set(results) == {"bp", "ga_bp", "pso_bp"}
+    assert set(results) == {"bp", "uniform_bp", "ga_bp", "pso_bp"}
     for name in ("ga_bp", "pso_bp"):
         assert results[name]["test_mse"].shape == (1,) and len(results[name]["curves"][0]) == 6
         start = evolve.make_mlp(seed=0)

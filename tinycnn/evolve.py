@@ -326,12 +326,16 @@ def bp_comparison(seeds=(0, 1, 2, 3, 4), hidden=5, epochs=1000, lr=0.01, populat
     with a GA (``population`` x ``generations``) or PSO (the same budget), the fitness being the training
     MSE, then train from the best vector with the same BP budget.
 
+    A control, ``uniform_bp``, starts BP from one random vector of the same box (no search), to tell the
+    search's effect from that of the wider weight range.
+
     Returns
     -------
     dict method -> {"test_mse": (S,) test MSE in the original units of y, "search_mse": (S,) training MSE
     after the search (None for BP alone), "curves": list of the search's best-fitness histories}.
     """
-    results = {name: {"test_mse": [], "search_mse": [], "curves": []} for name in ("bp", "ga_bp", "pso_bp")}
+    methods = ("bp", "uniform_bp", "ga_bp", "pso_bp")
+    results = {name: {"test_mse": [], "search_mse": [], "curves": []} for name in methods}
     criterion = losses.MSELoss()
     for seed in seeds:
         data = make_quadratic_data(seed=seed)
@@ -344,8 +348,10 @@ def bp_comparison(seeds=(0, 1, 2, 3, 4), hidden=5, epochs=1000, lr=0.01, populat
 
         start = get_flat_weights(make_mlp(hidden=hidden, seed=seed))
         bounds = np.tile([-weight_bound, weight_bound], (len(start), 1))
+        uniform = np.random.default_rng(seed).uniform(-weight_bound, weight_bound, len(start))
         searches = {
             "bp": None,
+            "uniform_bp": EvolutionResult(uniform, training_error(uniform), {"best": np.array([])}, 1),
             "ga_bp": genetic_algorithm(training_error, bounds, population, generations, seed=seed, progress=progress),
             "pso_bp": particle_swarm(training_error, bounds, population, generations, seed=seed, progress=progress),
         }
@@ -361,4 +367,5 @@ def bp_comparison(seeds=(0, 1, 2, 3, 4), hidden=5, epochs=1000, lr=0.01, populat
     for name in results:
         results[name]["test_mse"] = np.asarray(results[name]["test_mse"])
         results[name]["search_mse"] = np.asarray(results[name]["search_mse"]) if name != "bp" else None
+    results["uniform_bp"]["curves"] = []
     return results
