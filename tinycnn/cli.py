@@ -671,19 +671,26 @@ def _add_prune_parser(subparsers):
 def _run_prune(args):
     import pathlib
 
+    import statistics
+
+    import numpy as np
+
     from tinycnn import prune, train
-    from tinycnn.profile import profile, time_forward
+    from tinycnn.bench import time_interleaved
+    from tinycnn.profile import profile
 
     checkpoint = pathlib.Path(_checkpoint_argument(args.run)).expanduser()
     model, config, val_loader, _ = _run_data_loaders(checkpoint, args.batch_size)
     pruned = prune.prune_channels(model, args.amount, criterion=args.criterion, threshold=args.threshold).eval()
     shape = (1, 3, config.image_size, config.image_size)
+    # forward passes of 32 images, the two models in turns (the same background load), median of 5 each
+    x = np.random.default_rng(0).standard_normal((32,) + shape[1:]).astype(np.float32)
+    milliseconds = time_interleaved([lambda: model(x), lambda: pruned(x)], repeat=5)
     rows = []
-    for name, network in (("before", model), ("after", pruned)):
+    for name, network, times in (("before", model, milliseconds[0]), ("after", pruned, milliseconds[1])):
         cost = profile(network, shape)
-        timing_batch = 32                      # median of 3 timed forward passes of 32 images
         rows.append((name, train.evaluate_model(network, val_loader).accuracy, cost.params, cost.macs,
-                     time_forward(network, (timing_batch,) + shape[1:], repeat=3) / timing_batch))
+                     statistics.median(times) / 1000 / len(x)))
     _, _, extra = train.load_run(checkpoint)
     kwargs = {"num_classes": len(extra["class_names"])}
     if config.width_mult is not None:
