@@ -5,7 +5,7 @@ import json
 import pytest
 
 from test_cli_train import TINY, assert_one_line_error, run_in_process, run_tinycnn
-from tinycnn import train
+from tinycnn import run
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_quantize_prints_accuracy_and_size_per_precision(tiny_run, capsys):
     result = json.loads(stdout)
     rows = {row["precision"]: row for row in result["results"]}
     assert list(rows) == ["float32", "float16", "int8", "int4"] and result["calibration_images"] == 20
-    evaluation, _, _ = train.evaluate_run(tiny_run / "best.npz")
+    evaluation, _, _ = run.evaluate_run(tiny_run / "best.npz")
     assert rows["float32"]["accuracy"] == pytest.approx(evaluation.accuracy, abs=1e-12)
     sizes = [rows[name]["size_bytes"] for name in rows]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] == 2 * sizes[1]
@@ -73,7 +73,7 @@ def test_prune_then_evaluate_then_fine_tune(tiny_run, tmp_path, capsys):
     assert after["params"] < before["params"] and after["macs"] < before["macs"]
     assert after["seconds_per_image"] > 0
 
-    model, _, _ = train.load_run(pruned_path)                   # the architecture is rebuilt from the file
+    model, _, _ = run.load_run(pruned_path)                   # the architecture is rebuilt from the file
     assert sum(p.size for p in model.parameters()) == after["params"]
     code, stdout, err = run_in_process(["evaluate", str(pruned_path), "--json"], capsys)
     assert code == 0, err
@@ -83,7 +83,7 @@ def test_prune_then_evaluate_then_fine_tune(tiny_run, tmp_path, capsys):
     code, _, err = run_in_process(["train", *TINY, "--no-plots", "--weights", str(pruned_path), "--out",
                                    str(finetuned)], capsys)
     assert code == 0, err
-    model, _, extra = train.load_run(finetuned / "best.npz")
+    model, _, extra = run.load_run(finetuned / "best.npz")
     assert extra["architecture"]["channels"] == result["channels"]
     assert sum(p.size for p in model.parameters()) == after["params"]
 

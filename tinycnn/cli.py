@@ -591,11 +591,11 @@ def _run_data_loaders(checkpoint, batch_size, calibration=None):
     """A run's model and its validation loader (and ``calibration`` normalised training images)."""
     import numpy as np
 
-    from tinycnn import train
+    from tinycnn import run
     from tinycnn.data import DataLoader, Normalize, to_float32
 
-    model, config, extra = train.load_run(checkpoint)
-    data = train.load_run_data(config)
+    model, config, extra = run.load_run(checkpoint)
+    data = run.load_config_data(config)
     normalize = Normalize(extra["mean"], extra["std"])
     val_loader = DataLoader(data.val.images, data.val.labels, batch_size, transform=normalize)
     images = None
@@ -605,19 +605,20 @@ def _run_data_loaders(checkpoint, batch_size, calibration=None):
 
 
 def _run_quantize(args):
-    from tinycnn import quantize, train
+    from tinycnn import quantize
+    from tinycnn.evaluate import evaluate_model
 
     checkpoint = _checkpoint_argument(args.run)
     model, config, val_loader, images = _run_data_loaders(checkpoint, args.batch_size, args.calibration)
     batches = [images[start:start + args.batch_size] for start in range(0, len(images), args.batch_size)]
     folded = quantize.fold_batch_norm(model)
-    rows = [("float32", train.evaluate_model(model, val_loader).accuracy, quantize.model_size_bytes(folded))]
+    rows = [("float32", evaluate_model(model, val_loader).accuracy, quantize.model_size_bytes(folded))]
     half = quantize.quantize_model(model, batches[:1], precision="float16")
-    rows.append(("float16", train.evaluate_model(half, val_loader).accuracy, quantize.model_size_bytes(folded, "float16")))
+    rows.append(("float16", evaluate_model(half, val_loader).accuracy, quantize.model_size_bytes(folded, "float16")))
     for bits in args.bits:
         quantized = quantize.quantize_model(model, batches, bits=bits, calibration_method=args.method,
                                             percentile=args.percentile)
-        rows.append((f"int{bits}", train.evaluate_model(quantized, val_loader).accuracy,
+        rows.append((f"int{bits}", evaluate_model(quantized, val_loader).accuracy,
                      quantize.model_size_bytes(folded, "int", bits=bits)))
     if args.json:
         print(json.dumps({"checkpoint": str(checkpoint), "calibration_images": len(images), "method": args.method,
@@ -675,8 +676,9 @@ def _run_prune(args):
 
     import numpy as np
 
-    from tinycnn import prune, train
+    from tinycnn import prune, run
     from tinycnn.bench import time_interleaved
+    from tinycnn.evaluate import evaluate_model
     from tinycnn.profile import profile
 
     checkpoint = pathlib.Path(_checkpoint_argument(args.run)).expanduser()
@@ -689,9 +691,9 @@ def _run_prune(args):
     rows = []
     for name, network, times in (("before", model, milliseconds[0]), ("after", pruned, milliseconds[1])):
         cost = profile(network, shape)
-        rows.append((name, train.evaluate_model(network, val_loader).accuracy, cost.params, cost.macs,
+        rows.append((name, evaluate_model(network, val_loader).accuracy, cost.params, cost.macs,
                      statistics.median(times) / 1000 / len(x)))
-    _, _, extra = train.load_run(checkpoint)
+    _, _, extra = run.load_run(checkpoint)
     kwargs = {"num_classes": len(extra["class_names"])}
     if config.width_mult is not None:
         kwargs["width_mult"] = config.width_mult

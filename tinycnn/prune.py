@@ -100,9 +100,19 @@ def _dense(conv):
     return conv is not None and conv.groups == 1
 
 
+def _is_inverted_residual(block):
+    """MobileNet V2's block by its roles: a shortcut block whose layers sit in ``conv`` (torchvision's layout)."""
+    return isinstance(block, nn.ShortcutBlock) and isinstance(block._modules.get("conv"), nn.Sequential)
+
+
+def _free_ends(block):
+    """True if no shortcut adds to the block's input or output (it is just its branch)."""
+    return not block.use_residual and block._shortcut_layer() is None
+
+
 def _block_groups(block):
     """Hidden channel groups inside one block, by its roles; ``(producer, bn, passthrough, consumer)`` tuples."""
-    if isinstance(block, nn.InvertedResidual):
+    if _is_inverted_residual(block):
         layers = list(block.conv)                        # [expand], depthwise, project, project BN
         if len(layers) == 4:                             # t > 1: expand -> depthwise -> project
             expand, depthwise = _conv_bn(layers[0]), _conv_bn(layers[1])
@@ -128,7 +138,7 @@ def _output_end(unit):
         return _conv_bn(unit)
     if isinstance(getattr(unit, "pointwise", None), nn.Sequential):                 # MobileNet V1 block
         return _output_end(unit.pointwise)
-    if isinstance(unit, nn.InvertedResidual) and not unit.use_res_connect:
+    if _is_inverted_residual(unit) and _free_ends(unit):
         return unit.conv[-2], unit.conv[-1]                                      # project, its BN
     return None
 
@@ -142,7 +152,7 @@ def _input_start(unit):
     if isinstance(getattr(unit, "depthwise", None), nn.Sequential) and isinstance(getattr(unit, "pointwise", None),
                                                                                    nn.Sequential):
         return [_conv_bn(unit.depthwise)], unit.pointwise[0]                       # MobileNet V1 block
-    if isinstance(unit, nn.InvertedResidual) and not unit.use_res_connect:
+    if _is_inverted_residual(unit) and _free_ends(unit):
         layers = list(unit.conv)
         if len(layers) == 4:
             return [], layers[0][0]                                              # expand
@@ -278,7 +288,7 @@ def _apply(model, groups, keeps):
     for module in model.modules():            # attributes some blocks keep for repr and input checks
         if isinstance(module, nn.Conv2dNormActivation):
             module.out_channels = module[0].out_channels
-        elif isinstance(module, nn.InvertedResidual):
+        elif _is_inverted_residual(module):
             module.out_channels = module.conv[-2].out_channels
         elif hasattr(module, "reduced_channels") and isinstance(getattr(module, "reduce", None), nn.Sequential):
             module.reduced_channels = module.reduce[0].out_channels

@@ -31,14 +31,13 @@ sys.path.insert(0, str(ROOT))
 
 def _train(config, activation, out_dir):
     """Train ``config``'s model with ReLU6 (as published) or with ReLU; returns the trainer."""
-    from tinycnn import nn, quantize, train
+    from tinycnn import io, nn, quantize, run, train
 
-    trainer, _, _, _ = train._make_trainer(config, out_dir, progress=False, log=None)
+    trainer, _, _ = run._make_trainer(config.resolved(), out_dir, progress=False, log=None)
     if activation == "relu":
         quantize.replace_activations(trainer.model, nn.ReLU6, nn.ReLU)   # no parameters: the optimizer is unaffected
     trainer.fit()
-    trainer.model.load_state_dict(__import__("tinycnn.io", fromlist=["io"]).load_checkpoint(
-        pathlib.Path(out_dir) / train.BEST_CHECKPOINT)["model"])
+    trainer.model.load_state_dict(io.load_checkpoint(pathlib.Path(out_dir) / train.BEST_CHECKPOINT)["model"])
     return trainer
 
 
@@ -54,11 +53,12 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
-    from tinycnn import quantize, train
+    from tinycnn import quantize, run
+    from tinycnn.evaluate import evaluate_model
 
     results = []
     for seed in args.seeds:
-        config = dataclasses.replace(train.TrainConfig(), model=args.model, width_mult=args.width_mult,
+        config = dataclasses.replace(run.TrainConfig(), model=args.model, width_mult=args.width_mult,
                                      epochs=args.epochs, max_images=args.max_images, seed=seed)
         for activation in ("relu6", "relu"):
             with tempfile.TemporaryDirectory() as out_dir:
@@ -68,11 +68,11 @@ def main(argv=None):
             ranges = quantize.activation_ranges(model, images)
             highs = np.array([high for _, high in ranges.values()])
             row = {"seed": seed, "activation": activation,
-                   "float32": train.evaluate_model(model, val_loader).accuracy,
+                   "float32": evaluate_model(model, val_loader).accuracy,
                    "max_activation": float(highs.max()), "median_layer_max": float(np.median(highs))}
             for bits in args.bits:
                 quantized = quantize.quantize_model(model, [images], bits=bits)
-                row[f"int{bits}"] = train.evaluate_model(quantized, val_loader).accuracy
+                row[f"int{bits}"] = evaluate_model(quantized, val_loader).accuracy
             results.append(row)
             print(json.dumps(row), flush=True)
     columns = ["float32"] + [f"int{bits}" for bits in args.bits]
