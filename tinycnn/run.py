@@ -39,6 +39,7 @@ from .plots import write_report
 from .train import (BEST_CHECKPOINT, CHECKPOINT_KIND, HISTORY_CSV, HISTORY_JSON, LAST_CHECKPOINT, OPTIMIZERS,
                     SCHEDULES, Trainer, make_optimizer, make_scheduler)
 from .transfer import freeze_backbone, load_pretrained, zero_init_residual_
+from .prune import PRUNED_KIND, apply_channel_config, read_architecture   # pruned runs (tinycnn prune)
 
 __all__ = ["TrainConfig", "RunResult", "build_model", "has_width_mult", "load_config_data", "run_training",
            "load_run", "find_latest_run", "load_images", "predict_images", "evaluate_run",
@@ -226,6 +227,9 @@ def _make_trainer(config, out_dir, progress, log):
     model = build_model(config.model, len(data.class_names), config.width_mult)
     if config.zero_init_residual:
         zero_init_residual_(model)
+    architecture = _pruned_architecture(config)
+    if architecture is not None:                 # pruned weights: rebuild their smaller network first
+        apply_channel_config(model, architecture["channels"])
     if config.weights is not None:
         loaded = load_pretrained(model, config.weights)
         info["pretrained"] = {"weights": str(config.weights), "loaded": len(loaded["loaded"]),
@@ -238,8 +242,22 @@ def _make_trainer(config, out_dir, progress, log):
                       scheduler=scheduler, out_dir=out_dir, frozen_backbone=config.freeze_backbone,
                       progress=progress, log=log,
                       extra={"config": config.to_dict(), **{k: info[k] for k in ("class_names", "mean", "std")},
-                             "image_size": config.image_size})
+                             "image_size": config.image_size,
+                             **({"architecture": architecture} if architecture is not None else {})})
     return trainer, data, info
+
+
+def _pruned_architecture(config):
+    """The pruned architecture stored with ``config.weights`` (``tinycnn prune``'s output), or None."""
+    if config.weights is None or pathlib.Path(config.weights).suffix in (".pth", ".pt"):
+        return None
+    architecture = read_architecture(pathlib.Path(config.weights).expanduser())
+    if architecture is not None and (architecture.get("model") != config.model
+                                     or architecture.get("kwargs", {}).get("width_mult") != config.width_mult):
+        raise ValueError(f"{config.weights} holds a pruned {architecture.get('model')} (width "
+                         f"{architecture.get('kwargs', {}).get('width_mult')}); train it with the same --model and "
+                         f"--width-mult")
+    return architecture
 
 
 def run_training(config=None, out_dir="runs/train", resume=False, progress=True, log=print, plots=True,
@@ -336,11 +354,13 @@ def load_run(checkpoint_path):
     if path.is_dir():
         path = path / BEST_CHECKPOINT if (path / BEST_CHECKPOINT).exists() else path / LAST_CHECKPOINT
     checkpoint = io.load_checkpoint(path)
-    if checkpoint.get("kind") != CHECKPOINT_KIND or "config" not in checkpoint.get("extra", {}):
-        raise ValueError(f"{path} is not a checkpoint written by 'tinycnn train'")
+    if checkpoint.get("kind") not in (CHECKPOINT_KIND, PRUNED_KIND) or "config" not in checkpoint.get("extra", {}):
+        raise ValueError(f"{path} is not a checkpoint written by 'tinycnn train' or 'tinycnn prune'")
     extra = checkpoint["extra"]
     config = TrainConfig.from_dict(extra["config"])
     model = build_model(config.model, len(extra["class_names"]), config.width_mult)
+    if "architecture" in extra:                  # a pruned network (tinycnn prune): rebuild its channels
+        apply_channel_config(model, extra["architecture"]["channels"])
     model.load_state_dict(checkpoint["model"])
     return model.eval(), config, extra
 

@@ -11,7 +11,7 @@ Randomness: one shared generator, ``tinycnn.nn.init.manual_seed(seed)`` (see ``t
 Precision: float32 by default; ``model.to(np.float64)`` / ``model.double()`` for gradient checks.
 """
 from . import init
-from .activation import Hardsigmoid, Hardswish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU
+from .activation import Hardsigmoid, Hardswish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
 from .blocks import ChannelSplit, Concat, Conv2dNormActivation, Residual, ShortcutBlock
 from .conv import Conv2d, ConvTranspose2d
 from .deformable import DeformConv2d
@@ -30,6 +30,6 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "Dropout", "Flatten", "Identity", "ChannelShuffle", "Upsample",
     "SqueezeExcitation",
-    "MaxUnpool2d", "DeformConv2d",
+    "MaxUnpool2d", "DeformConv2d", "Tanh",
     "ShortcutBlock", "Residual", "Concat", "ChannelSplit", "Conv2dNormActivation",
 ]

@@ -139,3 +139,24 @@ class SiLU(_Elementwise):
     def _derivative(self, x):
         s = _sigmoid(x)
         return s * (1 + x * (1 - s))
+
+
+class Tanh(Module):
+    """Hyperbolic tangent ``t(x) = (e^x - e^-x) / (e^x + e^-x)`` in ``(-1, 1)`` (``torch.nn.Tanh``).
+
+    Derivative ``1 - t(x)^2``, from the cached output. The classic activation of small BP networks
+    (seed 002's GA/PSO-optimised MLP; see ``tinycnn.evolve``).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._y = None
+
+    def forward(self, x):
+        self._check_input(x, ndim=None)
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, grad_out):
+        self._check_grad_out(grad_out, None if self._y is None else self._y.shape)
+        return grad_out * (1 - self._y * self._y)

@@ -1,0 +1,99 @@
+"""``tinycnn quantize`` and ``tinycnn prune``: help, one-line errors (exit 2), and a tiny run that is
+quantised, pruned, evaluated and fine-tuned from its pruned weights (the architecture travels with them)."""
+import json
+
+import pytest
+
+from test_cli_train import TINY, assert_one_line_error, run_in_process, run_tinycnn
+from tinycnn import run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quantize_prune") / "run"
+    code = __import__("tinycnn.cli", fromlist=["main"]).main(["train", *TINY, "--no-plots", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+@pytest.mark.parametrize("command, options", [
+    ("quantize", ["RUN", "--bits", "--calibration", "--method", "--percentile", "--json"]),
+    ("prune", ["RUN", "--amount", "--criterion", "--threshold", "--out", "--json"]),
+])
+def test_help_lists_the_options(command, options):
+    result = run_tinycnn(command, "--help")
+    assert result.returncode == 0, result.stderr
+    for option in options:
+        assert option in result.stdout, option
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["quantize", "--bits", "1"], "--bits"),
+    (["quantize", "--calibration", "0"], "--calibration"),
+    (["quantize", "--percentile", "30"], "--percentile"),
+    (["prune", "--amount", "1"], "--amount"),
+    (["prune", "--criterion", "l2"], "--criterion"),
+    (["prune", "--threshold", "-1"], "--threshold"),
+])
+def test_bad_arguments_give_one_line_and_exit_code_2(arguments, expected, capsys):
+    code, _, err = run_in_process(arguments, capsys)
+    assert expected in assert_one_line_error(code, err)
+
+
+def test_a_missing_run_is_one_line(tmp_path, capsys):
+    for command in ("quantize", "prune"):
+        code, _, err = run_in_process([command, str(tmp_path / "nothing.npz")], capsys)
+        assert "nothing.npz" in assert_one_line_error(code, err)
+
+
+def test_quantize_prints_accuracy_and_size_per_precision(tiny_run, capsys):
+    code, stdout, err = run_in_process(["quantize", str(tiny_run), "--bits", "8", "4", "--calibration", "20",
+                                        "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    rows = {row["precision"]: row for row in result["results"]}
+    assert list(rows) == ["float32", "float16", "int8", "int4"] and result["calibration_images"] == 20
+    evaluation, _, _ = run.evaluate_run(tiny_run / "best.npz")
+    assert rows["float32"]["accuracy"] == pytest.approx(evaluation.accuracy, abs=1e-12)
+    sizes = [rows[name]["size_bytes"] for name in rows]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 2 * sizes[1]
+    code, stdout, err = run_in_process(["quantize", str(tiny_run), "--calibration", "20", "--method", "percentile"],
+                                       capsys)
+    assert code == 0, err
+    assert "int8" in stdout and "size (bytes)" in stdout
+
+
+def test_prune_then_evaluate_then_fine_tune(tiny_run, tmp_path, capsys):
+    pruned_path = tmp_path / "pruned.npz"
+    code, stdout, err = run_in_process(["prune", str(tiny_run), "--amount", "0.5", "--criterion", "bn", "--out",
+                                        str(pruned_path), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    before, after = result["results"]
+    assert after["params"] < before["params"] and after["macs"] < before["macs"]
+    assert after["seconds_per_image"] > 0
+
+    model, _, _ = run.load_run(pruned_path)                   # the architecture is rebuilt from the file
+    assert sum(p.size for p in model.parameters()) == after["params"]
+    code, stdout, err = run_in_process(["evaluate", str(pruned_path), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["accuracy"] == pytest.approx(after["accuracy"], abs=1e-12)
+
+    finetuned = tmp_path / "finetuned"
+    code, _, err = run_in_process(["train", *TINY, "--no-plots", "--weights", str(pruned_path), "--out",
+                                   str(finetuned)], capsys)
+    assert code == 0, err
+    model, _, extra = run.load_run(finetuned / "best.npz")
+    assert extra["architecture"]["channels"] == result["channels"]
+    assert sum(p.size for p in model.parameters()) == after["params"]
+
+    code, _, err = run_in_process(["train", *TINY[:2], "--width-mult", "0.5", *TINY[4:], "--no-plots", "--weights",
+                                   str(pruned_path), "--out", str(tmp_path / "wrong")], capsys)
+    assert "same --model and --width-mult" in assert_one_line_error(code, err)
+
+
+def test_prune_threshold_is_one_global_value(tiny_run, tmp_path, capsys):
+    code, stdout, err = run_in_process(["prune", str(tiny_run), "--criterion", "bn", "--threshold", "100",
+                                        "--out", str(tmp_path / "slim.npz"), "--json"], capsys)
+    assert code == 0, err
+    assert set(json.loads(stdout)["channels"].values()) == {1}        # every |gamma| < 100: one channel stays each
