@@ -730,7 +730,9 @@ def plot_grad_cam(image, heatmap, saliency=None, title=None, alpha=0.5, cell=2.6
     axes[1].imshow(heatmap, cmap="jet", alpha=alpha, vmin=0, vmax=1)
     axes[1].set_title("Grad-CAM", fontsize=9)
     if saliency is not None:
-        axes[2].imshow(np.asarray(saliency), cmap="gray")
+        saliency = np.asarray(saliency, dtype=np.float64)
+        bright = max(np.percentile(saliency, 99), 1e-12)                 # the top 1% saturate: visible specks
+        axes[2].imshow(saliency, cmap="gray", vmin=0, vmax=bright)
         axes[2].set_title("saliency |dy/dx|", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
