@@ -210,7 +210,7 @@ def test_real_mobilenet_v2_logits_equal_torchvisions_within_float32_rounding(rea
 
     x = ImageNetPreprocess().batch([CHELSEA])
     torch_model = tv.mobilenet_v2()
-    torch_model.load_state_dict(torch.load(REAL_WEIGHTS, weights_only=False))   # legacy file: weights_only refuses it
+    torch_model.load_state_dict(torch.load(REAL_WEIGHTS, weights_only=True))
     torch_model.eval()
     with torch.no_grad():
         torch32 = torch_model(torch.from_numpy(x)).numpy()
