@@ -17,8 +17,8 @@ import numpy as np
 
 from . import io
 from .data.imagenet import IMAGENET_CLASSES, ImageNetPreprocess
-from .models import get_model
 from .evaluate import find_classifier
+from .models import get_model
 from .run import predict_images
 
 __all__ = ["pretrained_model", "read_class_names", "classify_images"]
