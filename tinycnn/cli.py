@@ -453,31 +453,60 @@ def _run_evaluate(args):
 # ------------------------------------------------------------------------------------------- predict
 def _add_predict_parser(subparsers):
     predict = subparsers.add_parser(
-        "predict", help="classify image files with a trained run",
+        "predict", help="classify image files with a trained run or pretrained ImageNet weights",
         description=(
             "Classify image files (PNG, JPEG, ...) with a checkpoint written by 'tinycnn train': each image\n"
             "is resized to the run's image size and normalised as in training; the most probable classes\n"
-            "are printed with their softmax probabilities."),
+            "are printed with their softmax probabilities.\n"
+            "With --weights, a torchvision checkpoint (.pth, read without PyTorch) or .npz weights are\n"
+            "loaded into the zoo model --model, and each image is prepared as for ImageNet (shorter side\n"
+            "256, centre crop 224, ImageNet mean/std)."),
         epilog=("examples:\n"
                 "  tinycnn predict cat.jpg dog.png\n"
-                "  tinycnn predict --checkpoint runs/pets/best.npz --top 1 photos/*.jpg"),
+                "  tinycnn predict --checkpoint runs/pets/best.npz --top 1 photos/*.jpg\n"
+                "  tinycnn predict chelsea.png --weights mobilenet_v2-b0353104.pth --model mobilenet_v2 "
+                "--labels imagenet"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     predict.add_argument("--checkpoint", default=None, metavar="PATH",
                          help="a .npz checkpoint or a run folder (default: the latest runs/*/best.npz)")
-    predict.add_argument("--top", type=_positive_int, default=3, metavar="K",
-                         help="classes shown per image (default: 3)")
+    predict.add_argument("--top", type=_positive_int, default=None, metavar="K",
+                         help="classes shown per image (default: 3 for a run, 5 with --weights)")
     predict.add_argument("--json", action="store_true", help="print the results as JSON")
+    pretrained = predict.add_argument_group("pretrained weights instead of a run")
+    pretrained.add_argument("--weights", default=None, metavar="PATH",
+                            help="a .pth/.pt (torchvision) or .npz weights file for --model")
+    pretrained.add_argument("--model", default=None, metavar="NAME", help="zoo model the weights are for")
+    pretrained.add_argument("--labels", default="imagenet", metavar="LABELS",
+                            help="'imagenet' (default: the 1000 ImageNet classes) or a text file, one name a line")
     predict.set_defaults(handler=_run_predict, prog=predict.prog)
+
+
+def _predict_pretrained(args):
+    """``tinycnn predict --weights``: a zoo model with pretrained weights, ImageNet preprocessing."""
+    from tinycnn import pretrained
+
+    if args.checkpoint is not None:
+        raise ValueError("give either --checkpoint (a trained run) or --weights (pretrained weights), not both")
+    if args.model is None:
+        raise ValueError("--weights needs --model NAME, the zoo model the weights are for (e.g. mobilenet_v2)")
+    class_names = pretrained.read_class_names(args.labels)
+    model = pretrained.pretrained_model(args.model, args.weights, num_classes=len(class_names))
+    return pretrained.classify_images(model, args.images, class_names, top=min(args.top or 5, len(class_names)))
 
 
 def _run_predict(args):
     from tinycnn import run
 
-    checkpoint = _checkpoint_argument(args.checkpoint)
-    model, config, extra = run.load_run(checkpoint)
-    images = run.load_images(args.images, config.image_size)
-    results = run.predict_images(model, extra, images, top=min(args.top, len(extra["class_names"])))
+    if args.weights is not None:
+        results = _predict_pretrained(args)
+    elif args.model is not None:
+        raise ValueError("--model is for pretrained --weights; a trained run's checkpoint names its own model")
+    else:
+        checkpoint = _checkpoint_argument(args.checkpoint)
+        model, config, extra = run.load_run(checkpoint)
+        images = run.load_images(args.images, config.image_size)
+        results = run.predict_images(model, extra, images, top=min(args.top or 3, len(extra["class_names"])))
     if args.json:
         print(json.dumps([{"image": path, "predictions": [{"class": name, "probability": p} for name, p in ranked]}
                           for path, ranked in zip(args.images, results)], indent=1))

@@ -9,9 +9,11 @@ so ``numpy.load`` reads it without tinycnn::
     io.save_weights("resnet18.npz", model)           # atomic: a crash never leaves half a file
     io.load_into(model, "resnet18.npz")              # strict: names every missing/unexpected key
 
-A torchvision model's weights become ours in one step, because the keys, shapes and order are the same::
+A torchvision model's weights become ours in one step, because the keys, shapes and order are the same.
+PyTorch is not needed: :func:`read_torch_file` reads both of ``torch.save``'s file layouts in plain Python
+and refuses any file that asks for more than tensors and containers::
 
-    state = io.convert_torch_state_dict("resnet18-f37072fd.pth")   # torch.load(weights_only=True)
+    state = io.convert_torch_state_dict("resnet18-f37072fd.pth")   # no torch import
     io.load_into(models.resnet18(), state)                         # or: io.save_weights("r18.npz", state)
 
 A **checkpoint** is a nested dict -- model state, optimizer state (``tinycnn.optim`` state dicts have int
@@ -38,7 +40,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["save_weights", "load_weights", "load_into", "convert_torch_state_dict",
+from . import _torch_file
+
+__all__ = ["save_weights", "load_weights", "load_into", "convert_torch_state_dict", "read_torch_file",
            "save_checkpoint", "load_checkpoint", "write_text_atomic"]
 
 CHECKPOINT_KEY = "__checkpoint__"        # the member holding a checkpoint's JSON manifest
@@ -189,17 +193,75 @@ def _check_key(key):
     return key
 
 
+def read_torch_file(path):
+    """Read a PyTorch ``.pth``/``.pt`` file without PyTorch: the saved object with tensors as NumPy arrays.
+
+    Both of ``torch.save``'s layouts are read: the zip archive (PyTorch >= 1.6: ``<name>/data.pkl``,
+    storages in ``<name>/data/<key>``, byte order in ``<name>/byteorder``) and the legacy stream (magic
+    number, protocol, system info, pickle, storage keys, raw storages), e.g. torchvision's older
+    checkpoints such as ``mobilenet_v2-b0353104.pth``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    The object that was saved -- usually a dict (an ``OrderedDict`` for ``state_dict()``) -- with every
+    tensor replaced by an ndarray copy: views come out with their own shape and values (storage offset
+    and strides applied), in native byte order. dtypes: float64, float32, float16, int64, int32, int16,
+    int8, uint8 and bool as in the file; bfloat16 becomes float32 (exact: a bfloat16 is the top half of a
+    float32). ``nn.Parameter`` becomes its array. Numbers, strings, lists, tuples and dicts stay as they are.
+
+    Raises
+    ------
+    FileNotFoundError
+        no file at ``path``.
+    ValueError
+        a truncated, corrupt or non-PyTorch file, or one that asks for any object other than tensors,
+        ordered dicts and plain containers (a pickled model class, a function call): such a file is refused
+        before anything it names is imported or called, because unpickling it could run arbitrary code.
+        The message names the file.
+    """
+    path = _as_path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such PyTorch file: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a PyTorch file")
+    return _torch_file.read_torch_file(path)
+
+
+# Where checkpoints keep the model's weights: {"state_dict": ...} (Lightning, many scripts),
+# {"model": ...} (timm/DeiT training scripts), {"model_state_dict": ...} (the PyTorch tutorial).
+_STATE_DICT_WRAPPERS = ("state_dict", "model_state_dict", "model")
+_DATA_PARALLEL_PREFIX = "module."
+
+
+def _unwrap_state_dict(obj):
+    """The state dict inside a checkpoint dict, without ``nn.DataParallel``'s ``module.`` key prefix."""
+    for wrapper in _STATE_DICT_WRAPPERS:
+        if isinstance(obj.get(wrapper), Mapping):
+            return _unwrap_state_dict(obj[wrapper])
+    keys = list(obj)
+    if keys and all(isinstance(key, str) and key.startswith(_DATA_PARALLEL_PREFIX) for key in keys):
+        return OrderedDict((key[len(_DATA_PARALLEL_PREFIX):], value) for key, value in obj.items())
+    return obj
+
+
 def convert_torch_state_dict(obj):
     """A PyTorch state dict as ``{name: numpy array}``, ready for ``load_state_dict`` / :func:`save_weights`.
 
     Parameters
     ----------
     obj : mapping or str or os.PathLike
+        * a path to a ``.pth``/``.pt`` file, read by :func:`read_torch_file` (PyTorch is not needed, and
+          a file that asks for anything but tensors and containers is refused);
         * a state dict of torch tensors (``torch_model.state_dict()``);
-        * a path to a ``.pth``/``.pt`` file, read with ``torch.load(path, map_location="cpu",
-          weights_only=True)`` (needs PyTorch; ``weights_only`` refuses arbitrary pickled objects);
-          a file holding ``{"state_dict": {...}, ...}`` is unwrapped;
         * a mapping of NumPy arrays (returned converted and validated, so any source works).
+
+        A checkpoint dict is unwrapped: the weights are taken from its ``"state_dict"``,
+        ``"model_state_dict"`` or ``"model"`` entry (recursively), and the ``module.`` prefix that
+        ``nn.DataParallel`` puts on every key is removed.
 
     Returns
     -------
@@ -207,36 +269,21 @@ def convert_torch_state_dict(obj):
     bfloat16 become float32); integer buffers such as ``num_batches_tracked`` become int64. Arrays are
     copies: changing them does not change the tensors.
 
-    Raises ``ImportError`` (with what to install) for a path when PyTorch is missing, ``TypeError`` for
-    entries that are not float or integer arrays (naming the key).
+    Raises ``FileNotFoundError``/``ValueError`` for a missing or unreadable file (see
+    :func:`read_torch_file`), ``TypeError`` for entries that are not float or integer arrays (naming the key).
     """
     if isinstance(obj, (str, os.PathLike)):
-        obj = _torch_load(pathlib.Path(obj))
+        path = obj
+        obj = read_torch_file(path)
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict (a dict name -> tensor)")
     if not isinstance(obj, Mapping):
         raise TypeError(f"expected a state dict (mapping name -> tensor/array) or a path to a .pth file; "
                         f"got {type(obj).__name__}")
-    if isinstance(obj.get("state_dict"), Mapping):          # {"state_dict": ..., "epoch": ...} checkpoints
-        obj = obj["state_dict"]
     converted = OrderedDict()
-    for key, value in obj.items():
+    for key, value in _unwrap_state_dict(obj).items():
         converted[_check_key(key)] = _to_array(value, key)
     return converted
-
-
-def _torch_load(path):
-    if not path.exists():
-        raise FileNotFoundError(f"no such PyTorch file: {path}")
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(f"reading the PyTorch file {path} needs PyTorch, which is not installed. Install it "
-                          f"(pip install \"tinycnn[reference]\"), or convert the weights where PyTorch is "
-                          f"installed: tinycnn.io.save_weights('weights.npz', "
-                          f"tinycnn.io.convert_torch_state_dict(torch_model.state_dict()))") from error
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:        # corrupt file, or pickled objects that weights_only=True refuses
-        raise ValueError(f"could not read {path} with torch.load(weights_only=True): {error}") from error
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -311,7 +358,7 @@ def load_into(model, path_or_dict, strict=True):
     ----------
     model : Module
     path_or_dict : str, os.PathLike or mapping
-        A ``.pth``/``.pt`` path goes through :func:`convert_torch_state_dict` (needs PyTorch), any other
+        A ``.pth``/``.pt`` path goes through :func:`convert_torch_state_dict` (no PyTorch needed), any other
         path through :func:`load_weights`; a mapping may hold NumPy arrays or torch tensors.
     strict : bool
         As ``Module.load_state_dict``: missing or unexpected keys raise ``RuntimeError`` listing them by

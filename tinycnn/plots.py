@@ -23,6 +23,8 @@ What a training run learnt (:func:`write_report` makes them all for ``tinycnn tr
 * :func:`plot_filters` -- the first convolution's kernels as small RGB images: after training they
   become edge, colour and stripe detectors (Zeiler & Fergus, arXiv:1311.2901).
 * :func:`plot_feature_maps` -- one image and the channels a chosen layer computes from it.
+* :func:`plot_grad_cam` -- a photo with the Grad-CAM heat map of :func:`tinycnn.explain.grad_cam` laid
+  over it (and the saliency map beside it): where the evidence for a class lies.
 * :func:`plot_embedding` -- the penultimate features (what the classifier sees) projected to 2-D by
   :func:`pca` or :func:`tsne`: well-trained features form one cluster per class. A t-SNE of a
   MobileNetV2's features is the usual picture of what it learnt; both projections here are plain NumPy.
@@ -41,7 +43,7 @@ from .evaluate import confusion_matrix
 __all__ = ["plot_macs_vs_params", "plot_macs_vs_time", "plot_layer_macs", "plot_zoo", "KIND_COLORS",
            "pca", "tsne", "plot_history", "plot_confusion_matrix", "plot_filters", "plot_feature_maps",
            "plot_embedding", "save_figure", "first_conv_weight", "default_feature_layer", "capture_output",
-           "write_report"]
+           "write_report", "conv_weight", "plot_grad_cam"]
 
 # One colour per layer kind (``LayerStats.kind``); kinds not listed get grey.
 KIND_COLORS = {
@@ -474,19 +476,40 @@ def first_conv_weight(model):
     raise ValueError(f"{type(model).__name__} has no Conv2d layer")
 
 
-def plot_filters(weight, columns=8, title=None, cell=0.55):
+def conv_weight(model, layer_name):
+    """``weight`` of the ``Conv2d`` called ``layer_name`` in ``model`` (C_out, C_in/groups, kH, kW), a copy."""
+    from . import nn
+    try:
+        layer = model.get_submodule(layer_name)
+    except AttributeError:
+        convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+        raise ValueError(f"no layer {layer_name!r} in {type(model).__name__}; its convolutions include "
+                         f"{', '.join(convs[:6])}, ...") from None
+    if not isinstance(layer, nn.Conv2d):
+        raise ValueError(f"layer {layer_name!r} is a {type(layer).__name__}, not a Conv2d: it has no filters")
+    return layer.weight.data.copy()
+
+
+def plot_filters(weight, columns=8, title=None, cell=0.55, layer_name=None, max_filters=64):
     """The kernels of a convolution, one small image per output channel.
 
-    ``weight`` is (C_out, C_in, kH, kW) (or a model: its first convolution). With 3 input channels each
-    kernel is shown in colour, its values scaled to [0, 1] per kernel (so the pattern, not the size,
-    is visible); otherwise each kernel's channel mean is shown in grey.
+    ``weight`` is (C_out, C_in, kH, kW), or a model: then the convolution called ``layer_name``
+    (any ``Conv2d`` of ``model.named_modules()``; default its first convolution). With 3 input channels
+    each kernel is shown in colour, its values scaled to [0, 1] per kernel (so the pattern, not the size,
+    is visible); otherwise each kernel's channel mean is shown in grey (a depthwise kernel as it is).
+    At most ``max_filters`` kernels are drawn (the first ones).
     """
     name = None
     if hasattr(weight, "named_modules"):
-        name, weight = first_conv_weight(weight)
+        if layer_name is None:
+            name, weight = first_conv_weight(weight)
+        else:
+            name, weight = layer_name, conv_weight(weight, layer_name)
     weight = np.asarray(weight, dtype=np.float64)
     if weight.ndim != 4:
         raise ValueError(f"weight must be 4-D (C_out, C_in, kH, kW); got shape {weight.shape}")
+    total_out = weight.shape[0]
+    weight = weight[:max_filters]
     C_out, C_in = weight.shape[:2]
     columns = min(columns, C_out)
     rows = -(-C_out // columns)
@@ -502,7 +525,9 @@ def plot_filters(weight, columns=8, title=None, cell=0.55):
             ax.imshow(kernel.transpose(1, 2, 0), interpolation="nearest")  # (kH, kW, 3) RGB
         else:
             ax.imshow(kernel.mean(axis=0), cmap="gray", interpolation="nearest")
-    figure.suptitle(title or f"first-layer filters{f' ({name})' if name else ''}: {C_out} x {C_in} x "
+    what = "first-layer filters" if layer_name is None else "filters"
+    shown = f"{C_out} of {total_out}" if C_out < total_out else f"{C_out}"
+    figure.suptitle(title or f"{what}{f' ({name})' if name else ''}: {shown} x {C_in} x "
                     f"{weight.shape[2]} x {weight.shape[3]}", fontsize=9)
     return figure
 
@@ -674,3 +699,43 @@ def write_report(out_dir, history, model, evaluation, class_names, sample_image=
             figure = plot_embedding(points, labels, class_names, "t-SNE")
             written.append(save_figure(figure, out_dir / "embedding_tsne.png"))
     return written
+
+
+def plot_grad_cam(image, heatmap, saliency=None, title=None, alpha=0.5, cell=2.6):
+    """A photo, its Grad-CAM heat map laid over it, and optionally the saliency map.
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8 or (C, H, W) uint8/float in [0, 1]: the picture the network saw (e.g.
+        ``ImageNetPreprocess().resized_and_cropped(path)``), not the normalised input
+    heatmap : (H, W) in [0, 1], e.g. ``tinycnn.explain.grad_cam(...).heatmap``
+    saliency : (H, W) in [0, 1], optional, e.g. from :func:`tinycnn.explain.saliency_map`
+    alpha : opacity of the heat map (``jet`` colours: red = strongest evidence for the class)
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 3 and image.shape[0] != 3:
+        image = image.transpose(2, 0, 1)                                  # (H, W, 3) -> (3, H, W)
+    if image.ndim != 3:
+        raise ValueError(f"image must be (H, W, 3) or (C, H, W); got shape {image.shape}")
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    if heatmap.shape != image.shape[1:]:
+        raise ValueError(f"heatmap shape {heatmap.shape} differs from the image's {image.shape[1:]}")
+    picture = _displayable(image)
+    panels = 3 if saliency is not None else 2
+    figure = _figure((cell * panels, cell + 0.35))
+    axes = figure.subplots(1, panels)
+    axes[0].imshow(picture, cmap="gray" if image.shape[0] == 1 else None)
+    axes[0].set_title("input", fontsize=9)
+    axes[1].imshow(picture, cmap="gray" if image.shape[0] == 1 else None)
+    axes[1].imshow(heatmap, cmap="jet", alpha=alpha, vmin=0, vmax=1)
+    axes[1].set_title("Grad-CAM", fontsize=9)
+    if saliency is not None:
+        saliency = np.asarray(saliency, dtype=np.float64)
+        bright = max(np.percentile(saliency, 99), 1e-12)                 # the top 1% saturate: visible specks
+        axes[2].imshow(saliency, cmap="gray", vmin=0, vmax=bright)
+        axes[2].set_title("saliency |dy/dx|", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure

@@ -46,7 +46,7 @@ def load_pretrained(model, weights):
     model : Module, built for the new task (``get_model(name, num_classes=2)``)
     weights : path or mapping
         Our ``.npz`` weights, a :class:`~tinycnn.train.Trainer` checkpoint (its ``model`` entry), a torchvision
-        ``.pth`` state dict (needs PyTorch, see :func:`tinycnn.io.convert_torch_state_dict`) or a
+        ``.pth`` state dict (read without PyTorch, see :func:`tinycnn.io.read_torch_file`) or a
         state dict.
 
     Returns

@@ -13,6 +13,9 @@ Real data is read from local files only (nothing is ever downloaded):
 * :func:`load_cifar10` -- the CIFAR-10 python batches;
 * :func:`load_image_folder` -- your own images, one sub-folder per class (PNG, JPEG, BMP...).
 
+For pretrained ImageNet networks, :class:`ImageNetPreprocess` prepares a photo as torchvision's weights
+expect (resize 256, centre crop 224, ImageNet mean/std) and :data:`IMAGENET_CLASSES` names the 1000 labels.
+
 :func:`load_dataset` does it all from one string and splits off a validation part::
 
     from tinycnn.data import load_dataset, DataLoader, Compose, RandomCrop, RandomHorizontalFlip
@@ -23,6 +26,7 @@ Real data is read from local files only (nothing is ever downloaded):
 """
 from .cifar import CIFAR10_CLASSES, load_cifar10
 from .folder import IMAGE_EXTENSIONS, load_image_folder
+from .imagenet import IMAGENET_CLASSES, IMAGENET_MEAN, IMAGENET_STD, ImageNetPreprocess, load_rgb_image
 from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx, load_mnist, read_idx
 from .loader import (ArrayDataset, Compose, DataLoader, LoadedData, Normalize, RandomCrop,
                      RandomHorizontalFlip, compute_mean_std, load_dataset, parse_data_spec, resize_images,
@@ -39,4 +43,6 @@ __all__ = [
     "ArrayDataset", "Compose", "DataLoader", "LoadedData", "Normalize", "RandomCrop",
     "RandomHorizontalFlip", "compute_mean_std", "load_dataset", "parse_data_spec", "resize_images",
     "select_classes", "to_float32", "train_val_split",
+    # ImageNet inference: preprocessing and class names
+    "IMAGENET_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "ImageNetPreprocess", "load_rgb_image",
 ]
