@@ -32,8 +32,8 @@ from ._index import valid_output_range
 from ._rows import (row_multiply_accumulate3, row_taps3, row_taps5, tap_axpy, tap_multiply_accumulate,
                     tap_scatter_axpy)
 from ._jit import inline_jit, parallel_jit, prange
-from ._validate import (check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor,
-                        conv_geometry)
+from ._validate import (check_bias, check_depthwise_weight_shape, check_grad_out, check_same_dtype, check_shape,
+                        check_tensor, conv_geometry)
 
 #: kernel sizes and strides that take the register-row fast path
 FAST_KERNEL_SIZES = (3, 5)
@@ -49,13 +49,9 @@ CHANNEL_BLOCK = 64
 # ----------------------------------------------------------------------------------------------------
 def _depthwise_geometry(input_shape, weight_shape, stride, padding, dilation, input_name="x"):
     """Geometry of a depthwise convolution; checks that the weight is ``(C*m, 1, kH, kW)``."""
-    C = input_shape[1]
-    C_out, one = weight_shape[0], weight_shape[1]
-    if one != 1 or C_out % C != 0:
-        raise ValueError(
-            f"depthwise weight must have shape (C*multiplier, 1, kH, kW) with C={C} from {input_name} "
-            f"shape {tuple(input_shape)}; got weight shape {tuple(weight_shape)}")
-    return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups=C, input_name=input_name)
+    check_depthwise_weight_shape(weight_shape, input_shape, input_name)
+    return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups=input_shape[1],
+                         input_name=input_name)
 
 
 def _use_row_fast_path(geometry):
