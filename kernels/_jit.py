@@ -1,10 +1,14 @@
 """The one place where numba options are chosen for every kernel.
 
-Two decorators:
+Three decorators:
 
 * ``jit``           -- serial kernels: ``cache=True`` (``njit`` is always nopython).
 * ``parallel_jit``  -- kernels whose outer loop is a ``prange`` over *disjoint* writes:
                        ``cache=True, parallel=True``.
+* ``inline_jit``    -- small helpers pasted into their callers (``inline="always"``).
+
+and three helpers: ``serial_blas`` (one BLAS thread around our GEMM-based kernels), ``num_threads`` and
+``compiled_on_this_machine`` (is the on-disk cache warm?).
 
 ``cache=True`` stores the compiled machine code next to the source (``__pycache__``), so a second
 process does not spend ~1 s per kernel signature recompiling. ``fastmath`` is deliberately off:
