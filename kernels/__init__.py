@@ -8,7 +8,7 @@ signatures, used by the tests as the readable oracle.
 Layouts are PyTorch's: NCHW tensors, conv weight ``(C_out, C_in/groups, kH, kW)``, transposed-conv
 weight ``(C_in, C_out/groups, kH, kW)``; float32 and float64.
 """
-from .conv2d import (conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
+from .conv2d import (conv2d_backward, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
                      conv2d_forward)
 from .depthwise import (depthwise_conv2d_backward_input, depthwise_conv2d_backward_weight,
                         depthwise_conv2d_forward)
@@ -23,6 +23,7 @@ from .pooling import max_unpool2d_backward, max_unpool2d_forward
 
 __all__ = [
     "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias",
+    "conv2d_backward",
     "depthwise_conv2d_forward", "depthwise_conv2d_backward_input", "depthwise_conv2d_backward_weight",
     "pointwise_conv2d_forward", "pointwise_conv2d_backward_input", "pointwise_conv2d_backward_weight",
     "conv_transpose2d_forward", "conv_transpose2d_backward_input", "conv_transpose2d_backward_weight",

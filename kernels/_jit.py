@@ -1,10 +1,14 @@
 """The one place where numba options are chosen for every kernel.
 
-Two decorators:
+Three decorators:
 
 * ``jit``           -- serial kernels: ``cache=True`` (``njit`` is always nopython).
 * ``parallel_jit``  -- kernels whose outer loop is a ``prange`` over *disjoint* writes:
                        ``cache=True, parallel=True``.
+* ``inline_jit``    -- small helpers pasted into their callers (``inline="always"``).
+
+and three helpers: ``serial_blas`` (one BLAS thread around our GEMM-based kernels), ``num_threads`` and
+``compiled_on_this_machine`` (is the on-disk cache warm?).
 
 ``cache=True`` stores the compiled machine code next to the source (``__pycache__``), so a second
 process does not spend ~1 s per kernel signature recompiling. ``fastmath`` is deliberately off:
@@ -66,3 +70,19 @@ def serial_blas(function):
 def num_threads():
     """Number of threads numba's parallel loops use (``NUMBA_NUM_THREADS``, default: all cores)."""
     return numba.get_num_threads()
+
+
+def compiled_on_this_machine(*dispatchers):
+    """True when numba's on-disk cache already holds machine code for every one of ``dispatchers``.
+
+    ``cache=True`` writes an index file (``__pycache__/<module>.<function>-<line>.py311.nbi``) the first
+    time a kernel is compiled on a machine; without it, the first call compiles (~1 s per kernel
+    signature, ~30 s for a whole network). Used to tell the user about that pause before it happens.
+    """
+    import os
+    for dispatcher in dispatchers:
+        cache = getattr(dispatcher, "_cache", None)
+        index_path = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        if index_path is None or not os.path.exists(index_path):
+            return False
+    return True

@@ -3,7 +3,7 @@
 Every direct kernel here reduces to "for each output row and kernel tap, combine one input row with
 one output row". These small compiled helpers are those innermost loops. LLVM inlines them into the
 calling kernel and vectorises them (16 float32 lanes with AVX-512) when two things hold, measured on
-this machine (shared/PERF_NOTES.md):
+an AVX-512 machine with numba 0.6x:
 
 * the index is the loop counter itself, starting at 0 (``x[j]``). An index such as ``o*s + k*d - p``
   could be negative as far as numba knows, so it adds a negative-index wrap-around check to every

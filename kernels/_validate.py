@@ -4,7 +4,7 @@ Public kernels validate and prepare in Python, then call a private ``@njit`` bod
 can get wrong is caught here and reported as a ``TypeError``/``ValueError`` that names the argument and
 the shapes involved, so that no numba typing traceback (or silently wrong answer) ever reaches a user.
 
-Conventions (PyTorch's, see ``shared/DESIGN.md`` section 2):
+Conventions (PyTorch's):
 
 * tensors are NCHW, ``float32`` or ``float64``;
 * convolution weight ``(C_out, C_in // groups, kH, kW)``;
@@ -179,6 +179,15 @@ def conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_p
             f"{weight_shape}, stride={stride}, padding={padding}, dilation={dilation}")
     return ConvGeometry(tuple(input_shape), tuple(weight_shape), (N, C_out_per_group * groups, H_out, W_out),
                         stride, padding, dilation, groups, output_padding)
+
+
+def check_depthwise_weight_shape(weight_shape, input_shape, input_name="x"):
+    """Raise ``ValueError`` unless ``weight_shape`` is ``(C*multiplier, 1, kH, kW)`` for ``input_shape``'s C."""
+    C = input_shape[1]
+    if weight_shape[1] != 1 or weight_shape[0] % C != 0:
+        raise ValueError(
+            f"depthwise weight must have shape (C*multiplier, 1, kH, kW) with C={C} from {input_name} "
+            f"shape {tuple(input_shape)}; got weight shape {tuple(weight_shape)}")
 
 
 def check_bias(bias, channels, dtype):

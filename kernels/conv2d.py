@@ -82,9 +82,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     geometry = _geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     bias = check_bias(bias, weight.shape[0], x.dtype)
     if _is_depthwise(geometry):
-        return depthwise._forward(x, weight, bias, geometry, fast=depthwise._use_row_fast_path(geometry))
+        return depthwise._forward(x, weight, bias, geometry)
     if _is_pointwise(geometry):
-        return pointwise.pointwise_conv2d_forward(x, weight, bias, groups=geometry.groups)
+        return pointwise._forward(x, weight, bias, geometry)
 
     N = x.shape[0]
     G = geometry.groups
@@ -124,12 +124,15 @@ def conv2d_backward_input(grad_out, weight, input_shape, stride=1, padding=0, di
     input_shape = check_shape(input_shape, "input_shape")
     geometry = _geometry(input_shape, weight.shape, stride, padding, dilation, groups, "input_shape")
     grad_out = check_grad_out(grad_out, geometry.output_shape, weight.dtype)
-    if _is_depthwise(geometry):
-        return depthwise.depthwise_conv2d_backward_input(grad_out, weight, input_shape, geometry.stride,
-                                                         geometry.padding, geometry.dilation)
-    if _is_pointwise(geometry):
-        return pointwise.pointwise_conv2d_backward_input(grad_out, weight, input_shape, geometry.groups)
+    return _backward_input(grad_out, weight, geometry)
 
+
+def _backward_input(grad_out, weight, geometry):
+    if _is_depthwise(geometry):
+        return depthwise._backward_input(grad_out, weight, geometry)
+    if _is_pointwise(geometry):
+        return pointwise._backward_input(grad_out, weight, geometry)
+    input_shape = geometry.input_shape
     N = input_shape[0]
     G = geometry.groups
     grad_x = np.empty(input_shape, dtype=weight.dtype)
@@ -164,12 +167,15 @@ def conv2d_backward_weight(grad_out, x, weight_shape, stride=1, padding=0, dilat
     weight_shape = check_shape(weight_shape, "weight_shape")
     geometry = _geometry(x.shape, weight_shape, stride, padding, dilation, groups)
     grad_out = check_grad_out(grad_out, geometry.output_shape, x.dtype)
-    if _is_depthwise(geometry):
-        return depthwise.depthwise_conv2d_backward_weight(grad_out, x, weight_shape, geometry.stride,
-                                                          geometry.padding, geometry.dilation)
-    if _is_pointwise(geometry):
-        return pointwise.pointwise_conv2d_backward_weight(grad_out, x, weight_shape, geometry.groups)
+    return _backward_weight(grad_out, x, geometry)
 
+
+def _backward_weight(grad_out, x, geometry):
+    if _is_depthwise(geometry):
+        return depthwise._backward_weight(grad_out, x, geometry)
+    if _is_pointwise(geometry):
+        return pointwise._backward_weight(grad_out, x, geometry)
+    weight_shape = geometry.weight_shape
     N = x.shape[0]
     G = geometry.groups
     grad_weight = np.zeros(weight_shape, dtype=x.dtype)
@@ -182,6 +188,35 @@ def conv2d_backward_weight(grad_out, x, weight_shape, stride=1, padding=0, dilat
         np.matmul(gy_matrix[n], cols.reshape(G, -1, cols.shape[1]).transpose(0, 2, 1), out=one_image)
         total += one_image
     return grad_weight
+
+
+@serial_blas
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1):
+    """Both gradients of :func:`conv2d_forward` at once: ``(grad_x, grad_weight)``.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, C_out, H_out, W_out), dL/dy
+    x : ndarray (N, C_in, H, W), the forward input
+    weight : ndarray (C_out, C_in/groups, kH, kW)
+    stride, padding, dilation, groups : as in the forward pass
+
+    Returns
+    -------
+    grad_x, grad_weight : the results of :func:`conv2d_backward_input` and
+        :func:`conv2d_backward_weight`, bit for bit.
+
+    What a layer's ``backward`` needs: the arguments are checked once, and small depthwise planes
+    compute both gradients in one pass over ``grad_out`` (:mod:`kernels.depthwise`).
+    """
+    x = check_tensor(x, "x")
+    weight = check_tensor(weight, "weight")
+    check_same_dtype(x=x, weight=weight)
+    geometry = _geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    grad_out = check_grad_out(grad_out, geometry.output_shape, x.dtype)
+    if _is_depthwise(geometry):
+        return depthwise._backward(grad_out, x, weight, geometry)
+    return _backward_input(grad_out, weight, geometry), _backward_weight(grad_out, x, geometry)
 
 
 def conv2d_backward_bias(grad_out):

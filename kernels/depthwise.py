@@ -12,8 +12,7 @@ Cost for an output of ``H_out x W_out``::
     depthwise:  kH*kW * C * H_out*W_out               multiply-accumulates (MACs)
     standard:   kH*kW * C_in * C_out * H_out*W_out    -> depthwise is 1/C_out of it
 
-Everything is computed plane by plane: one ``(n, channel)`` image plane per parallel iteration, so
-the threads never write to the same memory. Three kinds of loops appear:
+Parallel iterations never write to the same memory. Four kinds of loops appear:
 
 * the **generic** path, tap by tap: for each kernel tap ``(kh, kw)`` add ``w[kh, kw] * x[shifted]`` to
   the output rows. The innermost loop runs over output columns with no branch, so LLVM vectorises it.
@@ -25,6 +24,12 @@ the threads never write to the same memory. Three kinds of loops appear:
   vectorise a scalar ``acc += a*b`` reduction, so each parallel iteration (one output channel, whose
   weights only it writes) accumulates into its own column buffer ``partial[kh, kw, ow] += ...``
   (element-wise, vectorisable) and sums the buffer once at the end, in a fixed order.
+* the **channels-last** path for small planes (at most 32x32 pixels, multiplier 1: MobileNets at 32x32
+  training meet 16x16 .. 1x1, at 224 inference 28x28 .. 7x7), where a plane row is shorter than a
+  vector: one (image, block of 64 channels) per iteration, copied into a zero-padded channels-last
+  buffer split into column phases, so each tap's whole output row is one contiguous vectorised run
+  whatever the stride and dilation. Both gradients come from one pass (``_backward``); weight-gradient
+  partials per (image, block) are added in image order.
 """
 import numpy as np
 
@@ -32,12 +37,16 @@ from ._index import valid_output_range
 from ._rows import (row_multiply_accumulate3, row_taps3, row_taps5, tap_axpy, tap_multiply_accumulate,
                     tap_scatter_axpy)
 from ._jit import inline_jit, parallel_jit, prange
-from ._validate import (check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor,
-                        conv_geometry)
+from ._validate import (check_bias, check_depthwise_weight_shape, check_grad_out, check_same_dtype, check_shape,
+                        check_tensor, conv_geometry)
 
 #: kernel sizes and strides that take the register-row fast path
 FAST_KERNEL_SIZES = (3, 5)
 FAST_STRIDES = (1, 2)
+#: planes of at most this many input pixels (32x32) take the channels-last kernels
+CHANNELS_LAST_MAX_PIXELS = 32 * 32
+#: channels per iteration of the channels-last kernels (a multiple of the vector width)
+CHANNEL_BLOCK = 64
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -45,19 +54,27 @@ FAST_STRIDES = (1, 2)
 # ----------------------------------------------------------------------------------------------------
 def _depthwise_geometry(input_shape, weight_shape, stride, padding, dilation, input_name="x"):
     """Geometry of a depthwise convolution; checks that the weight is ``(C*m, 1, kH, kW)``."""
-    C = input_shape[1]
-    C_out, one = weight_shape[0], weight_shape[1]
-    if one != 1 or C_out % C != 0:
-        raise ValueError(
-            f"depthwise weight must have shape (C*multiplier, 1, kH, kW) with C={C} from {input_name} "
-            f"shape {tuple(input_shape)}; got weight shape {tuple(weight_shape)}")
-    return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups=C, input_name=input_name)
+    check_depthwise_weight_shape(weight_shape, input_shape, input_name)
+    return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups=input_shape[1],
+                         input_name=input_name)
 
 
 def _use_row_fast_path(geometry):
     kH, kW = geometry.kernel_size
     return (kH == kW and kH in FAST_KERNEL_SIZES and geometry.stride[0] == geometry.stride[1]
             and geometry.stride[0] in FAST_STRIDES)
+
+
+def _use_channels_last(geometry):
+    """Small planes (at most :data:`CHANNELS_LAST_MAX_PIXELS` input pixels) with one output channel per
+    input channel take the channels-last kernels; larger planes keep the plane-by-plane loops."""
+    _, C, H, W = geometry.input_shape
+    return geometry.weight_shape[0] == C and H * W <= CHANNELS_LAST_MAX_PIXELS
+
+
+def _loop_arguments(geometry):
+    """The six integers every kernel takes: ``sh, sw, ph, pw, dh, dw``."""
+    return geometry.stride + geometry.padding + geometry.dilation
 
 
 def _empty_bias(dtype):
@@ -83,7 +100,7 @@ def depthwise_conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation
     -------
     y : ndarray (N, C*m, H_out, W_out) with ``H_out = (H + 2*pad - dil*(kH-1) - 1) // stride + 1``::
 
-        y[n, oc, i, j] = bias[oc] + sum_{a, b} weight[oc, 0, a, b] * x_pad[n, oc // m, i*s + a*d, j*s + b*d]
+        y[n, oc, oh, ow] = bias[oc] + sum_{kh, kw} weight[oc, 0, kh, kw] * x_pad[n, oc // m, oh*s + kh*d, ow*s + kw*d]
 
     Cost: ``kH*kW*C*m*H_out*W_out`` MACs, ``1/C_out`` of a standard convolution (MobileNet V1,
     arXiv:1704.04861, section 3.1).
@@ -93,7 +110,7 @@ def depthwise_conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation
     check_same_dtype(x=x, weight=weight)
     geometry = _depthwise_geometry(x.shape, weight.shape, stride, padding, dilation)
     bias = check_bias(bias, weight.shape[0], x.dtype)
-    return _forward(x, weight, bias, geometry, fast=_use_row_fast_path(geometry))
+    return _forward(x, weight, bias, geometry)
 
 
 def depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride=1, padding=0, dilation=1):
@@ -109,8 +126,8 @@ def depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride=1, pad
     -------
     grad_x : ndarray (N, C, H, W)::
 
-        grad_x[n, c, h, w] = sum_{j < m} sum_{i, k, a, b : h = i*s + a*d - p, w = k*s + b*d - p}
-                             weight[c*m + j, 0, a, b] * grad_out[n, c*m + j, i, k]
+        grad_x[n, c, h, w] = sum_{j < m} sum_{oh, ow, kh, kw : h = oh*s + kh*d - p, w = ow*s + kw*d - p}
+                             weight[c*m + j, 0, kh, kw] * grad_out[n, c*m + j, oh, ow]
 
     Each input pixel collects the gradient of every output pixel whose window covered it: the same
     loops as the forward pass, run backwards (a transposed depthwise convolution).
@@ -119,15 +136,7 @@ def depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride=1, pad
     input_shape = check_shape(input_shape, "input_shape")
     geometry = _depthwise_geometry(input_shape, weight.shape, stride, padding, dilation, "input_shape")
     grad_out = check_grad_out(grad_out, geometry.output_shape, weight.dtype)
-    grad_x = np.empty(input_shape, dtype=weight.dtype)
-    sh, sw = geometry.stride
-    ph, pw = geometry.padding
-    dh, dw = geometry.dilation
-    if _use_row_fast_path(geometry) and sh == 1:
-        _backward_input_rows_stride1_kernel(grad_out, weight, grad_x, ph, pw, dh, dw)
-    else:
-        _backward_input_generic_kernel(grad_out, weight, grad_x, sh, sw, ph, pw, dh, dw)
-    return grad_x
+    return _backward_input(grad_out, weight, geometry)
 
 
 def depthwise_conv2d_backward_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=1):
@@ -143,39 +152,84 @@ def depthwise_conv2d_backward_weight(grad_out, x, weight_shape, stride=1, paddin
     -------
     grad_weight : ndarray (C*m, 1, kH, kW)::
 
-        grad_weight[oc, 0, a, b] = sum_{n, i, k} grad_out[n, oc, i, k] * x_pad[n, oc // m, i*s + a*d, k*s + b*d]
+        grad_weight[oc, 0, kh, kw] = sum_{n, oh, ow} grad_out[n, oc, oh, ow] * x_pad[n, oc // m, oh*s + kh*d, ow*s + kw*d]
 
-    One output channel per parallel iteration (writes are disjoint); the sum over the batch and the
-    pixels runs inside it in a fixed order, so the result is bit-for-bit reproducible.
+    Partial sums are kept per channel (and per image for small planes) and added in a fixed order,
+    so the result is bit-for-bit reproducible whatever the number of threads.
     """
     x = check_tensor(x, "x")
     weight_shape = check_shape(weight_shape, "weight_shape")
     geometry = _depthwise_geometry(x.shape, weight_shape, stride, padding, dilation)
     grad_out = check_grad_out(grad_out, geometry.output_shape, x.dtype)
-    grad_weight = np.empty(weight_shape, dtype=x.dtype)
-    sh, sw = geometry.stride
-    ph, pw = geometry.padding
-    dh, dw = geometry.dilation
-    if _use_row_fast_path(geometry):
-        _backward_weight_rows_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, dw)
-    else:
-        _backward_weight_generic_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, dw)
-    return grad_weight
+    return _backward_weight(grad_out, x, geometry)
 
 
-def _forward(x, weight, bias, geometry, fast):
-    """Allocate the output and run the chosen forward kernel (inputs already validated)."""
+# ----------------------------------------------------------------------------------------------------
+# Private twins (arguments already validated; ``conv2d`` dispatches here)
+# ----------------------------------------------------------------------------------------------------
+def _forward(x, weight, bias, geometry):
+    """Allocate the output and run the forward kernel that suits the geometry."""
     y = np.empty(geometry.output_shape, dtype=x.dtype)
     if bias is None:
         bias = _empty_bias(x.dtype)
-    sh, sw = geometry.stride
-    ph, pw = geometry.padding
-    dh, dw = geometry.dilation
-    if fast:
-        _forward_rows_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw)
+    if _use_channels_last(geometry):
+        _forward_channels_last_kernel(x, weight, bias, y, CHANNEL_BLOCK, *_loop_arguments(geometry))
+    elif _use_row_fast_path(geometry):
+        _forward_rows_kernel(x, weight, bias, y, *_loop_arguments(geometry))
     else:
-        _forward_generic_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw)
+        _forward_generic_kernel(x, weight, bias, y, *_loop_arguments(geometry))
     return y
+
+
+def _backward_input(grad_out, weight, geometry):
+    """``grad_x`` from the kernel that suits the geometry."""
+    if _use_channels_last(geometry):
+        return _backward_channels_last(grad_out, None, weight, geometry, want_input=True, want_weight=False)[0]
+    grad_x = np.empty(geometry.input_shape, dtype=weight.dtype)
+    if _use_row_fast_path(geometry) and geometry.stride[0] == 1:
+        _backward_input_rows_stride1_kernel(grad_out, weight, grad_x, *_loop_arguments(geometry)[2:])
+    else:
+        _backward_input_generic_kernel(grad_out, weight, grad_x, *_loop_arguments(geometry))
+    return grad_x
+
+
+def _backward_weight(grad_out, x, geometry):
+    """``grad_weight`` from the kernel that suits the geometry."""
+    if _use_channels_last(geometry):
+        return _backward_channels_last(grad_out, x, None, geometry, want_input=False, want_weight=True)[1]
+    grad_weight = np.empty(geometry.weight_shape, dtype=x.dtype)
+    if _use_row_fast_path(geometry):
+        _backward_weight_rows_kernel(grad_out, x, grad_weight, *_loop_arguments(geometry))
+    else:
+        _backward_weight_generic_kernel(grad_out, x, grad_weight, *_loop_arguments(geometry))
+    return grad_weight
+
+
+def _backward(grad_out, x, weight, geometry):
+    """``(grad_x, grad_weight)``; small planes compute both in one pass over ``grad_out``."""
+    if _use_channels_last(geometry):
+        return _backward_channels_last(grad_out, x, weight, geometry, want_input=True, want_weight=True)
+    return _backward_input(grad_out, weight, geometry), _backward_weight(grad_out, x, geometry)
+
+
+def _backward_channels_last(grad_out, x, weight, geometry, want_input, want_weight):
+    """Run :func:`_backward_channels_last_kernel`; a gradient not asked for is returned as None."""
+    N, C, H, W = geometry.input_shape
+    _, _, kH, kW = geometry.weight_shape
+    dtype = grad_out.dtype
+    blocks = (C + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    # numba needs arrays in every argument: unused ones are empty stand-ins of the right rank
+    grad_x = np.empty(geometry.input_shape if want_input else (0, 0, 0, 0), dtype=dtype)
+    partial = np.empty((N, blocks, kH, kW, CHANNEL_BLOCK) if want_weight else (0, 0, 0, 0, 0), dtype=dtype)
+    x = x if want_weight else np.empty((0, 0, 0, 0), dtype=dtype)
+    weight = weight if want_input else np.empty((0, 0, 0, 0), dtype=dtype)
+    _backward_channels_last_kernel(grad_out, x, weight, grad_x, partial, CHANNEL_BLOCK, want_input, want_weight,
+                                   H, W, kH, kW, *_loop_arguments(geometry))
+    grad_weight = None
+    if want_weight:
+        grad_weight = np.empty(geometry.weight_shape, dtype=dtype)
+        _sum_weight_partials_kernel(partial, grad_weight, CHANNEL_BLOCK)
+    return (grad_x if want_input else None), grad_weight
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -427,3 +481,208 @@ def _backward_weight_rows_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, d
         for kh in range(kH):
             for kw in range(kW):
                 grad_weight[oc, 0, kh, kw] = partial[kh, kw].sum()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Channels-last kernels for small planes (numba)
+# ----------------------------------------------------------------------------------------------------
+@inline_jit
+def _gather_phases(x, n, c0, cb, x_phases, sw, ph, pw):
+    """Copy one image's channel block into zero-padded, channels-last column phases.
+
+    ``x_phases[r, ph + h, j*cb + c] = x[n, c0 + c, h, w]`` for every input pixel, where the padded
+    column ``pw + w = j*sw + r`` is split into its phase ``r`` and its index ``j`` within that phase.
+    Tap ``kw`` of output column ``ow`` reads padded column ``ow*sw + kw*dw = (ow + q)*sw + r`` with
+    ``q, r = divmod(kw*dw, sw)``: in phase ``r`` the whole output row of that tap is one contiguous run
+    starting at ``q*cb``, whatever the stride and dilation. The border stays zero (the padding).
+    """
+    _, _, H, W = x.shape
+    block = x[n, c0:c0 + cb]                            # (cb, H, W)
+    for r in range(sw):                                 # phase r holds the columns w with (pw + w) % sw == r
+        w_first = (r - pw) % sw
+        j_first = (pw + w_first) // sw
+        for h in range(H):
+            phase_row = x_phases[r, ph + h]             # (phase_width*cb,)
+            j = j_first
+            for w in range(w_first, W, sw):
+                pixel = phase_row[j * cb:]              # (cb,) written contiguously
+                for c in range(cb):                     # reads jump by a plane; measured 3x faster than
+                    pixel[c] = block[c, h, w]           # contiguous reads with scattered writes
+                j += 1
+
+
+@inline_jit
+def _scatter_phases(grad_phases, n, c0, cb, grad_x, sw, ph, pw):
+    """The inverse copy of :func:`_gather_phases`: the unpadded part of the phases back to NCHW."""
+    _, _, H, W = grad_x.shape
+    block = grad_x[n, c0:c0 + cb]                       # (cb, H, W): this iteration's only
+    for r in range(sw):
+        w_first = (r - pw) % sw
+        j_first = (pw + w_first) // sw
+        for h in range(H):
+            phase_row = grad_phases[r, ph + h]          # (phase_width*cb,)
+            j = j_first
+            for w in range(w_first, W, sw):
+                pixel = phase_row[j * cb:]              # (cb,)
+                for c in range(cb):
+                    block[c, h, w] = pixel[c]
+                j += 1
+
+
+@inline_jit
+def _tile_weight(weight, block, W_out):
+    """``w_tiled[b, kh, kw, ow*cb + c] = weight[b*block + c, 0, kh, kw]``: each tap's weights of channel
+    block ``b`` repeated along an output row, so that a whole output row of one tap is a single
+    element-wise loop. Built once per call and only read inside the parallel loop."""
+    C, _, kH, kW = weight.shape
+    blocks = (C + block - 1) // block
+    w_tiled = np.zeros((blocks, kH, kW, W_out * block), dtype=weight.dtype)
+    for b in range(blocks):
+        cb = min(block, C - b * block)
+        for kh in range(kH):
+            for kw in range(kW):
+                row = w_tiled[b, kh, kw]                # (W_out*cb,) used
+                for c in range(cb):
+                    value = weight[b * block + c, 0, kh, kw]
+                    for ow in range(W_out):
+                        row[ow * cb + c] = value
+    return w_tiled
+
+
+@inline_jit
+def _scatter_pixels(local, out_block):
+    """``out_block[c, oh, ow] = local[oh, ow*cb + c]``: a channels-last block back to NCHW.
+
+    Eight channels at a time: short contiguous reads, and each plane's writes stay within a few
+    cache lines (measured 1.4-2x faster than either pure loop order on 8x8 planes)."""
+    cb, H_out, W_out = out_block.shape
+    for c_first in range(0, cb, 8):
+        c_stop = min(c_first + 8, cb)
+        for oh in range(H_out):
+            for ow in range(W_out):
+                pixel = local[oh, ow * cb:]             # (cb,)
+                for c in range(c_first, c_stop):
+                    out_block[c, oh, ow] = pixel[c]
+
+
+@parallel_jit
+def _forward_channels_last_kernel(x, weight, bias, y, block, sh, sw, ph, pw, dh, dw):
+    """Small planes: one (image, block of channels) per iteration, channels innermost.
+
+    At 8x8 .. 1x1 a plane row is shorter than one vector and the plane-by-plane loops spend their time
+    on bookkeeping. Here one output row of ``cb`` channels is one contiguous run of ``W_out*cb``
+    numbers, and each tap adds ``w_tiled * x_phase`` to it in a single vectorised loop, on a
+    zero-padded channels-last copy of the block (no border cases).
+    """
+    N, C, H, W = x.shape
+    _, _, kH, kW = weight.shape
+    _, _, H_out, W_out = y.shape
+    has_bias = bias.shape[0] > 0
+    blocks = (C + block - 1) // block
+    padded_height, phase_width = H + 2 * ph, (W + 2 * pw + sw - 1) // sw
+    w_tiled_all = _tile_weight(weight, block, W_out)    # (blocks, kH, kW, W_out*block)
+    for task in prange(N * blocks):                     # one (image, channel block) per iteration
+        n = task // blocks
+        c0 = (task - n * blocks) * block
+        cb = min(block, C - c0)                         # channels in this block
+        run = W_out * cb                                # one output row, channels innermost
+        x_phases = np.zeros((sw, padded_height, phase_width * cb), dtype=x.dtype)
+        _gather_phases(x, n, c0, cb, x_phases, sw, ph, pw)
+        w_tiled = w_tiled_all[c0 // block]              # (kH, kW, W_out*block)
+        y_local = np.zeros((H_out, run), dtype=x.dtype)
+        for oh in range(H_out):
+            y_row = y_local[oh]                         # (W_out*cb,)
+            for kh in range(kH):
+                for kw in range(kW):
+                    q, r = divmod(kw * dw, sw)
+                    x_row = x_phases[r, oh * sh + kh * dh, q * cb:]   # tap (kh, kw) under output column 0
+                    w_row = w_tiled[kh, kw]
+                    for j in range(run):                # the vectorised loop
+                        y_row[j] += w_row[j] * x_row[j]
+        if has_bias:
+            for oh in range(H_out):
+                for ow in range(W_out):
+                    pixel = y_local[oh, ow * cb:]       # (cb,)
+                    for c in range(cb):
+                        pixel[c] += bias[c0 + c]
+        _scatter_pixels(y_local, y[n, c0:c0 + cb])      # back to NCHW: this iteration's block only
+
+
+@parallel_jit
+def _backward_channels_last_kernel(grad_out, x, weight, grad_x, partial, block, want_input, want_weight,
+                                   H, W, kH, kW, sh, sw, ph, pw, dh, dw):
+    """Both gradients of the small-plane forward in one pass over ``grad_out``.
+
+    Per (image, channel block), for every tap: the input gradient scatters ``w_tiled * g`` into padded
+    channels-last phases (the forward's gather, transposed), and the weight gradient adds ``g * x_phase``
+    into a per-column buffer ``gw_tiled``; ``partial[n, block]`` (kH, kW, block) receives its sum over
+    columns, and the caller sums ``partial`` over ``n`` in a fixed order (no shared writes, same bits
+    for any thread count). ``x`` (for the weight gradient) or ``weight`` (for the input gradient) is an
+    empty stand-in when that gradient is not wanted, so the input and kernel sizes come as arguments.
+    """
+    N, C, H_out, W_out = grad_out.shape                 # one output channel per input channel
+    blocks = (C + block - 1) // block
+    padded_height, phase_width = H + 2 * ph, (W + 2 * pw + sw - 1) // sw
+    w_tiled_all = (_tile_weight(weight, block, W_out) if want_input    # (blocks, kH, kW, W_out*block)
+                   else np.zeros((blocks, kH, kW, 0), dtype=grad_out.dtype))
+    for task in prange(N * blocks):                     # one (image, channel block) per iteration
+        n = task // blocks
+        b = task - n * blocks
+        c0 = b * block
+        cb = min(block, C - c0)
+        run = W_out * cb
+        gy_local = np.empty((H_out, run), dtype=grad_out.dtype)
+        gy_block = grad_out[n, c0:c0 + cb]              # (cb, H_out, W_out)
+        for oh in range(H_out):                         # grad_out block, channels innermost
+            for ow in range(W_out):
+                pixel = gy_local[oh, ow * cb:]          # (cb,)
+                for c in range(cb):
+                    pixel[c] = gy_block[c, oh, ow]
+        x_phases = np.zeros((sw, padded_height, phase_width * cb if want_weight else 0), dtype=grad_out.dtype)
+        gx_phases = np.zeros((sw, padded_height, phase_width * cb if want_input else 0), dtype=grad_out.dtype)
+        w_tiled = w_tiled_all[b]                        # (kH, kW, W_out*block)
+        gw_tiled = np.zeros((kH, kW, run), dtype=grad_out.dtype)
+        if want_weight:
+            _gather_phases(x, n, c0, cb, x_phases, sw, ph, pw)
+        for oh in range(H_out):
+            g = gy_local[oh]                            # (W_out*cb,)
+            for kh in range(kH):
+                for kw in range(kW):
+                    q, r = divmod(kw * dw, sw)
+                    ih = oh * sh + kh * dh
+                    if want_input:
+                        gx_row = gx_phases[r, ih, q * cb:]
+                        w_row = w_tiled[kh, kw]
+                        for j in range(run):
+                            gx_row[j] += w_row[j] * g[j]
+                    if want_weight:
+                        x_row = x_phases[r, ih, q * cb:]
+                        gw_row = gw_tiled[kh, kw]
+                        for j in range(run):
+                            gw_row[j] += g[j] * x_row[j]
+        if want_weight:
+            gw_block = partial[n, b]                    # (kH, kW, block): this iteration's only
+            for kh in range(kH):
+                for kw in range(kW):
+                    for c in range(cb):
+                        total = 0.0
+                        for ow in range(W_out):         # columns in order
+                            total += gw_tiled[kh, kw, ow * cb + c]
+                        gw_block[kh, kw, c] = total
+        if want_input:
+            _scatter_phases(gx_phases, n, c0, cb, grad_x, sw, ph, pw)
+
+
+@parallel_jit
+def _sum_weight_partials_kernel(partial, grad_weight, block):
+    """``grad_weight[c, 0, kh, kw] = sum_n partial[n, c // block, kh, kw, c % block]``, n in order."""
+    N, blocks, kH, kW, _ = partial.shape
+    C = grad_weight.shape[0]
+    for b in prange(blocks):                            # one channel block's weights per iteration
+        total = np.zeros((kH, kW, block), dtype=partial.dtype)
+        for n in range(N):                              # images in order: the same bits on any thread count
+            total += partial[n, b]
+        for c in range(min(block, C - b * block)):
+            for kh in range(kH):
+                for kw in range(kW):
+                    grad_weight[b * block + c, 0, kh, kw] = total[kh, kw, c]

@@ -65,12 +65,7 @@ def pointwise_conv2d_forward(x, weight, bias=None, groups=1):
     check_same_dtype(x=x, weight=weight)
     geometry = _pointwise_geometry(x.shape, weight.shape, groups)
     bias = check_bias(bias, weight.shape[0], x.dtype)
-    y = np.empty(geometry.output_shape, dtype=x.dtype)
-    # (G, Co/G, Ci/G) @ (N, G, Ci/G, HW) -> (N, G, Co/G, HW), written straight into y
-    np.matmul(_grouped_weight(weight, groups), _grouped(x, groups), out=_grouped(y, groups))
-    if bias is not None:
-        y += bias[None, :, None, None]
-    return y
+    return _forward(x, weight, bias, geometry)
 
 
 @serial_blas
@@ -91,11 +86,7 @@ def pointwise_conv2d_backward_input(grad_out, weight, input_shape, groups=1):
     input_shape = check_shape(input_shape, "input_shape")
     geometry = _pointwise_geometry(input_shape, weight.shape, groups, "input_shape")
     grad_out = check_grad_out(grad_out, geometry.output_shape, weight.dtype)
-    grad_x = np.empty(input_shape, dtype=weight.dtype)
-    # (G, Ci/G, Co/G) @ (N, G, Co/G, HW) -> (N, G, Ci/G, HW)
-    np.matmul(_grouped_weight(weight, groups).transpose(0, 2, 1), _grouped(grad_out, groups),
-              out=_grouped(grad_x, groups))
-    return grad_x
+    return _backward_input(grad_out, weight, geometry)
 
 
 @serial_blas
@@ -124,6 +115,35 @@ def pointwise_conv2d_backward_weight(grad_out, x, weight_shape, groups=1):
     weight_shape = check_shape(weight_shape, "weight_shape")
     geometry = _pointwise_geometry(x.shape, weight_shape, groups)
     grad_out = check_grad_out(grad_out, geometry.output_shape, x.dtype)
+    return _backward_weight(grad_out, x, geometry)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Private twins (arguments already validated; ``conv2d`` dispatches here). The callers hold
+# :func:`~kernels._jit.serial_blas`, so BLAS runs on one thread.
+# ----------------------------------------------------------------------------------------------------
+def _forward(x, weight, bias, geometry):
+    groups = geometry.groups
+    y = np.empty(geometry.output_shape, dtype=x.dtype)
+    # (G, Co/G, Ci/G) @ (N, G, Ci/G, HW) -> (N, G, Co/G, HW), written straight into y
+    np.matmul(_grouped_weight(weight, groups), _grouped(x, groups), out=_grouped(y, groups))
+    if bias is not None:
+        y += bias[None, :, None, None]
+    return y
+
+
+def _backward_input(grad_out, weight, geometry):
+    groups = geometry.groups
+    grad_x = np.empty(geometry.input_shape, dtype=weight.dtype)
+    # (G, Ci/G, Co/G) @ (N, G, Co/G, HW) -> (N, G, Ci/G, HW)
+    np.matmul(_grouped_weight(weight, groups).transpose(0, 2, 1), _grouped(grad_out, groups),
+              out=_grouped(grad_x, groups))
+    return grad_x
+
+
+def _backward_weight(grad_out, x, geometry):
+    groups = geometry.groups
+    weight_shape = geometry.weight_shape
     N, _, H, W = x.shape
     grad_weight = np.zeros(weight_shape, dtype=x.dtype)
     total = _grouped_weight(grad_weight, groups)                    # (G, Co/G, Ci/G) view

@@ -29,8 +29,10 @@ Conventions are PyTorch's (NCHW; conv weight ``(C_out, C_in/groups, kH, kW)``; t
 import numpy as np
 
 from ._validate import (
+    as_pair,
     check_bias,
     check_deform_conv_args,
+    check_depthwise_weight_shape,
     check_grad_out,
     check_same_dtype,
     check_shape,
@@ -233,13 +235,6 @@ def conv2d_backward_bias(grad_out):
 # conv2d_* above (groups = C for depthwise, a 1x1 kernel for pointwise); only the fast kernels specialise.
 # ----------------------------------------------------------------------------------------------------
 
-def _check_depthwise_weight_shape(weight_shape, channels):
-    C_out, C_in_per_group, kH, kW = weight_shape
-    if C_in_per_group != 1 or C_out % channels != 0:
-        raise ValueError(f"depthwise weight must have shape (C*multiplier, 1, kH, kW) with C={channels} "
-                         f"input channels; got {tuple(weight_shape)}")
-
-
 def depthwise_conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """Depthwise convolution: each input channel filtered by its own ``multiplier`` kernels.
 
@@ -257,7 +252,7 @@ def depthwise_conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation
     y : (N, C*m, H_out, W_out)
     """
     x, weight = check_tensor(x, "x"), check_tensor(weight, "weight")
-    _check_depthwise_weight_shape(weight.shape, x.shape[1])
+    check_depthwise_weight_shape(weight.shape, x.shape)
     return conv2d_forward(x, weight, bias, stride, padding, dilation, groups=x.shape[1])
 
 
@@ -265,7 +260,7 @@ def depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride=1, pad
     """Gradient of :func:`depthwise_conv2d_forward` with respect to ``x``: (N, C, H, W)."""
     input_shape = check_shape(input_shape, "input_shape")
     weight = check_tensor(weight, "weight")
-    _check_depthwise_weight_shape(weight.shape, input_shape[1])
+    check_depthwise_weight_shape(weight.shape, input_shape, "input_shape")
     return conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation, groups=input_shape[1])
 
 
@@ -273,8 +268,58 @@ def depthwise_conv2d_backward_weight(grad_out, x, weight_shape, stride=1, paddin
     """Gradient of :func:`depthwise_conv2d_forward` with respect to ``weight``: (C*m, 1, kH, kW)."""
     x = check_tensor(x, "x")
     weight_shape = check_shape(weight_shape, "weight_shape")
-    _check_depthwise_weight_shape(weight_shape, x.shape[1])
+    check_depthwise_weight_shape(weight_shape, x.shape)
     return conv2d_backward_weight(grad_out, x, weight_shape, stride, padding, dilation, groups=x.shape[1])
+
+
+# The same three functions as the definition reads, one multiply-add at a time (slow; for reading and
+# for the tests that check the one-liners above against it). x_pad is x with `padding` zeros around.
+def depthwise_conv2d_forward_loops(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    """``y[n, oc, oh, ow] = bias[oc] + sum_{kh, kw} weight[oc, 0, kh, kw] * x_pad[n, oc // m, oh*s + kh*d, ow*s + kw*d]``."""
+    (s, _), (p, _), (d, _) = _square(stride, padding, dilation)
+    N, C, H, W = x.shape
+    C_out, _, kH, kW = weight.shape
+    x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    H_out, W_out = (H + 2 * p - d * (kH - 1) - 1) // s + 1, (W + 2 * p - d * (kW - 1) - 1) // s + 1
+    y = np.zeros((N, C_out, H_out, W_out), dtype=np.result_type(x, weight))
+    for n, oc, oh, ow, kh, kw in np.ndindex(N, C_out, H_out, W_out, kH, kW):
+        y[n, oc, oh, ow] += weight[oc, 0, kh, kw] * x_pad[n, oc // (C_out // C), oh * s + kh * d, ow * s + kw * d]
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+def depthwise_conv2d_backward_input_loops(grad_out, weight, input_shape, stride=1, padding=0, dilation=1):
+    """Each output gradient flows back to the input pixels its window read, weighted by the tap."""
+    (s, _), (p, _), (d, _) = _square(stride, padding, dilation)
+    N, C, H, W = input_shape
+    _, C_out, H_out, W_out = grad_out.shape
+    _, _, kH, kW = weight.shape
+    grad_x_pad = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=grad_out.dtype)
+    for n, oc, oh, ow, kh, kw in np.ndindex(N, C_out, H_out, W_out, kH, kW):
+        grad_x_pad[n, oc // (C_out // C), oh * s + kh * d, ow * s + kw * d] += weight[oc, 0, kh, kw] * grad_out[n, oc, oh, ow]
+    return grad_x_pad[:, :, p:p + H, p:p + W]
+
+
+def depthwise_conv2d_backward_weight_loops(grad_out, x, weight_shape, stride=1, padding=0, dilation=1):
+    """``grad_weight[oc, 0, kh, kw] = sum_{n, oh, ow} grad_out[n, oc, oh, ow] * x_pad[n, oc // m, oh*s + kh*d, ow*s + kw*d]``."""
+    (s, _), (p, _), (d, _) = _square(stride, padding, dilation)
+    C = x.shape[1]
+    N, C_out, H_out, W_out = grad_out.shape
+    kH, kW = weight_shape[2:]
+    x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    grad_weight = np.zeros(weight_shape, dtype=x.dtype)
+    for n, oc, oh, ow, kh, kw in np.ndindex(N, C_out, H_out, W_out, kH, kW):
+        grad_weight[oc, 0, kh, kw] += grad_out[n, oc, oh, ow] * x_pad[n, oc // (C_out // C), oh * s + kh * d, ow * s + kw * d]
+    return grad_weight
+
+
+def _square(stride, padding, dilation):
+    """The loop versions read one stride, padding and dilation for both axes: refuse (h, w) pairs that differ."""
+    pairs = tuple(as_pair(value, name, minimum) for value, name, minimum in
+                  ((stride, "stride", 1), (padding, "padding", 0), (dilation, "dilation", 1)))
+    if any(h != w for h, w in pairs):
+        raise ValueError(f"the loop definitions take equal h and w; got stride={stride}, padding={padding}, "
+                         f"dilation={dilation}")
+    return pairs
 
 
 def _check_pointwise_weight_shape(weight_shape, name):

@@ -87,7 +87,9 @@ def test_json_path_in_missing_directory_exits_2_before_benchmarking(tmp_path, ca
 # ------------------------------------------------------------------------------- benchmark pieces
 def test_workload_table_matches_the_issue_shapes():
     by_name = {workload.name: workload for workload in bench.WORKLOADS}
-    assert len(by_name) == len(bench.WORKLOADS) == 9
+    assert len(by_name) == len(bench.WORKLOADS) == 15
+    assert by_name["depthwise-3x3-s1-c96-8x8"].input_shape == (64, 96, 8, 8)
+    assert by_name["depthwise-5x5-s1-c240"].weight_shape == (240, 1, 5, 5)
     assert by_name["depthwise-3x3-s2-c144"].input_shape == (8, 144, 56, 56)
     assert by_name["depthwise-3x3-s2-c144"].options == {"stride": 2, "padding": 1}
     assert by_name["standard-3x3-s2-stem"].weight_shape == (32, 3, 3, 3)
@@ -123,7 +125,7 @@ def test_table_marks_total_against_target(ratio, verdict):
 # ------------------------------------------------------------------------------- a tiny real run
 def test_tiny_depthwise_benchmark_prints_table_and_writes_json(tmp_path):
     json_path = tmp_path / "bench.json"
-    result = run_tinycnn("bench", "kernels", "--batch", "1", "--repeat", "1", "--only", "depthwise",
+    result = run_tinycnn("bench", "kernels", "--batch", "1", "--repeat", "1", "--only", "c144", "--only", "c384",
                          "--scale", "0.1", "--json", str(json_path))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 import pytest
 
+import kernels
 from helpers import LAYOUTS, as64, assert_close, assert_gradcheck, assert_vdot_equal, label, relayout
 from kernels import conv2d, reference as R
 from kernels._validate import conv_geometry
@@ -217,6 +218,30 @@ def test_conv2d_with_groups_equal_channels_is_depthwise(stride, padding, dilatio
                                   depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params))
     np.testing.assert_array_equal(conv2d_backward_weight(grad_out, x, weight.shape, groups=3, **params),
                                   depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params))
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, params, groups", [
+    ((2, 6, 9, 8), (6, 1, 3, 3), dict(padding=1), 6),                    # depthwise, small plane: fused
+    ((1, 3, 40, 33), (6, 1, 5, 5), dict(stride=2, padding=2), 3),        # depthwise, plane loops
+    ((2, 6, 5, 7), (4, 3, 1, 1), dict(), 2),                             # pointwise
+    ((2, 4, 7, 6), (6, 2, 3, 3), dict(stride=2, padding=1, dilation=(1, 2)), 2),   # im2col
+], ids=["depthwise_channels_last", "depthwise_planes", "pointwise", "im2col"])
+def test_conv2d_backward_returns_both_gradients_bit_identical_to_the_separate_functions(
+        x_shape, weight_shape, params, groups, rng):
+    x, weight = rng.standard_normal(x_shape), rng.standard_normal(weight_shape)
+    grad_out = rng.standard_normal(conv2d_forward(x, weight, groups=groups, **params).shape)
+    grad_x, grad_weight = kernels.conv2d_backward(grad_out, x, weight, groups=groups, **params)
+    np.testing.assert_array_equal(grad_x, conv2d_backward_input(grad_out, weight, x.shape, groups=groups, **params))
+    np.testing.assert_array_equal(grad_weight,
+                                  conv2d_backward_weight(grad_out, x, weight.shape, groups=groups, **params))
+
+
+def test_conv2d_backward_checks_its_arguments_like_the_separate_functions(rng):
+    x, weight = rng.standard_normal((2, 4, 6, 6)), rng.standard_normal((4, 1, 3, 3))
+    with pytest.raises(ValueError, match="grad_out"):
+        kernels.conv2d_backward(np.zeros((2, 4, 5, 5)), x, weight, padding=1, groups=4)
+    with pytest.raises(TypeError, match="dtype"):
+        kernels.conv2d_backward(np.zeros((2, 4, 6, 6)), x, weight.astype(np.float32), padding=1, groups=4)
 
 
 @pytest.mark.parametrize("groups, dilation", [(1, 1), (2, 1), (3, 2), (6, (2, 3))])

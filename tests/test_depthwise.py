@@ -231,10 +231,13 @@ FAST_PARAMS = ([pytest.param(*case.values, np.float64, id=case.id + "-float64") 
 @pytest.mark.parametrize("x_shape, weight_shape, params, dtype", FAST_PARAMS)
 def test_depthwise_forward_row_fast_path_equals_generic(x_shape, weight_shape, params, dtype, rng):
     x, weight, bias, _, geometry = fast_inputs(x_shape, weight_shape, params, dtype, rng)
-    generic = D._forward(x, weight, bias, geometry, fast=False)
-    assert_close(D._forward(x, weight, bias, geometry, fast=True), generic, dtype)
-    assert_close(D._forward(x, weight, None, geometry, fast=True),
-                 D._forward(x, weight, None, geometry, fast=False), dtype)
+    def run(kernel, bias):
+        y = np.full(geometry.output_shape, np.nan, dtype)
+        kernel(x, weight, D._empty_bias(dtype) if bias is None else bias, y, *hyper(geometry))
+        return y
+    generic = run(D._forward_generic_kernel, bias)
+    assert_close(run(D._forward_rows_kernel, bias), generic, dtype)
+    assert_close(run(D._forward_rows_kernel, None), run(D._forward_generic_kernel, None), dtype)
     assert_close(generic, R.depthwise_conv2d_forward(*as64(x, weight, bias), **params), dtype)
 
 
@@ -278,7 +281,8 @@ def kernel_calls(monkeypatch):
     """Record which private kernels the public functions call (the kernels still run)."""
     calls = []
     names = ["_forward_rows_kernel", "_forward_generic_kernel", "_backward_input_rows_stride1_kernel",
-             "_backward_input_generic_kernel", "_backward_weight_rows_kernel", "_backward_weight_generic_kernel"]
+             "_backward_input_generic_kernel", "_backward_weight_rows_kernel", "_backward_weight_generic_kernel",
+             "_forward_channels_last_kernel", "_backward_channels_last_kernel"]
     for name in names:
         original = getattr(D, name)
 
@@ -296,7 +300,8 @@ def kernel_calls(monkeypatch):
     (4, 1, ["_forward_generic_kernel", "_backward_input_generic_kernel", "_backward_weight_generic_kernel"]),
 ])
 def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kernel, stride, expected, rng,
-                                                                          kernel_calls):
+                                                                          kernel_calls, monkeypatch):
+    monkeypatch.setattr(D, "CHANNELS_LAST_MAX_PIXELS", 0)      # planes of any size take the plane loops
     x = rng.standard_normal((1, 2, 9, 9))
     weight = rng.standard_normal((2, 1, kernel, kernel))
     y = depthwise_conv2d_forward(x, weight, stride=stride, padding=1)
@@ -304,6 +309,76 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
     depthwise_conv2d_backward_input(grad_out, weight, x.shape, stride=stride, padding=1)
     depthwise_conv2d_backward_weight(grad_out, x, weight.shape, stride=stride, padding=1)
     assert kernel_calls == expected
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, expected", [
+    ((1, 2, 32, 32), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((1, 2, 33, 32), (2, 1, 3, 3), ["_forward_rows_kernel", "_backward_input_rows_stride1_kernel",
+                                    "_backward_weight_rows_kernel"]),
+    ((1, 2, 8, 8), (4, 1, 3, 3), ["_forward_rows_kernel", "_backward_input_rows_stride1_kernel",
+                                  "_backward_weight_rows_kernel"]),          # multiplier 2: plane loops
+])
+def test_public_depthwise_functions_take_channels_last_kernels_for_small_planes_multiplier_1(
+        x_shape, weight_shape, expected, rng, kernel_calls):
+    x, weight = rng.standard_normal(x_shape), rng.standard_normal(weight_shape)
+    y = depthwise_conv2d_forward(x, weight, padding=1)
+    grad_out = rng.standard_normal(y.shape)
+    depthwise_conv2d_backward_input(grad_out, weight, x.shape, padding=1)
+    depthwise_conv2d_backward_weight(grad_out, x, weight.shape, padding=1)
+    assert kernel_calls == expected
+
+
+# ----------------------------------------------------------------------------------------------------
+# The channels-last small-plane kernels against the plane-by-plane kernels
+# ----------------------------------------------------------------------------------------------------
+# MobileNet shapes at 32x32 training and 224 inference, channel counts that leave a partial last block
+# (CHANNEL_BLOCK = 64), and the odd ones: stride 3, dilation, non-square geometry, 1x1 planes.
+CHANNELS_LAST_CASES = {
+    "3x3_s1_8x8_c72": ((3, 72, 8, 8), (3, 3), dict(padding=1)),
+    "3x3_s2_4x4_c130": ((2, 130, 4, 4), (3, 3), dict(stride=2, padding=1)),
+    "3x3_s1_1x1_c65": ((2, 65, 1, 1), (3, 3), dict(padding=1)),
+    "5x5_s2_7x7_c20": ((2, 20, 7, 7), (5, 5), dict(stride=2, padding=2)),
+    "5x5_s1_14x14_c9": ((1, 9, 14, 14), (5, 5), dict(padding=2)),
+    "3x5_s3x2_d1x2_c5": ((2, 5, 11, 10), (3, 5), dict(stride=(3, 2), padding=(1, 3), dilation=(1, 2))),
+    "2x2_s3_unpadded_c3": ((2, 3, 8, 8), (2, 2), dict(stride=3)),
+}
+
+
+def channels_last_inputs(name, dtype, rng):
+    x_shape, kernel, params = CHANNELS_LAST_CASES[name]
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal((x_shape[1], 1, *kernel)).astype(dtype)
+    bias = rng.standard_normal(x_shape[1]).astype(dtype)
+    geometry = D._depthwise_geometry(x_shape, weight.shape, params.get("stride", 1), params.get("padding", 0),
+                                     params.get("dilation", 1))
+    assert D._use_channels_last(geometry)
+    grad_out = rng.standard_normal(geometry.output_shape).astype(dtype)
+    return x, weight, bias, grad_out, geometry, params
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(CHANNELS_LAST_CASES))
+def test_depthwise_channels_last_kernels_equal_plane_kernels_and_reference(name, dtype, rng, monkeypatch):
+    x, weight, bias, grad_out, geometry, params = channels_last_inputs(name, dtype, rng)
+    fast = (D._forward(x, weight, bias, geometry), *D._backward(grad_out, x, weight, geometry))
+    monkeypatch.setattr(D, "CHANNELS_LAST_MAX_PIXELS", 0)
+    planes = (D._forward(x, weight, bias, geometry), *D._backward(grad_out, x, weight, geometry))
+    reference = (R.depthwise_conv2d_forward(*as64(x, weight, bias), **params),
+                 R.depthwise_conv2d_backward_input(*as64(grad_out, weight), x.shape, **params),
+                 R.depthwise_conv2d_backward_weight(*as64(grad_out, x), weight.shape, **params))
+    for ours, plane, expected in zip(fast, planes, reference):
+        assert ours.dtype == dtype
+        assert_close(ours, plane, dtype)
+        assert_close(ours, expected, dtype)
+
+
+@pytest.mark.nojit
+def test_depthwise_channels_last_fused_backward_equals_separate_gradients_tiny(rng):
+    """The fused pass gives the same bits as asking for one gradient at a time."""
+    x, weight, _, grad_out, geometry, _ = channels_last_inputs("5x5_s2_7x7_c20", np.float64, rng)
+    grad_x, grad_weight = D._backward(grad_out, x, weight, geometry)
+    np.testing.assert_array_equal(grad_x, D._backward_input(grad_out, weight, geometry))
+    np.testing.assert_array_equal(grad_weight, D._backward_weight(grad_out, x, geometry))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -361,13 +436,17 @@ def test_depthwise_backward_weight_is_adjoint_of_forward(name, rng):
 # Determinism and memory layouts
 # ----------------------------------------------------------------------------------------------------
 # fast path (3x3 stride 1 and 5x5 stride 2) and generic path (3x3 stride 3, 4x4 stride 1)
-PATHS = {"fast_3x3_s1": (3, 1), "fast_5x5_s2": (5, 2), "generic_3x3_s3": (3, 3), "generic_4x4_s1": (4, 1)}
+# (kernel size, stride, channel multiplier); multiplier 1 on these 11x10 planes takes the channels-last
+# kernels (70 channels: two channel blocks per image)
+PATHS = {"fast_3x3_s1": (3, 1, 2), "fast_5x5_s2": (5, 2, 2), "generic_3x3_s3": (3, 3, 2),
+         "generic_4x4_s1": (4, 1, 2), "channels_last_3x3_s1": (3, 1, 1), "channels_last_5x5_s2": (5, 2, 1)}
 
 
 def path_inputs(path, rng):
-    kernel, stride = PATHS[path]
-    x = rng.standard_normal((4, 3, 11, 10)).astype(np.float32)    # 12 planes: every thread gets several
-    weight = rng.standard_normal((6, 1, kernel, kernel)).astype(np.float32)
+    kernel, stride, multiplier = PATHS[path]
+    C = 3 if multiplier > 1 else 70
+    x = rng.standard_normal((4, C, 11, 10)).astype(np.float32)    # >= 8 tasks: every thread gets several
+    weight = rng.standard_normal((C * multiplier, 1, kernel, kernel)).astype(np.float32)
     params = dict(stride=stride, padding=1)
     grad_out = rng.standard_normal(depthwise_conv2d_forward(x, weight, **params).shape).astype(np.float32)
     return x, weight, grad_out, params
@@ -384,8 +463,9 @@ def test_depthwise_backward_weight_is_bit_identical_when_run_twice(path, rng):
 @pytest.mark.parametrize("path", list(PATHS))
 def test_depthwise_results_do_not_depend_on_numba_thread_count(path, rng, restore_numba_threads):
     """Every parallel loop gives one whole output plane (forward, backward-input) or one output channel's
-    weights (backward-weight, summed over the batch inside the iteration) to a thread: no sum is ever
-    split across threads, so 1 thread and all threads give bit-identical results."""
+    weights (backward-weight, summed over the batch inside the iteration) to a thread; the channels-last
+    kernels keep one partial weight gradient per (image, channel block) and add them in image order: no
+    sum is ever split across threads, so 1 thread and all threads give bit-identical results."""
     x, weight, grad_out, params = path_inputs(path, rng)
     results = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
@@ -398,7 +478,7 @@ def test_depthwise_results_do_not_depend_on_numba_thread_count(path, rng, restor
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("path", ["fast_3x3_s1", "generic_3x3_s3"])
+@pytest.mark.parametrize("path", ["fast_3x3_s1", "generic_3x3_s3", "channels_last_3x3_s1"])
 def test_depthwise_non_contiguous_inputs_give_same_result_as_contiguous(layout, path, rng):
     x, weight, grad_out, params = path_inputs(path, rng)
     bias = rng.standard_normal(weight.shape[0]).astype(np.float32)

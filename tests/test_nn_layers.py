@@ -106,6 +106,53 @@ def test_batch_norm_momentum_none_is_the_cumulative_average(rng):
                                rtol=1e-12)
 
 
+def _batch_norm_formula(x, weight, bias, eps, grad_out):
+    """The class docstring's formulas in plain float64 NumPy (two-pass variance)."""
+    x, grad_out = x.astype(np.float64), grad_out.astype(np.float64)
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    std = np.sqrt(((x - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True) + eps)
+    x_hat = (x - mean) / std
+    w = weight.reshape(1, -1, 1, 1).astype(np.float64)
+    y = w * x_hat + bias.reshape(1, -1, 1, 1)
+    mean_g = grad_out.mean(axis=(0, 2, 3), keepdims=True)
+    mean_g_hat = (grad_out * x_hat).mean(axis=(0, 2, 3), keepdims=True)
+    return y, w / std * (grad_out - mean_g - x_hat * mean_g_hat), (grad_out * x_hat).sum(axis=(0, 2, 3))
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("x_shape", [(4, 3, 5, 6), (64, 5, 1, 1), (2, 70, 2, 2)])
+def test_batch_norm_training_kernels_match_the_formulas(x_shape, dtype, tolerance, rng):
+    """float32: sums in float64 and one rounding per stored value, ~10 float32 eps after the
+    normalisation divides by std; 1e-5 is ~80 eps."""
+    bn = nn.BatchNorm2d(x_shape[1]).to(dtype)
+    bn.weight.data = rng.standard_normal(x_shape[1]).astype(dtype)
+    bn.bias.data = rng.standard_normal(x_shape[1]).astype(dtype)
+    x = (rng.standard_normal(x_shape) * 3 + 2).astype(dtype)
+    grad_out = rng.standard_normal(x_shape).astype(dtype)
+    y = bn(x)
+    grad_x = bn.backward(grad_out)
+    expected_y, expected_grad_x, expected_grad_weight = _batch_norm_formula(x, bn.weight.data, bn.bias.data,
+                                                                            bn.eps, grad_out)
+    assert y.dtype == grad_x.dtype == dtype
+    np.testing.assert_allclose(y, expected_y, rtol=0, atol=tolerance * np.abs(expected_y).max())
+    np.testing.assert_allclose(grad_x, expected_grad_x, rtol=0, atol=tolerance * np.abs(expected_grad_x).max())
+    np.testing.assert_allclose(bn.weight.grad, expected_grad_weight, rtol=tolerance, atol=tolerance)
+
+
+def test_batch_norm_training_is_bit_identical_for_any_thread_count_and_input_layout(rng, restore_numba_threads):
+    import numba
+    x = rng.standard_normal((8, 6, 5, 4)).astype(np.float32)
+    grad_out = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for threads, x_in in ((1, x), (numba.config.NUMBA_NUM_THREADS, x), (1, np.asfortranarray(x))):
+        numba.set_num_threads(threads)
+        bn = nn.BatchNorm2d(6)
+        results.append((bn(x_in), bn.backward(grad_out), bn.weight.grad.copy(), bn.running_var.copy()))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_batch_norm_training_refuses_one_value_per_channel():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         nn.BatchNorm2d(3)(np.ones((1, 3, 1, 1), dtype=np.float32))

@@ -296,3 +296,31 @@ def test_reference_rejects_bad_arguments_with_a_clear_error(name):
     error, message, call = BAD_CALLS[name]
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.nojit
+@pytest.mark.parametrize("stride, padding, dilation, multiplier", [(1, 1, 1, 1), (2, 2, 1, 2), (3, 0, 2, 1)])
+def test_depthwise_loop_definitions_equal_the_groups_c_one_liners(stride, padding, dilation, multiplier):
+    rng = np.random.default_rng(0)
+    x, weight = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((3 * multiplier, 1, 3, 3))
+    bias = rng.standard_normal(3 * multiplier)
+    params = dict(stride=stride, padding=padding, dilation=dilation)
+    y = R.depthwise_conv2d_forward(x, weight, bias, **params)
+    grad_out = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(R.depthwise_conv2d_forward_loops(x, weight, bias, **params), y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(R.depthwise_conv2d_backward_input_loops(grad_out, weight, x.shape, **params),
+                               R.depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(R.depthwise_conv2d_backward_weight_loops(grad_out, x, weight.shape, **params),
+                               R.depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_depthwise_weight_check_has_one_message_for_kernels_and_reference():
+    import kernels
+    messages = []
+    for forward in (kernels.depthwise_conv2d_forward, R.depthwise_conv2d_forward):
+        with pytest.raises(ValueError) as error:
+            forward(np.ones((1, 3, 4, 4)), np.ones((4, 1, 3, 3)))
+        messages.append(str(error.value))
+    assert messages[0] == messages[1] and "(C*multiplier, 1, kH, kW)" in messages[0]

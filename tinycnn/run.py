@@ -260,6 +260,14 @@ def _pruned_architecture(config):
     return architecture
 
 
+def _kernels_compiled():
+    """True when the numba cache holds the convolution and batch-norm kernels a training step runs."""
+    from kernels import _jit, batchnorm, depthwise
+    return _jit.compiled_on_this_machine(depthwise._forward_channels_last_kernel,
+                                         depthwise._backward_channels_last_kernel,
+                                         batchnorm.batch_norm_train_forward_kernel)
+
+
 def run_training(config=None, out_dir="runs/train", resume=False, progress=True, log=print, plots=True,
                  tsne=True, feature_layer=None):
     """Train as ``tinycnn train`` does: data, model, optimizer, schedule, :class:`~tinycnn.train.Trainer`, report.
@@ -302,6 +310,8 @@ def run_training(config=None, out_dir="runs/train", resume=False, progress=True,
             log(f"resuming {out_dir} at epoch {trainer.epoch + 1}"
                 + (f", batch {trainer.train_loader.state_dict()['batch'] + 1}" if trainer._partial else ""))
     setup_seconds = time.perf_counter() - started
+    if log is not None and not _kernels_compiled():
+        log("compiling kernels, once per machine (numba caches them; the first batches wait ~30 s)...")
     trainer.fit()
 
     files = [out_dir / LAST_CHECKPOINT, out_dir / BEST_CHECKPOINT, out_dir / HISTORY_JSON, out_dir / HISTORY_CSV]

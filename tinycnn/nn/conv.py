@@ -23,9 +23,8 @@ import numbers
 
 
 from kernels import (
+    conv2d_backward,
     conv2d_backward_bias,
-    conv2d_backward_input,
-    conv2d_backward_weight,
     conv2d_forward,
     conv_transpose2d_backward_input,
     conv_transpose2d_backward_weight,
@@ -118,11 +117,12 @@ class Conv2d(Module):
 
     def backward(self, grad_out):
         self._check_grad_out(grad_out, self._output_shape)
-        hyper = self._hyper_parameters()
-        self.weight.grad += conv2d_backward_weight(grad_out, self._x, self.weight.shape, **hyper)
+        # both gradients in one call: arguments checked once, small depthwise planes fused
+        grad_x, grad_weight = conv2d_backward(grad_out, self._x, self.weight.data, **self._hyper_parameters())
+        self.weight.grad += grad_weight
         if self.bias is not None:
             self.bias.grad += conv2d_backward_bias(grad_out)          # sum over N, H_out, W_out
-        return conv2d_backward_input(grad_out, self.weight.data, self._x.shape, **hyper)
+        return grad_x
 
     def extra_repr(self):
         return _conv_repr(self, [("padding", (0, 0)), ("dilation", (1, 1)), ("groups", 1)])

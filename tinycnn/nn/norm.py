@@ -3,6 +3,8 @@ import numbers
 
 import numpy as np
 
+from kernels.batchnorm import batch_norm_train_backward_kernel, batch_norm_train_forward_kernel
+
 from .module import Module, Parameter
 
 _AXES = (0, 2, 3)           # statistics are taken over batch and space: one mean/variance per channel
@@ -94,17 +96,21 @@ class BatchNorm2d(Module):
             if m < 2:
                 raise ValueError(f"BatchNorm2d in training mode needs more than 1 value per channel; got "
                                  f"input of shape {x.shape}")
-            # sums in float64 even for float32 input, as PyTorch's CPU kernels: a channel can hold
-            # N*H*W ~ 1e5 values, and float32 sums of that length lose digits that training-mode
-            # normalisation then amplifies
-            mean = x.mean(axis=_AXES, dtype=np.float64)     # (C,)
-            centred = x - _per_channel(mean.astype(x.dtype))            # (N, C, H, W)
-            var = np.mean(centred * centred, axis=_AXES, dtype=np.float64)   # (C,) biased variance
+            # one compiled pass per statistic, sums in float64 even for float32 input (as PyTorch's CPU
+            # kernels: a channel can hold N*H*W ~ 1e5 values): kernels/batchnorm.py
+            x_flat = np.ascontiguousarray(x).reshape(N, C, H * W)                   # (N, C, P)
+            y = np.empty_like(x_flat)
+            x_hat = np.empty_like(x_flat)
+            mean, var = np.empty(C), np.empty(C)                                     # (C,) float64
+            weight, bias = self._affine_parameters(x.dtype)
+            batch_norm_train_forward_kernel(x_flat, weight, bias, float(self.eps), y, x_hat, mean, var)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, m)
-        else:
-            mean, var = self.running_mean, self.running_var
-            centred = x - _per_channel(mean)
+            self._x_hat, self._used_batch_stats = x_hat.reshape(x.shape), True
+            self._inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)          # (C,)
+            return y.reshape(x.shape)
+        mean, var = self.running_mean, self.running_var
+        centred = x - _per_channel(mean)
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)       # (C,)
         x_hat = centred * _per_channel(inv_std)                          # (N, C, H, W)
         self._x_hat, self._inv_std, self._used_batch_stats = x_hat, inv_std, use_batch_stats
@@ -112,6 +118,13 @@ class BatchNorm2d(Module):
             return x_hat
         y = x_hat * _per_channel(self.weight.data)
         return y if self.bias is None else y + _per_channel(self.bias.data)
+
+    def _affine_parameters(self, dtype):
+        """``weight, bias`` as (C,) arrays of ``dtype``: ones and zeros stand in for absent parameters."""
+        C = self.num_features
+        weight = self.weight.data.astype(dtype, copy=False) if self.affine else np.ones(C, dtype=dtype)
+        bias = self.bias.data.astype(dtype, copy=False) if self.bias is not None else np.zeros(C, dtype=dtype)
+        return weight, bias
 
     def _update_running_stats(self, mean, var, m):
         self.num_batches_tracked = np.array(self.num_batches_tracked + 1, dtype=np.int64)
@@ -125,24 +138,26 @@ class BatchNorm2d(Module):
         self._check_grad_out(grad_out, None if self._x_hat is None else self._x_hat.shape)
         x_hat, inv_std = self._x_hat, self._inv_std
         N, C, H, W = x_hat.shape
-        # float64 sums, as in forward
-        sum_grad = grad_out.sum(axis=_AXES, dtype=np.float64)                # (C,) = dL/dbeta
-        sum_grad_x_hat = np.sum(grad_out * x_hat, axis=_AXES, dtype=np.float64)   # (C,) = dL/dgamma
+        scale = self.weight.data * inv_std if self.affine else inv_std              # (C,) gamma / std
+        if self._used_batch_stats:
+            # mean and var depend on x: remove the gradient's components along 1 and x_hat (class
+            # docstring); one compiled pass for both sums, one for grad_x (kernels/batchnorm.py)
+            grad_flat = np.ascontiguousarray(grad_out, dtype=x_hat.dtype).reshape(N, C, H * W)
+            grad_x = np.empty_like(grad_flat)
+            sums = np.empty((C, 2))                                                  # float64
+            batch_norm_train_backward_kernel(grad_flat, x_hat.reshape(N, C, H * W),
+                                             scale.astype(x_hat.dtype, copy=False), grad_x, sums)
+            sum_grad, sum_grad_x_hat = sums[:, 0], sums[:, 1]
+        else:
+            # mean and var are constants: y is an affine function of x
+            sum_grad = grad_out.sum(axis=_AXES, dtype=np.float64)                    # (C,) = dL/dbeta
+            sum_grad_x_hat = np.sum(grad_out * x_hat, axis=_AXES, dtype=np.float64)  # (C,) = dL/dgamma
+            grad_x = grad_out * _per_channel(scale)
         if self.affine:
             self.weight.grad += sum_grad_x_hat
             if self.bias is not None:
                 self.bias.grad += sum_grad
-            scale = self.weight.data * inv_std                               # (C,) gamma / std
-        else:
-            scale = inv_std
-        if not self._used_batch_stats:
-            # mean and var are constants: y is an affine function of x
-            return grad_out * _per_channel(scale)
-        # mean and var depend on x: remove the gradient's components along 1 and x_hat (class docstring)
-        m = N * H * W
-        mean_grad = (sum_grad / m).astype(x_hat.dtype)                       # (C,)
-        mean_grad_x_hat = (sum_grad_x_hat / m).astype(x_hat.dtype)           # (C,)
-        return _per_channel(scale) * (grad_out - _per_channel(mean_grad) - x_hat * _per_channel(mean_grad_x_hat))
+        return grad_x.reshape(x_hat.shape)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

@@ -1,0 +1,219 @@
+"""Model benchmark: a training step and batch-1 inference of the MobileNets, ours against PyTorch's.
+
+``tinycnn bench models`` times, for MobileNet V2 (width 0.5 and 1.0), V3-Small and V3-Large:
+
+* **train**: one training step as the Trainer runs it (zero the gradients, forward, cross-entropy,
+  backward, Adam step) on a batch of ``batch`` x 3 x 32 x 32 images, 10 classes (the default
+  ``tinycnn train`` shapes);
+* **infer**: one evaluation-mode forward pass of a single 3 x 224 x 224 image, 1000 classes.
+
+When torch and torchvision are importable, torchvision's model gets the same weights (our model loads its
+``state_dict``), the same input and the same thread count, and the two alternate run by run
+(:func:`tinycnn.bench.time_interleaved`), so the ratio ``ours / torch`` is measured under the same load.
+The report names the CPU, its vector extensions (AVX2 / AVX-512 change both sides' speed) and the
+process's peak resident memory after each model.
+"""
+import json
+import platform
+import resource
+import statistics
+import sys
+
+import numpy as np
+
+from .bench import import_torch, time_interleaved, write_json
+
+#: (label, tinycnn model name, keyword arguments, torchvision builder name)
+MODELS = (
+    ("mobilenet_v2_w0.5", "mobilenet_v2", dict(width_mult=0.5), "mobilenet_v2"),
+    ("mobilenet_v2_w1.0", "mobilenet_v2", dict(width_mult=1.0), "mobilenet_v2"),
+    ("mobilenet_v3_small", "mobilenet_v3_small", dict(), "mobilenet_v3_small"),
+    ("mobilenet_v3_large", "mobilenet_v3_large", dict(), "mobilenet_v3_large"),
+)
+_VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile")
+
+
+def cpu_description():
+    """``(model name, vector extensions)`` of this CPU, from ``/proc/cpuinfo`` where it exists."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as stream:
+            for line in stream:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return name, [flag for flag in _VECTOR_FLAGS if flag in flags]
+
+
+def _peak_rss_mb():
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def import_torchvision_models(torch):
+    """``torchvision.models``, or None. A CUDA build of torchvision on a CPU-only torch fails to register
+    its fake ``nms`` kernel at import; those registrations are skipped (no torchvision op is used)."""
+    original = torch.library.register_fake
+
+    def tolerant(*args, **kwargs):
+        try:
+            decorator = original(*args, **kwargs)
+        except Exception:
+            return lambda function: function
+        return lambda function: _try_decorate(decorator, function)
+
+    torch.library.register_fake = tolerant
+    try:
+        import torchvision.models as models
+    except Exception:
+        return None
+    finally:
+        torch.library.register_fake = original
+    return models
+
+
+def _try_decorate(decorator, function):
+    try:
+        return decorator(function)
+    except Exception:
+        return function
+
+
+def _our_model(name, arguments, num_classes):
+    from . import models
+    return models.get_model(name, num_classes=num_classes, **arguments)
+
+
+def _training_steps(ours, theirs, torch, batch, seed):
+    """Step callables ``(ours, theirs or None)`` for one training step of batch x 3 x 32 x 32."""
+    from . import losses, optim
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    criterion, our_optimizer = losses.CrossEntropyLoss(), optim.Adam(ours.parameters(), lr=1e-3)
+    ours.train()
+
+    def our_step():
+        ours.zero_grad()
+        criterion(ours(x), y)
+        ours.backward(criterion.backward())
+        our_optimizer.step()
+
+    if theirs is None:
+        return our_step, None
+    theirs.train()
+    their_optimizer = torch.optim.Adam(theirs.parameters(), lr=1e-3)
+    x_torch, y_torch = torch.from_numpy(x), torch.from_numpy(y)
+
+    def their_step():
+        their_optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(theirs(x_torch), y_torch).backward()
+        their_optimizer.step()
+
+    return our_step, their_step
+
+
+def _inference_calls(ours, theirs, torch, seed):
+    """Forward callables for one 3 x 224 x 224 image in evaluation mode."""
+    x = np.random.default_rng(seed).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    ours.eval()
+    if theirs is None:
+        return (lambda: ours(x)), None
+    theirs.eval()
+    x_torch = torch.from_numpy(x)
+
+    def their_forward():
+        with torch.no_grad():
+            return theirs(x_torch)
+
+    return (lambda: ours(x)), their_forward
+
+
+def _paired_models(label, name, arguments, builder, num_classes, torchvision_models):
+    ours = _our_model(name, arguments, num_classes)
+    if torchvision_models is None:
+        return ours, None
+    theirs = getattr(torchvision_models, builder)(num_classes=num_classes, **arguments)
+    ours.load_state_dict({key: value.detach().numpy().copy() for key, value in theirs.state_dict().items()})
+    return ours, theirs
+
+
+def _measure(functions, repeat):
+    times = time_interleaved([f for f in functions if f is not None], repeat)
+    ours_ms = statistics.median(times[0])
+    torch_ms = statistics.median(times[1]) if len(times) > 1 else None
+    return {"ours_ms": ours_ms, "torch_ms": torch_ms, "ratio": None if torch_ms is None else ours_ms / torch_ms}
+
+
+def run_model_benchmark(only=None, batch=64, repeat=10, use_torch=True, progress=None, seed=0):
+    """Benchmark the MobileNets; return a JSON-ready report ``{"settings": ..., "models": [...]}``."""
+    import numba
+
+    if repeat < 1 or batch < 2:
+        raise ValueError(f"repeat must be >= 1 and batch >= 2 (batch norm); got repeat={repeat}, batch={batch}")
+    chosen = [row for row in MODELS if not only or any(pattern in row[0] for pattern in only)]
+    if not chosen:
+        raise ValueError(f"no model name contains {' or '.join(map(repr, only))}; models: "
+                         + ", ".join(row[0] for row in MODELS))
+    torch = import_torch() if use_torch else None
+    torchvision_models = import_torchvision_models(torch) if torch is not None else None
+    threads = numba.get_num_threads()
+    if torch is not None:
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+    results = []
+    for label, name, arguments, builder in chosen:
+        row = {"name": label}
+        ours, theirs = _paired_models(label, name, arguments, builder, 10, torchvision_models)
+        row["train"] = _measure(_training_steps(ours, theirs, torch, batch, seed), repeat)
+        ours, theirs = _paired_models(label, name, arguments, builder, 1000, torchvision_models)
+        row["infer"] = _measure(_inference_calls(ours, theirs, torch, seed), repeat)
+        row["peak_rss_mb"] = _peak_rss_mb()
+        results.append(row)
+        if progress is not None:
+            progress(f"done: {label}")
+    cpu, vector = cpu_description()
+    settings = {"batch": batch, "repeat": repeat, "threads": threads, "cpu": cpu, "vector_extensions": vector,
+                "torch_version": None if torch is None else torch.__version__,
+                "torchvision": torchvision_models is not None, "torch_requested": use_torch,
+                "statistic": "median after one warm-up run, ours and torch alternating"}
+    return {"settings": settings, "models": results}
+
+
+def format_model_table(report):
+    """Render :func:`run_model_benchmark`'s report as plain text."""
+    settings = report["settings"]
+    lines = [f"tinycnn model benchmark: {settings['cpu']} ({', '.join(settings['vector_extensions']) or 'no SIMD flags'}), "
+             f"{settings['threads']} threads, median of {settings['repeat']} runs",
+             f"train = one Adam step, batch {settings['batch']} x 3 x 32 x 32, 10 classes; "
+             f"infer = eval forward, 1 x 3 x 224 x 224"]
+    if settings["torch_version"] is None or not settings["torchvision"]:
+        lines.append("PyTorch/torchvision not available: our times only")
+    header = f"{'model':<22}{'workload':<8}{'ours ms':>10}{'torch ms':>10}{'ours/torch':>12}{'peak RSS MiB':>14}"
+    lines += [header, "-" * len(header)]
+    for row in report["models"]:
+        for workload in ("train", "infer"):
+            cell = row[workload]
+            torch_ms = "-" if cell["torch_ms"] is None else f"{cell['torch_ms']:.1f}"
+            ratio = "-" if cell["ratio"] is None else f"{cell['ratio']:.2f}x"
+            rss = f"{row['peak_rss_mb']:.0f}" if workload == "infer" else ""
+            lines.append(f"{row['name']:<22}{workload:<8}{cell['ours_ms']:>10.1f}{torch_ms:>10}{ratio:>12}{rss:>14}")
+    return "\n".join(lines)
+
+
+def main_models(only=None, batch=64, repeat=10, use_torch=True, json_path=None, stream=None):
+    """Run the model benchmark, print the table, optionally write JSON; return the report."""
+    stream = sys.stdout if stream is None else stream
+    progress = (lambda line: print(line, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
+    report = run_model_benchmark(only, batch, repeat, use_torch, progress)
+    print(format_model_table(report), file=stream)
+    if json_path is not None:
+        write_json(report, json_path)
+        print(f"wrote {json_path}", file=stream)
+    return report
