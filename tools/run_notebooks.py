@@ -50,6 +50,26 @@ def folder_bytes(folder=None):
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
+def merge_streams(notebook):
+    """Join consecutive stdout (or stderr) outputs of a cell into one.
+
+    The kernel sends printed text in chunks whose boundaries depend on timing; merged, a re-run that
+    prints the same text writes the same file.
+    """
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        merged = []
+        for output in cell.outputs:
+            previous = merged[-1] if merged else None
+            if (output.output_type == "stream" and previous is not None and previous.output_type == "stream"
+                    and previous.name == output.name):
+                previous.text += output.text
+            else:
+                merged.append(output)
+        cell.outputs = merged
+
+
 def execute(notebook, working_dir, budget_seconds):
     """Run ``notebook`` (an nbformat node, changed in place) with at most ``budget_seconds`` for all its cells.
 
@@ -65,6 +85,7 @@ def execute(notebook, working_dir, budget_seconds):
         notebook, timeout_func=time_left, kernel_name="python3", record_timing=False,
         resources={"metadata": {"path": str(working_dir)}})
     client.execute()
+    merge_streams(notebook)
     return time.monotonic() - started
 
 
