@@ -18,6 +18,18 @@ import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# Largest integer hyper-parameter or size accepted (2**31 - 1). Every index the numba bodies compute is a
+# product of two such numbers at most, so it stays far inside int64; a larger value (say 2**63) would
+# otherwise reach numba and fail there with a TypingError or OverflowError instead of naming the argument.
+MAX_INT_ARGUMENT = 2**31 - 1
+
+
+def check_int_bound(value, name, original=None):
+    """Raise ``ValueError`` naming ``name`` if the int ``value`` exceeds :data:`MAX_INT_ARGUMENT`."""
+    if value > MAX_INT_ARGUMENT:
+        shown = value if original is None else original
+        raise ValueError(f"{name} must be at most 2**31 - 1 = {MAX_INT_ARGUMENT}; got {shown!r}")
+
 
 def as_pair(value, name, minimum):
     """Return ``value`` as a pair of Python ints ``(h, w)``, each ``>= minimum``.
@@ -36,6 +48,7 @@ def as_pair(value, name, minimum):
     if min(pair) < minimum:
         kind = "non-negative" if minimum == 0 else f">= {minimum}"
         raise ValueError(f"{name} must be {kind}; got {value!r}")
+    check_int_bound(max(pair), name, value)
     return int(pair[0]), int(pair[1])
 
 
@@ -75,6 +88,7 @@ def check_shape(shape, name):
         raise TypeError(f"{name} must be a tuple of 4 ints; got {shape!r}")
     if min(shape) < 1:
         raise ValueError(f"{name} must contain positive sizes; got {shape!r}")
+    check_int_bound(max(shape), name, shape)
     return tuple(int(s) for s in shape)
 
 
@@ -115,6 +129,7 @@ def _check_groups(groups):
         raise TypeError(f"groups must be an int; got {groups!r}")
     if groups < 1:
         raise ValueError(f"groups must be >= 1; got {groups}")
+    check_int_bound(groups, "groups")
     return int(groups)
 
 
@@ -329,3 +344,42 @@ def check_unpool_backward_args(grad_out, indices):
     if indices.shape[:2] != (N, C):
         raise ValueError(f"indices {indices.shape} and grad_out {grad_out.shape} must agree on (N, C)")
     return grad_out, check_flat_indices(indices, "indices", indices.shape, "x", (H_out, W_out))
+
+
+def check_max_pool_backward(grad_out, argmax, input_shape, kernel_size, stride, padding):
+    """Validate the arguments of ``max_pool2d_backward``; return ``(grad_out, argmax, input_shape)``.
+
+    ``input_shape`` must be the forward input's shape: the window geometry applied to it must give
+    ``grad_out``'s shape, and ``argmax`` (flat indices ``h*W + w``, shape of ``grad_out``) must point into
+    an ``H x W`` plane. Without the geometry an ``input_shape`` larger than the forward input would pass
+    and scatter every gradient into the wrong pixel (a different ``W`` re-reads ``h*W + w``).
+    """
+    input_shape = check_shape(input_shape, "input_shape")
+    kernel, stride, padding, output_shape = pool_geometry(input_shape, kernel_size, stride, padding,
+                                                          input_name="input_shape")
+    grad_out = check_tensor(grad_out, "grad_out")
+    if grad_out.shape != output_shape:
+        raise ValueError(f"grad_out has shape {grad_out.shape}, but max pooling of input_shape {input_shape} "
+                         f"with kernel_size={kernel_size!r}, stride={stride!r}, padding={padding!r} gives "
+                         f"{output_shape}: input_shape must be the forward input's shape")
+    argmax = check_flat_indices(argmax, "argmax", grad_out.shape, "grad_out", input_shape[2:])
+    _check_argmax_inside_windows(argmax, input_shape, kernel, stride, padding)
+    return grad_out, argmax, input_shape
+
+
+def _check_argmax_inside_windows(argmax, input_shape, kernel, stride, padding):
+    """Raise unless every ``argmax[n, c, i, j]``, read as ``(h, w) = divmod(index, W)``, lies in window (i, j).
+
+    Output sizes round down, so a forward input one column wider (or narrower) can give the same
+    ``grad_out`` shape; its ``W`` re-reads every index as another pixel, which then lies outside its window.
+    """
+    H_out, W_out = argmax.shape[2:]
+    rows, cols = np.divmod(argmax, input_shape[3])                 # (N, C, H_out, W_out) each
+    top = np.arange(H_out)[:, None] * stride[0] - padding[0]       # (H_out, 1): first row of window i
+    left = np.arange(W_out) * stride[1] - padding[1]               # (W_out,): first column of window j
+    inside = (rows >= top) & (rows < top + kernel[0]) & (cols >= left) & (cols < left + kernel[1])
+    if not inside.all():
+        n, c, i, j = np.argwhere(~inside)[0]
+        raise ValueError(f"argmax[{n}, {c}, {i}, {j}] = {argmax[n, c, i, j]} is not inside its pooling window for "
+                         f"input_shape {input_shape} (W = {input_shape[3]}): input_shape must be the forward input's "
+                         f"shape and argmax the one max_pool2d_forward returned")

@@ -23,8 +23,8 @@ Sums are accumulated in float64 and rounded once when stored.
 import numpy as np
 
 from ._jit import parallel_jit, prange
-from ._validate import (check_flat_indices, check_grad_out, check_shape, check_tensor,
-                        check_unpool_backward_args, pool_geometry, unpool_output_size)
+from ._validate import (check_flat_indices, check_grad_out, check_max_pool_backward, check_shape,
+                        check_tensor, check_unpool_backward_args, pool_geometry, unpool_output_size)
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
@@ -52,7 +52,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     return y, argmax
 
 
-def max_pool2d_backward(grad_out, argmax, input_shape):
+def max_pool2d_backward(grad_out, argmax, input_shape, kernel_size, stride=None, padding=0):
     """Gradient of :func:`max_pool2d_forward`: each output's gradient goes to its window's maximum.
 
     ``grad_x[n, c].flat[argmax[n, c, i, j]] += grad_out[n, c, i, j]``; where windows overlap
@@ -62,18 +62,18 @@ def max_pool2d_backward(grad_out, argmax, input_shape):
     ----------
     grad_out : ndarray (N, C, H_out, W_out)
     argmax : ndarray (N, C, H_out, W_out), integer (int64 from :func:`max_pool2d_forward`)
-    input_shape : tuple (N, C, H, W)
+    input_shape : tuple (N, C, H, W), the forward input's shape
+    kernel_size, stride, padding : as in the forward call (as PyTorch's ``max_pool2d`` backward, they are
+        needed to check that ``input_shape`` and ``grad_out`` belong together: ``argmax`` indexes a plane
+        of width ``W``, so a wrong ``input_shape`` would put every gradient into the wrong pixel).
 
     Returns
     -------
     grad_x : ndarray (N, C, H, W)
     """
-    grad_out = check_tensor(grad_out, "grad_out")
-    input_shape = check_shape(input_shape, "input_shape")
+    grad_out, argmax, input_shape = check_max_pool_backward(grad_out, argmax, input_shape, kernel_size, stride,
+                                                            padding)
     N, C, H, W = input_shape
-    if grad_out.shape[:2] != (N, C):
-        raise ValueError(f"grad_out {grad_out.shape} and input_shape {input_shape} must agree on (N, C)")
-    argmax = check_flat_indices(argmax, "argmax", grad_out.shape, "grad_out", (H, W))
     grad_x = np.empty(input_shape, dtype=grad_out.dtype)          # (N, C, H, W)
     _max_pool_backward_kernel(grad_out.reshape(N, C, -1), argmax.reshape(N, C, -1), grad_x.reshape(N, C, H * W))
     return grad_x

@@ -34,6 +34,7 @@ from ._validate import (
     check_deform_conv_args,
     check_depthwise_weight_shape,
     check_grad_out,
+    check_max_pool_backward,
     check_same_dtype,
     check_shape,
     check_tensor,
@@ -528,26 +529,23 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     return y, argmax
 
 
-def max_pool2d_backward(grad_out, argmax, input_shape):
+def max_pool2d_backward(grad_out, argmax, input_shape, kernel_size, stride=None, padding=0):
     """Gradient of :func:`max_pool2d_forward`: each ``grad_out`` goes to its window's maximum.
 
     Parameters
     ----------
     grad_out : (N, C, H_out, W_out)
     argmax : (N, C, H_out, W_out) integer, as returned by :func:`max_pool2d_forward`
-    input_shape : (N, C, H, W)
+    input_shape : (N, C, H, W), the forward input's shape
+    kernel_size, stride, padding : as in the forward call (checked against ``input_shape`` and ``grad_out``)
 
     Returns
     -------
     grad_x : (N, C, H, W); a pixel that is the maximum of several overlapping windows sums their gradients.
     """
-    grad_out = check_tensor(grad_out, "grad_out")
-    input_shape = check_shape(input_shape, "input_shape")
+    grad_out, argmax, input_shape = check_max_pool_backward(grad_out, argmax, input_shape, kernel_size, stride,
+                                                            padding)
     N, C, H, W = input_shape
-    if grad_out.shape[:2] != (N, C):
-        raise ValueError(f"grad_out {grad_out.shape} and input_shape {input_shape} must agree on (N, C)")
-    argmax = check_flat_indices(argmax, "argmax", grad_out.shape, "grad_out", (H, W))
-
     grad_x = np.zeros((N * C, H * W), dtype=grad_out.dtype)               # one row per image plane
     planes = np.arange(N * C)[:, None]                                    # (N*C, 1)
     np.add.at(grad_x, (planes, argmax.reshape(N * C, -1)), grad_out.reshape(N * C, -1))   # unbuffered +=

@@ -52,8 +52,8 @@ def assert_pooling_matches_reference(x, grad_out, params):
     assert y.dtype == dtype and argmax.dtype == np.int64
     np.testing.assert_array_equal(y, y_expected)
     np.testing.assert_array_equal(argmax, argmax_expected)
-    assert_matches(max_pool2d_backward(grad_out, argmax, x.shape),
-                   R.max_pool2d_backward(grad_out64, argmax_expected, x.shape), dtype)
+    assert_matches(max_pool2d_backward(grad_out, argmax, x.shape, **params),
+                   R.max_pool2d_backward(grad_out64, argmax_expected, x.shape, **params), dtype)
     assert_matches(avg_pool2d_forward(x, **params), R.avg_pool2d_forward(x64, **params), dtype)
     assert_matches(avg_pool2d_backward(grad_out, x.shape, **params),
                    R.avg_pool2d_backward(grad_out64, x.shape, **params), dtype)
@@ -107,7 +107,7 @@ def test_max_pool2d_ties_route_each_windows_gradient_to_its_first_element():
     y, argmax = max_pool2d_forward(x, kernel_size=2)
     np.testing.assert_array_equal(y, np.full((1, 1, 2, 2), 7.0))
     np.testing.assert_array_equal(argmax[0, 0], [[0, 2], [8, 10]])     # top-left pixel of each window
-    grad_x = max_pool2d_backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), argmax, x.shape)
+    grad_x = max_pool2d_backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), argmax, x.shape, kernel_size=2)
     expected = np.zeros((4, 4))
     expected[0, 0], expected[0, 2], expected[2, 0], expected[2, 2] = 1.0, 2.0, 3.0, 4.0
     np.testing.assert_array_equal(grad_x[0, 0], expected)
@@ -150,7 +150,7 @@ def test_max_pool2d_backward_adds_the_gradients_of_overlapping_windows():
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 1, 1] = 1.0                                                 # the centre is the max of all 4 windows
     y, argmax = max_pool2d_forward(x, kernel_size=2, stride=1)
-    grad_x = max_pool2d_backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), argmax, x.shape)
+    grad_x = max_pool2d_backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), argmax, x.shape, 2, 1)
     assert grad_x[0, 0, 1, 1] == 10.0 and grad_x.sum() == 10.0
 
 
@@ -164,7 +164,7 @@ def test_pooling_backwards_are_adjoints_of_their_linear_forwards(name, rng):
     grad_y = rng.standard_normal(y.shape)
     assert np.vdot(x, avg_pool2d_backward(grad_y, x.shape, **params)) == pytest.approx(np.vdot(y, grad_y), rel=1e-12)
     y, argmax = max_pool2d_forward(x, **params)                        # for a fixed argmax: "gather x at argmax"
-    assert np.vdot(x, max_pool2d_backward(grad_y, argmax, x.shape)) == pytest.approx(np.vdot(y, grad_y), rel=1e-12)
+    assert np.vdot(x, max_pool2d_backward(grad_y, argmax, x.shape, **params)) == pytest.approx(np.vdot(y, grad_y), rel=1e-12)
     y = global_avg_pool2d_forward(x)
     grad_y = rng.standard_normal(y.shape)
     assert np.vdot(x, global_avg_pool2d_backward(grad_y, x.shape)) == pytest.approx(np.vdot(y, grad_y), rel=1e-12)
@@ -179,7 +179,7 @@ def test_pooling_gradients_pass_finite_difference_check(name, rng):
     grad_y = rng.standard_normal(y.shape)
     grad_y_global = rng.standard_normal((*x_shape[:2], 1, 1))
     checks = [
-        (lambda v: np.vdot(grad_y, max_pool2d_forward(v, **params)[0]), max_pool2d_backward(grad_y, argmax, x.shape)),
+        (lambda v: np.vdot(grad_y, max_pool2d_forward(v, **params)[0]), max_pool2d_backward(grad_y, argmax, x.shape, **params)),
         (lambda v: np.vdot(grad_y, avg_pool2d_forward(v, **params)), avg_pool2d_backward(grad_y, x.shape, **params)),
         (lambda v: np.vdot(grad_y_global, global_avg_pool2d_forward(v)),
          global_avg_pool2d_backward(grad_y_global, x.shape)),
@@ -205,8 +205,8 @@ def test_pooling_gives_the_same_answer_for_non_contiguous_inputs(rng):
         argmax_fortran = np.asfortranarray(argmax)
         assert not (x_view.flags.c_contiguous or grad_out_strided.flags.c_contiguous
                     or argmax_fortran.flags.c_contiguous)
-        np.testing.assert_array_equal(max_pool2d_backward(grad_out_strided, argmax_fortran, x.shape),
-                                      max_pool2d_backward(grad_out, argmax, x.shape))
+        np.testing.assert_array_equal(max_pool2d_backward(grad_out_strided, argmax_fortran, x.shape, 3, 2, 1),
+                                      max_pool2d_backward(grad_out, argmax, x.shape, 3, 2, 1))
         np.testing.assert_array_equal(avg_pool2d_forward(x_view, 3, 2, 1), avg_pool2d_forward(x, 3, 2, 1))
         np.testing.assert_array_equal(avg_pool2d_backward(grad_out_strided, x.shape, 3, 2, 1),
                                       avg_pool2d_backward(grad_out, x.shape, 3, 2, 1))
@@ -226,7 +226,7 @@ def test_pooling_matches_pytorch(rng):
     y, argmax = max_pool2d_forward(x, 3, 2, 1)
     np.testing.assert_array_equal(y, y_t.detach().numpy())
     np.testing.assert_array_equal(argmax, indices_t.numpy())
-    assert_matches(max_pool2d_backward(grad_out, argmax, x.shape), x_t.grad.numpy(), np.float64)
+    assert_matches(max_pool2d_backward(grad_out, argmax, x.shape, 3, 2, 1), x_t.grad.numpy(), np.float64)
     x_t.grad = None
     F.avg_pool2d(x_t, 3, 2, 1).backward(torch.tensor(grad_out))
     assert_matches(avg_pool2d_forward(x, 3, 2, 1), F.avg_pool2d(torch.tensor(x), 3, 2, 1).numpy(), np.float64)
@@ -250,17 +250,23 @@ BAD_CALLS = {
                                      lambda: max_pool2d_forward(X, 3, padding=2)),
     "output_smaller_than_1x1": (ValueError, "smaller than 1x1", lambda: avg_pool2d_forward(X, 7)),
     "argmax_float": (TypeError, "argmax must be an integer numpy.ndarray",
-                     lambda: max_pool2d_backward(G3, A3.astype(np.float64), X.shape)),
+                     lambda: max_pool2d_backward(G3, A3.astype(np.float64), X.shape, 2)),
     "argmax_a_list": (TypeError, "argmax must be an integer numpy.ndarray",
-                      lambda: max_pool2d_backward(G3, A3.tolist(), X.shape)),
+                      lambda: max_pool2d_backward(G3, A3.tolist(), X.shape, 2)),
     "argmax_wrong_shape": (ValueError, r"argmax must have grad_out's shape \(2, 4, 3, 3\)",
-                           lambda: max_pool2d_backward(G3, A3[:, :, :2], X.shape)),
+                           lambda: max_pool2d_backward(G3, A3[:, :, :2], X.shape, 2)),
     "argmax_out_of_range": (ValueError, r"argmax .* must lie in \[0, 36\)",
-                            lambda: max_pool2d_backward(G3, A3 + 36, X.shape)),
-    "max_grad_out_channels_mismatch": (ValueError, "grad_out .* and input_shape .* must agree on",
-                                       lambda: max_pool2d_backward(G3[:, :3], A3[:, :3], X.shape)),
+                            lambda: max_pool2d_backward(G3, A3 + 36, X.shape, 2)),
+    "max_grad_out_channels_mismatch": (ValueError, r"grad_out has shape \(2, 3, 3, 3\), but max pooling of input_shape",
+                                       lambda: max_pool2d_backward(G3[:, :3], A3[:, :3], X.shape, 2)),
+    # the probe of issue 12: an input_shape larger than the forward input used to scatter into wrong pixels
+    "max_input_shape_larger_than_forward": (ValueError, r"input_shape must be the forward input's shape",
+                                            lambda: max_pool2d_backward(G3, A3, (2, 4, 8, 8), 2)),
+    "max_input_shape_geometry_mismatch": (ValueError, r"gives \(2, 4, 2, 2\)",
+                                          lambda: max_pool2d_backward(G3, A3, X.shape, 3)),
+    "max_backward_without_geometry": (TypeError, "kernel_size", lambda: max_pool2d_backward(G3, A3, X.shape)),
     "input_shape_not_4_ints": (TypeError, "input_shape must be a tuple of 4 ints",
-                               lambda: max_pool2d_backward(G3, A3, (2, 4, 6))),
+                               lambda: max_pool2d_backward(G3, A3, (2, 4, 6), 2)),
     "avg_grad_out_wrong_shape": (ValueError, r"grad_out must have the forward output's shape \(2, 4, 3, 3\)",
                                  lambda: avg_pool2d_backward(G3[:, :, :2], X.shape, 2)),
     "global_grad_out_not_1x1": (ValueError, r"grad_out must have the forward output's shape \(2, 4, 1, 1\)",

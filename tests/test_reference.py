@@ -89,7 +89,7 @@ def test_max_pool2d_ties_go_to_the_first_maximum_and_padding_never_wins():
     np.testing.assert_array_equal(y, np.full((1, 1, 2, 2), -5.0))
     # window rows/cols start at -1, 1 (rows) and -1, 1 (cols): first in-image pixel of each
     np.testing.assert_array_equal(argmax[0, 0], [[0 * 4 + 0, 0 * 4 + 1], [1 * 4 + 0, 1 * 4 + 1]])
-    grad_x = R.max_pool2d_backward(np.ones((1, 1, 2, 2)), argmax, x.shape)
+    grad_x = R.max_pool2d_backward(np.ones((1, 1, 2, 2)), argmax, x.shape, 3, 2, 1)
     assert grad_x.sum() == 4.0 and grad_x[0, 0, 0, 0] == 1.0
 
 
@@ -153,7 +153,7 @@ def test_pooling_backwards_are_adjoints_of_their_linear_forwards(name, rng):
     assert np.vdot(x, R.avg_pool2d_backward(grad_y, x.shape, **params)) == pytest.approx(np.vdot(y, grad_y), rel=1e-10)
     # max pooling, for a fixed argmax, is the linear map "gather x at argmax"
     y, argmax = R.max_pool2d_forward(x, **params)
-    assert np.vdot(x, R.max_pool2d_backward(grad_y, argmax, x.shape)) == pytest.approx(np.vdot(y, grad_y), rel=1e-10)
+    assert np.vdot(x, R.max_pool2d_backward(grad_y, argmax, x.shape, **params)) == pytest.approx(np.vdot(y, grad_y), rel=1e-10)
     y = R.global_avg_pool2d_forward(x)
     grad_y = rng.standard_normal(y.shape)
     assert np.vdot(x, R.global_avg_pool2d_backward(grad_y, x.shape)) == pytest.approx(np.vdot(y, grad_y), rel=1e-10)
@@ -209,7 +209,7 @@ def test_pooling_gradients_pass_gradcheck(name, rng):
     y, argmax = R.max_pool2d_forward(x, **params)
     grad_y = rng.standard_normal(y.shape)
     assert_gradcheck(lambda v: np.vdot(grad_y, R.max_pool2d_forward(v, **params)[0]), x,
-                     R.max_pool2d_backward(grad_y, argmax, x.shape), rng)
+                     R.max_pool2d_backward(grad_y, argmax, x.shape, **params), rng)
     assert_gradcheck(lambda v: np.vdot(grad_y, R.avg_pool2d_forward(v, **params)), x,
                      R.avg_pool2d_backward(grad_y, x.shape, **params), rng)
     grad_y = rng.standard_normal((*x_shape[:2], 1, 1))
@@ -238,7 +238,7 @@ def test_reference_keeps_float32_inputs_in_float32(rng):
                  R.conv_transpose2d_backward_weight(x64, g64, w.shape, **tconv), np.float32)
     y, argmax = R.max_pool2d_forward(x, 3, 2, 1)
     assert_close(y, R.max_pool2d_forward(x64, 3, 2, 1)[0], np.float32)
-    assert_close(R.max_pool2d_backward(g, argmax, x.shape), R.max_pool2d_backward(g64, argmax, x.shape), np.float32)
+    assert_close(R.max_pool2d_backward(g, argmax, x.shape, 3, 2, 1), R.max_pool2d_backward(g64, argmax, x.shape, 3, 2, 1), np.float32)
     assert_close(R.avg_pool2d_forward(x, 3, 2, 1), R.avg_pool2d_forward(x64, 3, 2, 1), np.float32)
     assert_close(R.avg_pool2d_backward(g, x.shape, 3, 2, 1), R.avg_pool2d_backward(g64, x.shape, 3, 2, 1), np.float32)
     assert_close(R.global_avg_pool2d_forward(x), R.global_avg_pool2d_forward(x64), np.float32)
@@ -283,9 +283,9 @@ BAD_CALLS = {
     "avg_pool_grad_wrong_shape": (ValueError, "grad_out must have",
                                   lambda: R.avg_pool2d_backward(np.zeros((2, 4, 2, 2)), X.shape, 2)),
     "argmax_float": (TypeError, "argmax must be an integer",
-                     lambda: R.max_pool2d_backward(np.zeros((2, 4, 3, 3)), np.zeros((2, 4, 3, 3)), X.shape)),
+                     lambda: R.max_pool2d_backward(np.zeros((2, 4, 3, 3)), np.zeros((2, 4, 3, 3)), X.shape, 2)),
     "argmax_out_of_range": (ValueError, r"must lie in \[0, 36\)",
-                            lambda: R.max_pool2d_backward(np.zeros((2, 4, 3, 3)), np.full((2, 4, 3, 3), 36), X.shape)),
+                            lambda: R.max_pool2d_backward(np.zeros((2, 4, 3, 3)), np.full((2, 4, 3, 3), 36), X.shape, 2)),
     "global_grad_not_1x1": (ValueError, r"\(2, 4, 1, 1\)",
                             lambda: R.global_avg_pool2d_backward(np.zeros((2, 4, 2, 1)), X.shape)),
 }

@@ -218,8 +218,8 @@ def test_max_pool2d_forward_matches_torch_values_and_indices(implementation, dty
 @dtypes
 @pytest.mark.parametrize("case", cases("max_pool2d"))
 def test_max_pool2d_backward_matches_torch(implementation, dtype, case):
-    f, _ = load_case("max_pool2d", case, dtype)
-    grad_x = kernel(implementation, "max_pool2d_backward")(f["grad_y"], f["argmax"], f["x"].shape)
+    f, params = load_case("max_pool2d", case, dtype)
+    grad_x = kernel(implementation, "max_pool2d_backward")(f["grad_y"], f["argmax"], f["x"].shape, **params)
     assert_matches(grad_x, f, "grad_x", dtype)
 
 
@@ -324,7 +324,7 @@ def test_reference_pooling_matches_live_torch_on_random_configurations(seed):
     y_ref, argmax = reference.max_pool2d_forward(x, kernel_size, stride, padding)
     assert_close(y_ref, y, np.float64)
     np.testing.assert_array_equal(argmax, indices)
-    assert_close(reference.max_pool2d_backward(grad_y, argmax, x.shape), grad_x, np.float64)
+    assert_close(reference.max_pool2d_backward(grad_y, argmax, x.shape, kernel_size, stride, padding), grad_x, np.float64)
 
     y, grad_y, (grad_x,) = _torch_forward_backward(torch, lambda t: F.avg_pool2d(t, kernel_size, stride, padding),
                                                    [x], rng)

@@ -167,11 +167,11 @@ def _our_operations(workload, x, weight, grad_out):
             return kernels.max_pool2d_forward(x, **options)[0]
 
         def backward_input():
-            return kernels.max_pool2d_backward(grad_out, argmax, x.shape)
+            return kernels.max_pool2d_backward(grad_out, argmax, x.shape, **options)
 
         def total():
             _, step_argmax = kernels.max_pool2d_forward(x, **options)
-            return kernels.max_pool2d_backward(grad_out, step_argmax, x.shape)
+            return kernels.max_pool2d_backward(grad_out, step_argmax, x.shape, **options)
 
         return {"forward": forward, "backward-input": backward_input, "total": total}
 

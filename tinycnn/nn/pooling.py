@@ -93,11 +93,12 @@ class MaxPool2d(Module):
             (ph, pw) = self._padding
             pooled = np.pad(x, ((0, 0), (0, 0), (ph, ph + extra_h), (pw, pw + extra_w)),
                             constant_values=-np.inf)                 # (N, C, H + 2ph + extra_h, ...)
-            y, argmax = max_pool2d_forward(pooled, self._kernel, self._stride, 0)
+            pool_padding = (0, 0)
         else:
             pooled = x
-            y, argmax = max_pool2d_forward(x, self._kernel, self._stride, self._padding)
-        self._argmax, self._pooled_shape = argmax, pooled.shape
+            pool_padding = self._padding
+        y, argmax = max_pool2d_forward(pooled, self._kernel, self._stride, pool_padding)
+        self._argmax, self._pooled_shape, self._pool_padding = argmax, pooled.shape, pool_padding
         self._input_shape, self._output_shape = x.shape, y.shape
         if self.return_indices:
             return y, self._input_plane_indices(argmax)
@@ -116,7 +117,8 @@ class MaxPool2d(Module):
 
     def backward(self, grad_out):
         self._check_grad_out(grad_out, self._output_shape)
-        grad_pooled = max_pool2d_backward(grad_out, self._argmax, self._pooled_shape)
+        grad_pooled = max_pool2d_backward(grad_out, self._argmax, self._pooled_shape, self._kernel, self._stride,
+                                          self._pool_padding)
         if self._pooled_shape == self._input_shape:
             return grad_pooled
         # crop the explicit ceil_mode padding away (it never holds a maximum, so its gradient is 0)
