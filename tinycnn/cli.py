@@ -10,18 +10,25 @@ To add a command (``summary``, ``train``, ``evaluate``, ``predict``...), write t
 append the first to :data:`COMMANDS`. Heavy imports (numpy, numba, torch) happen inside ``_run_*`` so
 that ``tinycnn --help`` answers instantly.
 
-Errors: bad arguments print one line ``tinycnn <command>: error: ...`` on stderr and exit with code 2
-(argparse's convention); so do the expected run-time errors (``ValueError``, ``OSError`` such as
-``FileNotFoundError``) raised by a handler. Anything else is a bug and keeps its traceback.
+Errors: whatever goes wrong ends as one line ``tinycnn <command>: error: ...`` on stderr, never a
+traceback (:func:`main` is the one place that turns exceptions into that line). Bad arguments and bad
+input (argparse's errors, ``ValueError``, ``TypeError``, ``OSError`` such as ``FileNotFoundError``) exit
+with code 2 (argparse's convention); any other exception is a failure during the run and exits with
+code 1, its message prefixed by the exception's type. ``--debug`` (anywhere on the command line) shows
+the full traceback instead.
 """
 import argparse
 import json
+import math
 import os
 import sys
 
 import tinycnn
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
+# exceptions that mean "the input or the arguments are wrong" (exit 2); any other one is a failure (exit 1)
+_BAD_INPUT_ERRORS = (ValueError, TypeError, LookupError, OSError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,23 +49,29 @@ def _number_type(convert, accept, expected):
     """An argparse type: ``convert(text)`` (int or float), refused unless ``accept(value)``.
 
     The refusal is an ``ArgumentTypeError``, so argparse prints "argument --epochs: expected a positive
-    integer, got '0'" and exits with code 2. NaN is refused by every comparison below.
+    integer, got '0'" and exits with code 2. NaN is refused by every comparison below; infinity and
+    integers beyond 2**31 - 1 are refused too (no size, count or multiplier of this tool is that large,
+    and they would only fail later with an OverflowError).
     """
     def parse(text):
         try:
             value = convert(text)
         except ValueError:
             value = None
+        if value is not None and not (math.isfinite(value) and abs(value) <= _LARGEST_NUMBER):
+            raise argparse.ArgumentTypeError(f"expected {expected} at most {_LARGEST_NUMBER}, got {text!r}")
         if value is None or not accept(value):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
     return parse
 
 
+_LARGEST_NUMBER = 2**31 - 1
 _positive_int = _number_type(int, lambda value: value >= 1, "a positive integer")
 _positive_float = _number_type(float, lambda value: value > 0, "a positive number")
 _fraction = _number_type(float, lambda value: 0 < value < 1, "a number between 0 and 1")
 _non_negative_float = _number_type(float, lambda value: value >= 0, "a number >= 0")
+_seed = _number_type(int, lambda value: value >= 0, "a non-negative integer")
 
 
 # --------------------------------------------------------------------------------------------- bench
@@ -311,7 +324,7 @@ def _add_train_parser(subparsers):
                             f"and 75%%) or constant (default: {defaults.schedule})")
     group.add_argument("--label-smoothing", type=_non_negative_float, default=None, metavar="EPS",
                        help="label smoothing of the cross-entropy (default: 0)")
-    group.add_argument("--seed", type=int, default=None, metavar="N",
+    group.add_argument("--seed", type=_seed, default=None, metavar="N",
                        help="seeds the weights, the split, the batch order and the augmentation (default: 0)")
     group = train.add_argument_group("transfer learning")
     group.add_argument("--weights", default=None, metavar="PATH",
@@ -806,6 +819,8 @@ def build_parser():
         description="tinycnn: a from-scratch NumPy + numba CNN engine for learning lightweight CNNs.",
         epilog="Run 'tinycnn COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"tinycnn {tinycnn.__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line (also after COMMAND)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_parser in COMMANDS:
         add_parser(subparsers)
@@ -813,16 +828,31 @@ def build_parser():
 
 
 def main(argv=None):
-    """Entry point of the ``tinycnn`` console script; returns the process exit code."""
+    """Entry point of the ``tinycnn`` console script; returns the process exit code.
+
+    The one place where errors become messages: any exception a command raises ends as one line on
+    stderr and exit code 2 (bad input, :data:`_BAD_INPUT_ERRORS`) or 1 (a failure during the run);
+    ``--debug`` re-raises it so the traceback shows.
+    """
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    debug = args.debug or "--debug" in unknown      # accepted after the command too
+    unknown = [item for item in unknown if item != "--debug"]
     if unknown:   # report against the sub-command that was meant, so its --help is the one suggested
         prog = getattr(args, "prog", parser.prog)
         _fail(prog, f"unrecognized arguments: {' '.join(unknown)} (see '{prog} --help')")
+    prog = getattr(args, "prog", f"tinycnn {args.command}")
     try:
         return args.handler(args) or 0
-    except (ValueError, OSError) as error:
-        _fail(getattr(args, "prog", f"tinycnn {args.command}"), error)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:      # noqa: BLE001 -- the one place that turns every error into one line
+        if debug:
+            raise
+        if isinstance(error, _BAD_INPUT_ERRORS):
+            _fail(prog, error)
+        one_line = " ".join(str(error).split()) or "(no message)"
+        print(f"{prog}: error: {type(error).__name__}: {one_line} (run again with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILURE
