@@ -36,6 +36,7 @@ from .data import (Compose, DataLoader, Normalize, RandomCrop, RandomHorizontalF
                    load_dataset, parse_data_spec, to_float32)
 from .evaluate import evaluate_model
 from .plots import write_report
+from .runlock import RunLock
 from .train import (BEST_CHECKPOINT, CHECKPOINT_KIND, HISTORY_CSV, HISTORY_JSON, LAST_CHECKPOINT, OPTIMIZERS,
                     SCHEDULES, Trainer, make_optimizer, make_scheduler)
 from .transfer import freeze_backbone, load_pretrained, zero_init_residual_
@@ -286,8 +287,25 @@ def run_training(config=None, out_dir="runs/train", resume=False, progress=True,
     Returns
     -------
     RunResult(trainer, data, info, files). ``info["summary"]`` is what ``summary.json`` holds.
+
+    Raises
+    ------
+    tinycnn.runlock.RunFolderBusy
+        Another living run holds ``out_dir`` (its ``run.lock``); the message names the holder's pid.
+    ValueError
+        ``out_dir`` already holds a run (``last.npz``) and ``resume`` is False.
     """
     out_dir = pathlib.Path(out_dir).expanduser()
+    with RunLock(out_dir) as lock:            # the run owns its folder until it returns (tinycnn.runlock)
+        if lock.note and log is not None:
+            log(lock.note)
+        if not resume and (out_dir / LAST_CHECKPOINT).exists():
+            raise ValueError(f"{out_dir} already holds a run: resume it or choose another folder")
+        return _run_training_locked(config, out_dir, resume, progress, log, plots, tsne, feature_layer)
+
+
+def _run_training_locked(config, out_dir, resume, progress, log, plots, tsne, feature_layer):
+    """The body of :func:`run_training`, run while holding the folder's lock."""
     started = time.perf_counter()
     checkpoint = None
     if resume:
