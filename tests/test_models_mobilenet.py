@@ -218,6 +218,7 @@ def test_sandglass_partial_shortcut_adds_only_the_first_channels():
     block(x)
     grad_x = block.backward(grad_out)
     grad_body = grad_out
+    block(x)                                    # one forward per backward (the forward cache rule)
     for part in (block.depthwise_out, block.expand, block.reduce, block.depthwise_in):
         grad_body = part.backward(grad_body)
     np.testing.assert_allclose(grad_x[:, :2], grad_body[:, :2] + grad_out[:, :2], rtol=0, atol=1e-12)

@@ -57,8 +57,9 @@ def test_residual_adds_the_identity_and_sums_the_two_gradients(rng):
     x = rng.standard_normal((1, 2, 3, 3))
     np.testing.assert_allclose(block(x), body(x) + x, rtol=1e-12)
     g = rng.standard_normal((1, 2, 3, 3))
-    body(x)
-    np.testing.assert_allclose(block.backward(g), body.backward(g) + g, rtol=1e-12)
+    grad_block = block.backward(g)
+    body(x)                                     # one forward per backward (the forward cache rule)
+    np.testing.assert_allclose(grad_block, body.backward(g) + g, rtol=1e-12)
 
 
 def test_concat_of_two_identities_sums_the_gradient_halves(rng):

@@ -139,6 +139,7 @@ def test_gradients_accumulate_over_backward_calls_until_zero_grad(rng):
     g = rng.standard_normal(y.shape)
     net.backward(g)
     once = {name: p.grad.copy() for name, p in net.named_parameters()}
+    net(x)                                      # one forward per backward (the forward cache rule)
     net.backward(g)
     for name, p in net.named_parameters():
         np.testing.assert_allclose(p.grad, 2 * once[name], rtol=1e-12, atol=1e-15)

@@ -58,10 +58,12 @@ def _number_type(convert, accept, expected):
             value = convert(text)
         except ValueError:
             value = None
-        if value is not None and not (math.isfinite(value) and abs(value) <= _LARGEST_NUMBER):
-            raise argparse.ArgumentTypeError(f"expected {expected} at most {_LARGEST_NUMBER}, got {text!r}")
+        if value is not None and not math.isfinite(value):
+            value = None                                        # inf: no size or multiplier is infinite
         if value is None or not accept(value):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        if abs(value) > _LARGEST_NUMBER:
+            raise argparse.ArgumentTypeError(f"expected {expected} at most {_LARGEST_NUMBER}, got {text!r}")
         return value
     return parse
 

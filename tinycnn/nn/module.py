@@ -12,6 +12,19 @@ A layer is a small class in the CS231n style:
 There is no autograd: a container's ``backward`` calls its children's ``backward`` in reverse order
 (the chain rule written out), see :class:`Sequential` and ``tinycnn.nn.blocks``.
 
+The forward cache rule (as PyTorch's autograd graph):
+
+* one ``forward`` feeds **one** ``backward``. ``backward`` consumes the cache: a second ``backward``
+  without a new ``forward`` raises ``RuntimeError`` naming the layer (it would add the parameter
+  gradients twice). Run the forward pass again for another backward pass.
+* a layer keeps a *reference* to what its backward pass needs (a convolution its input), not a copy:
+  copying every input would cost a memory pass per layer. So the caller must not change the input array
+  in place between ``module(x)`` and ``backward``. This is checked: ``module(x)`` notes 32 elements spread
+  evenly over ``x`` (a weak reference, so no memory is kept alive), and ``backward`` raises
+  ``RuntimeError`` if any of them changed. Whole-array edits (``x *= 2``, ``x[:] = 0``, ``x += 1``)
+  are always caught; an edit of a few pixels can slip through -- pass ``x.copy()`` if you mean to edit.
+  (``layer.forward(x)`` called directly, without hooks, is not checked.)
+
 :class:`Module` also keeps three ordered registries, filled by attribute assignment exactly as PyTorch
 does (``self.conv = Conv2d(...)`` registers a submodule, ``self.weight = Parameter(...)`` a parameter,
 ``self.register_buffer("running_mean", ...)`` a buffer). Their order is the order of assignment, which
@@ -19,10 +32,41 @@ gives PyTorch's dotted names in PyTorch's order (``features.0.0.weight``, ...), 
 ``state_dict`` converted to NumPy loads with ``load_state_dict(..., strict=True)``.
 """
 from collections import OrderedDict, namedtuple
+import weakref
 
 import numpy as np
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INPUT_SAMPLES = 32         # elements of a layer's input noted by __call__ (the forward cache rule above)
+
+
+def _float_dtype(dtype, name):
+    """``dtype`` as ``np.dtype`` if it names float32 or float64, else ``TypeError`` naming ``name``.
+
+    ``np.dtype(None)`` is float64, so ``None`` (a forgotten argument) is refused before converting.
+    """
+    try:
+        converted = None if dtype is None else np.dtype(dtype)
+    except TypeError:
+        converted = None
+    if converted is None or converted not in _FLOAT_DTYPES:      # (np.dtype("float64") == None is True)
+        raise TypeError(f"{name} supports float32 and float64 (a dtype or its name); got {dtype!r}")
+    return converted
+
+
+class _InputSample:
+    """A weak reference to a layer input and 32 of its elements, to detect an in-place change later."""
+
+    __slots__ = ("array", "step", "values")
+
+    def __init__(self, x):
+        self.array = weakref.ref(x)
+        self.step = max(1, x.size // _INPUT_SAMPLES)
+        self.values = x.flat[::self.step].copy()
+
+    def changed(self):
+        x = self.array()
+        return x is not None and not np.array_equal(x.flat[::self.step], self.values, equal_nan=True)
 
 
 class Parameter:
@@ -203,6 +247,8 @@ class Module:
     def __call__(self, x, *args, **kwargs):
         # extra arguments are for the few layers with several inputs (MaxUnpool2d, DeformConv2d)
         output = self.forward(x, *args, **kwargs)
+        if isinstance(x, np.ndarray) and x.size:        # the forward cache rule (module docstring)
+            self.__dict__["_input_sample"] = _InputSample(x)
         for hook in list(self._forward_hooks):
             replaced = hook(self, (x, *args), output)
             if replaced is not None:
@@ -252,6 +298,16 @@ class Module:
         if output_shape is None:
             raise RuntimeError(f"{name}.backward() called before forward(): run the forward pass first, "
                                f"it caches what the backward pass needs")
+        # each forward stores a new shape tuple: seeing the same object again means a second backward
+        if self.__dict__.get("_consumed_output_shape") is output_shape:
+            raise RuntimeError(f"{name}.backward() called twice after one forward(): the first backward used up "
+                               f"the forward cache (a second one would add the gradients twice); run forward again")
+        sample = self.__dict__.pop("_input_sample", None)
+        if sample is not None and sample.changed():
+            raise RuntimeError(f"{name}.backward(): the input given to forward() was changed in place since; "
+                               f"the layer keeps a reference to it, so its gradients would be wrong. Pass a copy "
+                               f"to forward() if you need to change the array")
+        self.__dict__["_consumed_output_shape"] = output_shape
         if not isinstance(grad_out, np.ndarray):
             raise TypeError(f"{name}.backward() expects grad_out as a numpy.ndarray; got {type(grad_out).__name__}")
         if grad_out.shape != tuple(output_shape):
@@ -364,10 +420,11 @@ class Module:
         ``model.to(np.float64)`` (or ``model.double()``) is what gradient checks need. Integer buffers
         such as ``num_batches_tracked`` keep their dtype. Caches from an earlier forward are dropped by
         the next forward.
+
+        ``dtype`` is float32 or float64, as a NumPy dtype/type or its name (``"float32"``). Anything else
+        (``None`` included, which ``np.dtype`` would read as float64) raises ``TypeError``.
         """
-        dtype = np.dtype(dtype)
-        if dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"to(dtype) supports float32 and float64; got {dtype}")
+        dtype = _float_dtype(dtype, "to(dtype)")
         for module in self.modules():
             for parameter in module._parameters.values():
                 if parameter is not None:
