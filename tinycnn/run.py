@@ -406,6 +406,8 @@ def load_images(paths, image_size):
 
     images = []
     for path in paths:
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a folder, not an image file: give the images (e.g. {path}/*.png)")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no such image file: {path}")
         images.append(_load_image(path, image_size))

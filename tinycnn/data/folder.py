@@ -59,6 +59,29 @@ def _resolve_classes(classes, found, root):
     return names
 
 
+# Pillow modes holding more than 8 bits per pixel, and the largest value of each (16-bit PNG/TIFF
+# greyscale opens as "I;16*" or as 32-bit "I" holding 0..65535)
+_WIDE_MODE_MAXIMUM = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def _to_rgb8(image):
+    """A Pillow image of any mode -> 8-bit RGB, scaled by the image's real bit depth.
+
+    ``Image.convert("RGB")`` clips wide greyscale (16-bit) values at 255, so a 0..65535 gradient would
+    load almost all white; those modes are scaled ``value * 255 / 65535`` first. Palette (P), LA, RGBA,
+    CMYK... are converted by Pillow (alpha dropped). 16-bit RGB PNGs are already reduced to 8 bits by
+    Pillow when it opens them.
+    """
+    from PIL import Image
+
+    maximum = _WIDE_MODE_MAXIMUM.get(image.mode)
+    if maximum is None:
+        return image.convert("RGB")                           # L, LA, P, RGBA, CMYK... -> RGB
+    values = np.asarray(image, dtype=np.float64)              # (H, W)
+    grey = np.clip(np.rint(values * (255 / maximum)), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
 def _load_image(path, image_size):
     """One image file -> (3, S, S) uint8 array; ValueError naming the file if Pillow cannot read it."""
     from PIL import Image                                     # imported here: only this loader needs it
@@ -66,8 +89,9 @@ def _load_image(path, image_size):
     try:
         with Image.open(path) as image:
             image.draft("RGB", (image_size, image_size))      # JPEG: decode at a reduced scale, >= S
-            rgb = image.convert("RGB")                        # L, LA, P, RGBA, CMYK... -> RGB
-    except (OSError, ValueError, SyntaxError) as error:       # UnidentifiedImageError is an OSError
+            rgb = _to_rgb8(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        # UnidentifiedImageError is an OSError; a decompression bomb is an image too large to decode safely
         raise ValueError(f"cannot read image {path}: {error}") from None
     resized = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1)      # (S, S, 3) -> (3, S, S)
