@@ -806,12 +806,56 @@ def _recording_forward(module, forward, name, is_leaf, records):
     return recording
 
 
+class _ShapeOnly(np.ndarray):
+    """A feature map with a shape and a dtype but no memory (``mode="shapes"``).
+
+    Every element is one shared zero (all strides 0), so a 1 x 32 x 20000 x 20000 map costs 4 bytes
+    and the shape pass allocates no feature map at all. Views (slices, ``reshape``, ``transpose``) stay
+    shape-only; NumPy arithmetic (a block's add or SE scaling) and ``concatenate``/``ascontiguousarray``
+    return a new shape-only array of the result's shape instead of computing. Each new one has its own
+    one-element base, so :func:`_peak_bytes` still tells the tensors apart.
+    """
+
+    @classmethod
+    def of(cls, shape, dtype):
+        base = np.zeros(1, dtype=dtype)
+        return np.lib.stride_tricks.as_strided(base, shape, (0,) * len(shape), writeable=False).view(cls)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        if out is not None:                         # in place (x += y): the values do not matter
+            return out[0] if len(out) == 1 else out
+        if method != "__call__":
+            plain = [np.zeros(1, x.dtype) if isinstance(x, _ShapeOnly) else x for x in inputs]
+            return getattr(ufunc, method)(*plain, **kwargs)
+        shape = np.broadcast_shapes(*(np.shape(x) for x in inputs))
+        dtype = np.result_type(*inputs)
+        results = tuple(_ShapeOnly.of(shape, dtype) for _ in range(ufunc.nout))
+        return results[0] if ufunc.nout == 1 else results
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func is np.concatenate:
+            arrays = args[0]
+            axis = kwargs.get("axis", args[1] if len(args) > 1 else 0)
+            shape = list(arrays[0].shape)
+            shape[axis] = sum(array.shape[axis] for array in arrays)
+            return _ShapeOnly.of(tuple(shape), np.result_type(*arrays))
+        if func in (np.ascontiguousarray, np.copy):
+            return _ShapeOnly.of(args[0].shape, kwargs.get("dtype") or args[0].dtype)
+        return super().__array_function__(func, types, args, kwargs)
+
+    def copy(self, order="C"):
+        return _ShapeOnly.of(self.shape, self.dtype)
+
+    def astype(self, dtype, *args, **kwargs):
+        return _ShapeOnly.of(self.shape, dtype)
+
+
 def _shape_only_forward(module, shape_rule):
-    """A ``forward`` for ``mode="shapes"``: validate like the layer, return zeros of the output shape."""
+    """A ``forward`` for ``mode="shapes"``: validate like the layer, return a shape-only output."""
     def forward(x):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{type(module).__name__} expects a numpy.ndarray input; got {type(x).__name__}")
-        return np.zeros(shape_rule(module, x.shape), dtype=x.dtype)
+        return _ShapeOnly.of(shape_rule(module, x.shape), x.dtype)
     return forward
 
 
@@ -861,7 +905,7 @@ def _peak_bytes(records, input_array):
         for array in used:
             root = _root(array)
             key = id(root)
-            nbytes[key] = root.nbytes
+            nbytes[key] = max(nbytes.get(key, 0), root.nbytes, array.nbytes)   # shape-only: the logical size
             first.setdefault(key, step)
             last[key] = step
     change = [0] * (len(moments) + 1)               # +bytes where a tensor is born, - after its last use
@@ -938,7 +982,7 @@ def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, b
     try:
         model.eval()
         if mode == "shapes":
-            x = np.zeros(input_shape, dtype=dtype)
+            x = _ShapeOnly.of(input_shape, dtype)          # no feature map is ever allocated
         else:
             x = np.random.default_rng(0).standard_normal(input_shape).astype(dtype)
         if mode == "time":                          # warm-up: compiles the kernels, fills caches
