@@ -418,7 +418,8 @@ def _print_train_summary(summary, out_dir):
           f"final {100 * summary['final_val_accuracy']:.1f}%\n"
           f"{summary['train_images']} training / {summary['val_images']} validation images, "
           f"{summary['parameters']:,} parameters, {summary['images_per_second']:.0f} images/s\n"
-          f"time: {summary['train_seconds']:.0f} s training, {summary['total_seconds']:.0f} s in all\n"
+          f"time: {summary['train_seconds']:.0f} s training, {summary['total_seconds']:.0f} s in all "
+          f"on {summary.get('cpu', 'an unnamed CPU')}\n"
           f"wrote {out_dir}/: {names}")
 
 

@@ -819,7 +819,8 @@ class _ShapeOnly(np.ndarray):
     @classmethod
     def of(cls, shape, dtype):
         base = np.zeros(1, dtype=dtype)
-        return np.lib.stride_tricks.as_strided(base, shape, (0,) * len(shape), writeable=False).view(cls)
+        # writeable: a block may assign into a slice (y[:, :k] += ...); it only overwrites the shared zero
+        return np.lib.stride_tricks.as_strided(base, shape, (0,) * len(shape)).view(cls)
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         if out is not None:                         # in place (x += y): the values do not matter

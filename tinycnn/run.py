@@ -36,6 +36,7 @@ from .data import (Compose, DataLoader, Normalize, RandomCrop, RandomHorizontalF
                    load_dataset, parse_data_spec, to_float32)
 from .evaluate import evaluate_model
 from .plots import write_report
+from ._system import cpu_description
 from .runlock import RunLock
 from .train import (BEST_CHECKPOINT, CHECKPOINT_KIND, HISTORY_CSV, HISTORY_JSON, LAST_CHECKPOINT, OPTIMIZERS,
                     SCHEDULES, Trainer, make_optimizer, make_scheduler)
@@ -359,6 +360,7 @@ def _run_training_locked(config, out_dir, resume, progress, log, plots, tsne, fe
         "images_per_second": sum(r["images_per_second"] * r["epoch_seconds"] for r in trainer.history)
         / max(sum(r["epoch_seconds"] for r in trainer.history), 1e-9),
         "setup_seconds": setup_seconds, "report_seconds": report_seconds, "total_seconds": total_seconds,
+        "cpu": cpu_description(),            # timings depend on the CPU's vector width (AVX2 vs AVX-512)
         "parameters": int(sum(p.size for p in trainer.model.parameters())),
         "config": config.to_dict(), "augment": info["augment"], "pretrained": info.get("pretrained"),
         "files": [str(path) for path in files] + [str(out_dir / "summary.json")],
