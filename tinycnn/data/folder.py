@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from .._system import check_fits
+
 __all__ = ["IMAGE_EXTENSIONS", "load_image_folder"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -150,6 +152,8 @@ def load_image_folder(root, image_size=32, classes=None, as_float=True):
         files_per_class.append(files)
 
     total = sum(len(files) for files in files_per_class)
+    check_fits(total * 3 * image_size * image_size * (5 if as_float else 1),   # uint8, then float32 copy
+               f"the image folder {root} ({total} images at {image_size} x {image_size})")
     images = np.empty((total, 3, image_size, image_size), dtype=np.uint8)    # filled one image at a time
     labels = np.empty(total, dtype=np.int64)
     index = 0

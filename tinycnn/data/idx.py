@@ -153,6 +153,8 @@ def load_idx(images_path, labels_path, as_float=True):
     if len(images) != len(labels):
         raise ValueError(f"{os.fspath(images_path)} holds {len(images)} images but "
                          f"{os.fspath(labels_path)} holds {len(labels)} labels")
+    if len(images) == 0:
+        raise ValueError(f"{os.fspath(images_path)} holds 0 images: a data set needs at least one")
     images = images[:, None]                                   # (n, rows, cols) -> (n, 1, rows, cols)
     if as_float:
         images = images.astype(np.float32) / np.float32(255)

@@ -33,6 +33,8 @@ import numbers
 
 import numpy as np
 
+from .._system import check_fits
+
 __all__ = ["SHAPES_CLASSES", "make_shapes"]
 
 SHAPES_CLASSES = ("circle", "square", "triangle", "ring", "cross",
@@ -222,6 +224,8 @@ def make_shapes(n, seed=0, image_size=32, noise=0.08, classes=None):
         raise TypeError(f"seed must be an int; got {seed!r}")
     names = _resolve_classes(classes)
     n, image_size = int(n), int(image_size)
+    check_fits(n * 3 * image_size * image_size * 4,           # the float32 images, before drawing any
+               f"the shapes data set ({n} images of 3 x {image_size} x {image_size}, float32)")
     rng = np.random.default_rng(seed)
 
     labels = rng.permutation(np.arange(n) % len(names)).astype(np.int64)   # balanced, shuffled

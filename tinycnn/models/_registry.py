@@ -1,5 +1,9 @@
 """The model registry: every model file registers its builder functions by name."""
+import difflib
 import inspect
+import math
+
+from .._system import check_fits
 
 _MODELS = {}
 
@@ -20,8 +24,27 @@ def list_models():
 
 def _builder(name):
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+        close = difflib.get_close_matches(str(name), list_models(), n=3)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise ValueError(f"unknown model {name!r}; {hint}choose one of: {', '.join(list_models())}")
     return _MODELS[name]
+
+
+def _check_width_fits(name, kwargs):
+    """Refuse a ``width_mult`` whose model cannot fit in memory, before allocating it.
+
+    Parameters grow with the square of the width (every layer's in and out channels scale), so the
+    model at width ``a > 2`` holds about ``a**2 / 2**2`` times the parameters of the model at width 2.
+    Each parameter costs 16 bytes while it is made (float32 value and gradient, float64 random draw).
+    """
+    width = kwargs.get("width_mult")
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 2:
+        return
+    if not math.isfinite(width):
+        raise ValueError(f"width_mult must be a finite number; got {width!r}")
+    at_two = sum(p.size for p in _MODELS[name](**{**kwargs, "width_mult": 2}).parameters())
+    estimate = int(at_two * (width / 2) ** 2)
+    check_fits(estimate * 16, f"{name} with width_mult={width:g} (about {estimate:,} parameters)")
 
 
 def model_arguments(name):
@@ -38,4 +61,6 @@ def get_model(name, **kwargs):
 
     Example: ``get_model("mobilenet_v2", num_classes=10, width_mult=0.5)``.
     """
-    return _builder(name)(**kwargs)
+    builder = _builder(name)
+    _check_width_fits(name, kwargs)
+    return builder(**kwargs)

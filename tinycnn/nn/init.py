@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from .._system import check_fits
 from .module import Parameter
 
 DEFAULT_SEED = 0
@@ -169,6 +170,9 @@ def new_weight_and_bias(weight_shape, bias_size, bias=True, rng=None):
     weight_shape : e.g. (C_out, C_in/groups, kH, kW) or (out_features, in_features)
     bias_size : int, C_out (out_features)
     """
+    count = math.prod(weight_shape)
+    # value + gradient (float32) + the float64 random draw that fills it: refuse before allocating
+    check_fits(count * (4 + 4 + 8), f"a weight of shape {tuple(weight_shape)} ({count:,} numbers)")
     weight = Parameter(np.zeros(weight_shape, dtype=np.float32))
     bias = Parameter(np.zeros(bias_size, dtype=np.float32)) if bias else None
     default_weight_and_bias_(weight, bias, rng=rng)
