@@ -297,6 +297,8 @@ def run_training(config=None, out_dir="runs/train", resume=False, progress=True,
         ``out_dir`` already holds a run (``last.npz``) and ``resume`` is False.
     """
     out_dir = pathlib.Path(out_dir).expanduser()
+    if resume and not (out_dir / LAST_CHECKPOINT).exists():        # before the lock creates the folder
+        raise FileNotFoundError(f"nothing to resume: {out_dir / LAST_CHECKPOINT} does not exist")
     with RunLock(out_dir) as lock:            # the run owns its folder until it returns (tinycnn.runlock)
         if lock.note and log is not None:
             log(lock.note)
