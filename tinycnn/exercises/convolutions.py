@@ -511,7 +511,9 @@ register(Exercise(
     name="max_unpool", topic=TOPIC,
     statement="max unpooling: scatter pooled values back to their argmax positions",
     signature="max_unpool(y, indices, output_shape) -> x   # indices: flat h*W + w per plane, as max pooling returns",
-    reference=lambda y, indices, output_shape: reference.max_pool2d_backward(y, indices, output_shape),
+    # the cases pool with non-overlapping windows (kernel = stride = output size / pooled size)
+    reference=lambda y, indices, output_shape: reference.max_pool2d_backward(
+        y, indices, output_shape, (output_shape[2] // y.shape[2], output_shape[3] // y.shape[3])),
     solution=max_unpool, make_cases=_unpool_cases, output_name="x",
     mistakes=(
         Mistake("you copied each value to its whole window (nearest-neighbour up-sampling): unpooling puts it "

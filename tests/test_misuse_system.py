@@ -1,0 +1,28 @@
+"""Issue 12 items 8 and 10: sizes checked before allocating; the CPU named beside every timing."""
+import pytest
+
+from tinycnn import _system, models
+from tinycnn.data.shapes import make_shapes
+
+
+def test_cpu_description_names_the_model_and_the_widest_vector_extension(monkeypatch):
+    cpuinfo = "model name\t: Example CPU 9000\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+    monkeypatch.setattr(_system, "_cpuinfo", lambda: cpuinfo)
+    assert _system.vector_extensions() == ["AVX2", "AVX", "SSE4.2"]
+    assert _system.cpu_description().startswith("Example CPU 9000 (AVX2, no AVX-512), ")
+    monkeypatch.setattr(_system, "_cpuinfo", lambda: cpuinfo.replace("avx2", "avx2 avx512f"))
+    assert _system.cpu_description().startswith("Example CPU 9000 (AVX-512), ")
+
+
+def test_a_data_set_or_model_too_large_for_memory_is_refused_before_allocating(monkeypatch):
+    monkeypatch.setattr(_system, "available_memory", lambda: 10**9)       # pretend 1 GB is available
+    with pytest.raises(ValueError, match=r"shapes data set \(100000000 images .* needs 1228.8 GB of memory, "
+                                         r"but only 1.0 GB is available"):
+        make_shapes(100_000_000)
+    with pytest.raises(ValueError, match=r"mobilenet_v2 with width_mult=100 .* needs .* GB of memory"):
+        models.get_model("mobilenet_v2", width_mult=100)
+
+
+def test_a_misspelled_model_name_gets_a_suggestion():
+    with pytest.raises(ValueError, match=r"unknown model 'mobilenet_v22'; did you mean 'mobilenet_v2'"):
+        models.get_model("mobilenet_v22")
