@@ -26,3 +26,21 @@ def test_a_data_set_or_model_too_large_for_memory_is_refused_before_allocating(m
 def test_a_misspelled_model_name_gets_a_suggestion():
     with pytest.raises(ValueError, match=r"unknown model 'mobilenet_v22'; did you mean 'mobilenet_v2'"):
         models.get_model("mobilenet_v22")
+
+
+def test_a_failed_atomic_write_names_the_file_and_leaves_the_old_one(tmp_path):
+    """The disk-full probe: ENOSPC during the write used to give an error naming no file."""
+    import errno
+
+    from tinycnn import io
+
+    target = tmp_path / "last.npz"
+    target.write_bytes(b"old")
+
+    def disk_full(file):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=rf"cannot save {target}: No space left on device") as info:
+        io._atomic_write(target, disk_full)
+    assert info.value.errno == errno.ENOSPC
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["last.npz"]

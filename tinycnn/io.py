@@ -120,9 +120,11 @@ def _atomic_write(path, write):
             os.fsync(file.fileno())            # the data is on disk before the name points at it
         os.chmod(temporary, mode)
         os.replace(temporary, path)             # atomic: readers see the old file or the new one
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.filename is None:      # e.g. disk full: name the file
+            raise type(error)(error.errno, f"cannot save {path}: {error.strerror or error}", str(path)) from error
         raise
     _fsync_directory(directory)
     return path

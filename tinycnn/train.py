@@ -415,10 +415,12 @@ class Trainer:
                     self.best_evaluation = evaluation
                 self._say(f"epoch {self.epoch}/{self.epochs}  {_format_metrics(row)}{'  *best' if is_best else ''}")
                 if self.out_dir is not None:
-                    self.write_history()
+                    # checkpoints first, then the history: if a write fails (disk full) the history never
+                    # describes an epoch the checkpoint does not hold
                     self.save_checkpoint(self.path(LAST_CHECKPOINT))
                     if is_best:
                         self.save_checkpoint(self.path(BEST_CHECKPOINT))
+                    self.write_history()
                 if stop.requested:
                     saved = self.path(LAST_CHECKPOINT)
                     where = f"; checkpoint saved to {saved}" if saved else ""
