@@ -85,6 +85,7 @@ def test_every_command_answers_hostile_arguments_with_one_line_and_no_traceback(
     (["train", "--seed", "-1"], 2, "argument --seed: expected a non-negative integer, got '-1'"),
     (["summary", "mobilenet_v22"], 2, "did you mean 'mobilenet_v2'"),
     (["train", "--data", "shapes:100000000"], 2, "needs 1228.8 GB of memory, but only"),
+    (["train", "--data", "shapes:2"], 2, "too"),
 ])
 def test_probes_of_the_issue_give_the_named_message_and_exit_code(argv, code, message, capsys, tmp_path,
                                                                    monkeypatch):

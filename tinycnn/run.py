@@ -201,6 +201,9 @@ def _prepare_data(config):
                          f"a classifier needs at least two (an image folder needs one sub-folder per class)")
     if len(data.train) == 0 or len(data.val) == 0:
         raise ValueError(f"dataset {config.data!r} is too small to split into training and validation parts")
+    if len(data.train) < 2:         # batch norm in training needs two values per channel in a batch
+        raise ValueError(f"too few images: dataset {config.data!r} leaves {len(data.train)} training image; "
+                         f"training needs at least 2 (batch norm normalises over the batch)")
     mean, std = compute_mean_std(data.train.images)
     std = np.maximum(std, 1e-3)                          # a constant channel would divide by zero
     normalize = Normalize(mean, std)
