@@ -72,3 +72,30 @@ def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path, monkeypatch):
 def test_predict_on_a_folder_says_it_is_a_folder(tmp_path):
     with pytest.raises(ValueError, match=rf"{tmp_path} is a folder, not an image file"):
         run.load_images([str(tmp_path)], SIZE)
+
+
+def test_an_empty_cifar_batch_pickled_with_protocol_2_is_read(tmp_path):
+    import pickle
+
+    from tinycnn.data import cifar
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, protocol=2))
+    images, labels = cifar._read_batch(str(path))[:2]
+    assert images.shape == (0, 3, 32, 32) and len(labels) == 0
+
+
+def test_a_batches_meta_with_undecodable_names_is_refused_naming_the_file(tmp_path):
+    import pickle
+
+    from tinycnn.data import cifar
+    (tmp_path / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"\xff\xfe"] * 10}, protocol=2))
+    with pytest.raises(ValueError, match=r"batches.meta: corrupt batches.meta: a label name is not UTF-8"):
+        cifar._read_class_names(str(tmp_path))
+
+
+def test_a_symlink_loop_as_a_class_folder_is_refused_naming_it(tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises((ValueError, OSError), match="loop"):
+        load_image_folder(tmp_path, SIZE)

@@ -39,6 +39,7 @@ _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"),                                       # bytes pickled by Python 3, protocol 2
+    ("__builtin__", "bytes"), ("builtins", "bytes"),             # empty bytes (an empty array), protocol 2
 }
 
 
@@ -114,7 +115,10 @@ def _read_class_names(folder):
     names = _get(meta, b"label_names", path) if isinstance(meta, dict) else None
     if not isinstance(names, (list, tuple)) or len(names) != len(CIFAR10_CLASSES):
         raise ValueError(f"{path}: corrupt batches.meta: expected 10 label names, got {names!r}")
-    return tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names)
+    try:
+        return tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: corrupt batches.meta: a label name is not UTF-8 text ({error})") from None
 
 
 def _find_folder(root):
