@@ -44,3 +44,20 @@ def test_a_failed_atomic_write_names_the_file_and_leaves_the_old_one(tmp_path):
         io._atomic_write(target, disk_full)
     assert info.value.errno == errno.ENOSPC
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["last.npz"]
+
+
+@pytest.mark.parametrize("tree", [{"__dict__": 5}, {"__array__": ["a"]}, {"__tuple__": 3}, None])
+def test_a_hand_crafted_checkpoint_manifest_is_refused_naming_the_file(tmp_path, tree):
+    import json
+
+    import numpy as np
+
+    from tinycnn import io
+
+    manifest = {"format": io.CHECKPOINT_FORMAT, "version": io.CHECKPOINT_VERSION}
+    if tree is not None:
+        manifest["tree"] = tree
+    path = tmp_path / "crafted.npz"
+    np.savez(path, **{io.CHECKPOINT_KEY: np.array(json.dumps(manifest))})
+    with pytest.raises(ValueError, match=rf"{path}: .*(malformed checkpoint manifest|no 'tree' entry)"):
+        io.load_checkpoint(path)

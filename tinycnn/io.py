@@ -512,7 +512,11 @@ def load_checkpoint(path):
     if manifest.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint version {manifest.get('version')!r} is not supported "
                          f"(this tinycnn reads version {CHECKPOINT_VERSION})")
+    if "tree" not in manifest:
+        raise ValueError(f"{path}: the checkpoint manifest has no 'tree' entry")
     try:
         return _decode(manifest["tree"], arrays)
     except KeyError as error:
         raise ValueError(f"{path}: the manifest refers to a missing array {error}") from error
+    except (TypeError, ValueError, AttributeError, RecursionError) as error:     # a hand-made manifest
+        raise ValueError(f"{path}: malformed checkpoint manifest ({type(error).__name__}: {error})") from None
