@@ -78,6 +78,7 @@ class MaxPool2d(Module):
             raise ValueError(f"padding={padding} must be at most half of kernel_size={kernel_size}")
         self._argmax = None             # cached window-maximum positions (flat index into the pooled plane)
         self._pooled_shape = None       # shape of the plane argmax indexes (input, plus ceil_mode padding)
+        self._pool_padding = None       # padding the kernel call used ((0, 0) when ceil_mode padded explicitly)
         self._input_shape = None
         self._output_shape = None
 
