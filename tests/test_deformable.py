@@ -433,6 +433,7 @@ def test_layer_forward_and_backward_are_the_kernels(with_mask):
         np.testing.assert_array_equal(layer.grad_mask, expected[3])
     else:
         assert layer.grad_mask is None
+    layer(x, offset, mask)                                            # one forward per backward (issue 12)
     layer.backward(grad_y)                                            # parameter gradients accumulate
     np.testing.assert_array_equal(layer.weight.grad, 2 * expected[2])
 
