@@ -18,6 +18,7 @@ regeneration checks of the committed ``tests/fixtures/*.npz`` files, and writers
 """
 import gzip
 import io
+import itertools
 import json
 import pathlib
 import pickle
@@ -137,6 +138,58 @@ def label(value):
     """A short test-id fragment: ``"2"`` for ``2`` or ``(2, 2)``, ``"2x1"`` for ``(2, 1)``."""
     h, w = pair(value)
     return f"{h}" if h == w else f"{h}x{w}"
+
+
+# ------------------------------------------------------------------ the convolution kernels' test grid
+# Shared by tests/test_conv2d.py and tests/test_depthwise.py. Each axis's values are combined cyclically
+# (not as a full product), so the grid stays near 240 cases and still holds every value of every axis
+# (each file's test_grid_covers_every_value_of_every_axis checks that).
+GRID_STRIDES = [1, 2, 3, (2, 1)]
+GRID_PADDINGS = [0, 1, 2, (2, 1)]
+GRID_DILATIONS = [1, 2, (1, 2)]
+GRID_KERNELS = [(1, 1), (3, 3), (5, 5), (3, 5), (1, 3)]
+GRID_BATCHES = [1, 3]
+GRID_SIZES = [(7, 9), (8, 8), (6, 11)]
+GRID_FALLBACK_SIZE = (11, 10)   # used when the cyclic size is smaller than the kernel's reach (5x5, dilation 2)
+
+
+def build_conv_grid(channel_options, weight_of):
+    """Cases ``(x shape, weight shape, params, with_bias)`` over strides x paddings x dilations x kernels.
+
+    ``weight_of(channel_option, kernel) -> (C_in, weight_shape, groups, extra_params)`` turns one entry of
+    ``channel_options`` into the weight (``extra_params`` are added to the kernel's keyword arguments,
+    e.g. ``{"groups": 2}`` for conv2d, ``{}`` for depthwise, whose groups are its channels). The image
+    grows to ``GRID_FALLBACK_SIZE`` when the output would be empty.
+    """
+    from kernels._validate import conv_geometry
+    cases = []
+    for i, (stride, padding, dilation, kernel) in enumerate(itertools.product(GRID_STRIDES, GRID_PADDINGS,
+                                                                               GRID_DILATIONS, GRID_KERNELS)):
+        C_in, weight_shape, groups, extra_params = weight_of(channel_options[i % len(channel_options)], kernel)
+        params = dict(stride=stride, padding=padding, dilation=dilation, **extra_params)
+        batch = GRID_BATCHES[(i // len(channel_options)) % len(GRID_BATCHES)]
+        for H, W in (GRID_SIZES[i % len(GRID_SIZES)], GRID_FALLBACK_SIZE):
+            try:
+                conv_geometry((batch, C_in, H, W), weight_shape, **{**params, "groups": groups})
+            except ValueError:
+                continue
+            cases.append(((batch, C_in, H, W), weight_shape, params, (i // 2) % 2 == 1))
+            break
+        else:
+            raise AssertionError(f"no image size fits {weight_shape} {params}")
+    return cases
+
+
+def conv_grid_inputs(case, dtype, rng, groups):
+    """x, weight, bias (or None), grad_out of the forward's output shape, params; all in ``dtype``."""
+    from kernels._validate import conv_geometry
+    x_shape, weight_shape, params, with_bias = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(weight_shape).astype(dtype)
+    bias = rng.standard_normal(weight_shape[0]).astype(dtype) if with_bias else None
+    output_shape = conv_geometry(x_shape, weight_shape, **{**params, "groups": groups}).output_shape
+    grad_out = rng.standard_normal(output_shape).astype(dtype)
+    return x, weight, bias, grad_out, params
 
 
 def as64(*arrays):

@@ -24,16 +24,16 @@ reference computes in float64 from the *same* (possibly float32-rounded) inputs:
 orders of summation of at most a few hundred products differ by ~1e-15), float32 1e-4 (the kernel rounds
 every partial sum to float32, eps 1.2e-7).
 """
-import itertools
 
 import numba
 import numpy as np
 import pytest
 
 import kernels
-from helpers import LAYOUTS, as64, assert_close, assert_gradcheck, assert_vdot_equal, label, relayout
+from helpers import (GRID_BATCHES, GRID_DILATIONS, GRID_KERNELS, GRID_PADDINGS, GRID_SIZES, GRID_STRIDES, LAYOUTS,
+                     as64, assert_close, assert_gradcheck, assert_vdot_equal, build_conv_grid, conv_grid_inputs,
+                     label, relayout)
 from kernels import conv2d, reference as R
-from kernels._validate import conv_geometry
 from kernels.conv2d import conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward
 from kernels.depthwise import (depthwise_conv2d_backward_input, depthwise_conv2d_backward_weight,
                                depthwise_conv2d_forward)
@@ -43,29 +43,16 @@ from kernels.pointwise import (pointwise_conv2d_backward_input, pointwise_conv2d
 # ----------------------------------------------------------------------------------------------------
 # The grid
 # ----------------------------------------------------------------------------------------------------
-STRIDES = [1, 2, 3, (2, 1)]
-PADDINGS = [0, 1, 2, (2, 1)]
-DILATIONS = [1, 2, (1, 2)]
-KERNELS = [(1, 1), (3, 3), (5, 5), (3, 5), (1, 3)]
+STRIDES, PADDINGS, DILATIONS, KERNELS = GRID_STRIDES, GRID_PADDINGS, GRID_DILATIONS, GRID_KERNELS
+BATCHES, SIZES = GRID_BATCHES, GRID_SIZES
 GROUPINGS = [(1, 3, 4), (2, 4, 6), ("C", 3, 6), ("C", 4, 4)]     # (groups, C_in, C_out); "C" = depthwise
-BATCHES = [1, 3]
-SIZES = [(7, 9), (8, 8), (6, 11)]
-FALLBACK_SIZE = (11, 10)   # used when the cyclic size is smaller than the kernel's reach (5x5, dilation 2)
 
 
-def make_case(stride, padding, dilation, kernel, grouping, batch, size, with_bias):
-    """``(x shape, weight shape, params, with_bias)``; the image grows when the output would be empty."""
+def _grouped_weight(grouping, kernel):
+    """``(C_in, weight shape, groups, {"groups": groups})`` of one ``GROUPINGS`` entry."""
     groups, C_in, C_out = grouping
     groups = C_in if groups == "C" else groups
-    weight_shape = (C_out, C_in // groups, *kernel)
-    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    for H, W in (size, FALLBACK_SIZE):
-        try:
-            conv_geometry((batch, C_in, H, W), weight_shape, **params)
-            return (batch, C_in, H, W), weight_shape, params, with_bias
-        except ValueError:
-            continue
-    raise AssertionError(f"no image size fits {weight_shape} {params}")
+    return C_in, (C_out, C_in // groups, *kernel), groups, {"groups": groups}
 
 
 def case_id(case):
@@ -75,32 +62,14 @@ def case_id(case):
             f"-n{x_shape[0]}-{x_shape[2]}x{x_shape[3]}" + ("-bias" if with_bias else ""))
 
 
-def build_grid():
-    cases = []
-    for i, (stride, padding, dilation, kernel) in enumerate(itertools.product(STRIDES, PADDINGS, DILATIONS,
-                                                                               KERNELS)):
-        cases.append(make_case(stride, padding, dilation, kernel,
-                               grouping=GROUPINGS[i % len(GROUPINGS)],
-                               batch=BATCHES[(i // len(GROUPINGS)) % len(BATCHES)],
-                               size=SIZES[i % len(SIZES)],
-                               with_bias=(i // 2) % 2 == 1))
-    return cases
-
-
-GRID = build_grid()
+GRID = build_conv_grid(GROUPINGS, _grouped_weight)
 GRID_PARAMS = ([pytest.param(case, np.float64, id=case_id(case) + "-float64") for case in GRID]
                + [pytest.param(case, np.float32, id=case_id(case) + "-float32") for case in GRID[::7]])
 
 
 def make_inputs(case, dtype, rng):
     """x, weight, bias (or None), grad_out of the forward's output shape, params; all in ``dtype``."""
-    x_shape, weight_shape, params, with_bias = case
-    x = rng.standard_normal(x_shape).astype(dtype)
-    weight = rng.standard_normal(weight_shape).astype(dtype)
-    bias = rng.standard_normal(weight_shape[0]).astype(dtype) if with_bias else None
-    output_shape = conv_geometry(x_shape, weight_shape, **params).output_shape
-    grad_out = rng.standard_normal(output_shape).astype(dtype)
-    return x, weight, bias, grad_out, params
+    return conv_grid_inputs(case, dtype, rng, groups=case[2]["groups"])
 
 
 def test_grid_covers_every_value_of_every_axis():

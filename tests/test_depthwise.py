@@ -28,7 +28,9 @@ import numba
 import numpy as np
 import pytest
 
-from helpers import LAYOUTS, as64, assert_close, assert_gradcheck, assert_vdot_equal, label, pair, relayout
+from helpers import (GRID_BATCHES, GRID_DILATIONS, GRID_KERNELS, GRID_PADDINGS, GRID_SIZES, GRID_STRIDES, LAYOUTS,
+                     as64, assert_close, assert_gradcheck, assert_vdot_equal, build_conv_grid, conv_grid_inputs,
+                     label, pair, relayout)
 from kernels import depthwise as D, reference as R
 from kernels._validate import conv_geometry
 from kernels.depthwise import (depthwise_conv2d_backward_input, depthwise_conv2d_backward_weight,
@@ -38,28 +40,15 @@ from kernels.depthwise import (depthwise_conv2d_backward_input, depthwise_conv2d
 # ----------------------------------------------------------------------------------------------------
 # Public functions against the reference
 # ----------------------------------------------------------------------------------------------------
-STRIDES = [1, 2, 3, (2, 1)]
-PADDINGS = [0, 1, 2, (2, 1)]
-DILATIONS = [1, 2, (1, 2)]
-KERNELS = [(1, 1), (3, 3), (5, 5), (3, 5), (1, 3)]
+STRIDES, PADDINGS, DILATIONS, KERNELS = GRID_STRIDES, GRID_PADDINGS, GRID_DILATIONS, GRID_KERNELS
+BATCHES, SIZES = GRID_BATCHES, GRID_SIZES
 CHANNELS = [(3, 1), (2, 2), (4, 1), (1, 3)]        # (C, multiplier): C_out = C * multiplier <= 4
-BATCHES = [1, 3]
-SIZES = [(7, 9), (8, 8), (6, 11)]
-FALLBACK_SIZE = (11, 10)    # used when the cyclic size is smaller than the kernel's reach
 
 
-def make_case(stride, padding, dilation, kernel, channels, batch, size, with_bias):
-    """``(x shape, weight shape, params, with_bias)``; the image grows when the output would be empty."""
+def _depthwise_weight(channels, kernel):
+    """``(C, weight shape (C * multiplier, 1, kH, kW), groups = C, {})`` of one ``CHANNELS`` entry."""
     C, multiplier = channels
-    weight_shape = (C * multiplier, 1, *kernel)
-    params = dict(stride=stride, padding=padding, dilation=dilation)
-    for H, W in (size, FALLBACK_SIZE):
-        try:
-            conv_geometry((batch, C, H, W), weight_shape, groups=C, **params)
-            return (batch, C, H, W), weight_shape, params, with_bias
-        except ValueError:
-            continue
-    raise AssertionError(f"no image size fits {weight_shape} {params}")
+    return C, (C * multiplier, 1, *kernel), C, {}
 
 
 def case_id(case):
@@ -69,32 +58,14 @@ def case_id(case):
             f"-n{x_shape[0]}-{x_shape[2]}x{x_shape[3]}" + ("-bias" if with_bias else ""))
 
 
-def build_grid():
-    cases = []
-    for i, (stride, padding, dilation, kernel) in enumerate(itertools.product(STRIDES, PADDINGS, DILATIONS,
-                                                                               KERNELS)):
-        cases.append(make_case(stride, padding, dilation, kernel,
-                               channels=CHANNELS[i % len(CHANNELS)],
-                               batch=BATCHES[(i // len(CHANNELS)) % len(BATCHES)],
-                               size=SIZES[i % len(SIZES)],
-                               with_bias=(i // 2) % 2 == 1))
-    return cases
-
-
-GRID = build_grid()
+GRID = build_conv_grid(CHANNELS, _depthwise_weight)
 GRID_PARAMS = ([pytest.param(case, np.float64, id=case_id(case) + "-float64") for case in GRID]
                + [pytest.param(case, np.float32, id=case_id(case) + "-float32") for case in GRID[::7]])
 
 
 def make_inputs(case, dtype, rng):
     """x, weight, bias (or None), grad_out of the forward's output shape, params; all in ``dtype``."""
-    x_shape, weight_shape, params, with_bias = case
-    x = rng.standard_normal(x_shape).astype(dtype)
-    weight = rng.standard_normal(weight_shape).astype(dtype)
-    bias = rng.standard_normal(weight_shape[0]).astype(dtype) if with_bias else None
-    output_shape = conv_geometry(x_shape, weight_shape, groups=x_shape[1], **params).output_shape
-    grad_out = rng.standard_normal(output_shape).astype(dtype)
-    return x, weight, bias, grad_out, params
+    return conv_grid_inputs(case, dtype, rng, groups=case[0][1])
 
 
 def test_grid_covers_every_value_of_every_axis():
