@@ -353,3 +353,26 @@ def test_invalid_constructor_arguments_raise_value_error(make, message):
 def test_channel_shuffle_refuses_indivisible_channels():
     with pytest.raises(ValueError, match="channels divisible by 4"):
         nn.ChannelShuffle(4)(np.ones((1, 6, 2, 2), dtype=np.float32))
+
+
+@pytest.mark.nojit
+@pytest.mark.parametrize("block_channels", [1, 2, 5, 7])
+def test_batch_norm_kernels_give_the_same_bits_for_any_block_of_channels(block_channels, rng):
+    """The kernels split the channels into parallel blocks (kernels/batchnorm.py); each channel's sums
+    run in the same order whatever the blocks, so every block size gives the same bits."""
+    from kernels.batchnorm import batch_norm_train_backward_kernel, batch_norm_train_forward_kernel
+    N, C, P = 3, 7, 5
+    x = rng.standard_normal((N, C * P)).astype(np.float32)
+    grad_out = rng.standard_normal((N, C * P)).astype(np.float32)
+    weight, bias, scale = (rng.standard_normal(C).astype(np.float32) for _ in range(3))
+
+    def run(block):
+        y, x_hat, grad_x = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+        mean, var, sums = np.empty(C), np.empty(C), np.empty((C, 2))
+        batch_norm_train_forward_kernel(x, weight, bias, 1e-5, block, y, x_hat, mean, var)
+        batch_norm_train_backward_kernel(grad_out, x_hat, scale, block, grad_x, sums)
+        return y, x_hat, mean, var, grad_x, sums
+
+    for ours, whole in zip(run(block_channels), run(C)):
+        np.testing.assert_array_equal(ours, whole)
+    np.testing.assert_allclose(run(C)[2], x.reshape(N, C, P).mean(axis=(0, 2), dtype=np.float64), rtol=1e-12)

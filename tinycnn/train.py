@@ -47,6 +47,8 @@ import time
 
 import numpy as np
 
+from kernels._jit import one_blas_thread
+
 from . import io, losses, nn, optim
 from .evaluate import Evaluation, confusion_matrix, evaluate_model, find_classifier
 from .transfer import freeze_backbone, load_pretrained, zero_init_residual_
@@ -384,7 +386,9 @@ class Trainer:
         """
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        with _InterruptFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # one BLAS thread for the whole run (parallelism comes from the numba kernels; kernels/_jit.py)
+        with _InterruptFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+                one_blas_thread():
             while self.epoch < self.epochs:
                 result = self.train_epoch(stop)
                 if not result["completed"]:

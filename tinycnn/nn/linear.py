@@ -1,6 +1,7 @@
 """Fully connected layer ``y = x W^T + b`` (plain NumPy: one matrix product)."""
 import numbers
 
+from kernels._jit import one_blas_thread
 
 from . import init
 from .module import Module
@@ -47,7 +48,8 @@ class Linear(Module):
             raise ValueError(f"Linear expects input of shape (N, {self.in_features}) (last axis = in_features); "
                              f"got shape {x.shape}")
         x_rows = x.reshape(-1, self.in_features)                 # (M, in)
-        y = x_rows @ self.weight.data.T                           # (M, out)
+        with one_blas_thread():                                   # as the convolutions: see kernels/_jit.py
+            y = x_rows @ self.weight.data.T                       # (M, out)
         if self.bias is not None:
             y += self.bias.data
         self._x, self._input_shape = x_rows, x.shape
@@ -57,10 +59,12 @@ class Linear(Module):
     def backward(self, grad_out):
         self._check_grad_out(grad_out, self._output_shape)
         grad_rows = grad_out.reshape(-1, self.out_features)       # (M, out)
-        self.weight.grad += grad_rows.T @ self._x                  # (out, in)
+        with one_blas_thread():
+            self.weight.grad += grad_rows.T @ self._x              # (out, in)
+            grad_x = grad_rows @ self.weight.data                  # (M, in)
         if self.bias is not None:
             self.bias.grad += grad_rows.sum(axis=0)               # (out,)
-        return (grad_rows @ self.weight.data).reshape(self._input_shape)   # (M, in) -> input shape
+        return grad_x.reshape(self._input_shape)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -3,7 +3,7 @@ import numbers
 
 import numpy as np
 
-from kernels.batchnorm import batch_norm_train_backward_kernel, batch_norm_train_forward_kernel
+from kernels.batchnorm import batch_norm_train_backward_kernel, batch_norm_train_forward_kernel, channels_per_block
 
 from .module import Module, Parameter
 
@@ -98,12 +98,13 @@ class BatchNorm2d(Module):
                                  f"input of shape {x.shape}")
             # one compiled pass per statistic, sums in float64 even for float32 input (as PyTorch's CPU
             # kernels: a channel can hold N*H*W ~ 1e5 values): kernels/batchnorm.py
-            x_flat = np.ascontiguousarray(x).reshape(N, C, H * W)                   # (N, C, P)
+            x_flat = np.ascontiguousarray(x).reshape(N, C * H * W)                  # (N, C*P)
             y = np.empty_like(x_flat)
             x_hat = np.empty_like(x_flat)
             mean, var = np.empty(C), np.empty(C)                                     # (C,) float64
             weight, bias = self._affine_parameters(x.dtype)
-            batch_norm_train_forward_kernel(x_flat, weight, bias, float(self.eps), y, x_hat, mean, var)
+            batch_norm_train_forward_kernel(x_flat, weight, bias, float(self.eps), channels_per_block(C, H * W),
+                                            y, x_hat, mean, var)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, m)
             self._x_hat, self._used_batch_stats = x_hat.reshape(x.shape), True
@@ -142,11 +143,12 @@ class BatchNorm2d(Module):
         if self._used_batch_stats:
             # mean and var depend on x: remove the gradient's components along 1 and x_hat (class
             # docstring); one compiled pass for both sums, one for grad_x (kernels/batchnorm.py)
-            grad_flat = np.ascontiguousarray(grad_out, dtype=x_hat.dtype).reshape(N, C, H * W)
+            grad_flat = np.ascontiguousarray(grad_out, dtype=x_hat.dtype).reshape(N, C * H * W)   # (N, C*P)
             grad_x = np.empty_like(grad_flat)
             sums = np.empty((C, 2))                                                  # float64
-            batch_norm_train_backward_kernel(grad_flat, x_hat.reshape(N, C, H * W),
-                                             scale.astype(x_hat.dtype, copy=False), grad_x, sums)
+            batch_norm_train_backward_kernel(grad_flat, x_hat.reshape(N, C * H * W),
+                                             scale.astype(x_hat.dtype, copy=False), channels_per_block(C, H * W),
+                                             grad_x, sums)
             sum_grad, sum_grad_x_hat = sums[:, 0], sums[:, 1]
         else:
             # mean and var are constants: y is an affine function of x
