@@ -18,6 +18,8 @@ overwritten, because the backward pass needs it.
 """
 import numpy as np
 
+from kernels.activation import clip_backward, clip_forward
+
 from .module import Module
 
 
@@ -42,24 +44,28 @@ class _Elementwise(Module):
         return "inplace=True" if self.inplace else ""
 
 
-class ReLU(_Elementwise):
+class _Clipped(_Elementwise):
+    """``clip(x, 0, HIGH)`` and its derivative ``1[0 < x < HIGH]``, one compiled pass each
+    (kernels/activation.py)."""
+
+    HIGH = np.inf
+
+    def _function(self, x):
+        return clip_forward(x, 0.0, self.HIGH)
+
+    def backward(self, grad_out):
+        self._check_grad_out(grad_out, None if self._x is None else self._x.shape)
+        return clip_backward(grad_out, self._x, 0.0, self.HIGH)
+
+
+class ReLU(_Clipped):
     """Rectified linear unit ``max(x, 0)``; derivative ``1[x > 0]`` (0 at the kink, as PyTorch)."""
 
-    def _function(self, x):
-        return np.maximum(x, 0)
 
-    def _derivative(self, x):
-        return (x > 0).astype(x.dtype)
-
-
-class ReLU6(_Elementwise):
+class ReLU6(_Clipped):
     """``min(max(x, 0), 6)`` (MobileNet V1/V2, arXiv:1704.04861); derivative ``1[0 < x < 6]``."""
 
-    def _function(self, x):
-        return np.clip(x, 0, 6)
-
-    def _derivative(self, x):
-        return ((x > 0) & (x < 6)).astype(x.dtype)
+    HIGH = 6.0
 
 
 class LeakyReLU(_Elementwise):

@@ -1,0 +1,91 @@
+"""Clipped linear units, ReLU ``max(x, 0)`` and ReLU6 ``min(max(x, 0), 6)``, as one pass each way.
+
+Both are ``clip(x, low, high)`` (``high = inf`` for ReLU) and their derivative is 1 strictly inside
+``(low, high)`` and 0 outside and at the kinks, as PyTorch's:
+
+    forward:   y = min(max(x, low), high)          (NaN stays NaN, as np.clip and torch.clamp)
+    backward:  grad_x = grad_out * 1[low < x < high]
+
+In NumPy the backward is three passes over the tensor (two comparisons, a cast, a product) and three
+temporaries; here it is one read of ``grad_out`` and ``x`` and one write. A MobileNet V2 training step
+calls them 35 times each (every expand and depthwise convolution is followed by a ReLU6). The arrays are
+seen flat and cut into chunks of ``CHUNK`` values, one ``prange`` iteration each (disjoint writes).
+
+The loops are written so that LLVM vectorises them: each chunk is sliced into its own view before the
+inner loop, the clipping is two conditional *expressions* (compiled to vector selects, no branches) and
+the zero has the array's dtype. Written with ``if``/``elif`` statements and a float64 ``0.0`` instead,
+the same loops ran 20x slower than NumPy (measured on a 2-core AMD EPYC, (64, 96, 8, 8) float32:
+1.6 ms against NumPy's 0.09 ms; as written here: 0.05 ms, the backward 0.07 ms against 0.18).
+"""
+import numpy as np
+
+from ._jit import parallel_jit, prange
+
+CHUNK = 16384   # values per parallel iteration: long runs to vectorise, enough of them to share out
+
+
+@parallel_jit
+def _clip_forward_kernel(x, low, high, y):
+    """``y[i] = min(max(x[i], low), high)`` for flat (M,) arrays."""
+    M = x.shape[0]
+    num_chunks = (M + CHUNK - 1) // CHUNK
+    for chunk in prange(num_chunks):                     # disjoint runs of the flat tensor
+        start, stop = chunk * CHUNK, min(M, (chunk + 1) * CHUNK)
+        x_run, y_run = x[start:stop], y[start:stop]      # (run,) views: the loop below vectorises
+        for i in range(stop - start):
+            value = x_run[i]
+            value = low if value < low else value        # selects, not branches; NaN fails both tests
+            y_run[i] = high if value > high else value
+
+
+@parallel_jit
+def _clip_backward_kernel(grad_out, x, low, high, grad_x):
+    """``grad_x[i] = grad_out[i]`` where ``low < x[i] < high``, else 0, for flat (M,) arrays."""
+    M = x.shape[0]
+    zero = grad_x.dtype.type(0)                          # same dtype as grad_x: no conversion in the loop
+    num_chunks = (M + CHUNK - 1) // CHUNK
+    for chunk in prange(num_chunks):
+        start, stop = chunk * CHUNK, min(M, (chunk + 1) * CHUNK)
+        x_run, g_run, out_run = x[start:stop], grad_out[start:stop], grad_x[start:stop]
+        for i in range(stop - start):
+            value = x_run[i]
+            out_run[i] = g_run[i] if (value > low) & (value < high) else zero
+
+
+def clip_forward(x, low, high):
+    """``min(max(x, low), high)`` element-wise: ReLU is ``(0, inf)``, ReLU6 ``(0, 6)``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, any shape
+    low, high : float, ``low <= high``
+
+    Returns
+    -------
+    y : ndarray, the shape and dtype of ``x`` (C-contiguous)
+    """
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _clip_forward_kernel(x.reshape(-1), x.dtype.type(low), x.dtype.type(high), y.reshape(-1))
+    return y
+
+
+def clip_backward(grad_out, x, low, high):
+    """Gradient of :func:`clip_forward`: ``grad_out`` where ``low < x < high``, else 0 (PyTorch's kinks).
+
+    Parameters
+    ----------
+    grad_out : ndarray, the shape of ``x`` (cast to ``x``'s dtype)
+    x : ndarray, float32 or float64 -- the forward's input
+    low, high : float
+
+    Returns
+    -------
+    grad_x : ndarray, the shape and dtype of ``x``
+    """
+    x = np.ascontiguousarray(x)
+    grad_out = np.ascontiguousarray(grad_out, dtype=x.dtype)
+    grad_x = np.empty_like(x)
+    _clip_backward_kernel(grad_out.reshape(-1), x.reshape(-1), x.dtype.type(low), x.dtype.type(high),
+                          grad_x.reshape(-1))
+    return grad_x
