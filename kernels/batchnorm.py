@@ -163,3 +163,30 @@ def batch_norm_train_backward_kernel(grad_out, x_hat, scale, block_channels, gra
             g_row, hat_row, out_row = grad_out[n, j0:j1], x_hat[n, j0:j1], grad_x[n, j0:j1]
             for j in range(length):
                 out_row[j] = scale_run[j] * (g_row[j] - mean_g_run[j] - hat_row[j] * mean_g_hat_run[j])
+
+
+@parallel_jit
+def batch_norm_affine_kernel(x, scale, shift, block_channels, y):
+    """``y = x * scale[c] + shift[c]`` for (N, C*P) arrays: batch norm with running statistics.
+
+    In evaluation mode the layer is a fixed affine map per channel, ``scale = weight / sqrt(running_var
+    + eps)`` and ``shift = bias - running_mean * scale`` (computed by the caller in the input's dtype, as
+    PyTorch's CPU kernel does), so the whole layer is one pass.
+    """
+    N, CP = x.shape
+    C = scale.shape[0]
+    P = CP // C
+    num_blocks = (C + block_channels - 1) // block_channels
+    for block in prange(num_blocks):                    # disjoint blocks of whole channels
+        c0 = block * block_channels
+        c1 = min(C, c0 + block_channels)
+        j0, j1 = c0 * P, c1 * P
+        length = j1 - j0
+        scale_run = np.empty(length, dtype=x.dtype)      # the per-channel constants along the run
+        shift_run = np.empty(length, dtype=x.dtype)
+        _spread(scale, P, c0, c1, scale_run)
+        _spread(shift, P, c0, c1, shift_run)
+        for n in range(N):
+            row, out_row = x[n, j0:j1], y[n, j0:j1]
+            for j in range(length):
+                out_row[j] = row[j] * scale_run[j] + shift_run[j]

@@ -376,3 +376,26 @@ def test_batch_norm_kernels_give_the_same_bits_for_any_block_of_channels(block_c
     for ours, whole in zip(run(block_channels), run(C)):
         np.testing.assert_array_equal(ours, whole)
     np.testing.assert_allclose(run(C)[2], x.reshape(N, C, P).mean(axis=(0, 2), dtype=np.float64), rtol=1e-12)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_second_backward_after_one_forward_raises(training, rng):
+    bn = nn.BatchNorm2d(3).train(training)
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    bn(x)
+    bn.backward(np.ones_like(x))
+    with pytest.raises(RuntimeError, match="called twice"):
+        bn.backward(np.ones_like(x))
+
+
+def test_batch_norm_eval_is_one_affine_map_per_channel_for_any_block_of_channels(rng):
+    """Running statistics: y = x * scale + shift (kernels/batchnorm.py), whatever the parallel blocks."""
+    from kernels.batchnorm import batch_norm_affine_kernel
+    N, C, P = 2, 5, 3
+    x = rng.standard_normal((N, C * P))
+    scale, shift = rng.standard_normal(C), rng.standard_normal(C)
+    expected = (x.reshape(N, C, P) * scale[:, None] + shift[:, None]).reshape(N, C * P)
+    for block in (1, 2, C):
+        y = np.empty_like(x)
+        batch_norm_affine_kernel(x, scale, shift, block, y)
+        np.testing.assert_array_equal(y, expected)

@@ -3,7 +3,8 @@ import numbers
 
 import numpy as np
 
-from kernels.batchnorm import batch_norm_train_backward_kernel, batch_norm_train_forward_kernel, channels_per_block
+from kernels.batchnorm import (batch_norm_affine_kernel, batch_norm_train_backward_kernel,
+                               batch_norm_train_forward_kernel, channels_per_block)
 
 from .module import Module, Parameter
 
@@ -83,7 +84,10 @@ class BatchNorm2d(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
-        self._x_hat = None              # cached normalised input, (N, C, H, W)
+        self._x_hat = None              # cached normalised input, (N, C, H, W) (training statistics)
+        self._x = None                  # cached input (running statistics: x_hat is made in backward)
+        self._mean = None               # the running mean that forward used, (C,)
+        self._output_shape = None       # set by each forward (backward checks grad_out against it)
         self._inv_std = None            # cached 1 / sqrt(var + eps), (C,)
         self._used_batch_stats = None   # which formula forward used (mode may change before backward)
 
@@ -107,18 +111,23 @@ class BatchNorm2d(Module):
                                             y, x_hat, mean, var)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, m)
-            self._x_hat, self._used_batch_stats = x_hat.reshape(x.shape), True
+            self._x_hat, self._used_batch_stats, self._x = x_hat.reshape(x.shape), True, None
+            self._output_shape = x.shape
             self._inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)          # (C,)
             return y.reshape(x.shape)
-        mean, var = self.running_mean, self.running_var
-        centred = x - _per_channel(mean)
-        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)       # (C,)
-        x_hat = centred * _per_channel(inv_std)                          # (N, C, H, W)
-        self._x_hat, self._inv_std, self._used_batch_stats = x_hat, inv_std, use_batch_stats
-        if not self.affine:
-            return x_hat
-        y = x_hat * _per_channel(self.weight.data)
-        return y if self.bias is None else y + _per_channel(self.bias.data)
+        # running statistics: an affine map per channel, y = x * scale + shift (as PyTorch's CPU kernel),
+        # one compiled pass; backward recomputes x_hat from the cached input if it is ever asked for
+        mean = self.running_mean.astype(x.dtype, copy=False)
+        inv_std = (1.0 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)  # (C,)
+        weight, bias = self._affine_parameters(x.dtype)
+        scale = weight * inv_std                                                  # (C,)
+        shift = bias - mean * scale
+        x_flat = np.ascontiguousarray(x).reshape(N, C * H * W)                   # (N, C*P)
+        y = np.empty_like(x_flat)
+        batch_norm_affine_kernel(x_flat, scale, shift, channels_per_block(C, H * W), y)
+        self._x_hat, self._inv_std, self._used_batch_stats = None, inv_std, False
+        self._x, self._mean, self._output_shape = x, mean, x.shape
+        return y.reshape(x.shape)
 
     def _affine_parameters(self, dtype):
         """``weight, bias`` as (C,) arrays of ``dtype``: ones and zeros stand in for absent parameters."""
@@ -136,8 +145,12 @@ class BatchNorm2d(Module):
         self.running_var = ((1 - factor) * self.running_var + factor * unbiased_var).astype(dtype)
 
     def backward(self, grad_out):
-        self._check_grad_out(grad_out, None if self._x_hat is None else self._x_hat.shape)
-        x_hat, inv_std = self._x_hat, self._inv_std
+        self._check_grad_out(grad_out, self._output_shape)
+        inv_std = self._inv_std
+        if self._used_batch_stats:
+            x_hat = self._x_hat
+        else:                                                     # eval forward cached only its input
+            x_hat = (self._x - _per_channel(self._mean)) * _per_channel(inv_std)      # (N, C, H, W)
         N, C, H, W = x_hat.shape
         scale = self.weight.data * inv_std if self.affine else inv_std              # (C,) gamma / std
         if self._used_batch_stats:
