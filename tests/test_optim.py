@@ -331,3 +331,23 @@ def test_invalid_scheduler_arguments_raise_clear_errors():
         optim.LinearLR(optimizer, start_factor=0.0)
     with pytest.raises(ValueError, match="warmup_steps"):
         optim.warmup_cosine(optimizer, warmup_steps=10, total_steps=10)
+
+
+@pytest.mark.nojit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("class_name, kwargs", [("Adam", {}), ("Adam", {"weight_decay": 0.1}),
+                                                ("AdamW", {"weight_decay": 0.1})])
+def test_adam_compiled_pass_gives_the_bits_of_the_numpy_lines(class_name, kwargs, dtype, rng):
+    """C-contiguous parameters take the compiled pass, others the NumPy lines: same bits, five steps."""
+    start = rng.standard_normal((6, 5)).astype(dtype)
+    compiled, numpy_lines = Param(start), Param(np.asfortranarray(start))
+    assert compiled.data.flags.c_contiguous and not numpy_lines.data.flags.c_contiguous
+    optimizers = [getattr(optim, class_name)([p], lr=0.01, **kwargs) for p in (compiled, numpy_lines)]
+    for _ in range(5):
+        grad = rng.standard_normal(start.shape).astype(dtype)
+        for param, optimizer in zip((compiled, numpy_lines), optimizers):
+            param.grad[...] = grad
+            optimizer.step()
+    assert compiled.data.dtype == dtype
+    np.testing.assert_array_equal(compiled.data, numpy_lines.data)
+    assert not np.array_equal(compiled.data, start)

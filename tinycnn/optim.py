@@ -27,6 +27,8 @@ import numbers
 
 import numpy as np
 
+from kernels._jit import jit
+
 __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "param_groups_no_decay",
     "LRScheduler", "StepLR", "CosineAnnealingLR", "LinearLR", "SequentialLR", "warmup_cosine",
@@ -281,6 +283,18 @@ class Adam(Optimizer):
         state["step"] += 1
         step = state["step"]
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
+        step_size = lr / bias_correction1
+        arrays = (param.data, grad, exp_avg, exp_avg_sq)
+        if all(array.flags.c_contiguous and array.dtype == param.data.dtype for array in arrays):
+            # the same arithmetic as below in one compiled pass: a MobileNet has ~160 parameters, most of
+            # them small, and ten NumPy calls each cost more than the arithmetic (~5 ms per training step)
+            scalar = param.data.dtype.type          # every constant in the parameter's dtype, as NumPy does
+            _adam_kernel(*(array.reshape(-1) for array in arrays), scalar(1 - beta1), scalar(beta2),
+                         scalar(1 - beta2), scalar(step_size), scalar(math.sqrt(bias_correction2)), scalar(eps),
+                         scalar(weight_decay), scalar(1 - lr * weight_decay), self.decoupled_weight_decay)
+            return
 
         if weight_decay != 0:
             if self.decoupled_weight_decay:
@@ -292,11 +306,26 @@ class Adam(Optimizer):
         exp_avg_sq *= beta2
         exp_avg_sq += (1 - beta2) * grad * grad
 
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2 = 1 - beta2 ** step
-        step_size = lr / bias_correction1
         denominator = np.sqrt(exp_avg_sq) / math.sqrt(bias_correction2) + eps
         param.data -= step_size * exp_avg / denominator
+
+
+@jit
+def _adam_kernel(param, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                 sqrt_bias_correction2, eps, weight_decay, decay_factor, decoupled):
+    """:meth:`Adam._update`'s NumPy lines, element by element, in the same order and dtype (flat (M,) arrays)."""
+    for i in range(param.shape[0]):
+        g = grad[i]
+        if weight_decay != 0:
+            if decoupled:
+                param[i] *= decay_factor                         # AdamW
+            else:
+                g = g + weight_decay * param[i]                  # Adam
+        exp_avg[i] += one_minus_beta1 * (g - exp_avg[i])
+        exp_avg_sq[i] *= beta2
+        exp_avg_sq[i] += one_minus_beta2 * g * g
+        denominator = np.sqrt(exp_avg_sq[i]) / sqrt_bias_correction2 + eps
+        param[i] -= step_size * exp_avg[i] / denominator
 
 
 class AdamW(Adam):
