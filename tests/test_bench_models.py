@@ -49,3 +49,25 @@ def test_bench_models_help_lists_the_models_and_options(capsys):
         cli.main(["bench", "models", "--help"])
     text = capsys.readouterr().out
     assert "V3-Small" in text and "--json" in text and "--no-torch" in text
+
+
+def test_table_shows_the_fresh_process_memory_of_both_frameworks():
+    report = _fake_report(100.0)
+    report["models"][0]["memory"] = {"ours": {"before_steps_mb": 200.0, "peak_mb": 230.0, "step_mb": 30.0},
+                                     "torch": {"before_steps_mb": 400.0, "peak_mb": 460.0, "step_mb": 60.0}}
+    line = bench_models.format_model_table(report).splitlines()[-1]
+    assert line.split() == ["mobilenet_v2_w0.5", "230", "460", "30", "60", "0.50x"]
+
+
+def test_training_step_memory_measures_a_fresh_process():
+    result = bench_models.training_step_memory("mobilenet_v2_w0.5", "ours", batch=2, steps=1)
+    assert result["peak_mb"] > 50                                # numpy + numba + the model: tens of MiB at least
+    if result["before_steps_mb"] is not None:                    # Linux: the peak mark was reset after warm-up
+        assert result["step_mb"] == result["peak_mb"] - result["before_steps_mb"] >= 0
+
+
+@pytest.mark.parametrize("label, framework, match", [("resnet", "ours", "unknown model"),
+                                                     ("mobilenet_v2_w0.5", "tensorflow", "framework")])
+def test_training_step_memory_rejects_unknown_models_and_frameworks(label, framework, match):
+    with pytest.raises(ValueError, match=match):
+        bench_models.training_step_memory(label, framework)

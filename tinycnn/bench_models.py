@@ -12,11 +12,19 @@ When torch and torchvision are importable, torchvision's model gets the same wei
 (:func:`tinycnn.bench.time_interleaved`), so the ratio ``ours / torch`` is measured under the same load.
 The report names the CPU, its vector extensions (AVX2 / AVX-512 change both sides' speed) and the
 process's peak resident memory after each model.
+
+With ``memory=True`` (``--memory``) each framework's training step also runs alone in a fresh Python
+process (:func:`training_step_memory`): its peak resident memory (RSS) before the first step (imports,
+model, optimizer, batch) and after a few steps, so the memory a step itself needs is compared without
+the other framework's allocations in the same process.
 """
 import json
+import os
+import pathlib
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 
 import numpy as np
@@ -151,8 +159,11 @@ def _measure(functions, repeat):
     return {"ours_ms": ours_ms, "torch_ms": torch_ms, "ratio": None if torch_ms is None else ours_ms / torch_ms}
 
 
-def run_model_benchmark(only=None, batch=64, repeat=10, use_torch=True, progress=None, seed=0):
-    """Benchmark the MobileNets; return a JSON-ready report ``{"settings": ..., "models": [...]}``."""
+def run_model_benchmark(only=None, batch=64, repeat=10, use_torch=True, progress=None, seed=0, memory=False):
+    """Benchmark the MobileNets; return a JSON-ready report ``{"settings": ..., "models": [...]}``.
+
+    ``memory=True`` adds ``row["memory"] = {"ours": ..., "torch": ...}`` from :func:`training_step_memory`.
+    """
     import numba
 
     if repeat < 1 or batch < 2:
@@ -175,6 +186,9 @@ def run_model_benchmark(only=None, batch=64, repeat=10, use_torch=True, progress
         ours, theirs = _paired_models(label, name, arguments, builder, 1000, torchvision_models)
         row["infer"] = _measure(_inference_calls(ours, theirs, torch, seed), repeat)
         row["peak_rss_mb"] = _peak_rss_mb()
+        if memory:
+            row["memory"] = {framework: training_step_memory(label, framework, batch, seed=seed)
+                             for framework in (("ours", "torch") if torchvision_models is not None else ("ours",))}
         results.append(row)
         if progress is not None:
             progress(f"done: {label}")
@@ -184,6 +198,96 @@ def run_model_benchmark(only=None, batch=64, repeat=10, use_torch=True, progress
                 "torchvision": torchvision_models is not None, "torch_requested": use_torch,
                 "statistic": "median after one warm-up run, ours and torch alternating"}
     return {"settings": settings, "models": results}
+
+
+def _proc_status_mb(field):
+    """``VmRSS`` / ``VmHWM`` (current / peak resident memory) of this process in MiB, or None off Linux."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss():
+    """Make the kernel's peak-RSS mark (VmHWM) start again from the current RSS; False if it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as stream:
+            stream.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _memory_child(label, framework, batch, steps, seed):
+    """Body of the fresh process started by :func:`training_step_memory`: print one JSON line."""
+    _, name, arguments, builder = next(row for row in MODELS if row[0] == label)
+    if framework == "ours":
+        step = _training_steps(_our_model(name, arguments, 10), None, None, batch, seed)[0]
+    else:
+        import torch
+        torch.set_num_threads(int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)))
+        theirs = getattr(import_torchvision_models(torch), builder)(num_classes=10, **arguments)
+        step = _training_steps(_our_model(name, arguments, 10), theirs, torch, batch, seed)[1]
+    step()                                   # warm-up: loads compiled kernels, creates the optimizer state
+    if _reset_peak_rss():
+        before = _proc_status_mb("VmRSS")
+        for _ in range(steps):
+            step()
+        peak = _proc_status_mb("VmHWM")
+    else:                                    # no resettable mark: the peak includes the warm-up step
+        before = None
+        for _ in range(steps):
+            step()
+        peak = _peak_rss_mb()
+    print(json.dumps({"before_steps_mb": before, "peak_mb": peak}))
+
+
+def training_step_memory(label, framework="ours", batch=64, steps=3, seed=0, timeout=600):
+    """Peak RSS (MiB) of a fresh process that builds ``label`` and runs ``steps`` training steps.
+
+    Parameters
+    ----------
+    label : one of :data:`MODELS`' labels, e.g. ``"mobilenet_v2_w0.5"``
+    framework : ``"ours"`` or ``"torch"`` (torchvision's model, same shapes)
+    batch, steps, seed : the step's batch size, how many steps, the data seed
+
+    Returns
+    -------
+    dict with ``before_steps_mb`` (RSS after imports, model, optimizer, batch and one warm-up step),
+    ``peak_mb`` (peak RSS during the next ``steps`` steps) and ``step_mb`` = their difference: what a
+    training step itself needs on top (activations cached for backward, gradients, temporaries). The
+    warm-up step keeps one-off costs out of it (loading compiled kernels, creating the optimizer's
+    moments); the peak mark is reset after it through ``/proc/self/clear_refs`` (Linux). Where that is
+    not possible, ``before_steps_mb`` and ``step_mb`` are None and ``peak_mb`` is the whole process's.
+
+    The child process prints nothing else; it imports this very copy of tinycnn (its folder goes first
+    on ``PYTHONPATH``).
+    """
+    if framework not in ("ours", "torch"):
+        raise ValueError(f"framework must be 'ours' or 'torch'; got {framework!r}")
+    if label not in [row[0] for row in MODELS]:
+        raise ValueError(f"unknown model {label!r}; models: " + ", ".join(row[0] for row in MODELS))
+    package_root = str(pathlib.Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    code = ("from tinycnn.bench_models import _memory_child; "
+            f"_memory_child({label!r}, {framework!r}, {int(batch)}, {int(steps)}, {int(seed)})")
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                              timeout=timeout)
+    if finished.returncode != 0:
+        last = (finished.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the {framework} memory process for {label} failed: {last}")
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
+    before = result["before_steps_mb"]
+    result["step_mb"] = None if before is None else result["peak_mb"] - before
+    return result
+
+
+def _mb(value):
+    return "-" if value is None else f"{value:.0f}"
 
 
 def format_model_table(report):
@@ -204,14 +308,27 @@ def format_model_table(report):
             ratio = "-" if cell["ratio"] is None else f"{cell['ratio']:.2f}x"
             rss = f"{row['peak_rss_mb']:.0f}" if workload == "infer" else ""
             lines.append(f"{row['name']:<22}{workload:<8}{cell['ours_ms']:>10.1f}{torch_ms:>10}{ratio:>12}{rss:>14}")
+    memory_rows = [row for row in report["models"] if "memory" in row]
+    if memory_rows:
+        lines += ["", f"training step alone in a fresh process (batch {settings['batch']}): peak RSS MiB, and what "
+                      f"the steps add to it"]
+        header = f"{'model':<22}{'ours peak':>10}{'torch peak':>11}{'ours step':>10}{'torch step':>11}{'step ratio':>11}"
+        lines += [header, "-" * len(header)]
+        for row in memory_rows:
+            ours, theirs = row["memory"]["ours"], row["memory"].get("torch")
+            known = theirs is not None and None not in (ours["step_mb"], theirs["step_mb"]) and theirs["step_mb"] > 0
+            cells = [f"{ours['peak_mb']:.0f}", "-" if theirs is None else f"{theirs['peak_mb']:.0f}",
+                     _mb(ours["step_mb"]), "-" if theirs is None else _mb(theirs["step_mb"]),
+                     f"{ours['step_mb'] / theirs['step_mb']:.2f}x" if known else "-"]
+            lines.append(f"{row['name']:<22}{cells[0]:>10}{cells[1]:>11}{cells[2]:>10}{cells[3]:>11}{cells[4]:>11}")
     return "\n".join(lines)
 
 
-def main_models(only=None, batch=64, repeat=10, use_torch=True, json_path=None, stream=None):
+def main_models(only=None, batch=64, repeat=10, use_torch=True, json_path=None, stream=None, memory=False):
     """Run the model benchmark, print the table, optionally write JSON; return the report."""
     stream = sys.stdout if stream is None else stream
     progress = (lambda line: print(line, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
-    report = run_model_benchmark(only, batch, repeat, use_torch, progress)
+    report = run_model_benchmark(only, batch, repeat, use_torch, progress, memory=memory)
     print(format_model_table(report), file=stream)
     if json_path is not None:
         write_json(report, json_path)

@@ -118,7 +118,8 @@ def _add_bench_parser(subparsers):
         description=("Time one training step (Adam, batch B x 3 x 32 x 32, 10 classes) and one batch-1\n"
                      "224 x 224 evaluation forward of MobileNet V2 (width 0.5, 1.0), V3-Small and V3-Large;\n"
                      "against torchvision's models with the same weights when torch is installed.\n"
-                     "Prints the CPU's vector extensions, thread count and peak memory."),
+                     "Prints the CPU's vector extensions, thread count and peak memory (--memory: each\n"
+                     "framework's training step alone in a fresh process, peak RSS)."),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     model_bench.add_argument("--repeat", type=_positive_int, default=10, metavar="R",
                              help="timed runs per measurement; the median is reported (default: 10)")
@@ -129,6 +130,9 @@ def _add_bench_parser(subparsers):
     model_bench.add_argument("--json", default=None, metavar="PATH", dest="json_path",
                              help="also write the results as JSON to PATH")
     model_bench.add_argument("--no-torch", action="store_true", help="our times only")
+    model_bench.add_argument("--memory", action="store_true",
+                             help="also run each framework's training step alone in a fresh process and report "
+                                  "its peak resident memory")
     model_bench.set_defaults(handler=_run_bench_models, prog=model_bench.prog)
 
 
@@ -140,7 +144,7 @@ def _run_bench_models(args):
     if args.json_path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.json_path))):
         raise ValueError(f"--json: the directory of {args.json_path!r} does not exist")
     bench_models.main_models(only=args.only, batch=args.batch, repeat=args.repeat, use_torch=not args.no_torch,
-                             json_path=args.json_path)
+                             json_path=args.json_path, memory=args.memory)
     return 0
 
 
