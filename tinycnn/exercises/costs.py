@@ -1,4 +1,5 @@
-"""Exercises on what a network costs: MACs, parameters, memory access, receptive field, blocks' costs.
+"""Exercises on what a network costs: MACs, parameters, memory access, receptive field, blocks' costs,
+add vs concatenate, where to put squeeze-and-excitation.
 
 The references come from :func:`tinycnn.profile` on the real layers and models (MACs: multiply-
 accumulates of convolutions and fully connected layers, the papers' "Mult-Adds"; parameters: every
@@ -6,6 +7,7 @@ weight, bias and batch-norm scale and shift); the solutions are the formulas a s
 """
 from .. import models, nn
 from ..models import Fire, GhostModule, InvertedResidual, SandglassBlock
+from ..models.resnet import SE_POSITIONS, BasicBlock
 from ..profile import profile
 from .checker import Exercise, Mistake, register
 
@@ -548,4 +550,156 @@ register(Exercise(
                 "the extra ghosts)", _wrong_ghost(floor=True)),
         Mistake("you made C_out ghosts: the cheap operation makes (ratio - 1) * ceil(C_out / ratio) maps, the "
                 "rest are the intrinsic ones", _wrong_ghost(ghosts_all=True)),
+    )))
+
+
+# ------------------------------------------------------------------------------- add vs concatenate
+def merge_cost(channels, height, width, next_channels):
+    """Two branches of ``channels`` maps (height x width) merged by an add or by a concatenation, then a
+    1x1 convolution to ``next_channels``: what each merge costs itself and what it costs the next layer."""
+    elements = channels * height * width                         # one branch's output
+    return {"add_channels": channels,                            # element-wise: the width stays C
+            "add_flops": elements,                               # one addition per output element
+            "add_memory_access": 3 * elements,                   # read both operands, write the sum
+            "concat_channels": 2 * channels,                     # stacked: the width doubles, no arithmetic
+            "next_macs_after_add": channels * next_channels * height * width,
+            "next_macs_after_concat": 2 * channels * next_channels * height * width}
+
+
+def _merge_reference(channels, height, width, next_channels):
+    """Profiled ``Residual(conv 1x1) -> conv 1x1`` and ``Concat(Identity, conv 1x1) -> conv 1x1``."""
+    shape = (1, channels, height, width)
+    added = profile(nn.Sequential(nn.Residual(nn.Conv2d(channels, channels, 1, bias=False)),
+                                  nn.Conv2d(channels, next_channels, 1, bias=False)), shape)
+    stacked = profile(nn.Sequential(nn.Concat(nn.Identity(), nn.Conv2d(channels, channels, 1, bias=False)),
+                                    nn.Conv2d(2 * channels, next_channels, 1, bias=False)), shape)
+    add = next(row for row in added.rows if row.kind == "add")
+    after_add, after_concat = added.rows[-1], stacked.rows[-1]                 # the next 1x1 convolution
+    return {"add_channels": after_add.input_shape[1], "add_flops": add.flops,
+            "add_memory_access": add.memory_access, "concat_channels": after_concat.input_shape[1],
+            "next_macs_after_add": after_add.macs, "next_macs_after_concat": after_concat.macs}
+
+
+def _merge_cases(rng):
+    cases = [dict(channels=2, height=2, width=2, next_channels=3),
+             dict(channels=58, height=28, width=28, next_channels=116),      # ShuffleNet V2 1x, stage 3
+             dict(channels=1, height=1, width=1, next_channels=1)]
+    for _ in range(5):
+        cases.append(dict(channels=int(rng.integers(1, 129)), height=int(rng.integers(1, 57)),
+                          width=int(rng.integers(1, 57)), next_channels=int(rng.integers(1, 129))))
+    return cases
+
+
+def _wrong_merge(add_widens=False, concat_keeps=False, add_free=False, add_reads_only=False, add_per_operand=False):
+    """:func:`merge_cost` with one wrong idea (see the hints)."""
+    def wrong(channels, height, width, next_channels):
+        result = merge_cost(channels, height, width, next_channels)
+        elements = channels * height * width
+        if add_widens:
+            result["add_channels"], result["next_macs_after_add"] = 2 * channels, result["next_macs_after_concat"]
+        if concat_keeps:
+            result["concat_channels"], result["next_macs_after_concat"] = channels, result["next_macs_after_add"]
+        if add_free:
+            result["add_flops"] = result["add_memory_access"] = 0
+        if add_reads_only:
+            result["add_memory_access"] = 2 * elements
+        if add_per_operand:
+            result["add_flops"] = 2 * elements
+        return result
+    return wrong
+
+
+register(Exercise(
+    name="merge_cost", topic=TOPIC,
+    statement="add vs concatenate two branches: channels, FLOPs and memory access, and the next 1x1 conv's MACs",
+    signature="merge_cost(channels, height, width, next_channels) -> dict with add_channels, add_flops, "
+              "add_memory_access, concat_channels, next_macs_after_add, next_macs_after_concat",
+    reference=_merge_reference, solution=merge_cost, make_cases=_merge_cases, output_name="cost",
+    mistakes=(
+        Mistake("an element-wise add keeps C channels: only a concatenation stacks the two branches into 2C",
+                _wrong_merge(add_widens=True)),
+        Mistake("a concatenation stacks the two branches: 2C channels, so the next 1x1 conv reads twice as many "
+                "and costs 2C * C_next * H * W MACs", _wrong_merge(concat_keeps=True)),
+        Mistake("an element-wise add is not free (ShuffleNet V2's guideline G4): C*H*W additions, and it reads "
+                "two operands and writes the sum, 3*C*H*W memory accesses", _wrong_merge(add_free=True)),
+        Mistake("you forgot that the add writes its result: it reads 2*C*H*W elements and writes C*H*W, "
+                "3*C*H*W memory accesses", _wrong_merge(add_reads_only=True)),
+        Mistake("an add of two C x H x W maps is one addition per output element, C*H*W, not one per operand",
+                _wrong_merge(add_per_operand=True)),
+    )))
+
+
+# ------------------------------------------------------------------------------------ SE placements
+def se_placement_cost(in_channels, out_channels, stride, height, width, reduction=16, position="standard"):
+    """Parameters, MACs and channel-scaling multiplies of the SE block in a ResNet basic block, for each of the
+    SENet article's placements: "standard" (on the branch), "pre" (before it), "post" (after the add),
+    "identity" (on the shortcut)."""
+    channels = in_channels if position == "pre" else out_channels     # SE-PRE recalibrates the block's input
+    squeezed = max(1, channels // reduction)                          # at least one channel in the middle
+    params = channels * squeezed + squeezed + squeezed * channels + channels   # two FCs with biases
+    if position == "pre":
+        pixels = height * width                                       # before the strided convolution
+    else:
+        pixels = ((height - 1) // stride + 1) * ((width - 1) // stride + 1)    # at the block's output size
+    return {"params": params, "macs": 2 * channels * squeezed,        # the FCs: C*C/r + C/r*C products
+            "scale_multiplies": channels * pixels}                    # one multiply per scaled element
+
+
+def _se_placement_reference(in_channels, out_channels, stride, height, width, reduction=16, position="standard"):
+    """The ``se`` part of a profiled ``tinycnn.models.resnet.BasicBlock`` with this placement."""
+    report = profile(BasicBlock(in_channels, out_channels, stride, reduction, position),
+                     (1, in_channels, height, width))
+    se = report.totals_under("se")
+    return {"params": se.params, "macs": se.macs,
+            "scale_multiplies": next(row.flops for row in report.rows if row.kind == "se scale")}
+
+
+def _se_placement_cases(rng):
+    cases = [dict(in_channels=32, out_channels=32, stride=1, height=4, width=4, reduction=16, position="standard"),
+             dict(in_channels=16, out_channels=32, stride=2, height=4, width=4, reduction=8, position="pre"),
+             dict(in_channels=16, out_channels=32, stride=2, height=5, width=3, reduction=8, position="identity"),
+             dict(in_channels=8, out_channels=8, stride=1, height=2, width=2, reduction=16, position="post")]
+    for position in SE_POSITIONS * 2:
+        stride = int(rng.integers(1, 3))
+        in_channels = int(rng.integers(1, 49))
+        out_channels = in_channels if rng.random() < 0.3 else int(rng.integers(1, 49))
+        cases.append(dict(in_channels=in_channels, out_channels=out_channels, stride=stride,
+                          height=int(rng.integers(1, 15)), width=int(rng.integers(1, 15)),
+                          reduction=int(rng.choice([2, 4, 8, 16])), position=position))
+    return cases
+
+
+def _wrong_se_placement(pre_output_channels=False, pre_output_size=False, ignore_stride=False, biases=True,
+                        at_least_one=True):
+    """:func:`se_placement_cost` with one wrong idea (see the hints)."""
+    def wrong(in_channels, out_channels, stride, height, width, reduction=16, position="standard"):
+        pre = position == "pre"
+        channels = in_channels if pre and not pre_output_channels else out_channels
+        squeezed = max(1, channels // reduction) if at_least_one else channels // reduction
+        out_pixels = ((height - 1) // stride + 1) * ((width - 1) // stride + 1)
+        pixels = out_pixels if (pre and pre_output_size) or not (pre or ignore_stride) else height * width
+        return {"params": 2 * channels * squeezed + (squeezed + channels if biases else 0),
+                "macs": 2 * channels * squeezed, "scale_multiplies": channels * pixels}
+    return wrong
+
+
+register(Exercise(
+    name="se_placement_cost", topic=TOPIC,
+    statement="parameters, MACs and scaling multiplies of SE in the four placements of the SENet article",
+    signature="se_placement_cost(in_channels, out_channels, stride, height, width, reduction=16, "
+              "position='standard') -> dict with params, macs, scale_multiplies   # position: standard, pre, "
+              "post or identity",
+    reference=_se_placement_reference, solution=se_placement_cost, make_cases=_se_placement_cases,
+    output_name="cost",
+    mistakes=(
+        Mistake("SE-PRE sits before the residual branch: it recalibrates the block's input, C_in channels, "
+                "not C_out", _wrong_se_placement(pre_output_channels=True)),
+        Mistake("SE-PRE scales the block's input, before the strided convolution: H x W pixels, not the "
+                "output's", _wrong_se_placement(pre_output_size=True)),
+        Mistake("the standard, post and identity placements scale a map at the block's output resolution, "
+                "(H-1)//s + 1 x (W-1)//s + 1: you forgot the stride", _wrong_se_placement(ignore_stride=True)),
+        Mistake("you forgot the biases of the two fully connected layers: C/r and C",
+                _wrong_se_placement(biases=False)),
+        Mistake("with C < r, C // r is 0: an SE block keeps at least one channel in the middle, max(1, C // r)",
+                _wrong_se_placement(at_least_one=False)),
     )))
