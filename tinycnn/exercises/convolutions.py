@@ -2,7 +2,8 @@
 bilinear up-sampling.
 
 Each exercise: a model ``solution`` written with loops (as in the notebook), the ``reference`` from
-``kernels.reference`` (up-sampling: ``tinycnn.nn.Upsample``), cases and the catalogue of usual mistakes (mutants). See :mod:`.checker`.
+``kernels.reference`` (up-sampling: ``tinycnn.nn.Upsample``), cases and the catalogue of usual mistakes
+(mutants). See :mod:`.checker`.
 """
 import numpy as np
 
@@ -548,7 +549,7 @@ def bilinear_upsample(x, out_height, out_width, align_corners=False):
     top, bottom, weight_y = source_pixels(H, out_height)
     left, right, weight_x = source_pixels(W, out_width)
     rows = x[:, :, top] * (1 - weight_y)[:, None] + x[:, :, bottom] * weight_y[:, None]   # (N, C, out_height, W)
-    y = rows[:, :, :, left] * (1 - weight_x) + rows[:, :, :, right] * weight_x             # (N, C, out_height, out_width)
+    y = rows[:, :, :, left] * (1 - weight_x) + rows[:, :, :, right] * weight_x   # (N, C, out_height, out_width)
     return y.astype(x.dtype)
 
 
@@ -563,9 +564,10 @@ def _wrong_bilinear(half_pixel=True, clamp=True, corner_scale=True):
     def wrong(x, out_height, out_width, align_corners=False):
         def interpolation_matrix(in_size, out_size):
             dst = np.arange(out_size)
-            if align_corners:
-                scale = ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0) if corner_scale else in_size / out_size
-                src = dst * scale
+            if align_corners and corner_scale:
+                src = dst * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
+            elif align_corners:
+                src = dst * (in_size / out_size)
             else:
                 src = (dst + 0.5) * (in_size / out_size) - 0.5 if half_pixel else dst * (in_size / out_size)
                 src = np.maximum(src, 0.0) if clamp else src
