@@ -8,6 +8,7 @@ Each exercise: a model ``solution`` written with loops (as in the notebook), the
 import numpy as np
 
 from kernels import reference
+from kernels._validate import conv_output_size as kernel_output_size   # what the kernels allocate
 
 from .. import nn
 from .checker import FLOAT_DTYPES, Exercise, Mistake, register
@@ -37,10 +38,6 @@ def _random_geometry(rng, max_size=9, max_kernel=5):
             return int(H), int(W), kernel, stride, padding
 
 
-def _output_size(size, kernel, stride, padding, dilation=1):
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
 # --------------------------------------------------------------------------------- conv_output_size
 def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
     """Output length of a convolution along one axis: ``floor((size + 2p - d(k-1) - 1) / s) + 1``."""
@@ -65,8 +62,8 @@ register(Exercise(
     name="conv_output_size", topic=TOPIC,
     statement="output length of a convolution with stride, padding and dilation",
     signature="conv_output_size(size, kernel, stride=1, padding=0, dilation=1) -> int",
-    reference=lambda size, kernel, stride=1, padding=0, dilation=1: _output_size(size, kernel, stride, padding,
-                                                                                 dilation),
+    reference=lambda size, kernel, stride=1, padding=0, dilation=1: kernel_output_size(size, kernel, stride, padding,
+                                                                                       dilation),
     solution=conv_output_size, make_cases=_conv_output_size_cases, output_name="size_out",
     mistakes=(
         Mistake("you used true division '/': the output size is an int, floor((size + 2p - d(k-1) - 1) / s) + 1, "
@@ -514,9 +511,7 @@ register(Exercise(
     name="max_unpool", topic=TOPIC,
     statement="max unpooling: scatter pooled values back to their argmax positions",
     signature="max_unpool(y, indices, output_shape) -> x   # indices: flat h*W + w per plane, as max pooling returns",
-    # the cases pool with non-overlapping windows (kernel = stride = output size / pooled size)
-    reference=lambda y, indices, output_shape: reference.max_pool2d_backward(
-        y, indices, output_shape, (output_shape[2] // y.shape[2], output_shape[3] // y.shape[3])),
+    reference=lambda y, indices, output_shape: reference.max_unpool2d_forward(y, indices, output_shape),
     solution=max_unpool, make_cases=_unpool_cases, output_name="x",
     mistakes=(
         Mistake("you copied each value to its whole window (nearest-neighbour up-sampling): unpooling puts it "

@@ -204,11 +204,22 @@ def _wrong_receptive_field(use_jump=True, stride_first=False, use_dilation=True)
     return wrong
 
 
+def _receptive_field_reference(layers):
+    """The profiler's receptive field (``tinycnn.receptive_field``) after a chain of these convolutions.
+
+    Each convolution gets padding ``d(k-1)``, so no map ever becomes empty; padding moves the field but does
+    not change its size."""
+    convolutions = [nn.Conv2d(1, 1, kernel, stride=stride, padding=dilation * (kernel - 1), dilation=dilation)
+                    for kernel, stride, dilation in layers]
+    return profile(nn.Sequential(*convolutions), (1, 1, 1, 1)).receptive_field[0]
+
+
 register(Exercise(
     name="receptive_field", topic=TOPIC,
     statement="receptive field of a stack of convolutions given as (kernel, stride, dilation) rows",
     signature="receptive_field(layers) -> int   # layers: list of (kernel, stride, dilation)",
-    reference=receptive_field, solution=receptive_field, make_cases=_receptive_field_cases, output_name="field",
+    reference=_receptive_field_reference, solution=receptive_field, make_cases=_receptive_field_cases,
+    output_name="field",
     mistakes=(
         Mistake("you added k - 1 per layer without the jump: after a stride-s layer each step of the next layer "
                 "moves s input pixels (multiply by the product of the earlier strides)",
@@ -230,10 +241,10 @@ def memory_access_cost(height, width, in_channels, out_channels, groups=1):
 
 
 def _memory_access_reference(height, width, in_channels, out_channels, groups=1):
-    """Counted from the profiled layer: elements of its input and output plus its parameters."""
-    macs, params = _profiled([nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=False)],
-                             (1, in_channels, height, width))
-    return height * width * in_channels + height * width * out_channels + params
+    """The profiler's ``memory_access`` column for the (grouped) 1x1 convolution."""
+    report = profile(nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=False),
+                     (1, in_channels, height, width))
+    return report.rows[0].memory_access
 
 
 def _memory_access_cases(rng):
