@@ -216,8 +216,8 @@ def _hswish_inputs(rng):
     return arrays
 
 
-def _hswish_layer_backward(x, grad_out):
-    layer = nn.Hardswish()
+def _layer_backward(layer, x, grad_out):
+    """``layer``'s input gradient at ``x`` (a forward pass first: it caches what the backward needs)."""
     layer(x)
     return layer.backward(grad_out)
 
@@ -250,8 +250,8 @@ register(Exercise(
     name="hswish_backward", topic=TOPIC,
     statement="h-swish backward (product rule; 0 at x <= -3, 1 at x >= 3)",
     signature="hswish_backward(x, grad_out) -> grad_x",
-    reference=_hswish_layer_backward, solution=hswish_backward, make_cases=_hswish_backward_cases,
-    output_name="grad_x",
+    reference=lambda x, grad_out: _layer_backward(nn.Hardswish(), x, grad_out), solution=hswish_backward,
+    make_cases=_hswish_backward_cases, output_name="grad_x",
     mistakes=(
         Mistake("you forgot the product rule: d/dx [x * h(x)] = h(x) + x * h'(x), with h(x) = ReLU6(x + 3) / 6",
                 lambda x, grad_out: grad_out * np.clip(x + 3, 0, 6) / 6),
@@ -351,17 +351,13 @@ def _wrong_relu_backward(slope_at_zero=False, slope_at_six=False, upper=True, le
     return wrong
 
 
-def _relu_backward_reference(x, grad_out, kind, negative_slope=0.01):
-    layer = _relu_family_layer(kind, negative_slope)
-    layer(x)
-    return layer.backward(grad_out)
-
-
 register(Exercise(
     name="relu_family_backward", topic=TOPIC,
     statement="ReLU, ReLU6 and leaky ReLU backward, with PyTorch's slopes at the kinks",
     signature="relu_family_backward(x, grad_out, kind, negative_slope=0.01) -> grad_x",
-    reference=_relu_backward_reference, solution=relu_family_backward, output_name="grad_x",
+    reference=lambda x, grad_out, kind, negative_slope=0.01: _layer_backward(
+        _relu_family_layer(kind, negative_slope), x, grad_out),
+    solution=relu_family_backward, output_name="grad_x",
     make_cases=lambda rng: [dict(x=x, grad_out=np.ones_like(x) if index < 3 else
                                  rng.standard_normal(x.shape).astype(x.dtype), kind=kind, negative_slope=slope)
                             for index, (x, kind, slope) in enumerate(_relu_family_inputs(rng))],
