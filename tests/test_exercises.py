@@ -377,3 +377,26 @@ def test_se_placement_solution_matches_every_se_block_of_the_profiled_se_resnets
                 total += cost["params"]
         if position == "standard":
             assert total == 2_530_992
+
+
+@pytest.mark.parametrize("groups", [1, 3, 8])
+def test_shufflenet_v1_unit_solution_matches_every_unit_of_the_profiled_model(groups):
+    """Unit by unit of ShuffleNet V1 1x (stride-2 concatenations, stage 2's ungrouped first 1x1), the student's
+    MACs equal the profiler's; stage widths keep the whole model near the paper's 140 MFLOPs for every g."""
+    from tinycnn import models
+    from tinycnn.profile import profile
+    solution = get_exercise("shufflenet_v1_unit_macs").solution
+    model = models.shufflenet_v1(groups=groups)
+    report = profile(model, (1, 3, 224, 224))
+    rows = {row.name: row for row in report.rows}
+    units = 0
+    for stage in ("stage2", "stage3", "stage4"):
+        for index, unit in enumerate(getattr(model, stage)):
+            name = f"{stage}.{index}"
+            _, in_channels, height, width = rows[f"{name}.branch.reduce.0"].input_shape
+            group_reduce = unit.branch.reduce[0].groups == groups
+            assert solution(in_channels, unit.out_channels, groups, unit.stride, height, width, group_reduce) == \
+                report.totals_under(name).macs, name
+            units += 1
+    assert units == 16
+    assert 120e6 < report.macs < 160e6                    # Table 2 of arXiv:1707.01083: about 140 MFLOPs

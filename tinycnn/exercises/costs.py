@@ -6,7 +6,7 @@ accumulates of convolutions and fully connected layers, the papers' "Mult-Adds";
 weight, bias and batch-norm scale and shift); the solutions are the formulas a student writes.
 """
 from .. import models, nn
-from ..models import Fire, GhostModule, InvertedResidual, SandglassBlock
+from ..models import Fire, GhostModule, InvertedResidual, SandglassBlock, ShuffleBlock
 from ..models.resnet import SE_POSITIONS, BasicBlock
 from ..profile import profile
 from .checker import Exercise, Mistake, register
@@ -713,4 +713,76 @@ register(Exercise(
                 _wrong_se_placement(biases=False)),
         Mistake("with C < r, C // r is 0: an SE block keeps at least one channel in the middle, max(1, C // r)",
                 _wrong_se_placement(at_least_one=False)),
+    )))
+
+
+# ------------------------------------------------------------------------------- ShuffleNet V1 unit
+def shufflenet_v1_unit_macs(in_channels, out_channels, groups, stride, height, width, group_reduce=True):
+    """MACs of a ShuffleNet V1 unit: grouped 1x1 reduce to C_out/4, shuffle, 3x3 depthwise (stride s), grouped 1x1
+    expand; stride 1 adds the input, stride 2 concatenates a 3x3 average-pooled input (no MACs)."""
+    bottleneck = out_channels // 4                                    # a quarter of the output channels
+    branch = out_channels - in_channels if stride == 2 else out_channels   # the concat brings the other C_in
+    out_height, out_width = (height - 1) // stride + 1, (width - 1) // stride + 1
+    reduce_groups = groups if group_reduce else 1                      # stage 2's first 1x1 is not grouped
+    reduce = in_channels * bottleneck // reduce_groups * height * width     # before the stride: H x W
+    depthwise = 3 * 3 * bottleneck * out_height * out_width
+    expand = bottleneck * branch // groups * out_height * out_width
+    return reduce + depthwise + expand
+
+
+def _shufflenet_v1_unit_cases(rng):
+    cases = [dict(in_channels=8, out_channels=8, groups=2, stride=1, height=2, width=2, group_reduce=True),
+             dict(in_channels=24, out_channels=240, groups=3, stride=2, height=56, width=56, group_reduce=False),
+             dict(in_channels=240, out_channels=240, groups=3, stride=1, height=28, width=28, group_reduce=True),
+             dict(in_channels=240, out_channels=480, groups=3, stride=2, height=28, width=28, group_reduce=True)]
+    while len(cases) < 9:
+        groups = int(rng.choice([1, 2, 3, 4, 8]))
+        out_channels = 4 * groups * int(rng.integers(1, 5))
+        stride = int(rng.integers(1, 3))
+        in_channels = out_channels if stride == 1 else groups * int(rng.integers(1, out_channels // groups))
+        if in_channels >= out_channels and stride == 2:
+            continue
+        cases.append(dict(in_channels=in_channels, out_channels=out_channels, groups=groups, stride=stride,
+                          height=int(rng.integers(1, 15)), width=int(rng.integers(1, 15)),
+                          group_reduce=bool(rng.random() < 0.7)))
+    return cases
+
+
+def _wrong_v1_unit(branch_full=False, always_group=False, dense=False, reduce_strided=False, pool_macs=False,
+                   bottleneck_from_input=False):
+    """:func:`shufflenet_v1_unit_macs` with one wrong idea (see the hints)."""
+    def wrong(in_channels, out_channels, groups, stride, height, width, group_reduce=True):
+        bottleneck = (in_channels if bottleneck_from_input else out_channels) // 4
+        branch = out_channels - in_channels if stride == 2 and not branch_full else out_channels
+        out_height, out_width = (height - 1) // stride + 1, (width - 1) // stride + 1
+        expand_groups = 1 if dense else groups
+        reduce_groups = 1 if dense or not (group_reduce or always_group) else groups
+        reduce_pixels = out_height * out_width if reduce_strided else height * width
+        macs = (in_channels * bottleneck // reduce_groups * reduce_pixels + 9 * bottleneck * out_height * out_width
+                + bottleneck * branch // expand_groups * out_height * out_width)
+        return macs + (9 * in_channels * out_height * out_width if pool_macs and stride == 2 else 0)
+    return wrong
+
+
+register(Exercise(
+    name="shufflenet_v1_unit_macs", topic=TOPIC,
+    statement="MACs of a ShuffleNet V1 unit (grouped 1x1, shuffle, depthwise 3x3, grouped 1x1; add or concat)",
+    signature="shufflenet_v1_unit_macs(in_channels, out_channels, groups, stride, height, width, group_reduce=True) "
+              "-> int",
+    reference=lambda in_channels, out_channels, groups, stride, height, width, group_reduce=True: _profiled(
+        [ShuffleBlock(in_channels, out_channels, stride, groups, group_reduce)], (1, in_channels, height, width))[0],
+    solution=shufflenet_v1_unit_macs, make_cases=_shufflenet_v1_unit_cases, output_name="macs",
+    mistakes=(
+        Mistake("at stride 2 the branch makes only C_out - C_in channels: the average-pooled input, concatenated, "
+                "supplies the other C_in", _wrong_v1_unit(branch_full=True)),
+        Mistake("you grouped the first 1x1 convolution of stage 2 (group_reduce=False): its input is too thin to "
+                "split, it is an ordinary 1x1 convolution", _wrong_v1_unit(always_group=True)),
+        Mistake("you forgot the groups of the 1x1 convolutions: a 1x1 GConv with g groups costs 1/g of a dense one",
+                _wrong_v1_unit(dense=True)),
+        Mistake("you costed the first 1x1 convolution at the output resolution: only the depthwise conv has the "
+                "stride, the reduce conv runs on the H x W input", _wrong_v1_unit(reduce_strided=True)),
+        Mistake("you counted the 3x3 average pooling of the stride-2 shortcut as MACs: pooling has no "
+                "multiply-adds", _wrong_v1_unit(pool_macs=True)),
+        Mistake("the bottleneck is a quarter of the unit's *output* channels, C_out / 4, not of its input",
+                _wrong_v1_unit(bottleneck_from_input=True)),
     )))
