@@ -6,8 +6,7 @@ accumulates of convolutions and fully connected layers, the papers' "Mult-Adds";
 weight, bias and batch-norm scale and shift); the solutions are the formulas a student writes.
 """
 from .. import models, nn
-from ..models import Fire, GhostModule, InvertedResidual, SandglassBlock, ShuffleBlock
-from ..models.resnet import SE_POSITIONS, BasicBlock
+from ..models import SE_POSITIONS, BasicBlock, Fire, GhostModule, InvertedResidual, SandglassBlock, ShuffleBlock
 from ..profile import profile
 from .checker import Exercise, Mistake, register
 
@@ -657,7 +656,7 @@ def se_placement_cost(in_channels, out_channels, stride, height, width, reductio
 
 
 def _se_placement_reference(in_channels, out_channels, stride, height, width, reduction=16, position="standard"):
-    """The ``se`` part of a profiled ``tinycnn.models.resnet.BasicBlock`` with this placement."""
+    """The ``se`` part of a profiled ``tinycnn.models.BasicBlock`` (ResNet's) with this placement."""
     report = profile(BasicBlock(in_channels, out_channels, stride, reduction, position),
                      (1, in_channels, height, width))
     se = report.totals_under("se")
