@@ -198,16 +198,12 @@ def test_se_forward_solution_matches_the_layer_in_float32():
     np.testing.assert_allclose(get_exercise("se_forward").solution(x, w1, b1, w2, b2), y, rtol=1e-5, atol=1e-6)
 
 
-def test_max_unpool_reference_against_the_library_unpooling_if_present():
-    unpool = getattr(reference, "max_unpool2d_forward", None) or getattr(reference, "max_unpool2d", None)
-    if unpool is None:
-        pytest.skip("kernels.reference has no max unpooling yet (issue 13a)")
+def test_max_unpool_solution_matches_the_unpooling_layer():
+    from tinycnn import nn
     for case in get_exercise("max_unpool").make_cases(np.random.default_rng(0)):
         y, indices, output_shape = case.values()
-        try:
-            library = unpool(y, indices, output_shape[2:])
-        except TypeError:
-            library = unpool(y, indices, output_shape)
+        kernel = output_shape[2] // y.shape[2]                  # the cases pool with kernel = stride
+        library = nn.MaxUnpool2d(kernel)(y, indices, output_size=output_shape)
         np.testing.assert_array_equal(get_exercise("max_unpool").solution(y, indices, output_shape), library)
 
 
@@ -240,3 +236,167 @@ def test_mobilenet_v1_table_given_to_students_is_the_models():
     from tinycnn.models import mobilenet_v1
     blocks = mobilenet_v1().features[1:]
     assert MOBILENET_V1_BLOCKS == [(block.out_channels, block.depthwise[0].stride[0]) for block in blocks]
+
+
+# ------------------------------------------------- solutions vs the library on real models and layers
+def _conv_rows(model, input_shape):
+    """``[(profile row, Conv2d)]`` of ``model``'s convolutions, in the order they run."""
+    from tinycnn import nn
+    from tinycnn.profile import profile
+    modules = dict(model.named_modules())
+    return [(row, modules[row.name]) for row in profile(model, input_shape).rows
+            if isinstance(modules.get(row.name), nn.Conv2d)]
+
+
+def test_receptive_field_solution_matches_the_profiler_at_every_conv_of_mobilenet_v2():
+    """MobileNet V2 is a chain of convolutions (its shortcuts are identities): the student's calculator on
+    the (kernel, stride, dilation) list up to each conv gives the profiler's receptive field column there."""
+    from tinycnn import models
+    solution = get_exercise("receptive_field").solution
+    rows = _conv_rows(models.mobilenet_v2(), (1, 3, 224, 224))
+    assert len(rows) == 52
+    layers = []
+    for row, conv in rows:
+        layers.append((conv.kernel_size[0], conv.stride[0], conv.dilation[0]))
+        assert solution(layers) == row.receptive_field[0] == row.receptive_field[1], row.name
+    assert rows[-1][0].receptive_field == (491, 491)      # the last 1x1 conv sees a 491-pixel window (padding included)
+
+
+def test_receptive_field_solution_matches_the_library_with_dilation():
+    from tinycnn import nn
+    from tinycnn.receptive_field import input_field
+    from tinycnn.profile import profile
+    layers = [(3, 2, 1), (3, 1, 2), (5, 2, 3), (2, 1, 1)]
+    model = nn.Sequential(*[nn.Conv2d(1, 1, k, s, padding=d * (k - 1), dilation=d) for k, s, d in layers])
+    assert input_field((1, 1, 8, 8)).size == (1, 1)
+    assert get_exercise("receptive_field").solution(layers) == profile(model, (1, 1, 8, 8)).receptive_field[0] \
+        == 1 + 2 + 4 * 2 + 4 * 3 * 2 + 1 * 4
+
+
+def test_memory_access_cost_solution_matches_the_profiler_on_every_1x1_conv_of_shufflenet_v2():
+    from tinycnn import models
+    solution = get_exercise("memory_access_cost").solution
+    rows = [(row, conv) for row, conv in _conv_rows(models.shufflenet_v2_x1_0(), (1, 3, 224, 224))
+            if conv.kernel_size == (1, 1)]
+    assert len(rows) >= 30
+    for row, conv in rows:
+        _, c1, h, w = row.input_shape
+        assert conv.bias is None and row.output_shape[2:] == (h, w)
+        assert solution(h, w, c1, row.output_shape[1], conv.groups) == row.memory_access, row.name
+
+
+def test_memory_access_cost_of_a_shufflenet_v1_grouped_1x1_conv_matches_the_profiler():
+    from tinycnn import models
+    solution = get_exercise("memory_access_cost").solution
+    rows = [(row, conv) for row, conv in _conv_rows(models.shufflenet_v1(groups=3), (1, 3, 224, 224))
+            if conv.kernel_size == (1, 1) and conv.groups == 3]
+    assert rows
+    for row, conv in rows:
+        _, c1, h, w = row.input_shape
+        assert conv.bias is None and row.output_shape[2:] == (h, w)
+        assert solution(h, w, c1, row.output_shape[1], 3) == row.memory_access, row.name
+
+
+def test_quantize_then_dequantize_is_the_librarys_fake_quantize_bit_for_bit():
+    from tinycnn.quantize import choose_qparams, fake_quantize
+    rng = np.random.default_rng(0)
+    quantize, dequantize = get_exercise("quantize_int8").solution, get_exercise("dequantize_int8").solution
+    ties = (np.arange(-300, 300) + 0.5).astype(np.float32) * np.float32(0.25)      # exact halves: half to even
+    for x, scale, zero_point in [(ties, 0.25, 0), (ties, 0.25, 17),
+                                 (rng.standard_normal(5000).astype(np.float32) * 3, 0.02, -5),
+                                 (rng.uniform(-1, 6, 5000).astype(np.float32), 6 / 255, -128)]:
+        np.testing.assert_array_equal(dequantize(quantize(x, scale, zero_point), scale, zero_point),
+                                      fake_quantize(x, scale, zero_point, -128, 127))
+    scale, zero_point, quant_min, _ = choose_qparams(-1.0, 3.0, bits=8)
+    assert quantize(np.zeros(1, np.float32), float(scale), int(zero_point) - 128 - quant_min)[0] == \
+        int(zero_point) - 128 - quant_min                       # zero is exact: it quantises to the zero point
+
+
+def test_channels_to_prune_solution_is_what_the_bn_criterion_of_prune_removes_from_mobilenet_v1():
+    """In every channel group of MobileNet V1 the score is the product of the group's |gamma|s (the pointwise
+    conv's BN and the next depthwise conv's BN); pruning half keeps the complement of the student's choice."""
+    from tinycnn import models
+    from tinycnn.prune import channel_groups, prune_channels
+    rng = np.random.default_rng(0)
+    model = models.mobilenet_v1(width_mult=0.25, num_classes=10)
+    for module in model.modules():
+        if type(module).__name__ == "BatchNorm2d":
+            module.weight.data[...] = rng.standard_normal(module.weight.data.shape)
+    pruned = prune_channels(model, amount=0.5, criterion="bn")
+    groups = channel_groups(model)
+    assert len(groups) == 14                       # the stem and the 13 pointwise convolutions
+    for group in groups:
+        gamma = np.prod([bn.weight.data.astype(np.float64) for bn in group.batch_norms], axis=0)
+        removed = get_exercise("channels_to_prune").solution(gamma, group.channels // 2)
+        kept = pruned.pruned_indices[group.name]
+        np.testing.assert_array_equal(np.sort(np.concatenate([removed, kept])), np.arange(group.channels))
+
+
+def test_new_exercise_references_are_the_library_layers():
+    """The up-sampling, activation and ShuffleNet exercises compare with tinycnn's own layers: their solutions
+    agree with them on a case the test builds itself."""
+    from tinycnn import nn
+    from tinycnn.models import ShuffleV2Block
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 4, 5))
+    for align_corners in (False, True):
+        np.testing.assert_allclose(get_exercise("bilinear_upsample").solution(x, 9, 7, align_corners),
+                                   nn.Upsample(size=(9, 7), mode="bilinear", align_corners=align_corners)(x),
+                                   rtol=0, atol=1e-12)
+    kinks = np.array([-1.0, 0.0, 3.0, 6.0, 7.0])
+    for kind, layer in (("relu", nn.ReLU()), ("relu6", nn.ReLU6()), ("leaky_relu", nn.LeakyReLU(0.2))):
+        np.testing.assert_array_equal(get_exercise("relu_family_forward").solution(kinks, kind, 0.2), layer(kinks))
+        np.testing.assert_array_equal(get_exercise("relu_family_backward").solution(kinks, np.ones(5), kind, 0.2),
+                                      layer.backward(np.ones(5)))
+    unit = ShuffleV2Block(8, 8, stride=1).to(np.float64).eval()
+    x = rng.standard_normal((2, 8, 3, 3))
+    np.testing.assert_allclose(get_exercise("shufflenet_v2_unit").solution(x, unit.branch2), unit(x),
+                               rtol=0, atol=1e-12)
+
+
+def test_se_placement_solution_matches_every_se_block_of_the_profiled_se_resnets():
+    """Block by block of SE-ResNet-50 (standard placement) and SE-ResNet-18 (pre), with their projection
+    shortcuts and strides, the student's SE cost equals the profiler's SE rows; SE-ResNet-50's total is the
+    2,530,992 parameters of the article's Eq. 5 with biases (tinycnn.models.resnet's docstring)."""
+    from tinycnn import models
+    from tinycnn.profile import profile
+    solution = get_exercise("se_placement_cost").solution
+    for build, position in ((models.se_resnet50, "standard"), (models.se_resnet18, "pre")):
+        model = build(se_position=position)
+        report = profile(model, (1, 3, 224, 224))
+        rows = {row.name: row for row in report.rows}
+        total = 0
+        for stage in ("layer1", "layer2", "layer3", "layer4"):
+            for index, block in enumerate(getattr(model, stage)):
+                name = f"{stage}.{index}"
+                _, in_channels, height, width = rows[f"{name}.conv1"].input_shape
+                cost = solution(in_channels, block.out_channels, block.stride, height, width, 16, position)
+                se = report.totals_under(f"{name}.se")
+                assert (cost["params"], cost["macs"]) == (se.params, se.macs), name
+                assert cost["scale_multiplies"] == rows[f"{name}.se"].flops, name
+                total += cost["params"]
+        if position == "standard":
+            assert total == 2_530_992
+
+
+@pytest.mark.parametrize("groups", [1, 3, 8])
+def test_shufflenet_v1_unit_solution_matches_every_unit_of_the_profiled_model(groups):
+    """Unit by unit of ShuffleNet V1 1x (stride-2 concatenations, stage 2's ungrouped first 1x1), the student's
+    MACs equal the profiler's; stage widths keep the whole model near the paper's 140 MFLOPs for every g."""
+    from tinycnn import models
+    from tinycnn.profile import profile
+    solution = get_exercise("shufflenet_v1_unit_macs").solution
+    model = models.shufflenet_v1(groups=groups)
+    report = profile(model, (1, 3, 224, 224))
+    rows = {row.name: row for row in report.rows}
+    units = 0
+    for stage in ("stage2", "stage3", "stage4"):
+        for index, unit in enumerate(getattr(model, stage)):
+            name = f"{stage}.{index}"
+            _, in_channels, height, width = rows[f"{name}.branch.reduce.0"].input_shape
+            group_reduce = unit.branch.reduce[0].groups == groups
+            assert solution(in_channels, unit.out_channels, groups, unit.stride, height, width, group_reduce) == \
+                report.totals_under(name).macs, name
+            units += 1
+    assert units == 16
+    assert 120e6 < report.macs < 160e6                    # Table 2 of arXiv:1707.01083: about 140 MFLOPs

@@ -33,7 +33,7 @@ def _solution_lines(notebook):
 
 
 def test_there_is_a_source_notebook_per_topic_and_every_exercise_is_in_one():
-    assert len(SOURCES) == 4
+    assert len(SOURCES) == 5
     covered = [name for path in SOURCES for name in read_notebook(path)["metadata"]["tinycnn"]["exercises"]]
     assert sorted(covered) == sorted(CATALOGUE)
 

@@ -15,6 +15,6 @@ between ``### BEGIN SOLUTION`` / ``### END SOLUTION``) into student notebooks; :
 class's submissions and writes a gradebook.
 """
 from .checker import CATALOGUE, CaseResult, CheckResult, Exercise, Mistake, check, get_exercise, list_exercises
-from . import convolutions, costs, blocks, compression  # noqa: F401  (register the exercises, in teaching order)
+from . import convolutions, costs, blocks, compression, training  # noqa: F401  (register the exercises, in teaching order)
 
 __all__ = ["CaseResult", "CheckResult", "Exercise", "Mistake", "check", "get_exercise", "list_exercises"]

@@ -6,8 +6,10 @@ the models' ``make_divisible``; the solutions are what a student writes in NumPy
 import numpy as np
 
 from .. import nn
+from ..models import ShuffleV2Block
 from ..models._common import make_divisible as _library_make_divisible
 from .checker import FLOAT_DTYPES, Exercise, Mistake, register
+from .convolutions import _hand_checkable
 
 TOPIC = "blocks"
 
@@ -214,8 +216,8 @@ def _hswish_inputs(rng):
     return arrays
 
 
-def _hswish_layer_backward(x, grad_out):
-    layer = nn.Hardswish()
+def _layer_backward(layer, x, grad_out):
+    """``layer``'s input gradient at ``x`` (a forward pass first: it caches what the backward needs)."""
     layer(x)
     return layer.backward(grad_out)
 
@@ -248,8 +250,8 @@ register(Exercise(
     name="hswish_backward", topic=TOPIC,
     statement="h-swish backward (product rule; 0 at x <= -3, 1 at x >= 3)",
     signature="hswish_backward(x, grad_out) -> grad_x",
-    reference=_hswish_layer_backward, solution=hswish_backward, make_cases=_hswish_backward_cases,
-    output_name="grad_x",
+    reference=lambda x, grad_out: _layer_backward(nn.Hardswish(), x, grad_out), solution=hswish_backward,
+    make_cases=_hswish_backward_cases, output_name="grad_x",
     mistakes=(
         Mistake("you forgot the product rule: d/dx [x * h(x)] = h(x) + x * h'(x), with h(x) = ReLU6(x + 3) / 6",
                 lambda x, grad_out: grad_out * np.clip(x + 3, 0, 6) / 6),
@@ -259,4 +261,214 @@ register(Exercise(
                 lambda x, grad_out: grad_out * (2 * x + 3) / 6),
         Mistake("you forgot to multiply by grad_out (the chain rule)",
                 lambda x, grad_out: hswish_backward(x, np.ones_like(grad_out))),
+    )))
+
+
+# ------------------------------------------------------------------------------- the ReLU family
+RELU_KINDS = ("relu", "relu6", "leaky_relu")
+
+
+def relu_family_forward(x, kind, negative_slope=0.01):
+    """ReLU ``max(x, 0)``, ReLU6 ``min(max(x, 0), 6)`` or leaky ReLU (``x`` if ``x > 0`` else ``slope * x``)."""
+    if kind == "relu":
+        return np.maximum(x, 0)
+    if kind == "relu6":
+        return np.minimum(np.maximum(x, 0), 6)               # capped at 6: survives low-precision arithmetic
+    return np.where(x > 0, x, negative_slope * x)             # leaky_relu: a small slope keeps negatives alive
+
+
+def relu_family_backward(x, grad_out, kind, negative_slope=0.01):
+    """grad_x of :func:`relu_family_forward`: ``grad_out`` times 1 where the function has slope 1, else 0 (or
+    the leaky slope); at the kinks x = 0 and x = 6 the slope of the flat side, as PyTorch."""
+    if kind == "relu":
+        slope = x > 0
+    elif kind == "relu6":
+        slope = (x > 0) & (x < 6)                             # flat below 0 and above 6
+    else:
+        slope = np.where(x > 0, 1.0, negative_slope)          # leaky_relu
+    return (grad_out * slope).astype(x.dtype)
+
+
+_RELU_LAYERS = {"relu": lambda slope: nn.ReLU(), "relu6": lambda slope: nn.ReLU6(),
+                "leaky_relu": lambda slope: nn.LeakyReLU(slope)}
+
+
+def _relu_family_layer(kind, negative_slope):
+    """The ``tinycnn.nn`` layer of ``kind``."""
+    return _RELU_LAYERS[kind](negative_slope)
+
+
+def _relu_family_inputs(rng):
+    """(x, kind, slope): the kinks 0 and 6 and both sides of them for every kind, then random arrays."""
+    kinks = np.array([-7.0, -6.0, -1.0, 0.0, 0.5, 5.5, 6.0, 7.0])
+    inputs = [(kinks, "relu", 0.01), (kinks, "relu6", 0.01), (kinks, "leaky_relu", 0.01),
+              (np.array([[-2.0, 0.0], [3.0, 6.0]], np.float32), "leaky_relu", 0.25)]
+    for _ in range(6):
+        shape = tuple(int(v) for v in rng.integers(1, 5, size=int(rng.integers(1, 5))))
+        x = (rng.standard_normal(shape) * 5).astype(FLOAT_DTYPES[int(rng.integers(2))])
+        x.flat[rng.integers(x.size)] = float(rng.choice([0.0, 6.0]))      # a kink in every case
+        inputs.append((x, RELU_KINDS[int(rng.integers(3))], float(rng.choice([0.01, 0.1, 0.2]))))
+    return inputs
+
+
+register(Exercise(
+    name="relu_family_forward", topic=TOPIC,
+    statement="ReLU, ReLU6 and leaky ReLU forward",
+    signature="relu_family_forward(x, kind, negative_slope=0.01) -> y   # kind: 'relu', 'relu6' or 'leaky_relu'",
+    reference=lambda x, kind, negative_slope=0.01: _relu_family_layer(kind, negative_slope)(x),
+    solution=relu_family_forward, output_name="y",
+    make_cases=lambda rng: [dict(x=x, kind=kind, negative_slope=slope) for x, kind, slope in _relu_family_inputs(rng)],
+    mistakes=(
+        Mistake("you forgot ReLU6's upper clip: min(max(x, 0), 6) caps the output at 6",
+                lambda x, kind, negative_slope=0.01: relu_family_forward(x, "relu" if kind == "relu6" else kind,
+                                                                         negative_slope)),
+        Mistake("you clipped ReLU6 to [-6, 6]: it is 0 below 0, like ReLU",
+                lambda x, kind, negative_slope=0.01: np.clip(x, -6, 6) if kind == "relu6" else
+                relu_family_forward(x, kind, negative_slope)),
+        Mistake("you applied the leaky slope on the positive side: leaky ReLU keeps x for x > 0 and multiplies "
+                "the negatives by the slope",
+                lambda x, kind, negative_slope=0.01: np.where(x > 0, negative_slope * x, x) if kind == "leaky_relu"
+                else relu_family_forward(x, kind, negative_slope)),
+        Mistake("your leaky ReLU is a plain ReLU: the negatives are multiplied by the slope, not set to 0",
+                lambda x, kind, negative_slope=0.01: relu_family_forward(x, "relu" if kind == "leaky_relu" else kind,
+                                                                         negative_slope)),
+    )))
+
+
+def _wrong_relu_backward(slope_at_zero=False, slope_at_six=False, upper=True, leaky_sides=False):
+    """:func:`relu_family_backward` with one rule broken (see the hints)."""
+    def wrong(x, grad_out, kind, negative_slope=0.01):
+        positive = (x >= 0) if slope_at_zero else (x > 0)
+        if kind == "relu":
+            slope = positive
+        elif kind == "relu6":
+            slope = positive & ((x <= 6) if slope_at_six else (x < 6)) if upper else positive
+        elif leaky_sides:
+            slope = np.where(positive, negative_slope, 1.0)
+        else:
+            slope = np.where(positive, 1.0, negative_slope)
+        return (grad_out * slope).astype(x.dtype)
+    return wrong
+
+
+register(Exercise(
+    name="relu_family_backward", topic=TOPIC,
+    statement="ReLU, ReLU6 and leaky ReLU backward, with PyTorch's slopes at the kinks",
+    signature="relu_family_backward(x, grad_out, kind, negative_slope=0.01) -> grad_x",
+    reference=lambda x, grad_out, kind, negative_slope=0.01: _layer_backward(
+        _relu_family_layer(kind, negative_slope), x, grad_out),
+    solution=relu_family_backward, output_name="grad_x",
+    make_cases=lambda rng: [dict(x=x, grad_out=np.ones_like(x) if index < 3 else
+                                 rng.standard_normal(x.shape).astype(x.dtype), kind=kind, negative_slope=slope)
+                            for index, (x, kind, slope) in enumerate(_relu_family_inputs(rng))],
+    mistakes=(
+        Mistake("your gradient at the kink x = 0 is 1: take the slope of the flat side there (0 for ReLU and "
+                "ReLU6, the leaky slope), as PyTorch does: test x > 0, not x >= 0",
+                _wrong_relu_backward(slope_at_zero=True)),
+        Mistake("your ReLU6 gradient at x = 6 is 1: the output is capped there, take 0 (test x < 6, not x <= 6)",
+                _wrong_relu_backward(slope_at_six=True)),
+        Mistake("your ReLU6 gradient passes above 6: where the output is capped at 6 it does not change with x, "
+                "so the gradient is 0",
+                _wrong_relu_backward(upper=False)),
+        Mistake("you swapped leaky ReLU's slopes: 1 for x > 0, the small slope for x <= 0",
+                _wrong_relu_backward(leaky_sides=True)),
+        Mistake("you forgot to multiply by grad_out (the chain rule)",
+                lambda x, grad_out, kind, negative_slope=0.01: relu_family_backward(x, np.ones_like(grad_out), kind,
+                                                                                    negative_slope)),
+    )))
+
+
+# ------------------------------------------------------------------------------- ShuffleNet V2 unit
+def shufflenet_v2_unit(x, branch):
+    """ShuffleNet V2's stride-1 unit: split the channels in halves, run ``branch`` on the second half,
+    concatenate with the untouched first half, shuffle the channels with 2 groups."""
+    N, C, H, W = x.shape
+    x1, x2 = x[:, :C // 2], x[:, C // 2:]                       # channel split: (N, C/2, H, W) each
+    y = np.concatenate([x1, branch(x2)], axis=1)                 # concat, not add: no element-wise op (G4)
+    y = y.reshape(N, 2, C // 2, H, W).transpose(0, 2, 1, 3, 4)   # channel shuffle, 2 groups
+    return y.reshape(N, C, H, W)
+
+
+class _Branch:
+    """The branch a case hands to the student: a ``tinycnn.nn`` module (in evaluation mode) called on a half."""
+
+    def __init__(self, module, description):
+        self.module = module.eval()
+        self.description = description
+
+    def __call__(self, x_half):
+        return self.module(np.ascontiguousarray(x_half))
+
+    def __repr__(self):
+        return self.description
+
+
+def _negating_branch(channels, dtype):
+    """A 1x1 convolution with weight -I: the branch returns minus its input (a case to redo on paper)."""
+    conv = nn.Conv2d(channels, channels, 1, bias=False)
+    conv.weight.data = -np.eye(channels, dtype=dtype).reshape(channels, channels, 1, 1)
+    return _Branch(conv, "branch(h) = -h (a 1x1 conv with weight -I)")
+
+
+def _shufflenet_unit_cases(rng):
+    """x = 0..5 with a negating branch, then the real branch (1x1, BN, ReLU, dw 3x3, BN, 1x1, BN, ReLU)."""
+    cases = [dict(x=np.arange(6.0).reshape(1, 6, 1, 1), branch=_negating_branch(3, np.float64)),
+             dict(x=_hand_checkable((1, 4, 2, 2)), branch=_negating_branch(2, np.float64))]
+    for _ in range(5):
+        half = int(rng.choice([1, 3, 4, 5, 6]))
+        N, H, W = (int(v) for v in rng.integers(1, 5, size=3))
+        dtype = FLOAT_DTYPES[int(rng.integers(2))]
+        module = ShuffleV2Block(2 * half, 2 * half, stride=1).branch2.to(dtype)
+        for layer in module:                                     # random statistics, so BN is not the identity
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.running_mean[...] = rng.standard_normal(half)
+                layer.running_var[...] = rng.uniform(0.5, 2.0, half)
+        cases.append(dict(x=rng.standard_normal((N, 2 * half, H, W)).astype(dtype),
+                          branch=_Branch(module, f"branch(h) = ShuffleNet V2's branch on {half} channels")))
+    return cases
+
+
+def _shufflenet_unit_reference(x, branch):
+    """``tinycnn.models.ShuffleV2Block`` (stride 1) with the case's branch as its ``branch2``."""
+    channels = x.shape[1]
+    unit = ShuffleV2Block(channels, channels, stride=1)
+    unit.branch2 = branch.module
+    return unit.to(x.dtype).eval()(x)
+
+
+def _wrong_unit(branch_first_half=False, branch_output_first=False, shuffle_groups="two"):
+    """:func:`shufflenet_v2_unit` with one step wrong (see the hints)."""
+    def wrong(x, branch):
+        C = x.shape[1]
+        x1, x2 = x[:, :C // 2], x[:, C // 2:]
+        if branch_first_half:
+            halves = [branch(x1), x2]
+        else:
+            halves = [branch(x2), x1] if branch_output_first else [x1, branch(x2)]
+        y = np.concatenate(halves, axis=1)
+        if shuffle_groups == "none":
+            return y
+        return channel_shuffle(y, 2 if shuffle_groups == "two" else C // 2)
+    return wrong
+
+
+register(Exercise(
+    name="shufflenet_v2_unit", topic=TOPIC,
+    statement="ShuffleNet V2's stride-1 unit: channel split, branch on one half, concatenate, shuffle",
+    signature="shufflenet_v2_unit(x, branch) -> y   # branch: a function of the (N, C/2, H, W) second half",
+    reference=_shufflenet_unit_reference, solution=shufflenet_v2_unit, make_cases=_shufflenet_unit_cases,
+    output_name="y",
+    mistakes=(
+        Mistake("you forgot the channel shuffle: after the concatenation, reshape to (N, 2, C/2, H, W), swap the "
+                "two channel axes and flatten, or the halves never mix", _wrong_unit(shuffle_groups="none")),
+        Mistake("you shuffled with the group axes swapped: the unit shuffles with 2 groups, reshape to "
+                "(N, 2, C/2, H, W) (not (N, C/2, 2, H, W)) before the transpose",
+                _wrong_unit(shuffle_groups="swapped")),
+        Mistake("you ran the branch on the first half: the first C/2 channels pass untouched, the branch takes "
+                "the second half x[:, C/2:]", _wrong_unit(branch_first_half=True)),
+        Mistake("you concatenated in the wrong order: the untouched half comes first, concat([x1, branch(x2)])",
+                _wrong_unit(branch_output_first=True)),
+        Mistake("you added the halves: ShuffleNet V2 concatenates them, which keeps C channels and needs no "
+                "element-wise add (guideline G4)",
+                lambda x, branch: x[:, :x.shape[1] // 2] + branch(x[:, x.shape[1] // 2:])),
     )))

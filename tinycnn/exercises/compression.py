@@ -1,11 +1,17 @@
 """Exercises on compression: int8 quantisation and dequantisation, choosing channels to prune.
 
-The references are written here from first principles (the affine int8 scheme of Jacob et al.,
-arXiv:1712.05877; pruning by batch-norm scale, "network slimming", arXiv:1708.06519); the tests cross-check
-them against the library's quantisation and pruning where those exist.
+The references come from the library: :func:`tinycnn.quantize.fake_quantize` and
+:func:`~tinycnn.quantize.choose_qparams` (the affine int8 scheme of Jacob et al., arXiv:1712.05877, as
+PyTorch computes it) and :func:`tinycnn.prune.prune_channels` with the ``"bn"`` criterion (pruning by
+batch-norm scale, "network slimming", arXiv:1708.06519), so an exercise cannot drift from what the
+library does. Dequantisation, ``(q - zero_point) * scale``, is its own reference: the library only has it
+inside ``fake_quantize`` (the tests check that the two agree bit for bit).
 """
 import numpy as np
 
+from .. import nn
+from ..prune import prune_channels
+from ..quantize import choose_qparams, fake_quantize
 from .checker import Exercise, Mistake, register
 
 TOPIC = "compression"
@@ -25,10 +31,18 @@ def dequantize_int8(q, scale, zero_point):
 
 
 def _range_to_scale(x_min, x_max):
-    """scale and zero point mapping [x_min, x_max] (containing 0) onto [-128, 127]."""
-    scale = (x_max - x_min) / (INT8_MAX - INT8_MIN)
-    zero_point = int(np.clip(round(INT8_MIN - x_min / scale), INT8_MIN, INT8_MAX))
-    return float(scale), zero_point
+    """scale and int8 zero point mapping [x_min, x_max] onto [-128, 127] (``choose_qparams``' 8-bit grid,
+    which is [0, 255]: the same scale, the zero point moved down by 128)."""
+    scale, zero_point, quant_min, _ = choose_qparams(x_min, x_max, bits=8)
+    return float(scale), int(zero_point) + INT8_MIN - quant_min
+
+
+def _quantize_reference(x, scale, zero_point):
+    """The integer codes of :func:`tinycnn.quantize.fake_quantize`: its output is ``(q - zero_point) * scale``,
+    so ``q = rint(output / scale) + zero_point`` (exact: the output is a whole number of float32 steps)."""
+    step = np.float32(scale)
+    steps = fake_quantize(x, scale, zero_point, INT8_MIN, INT8_MAX).astype(np.float64) / step
+    return (np.rint(steps) + zero_point).astype(np.int8)
 
 
 def _quantize_cases(rng):
@@ -51,7 +65,7 @@ register(Exercise(
     name="quantize_int8", topic=TOPIC,
     statement="affine int8 quantisation, q = clip(round(x / scale) + zero_point, -128, 127)",
     signature="quantize_int8(x, scale, zero_point) -> q   # int8 array of x's shape",
-    reference=quantize_int8, solution=quantize_int8, make_cases=_quantize_cases, output_name="q",
+    reference=_quantize_reference, solution=quantize_int8, make_cases=_quantize_cases, output_name="q",
     mistakes=(
         Mistake("you forgot to clip to [-128, 127]: casting a larger number to int8 wraps around (200 -> -56)",
                 _quantize_unclipped),
@@ -117,11 +131,30 @@ def _prune_cases(rng):
     return cases
 
 
+class _OneGroupNetwork(nn.Module):
+    """The smallest network ``tinycnn.prune`` prunes: a 1x1 conv + BN + ReLU producing ``channels`` maps, read
+    by a linear classifier. Its one channel group is scored by the batch norm's ``|gamma|``."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2dNormActivation(1, channels, 1))
+        self.classifier = nn.Sequential(nn.Linear(channels, 1))
+
+
+def _prune_reference(gamma, count):
+    """The channels :func:`tinycnn.prune.prune_channels` (criterion "bn") removes when gamma is the BN scale."""
+    channels = len(gamma)
+    network = _OneGroupNetwork(channels).to(gamma.dtype)
+    network.features[0][1].weight.data[...] = gamma
+    kept = prune_channels(network, amount=count / channels, criterion="bn").pruned_indices["features.0.0"]
+    return np.setdiff1d(np.arange(channels), kept)
+
+
 register(Exercise(
     name="channels_to_prune", topic=TOPIC,
     statement="choose the channels to prune: the ones with the smallest |gamma| of batch norm",
     signature="channels_to_prune(gamma, count) -> indices   # int64 array, increasing",
-    reference=channels_to_prune, solution=channels_to_prune, make_cases=_prune_cases, output_name="indices",
+    reference=_prune_reference, solution=channels_to_prune, make_cases=_prune_cases, output_name="indices",
     mistakes=(
         Mistake("you ranked by gamma, not |gamma|: a large negative scale is an important channel",
                 lambda gamma, count: np.sort(np.argsort(gamma, kind="stable")[:count])),

@@ -1,12 +1,16 @@
-"""Exercises on convolutions: output size, depthwise forward and backward, pointwise, transposed, unpooling.
+"""Exercises on convolutions: output size, depthwise forward and backward, pointwise, transposed, unpooling,
+bilinear up-sampling.
 
 Each exercise: a model ``solution`` written with loops (as in the notebook), the ``reference`` from
-``kernels.reference``, cases and the catalogue of usual mistakes (mutants). See :mod:`.checker`.
+``kernels.reference`` (up-sampling: ``tinycnn.nn.Upsample``), cases and the catalogue of usual mistakes
+(mutants). See :mod:`.checker`.
 """
 import numpy as np
 
 from kernels import reference
+from kernels._validate import conv_output_size as kernel_output_size   # what the kernels allocate
 
+from .. import nn
 from .checker import FLOAT_DTYPES, Exercise, Mistake, register
 
 TOPIC = "convolutions"
@@ -34,10 +38,6 @@ def _random_geometry(rng, max_size=9, max_kernel=5):
             return int(H), int(W), kernel, stride, padding
 
 
-def _output_size(size, kernel, stride, padding, dilation=1):
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
 # --------------------------------------------------------------------------------- conv_output_size
 def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
     """Output length of a convolution along one axis: ``floor((size + 2p - d(k-1) - 1) / s) + 1``."""
@@ -62,8 +62,8 @@ register(Exercise(
     name="conv_output_size", topic=TOPIC,
     statement="output length of a convolution with stride, padding and dilation",
     signature="conv_output_size(size, kernel, stride=1, padding=0, dilation=1) -> int",
-    reference=lambda size, kernel, stride=1, padding=0, dilation=1: _output_size(size, kernel, stride, padding,
-                                                                                 dilation),
+    reference=lambda size, kernel, stride=1, padding=0, dilation=1: kernel_output_size(size, kernel, stride, padding,
+                                                                                       dilation),
     solution=conv_output_size, make_cases=_conv_output_size_cases, output_name="size_out",
     mistakes=(
         Mistake("you used true division '/': the output size is an int, floor((size + 2p - d(k-1) - 1) / s) + 1, "
@@ -511,9 +511,7 @@ register(Exercise(
     name="max_unpool", topic=TOPIC,
     statement="max unpooling: scatter pooled values back to their argmax positions",
     signature="max_unpool(y, indices, output_shape) -> x   # indices: flat h*W + w per plane, as max pooling returns",
-    # the cases pool with non-overlapping windows (kernel = stride = output size / pooled size)
-    reference=lambda y, indices, output_shape: reference.max_pool2d_backward(
-        y, indices, output_shape, (output_shape[2] // y.shape[2], output_shape[3] // y.shape[3])),
+    reference=lambda y, indices, output_shape: reference.max_unpool2d_forward(y, indices, output_shape),
     solution=max_unpool, make_cases=_unpool_cases, output_name="x",
     mistakes=(
         Mistake("you copied each value to its whole window (nearest-neighbour up-sampling): unpooling puts it "
@@ -524,4 +522,98 @@ register(Exercise(
         Mistake("you used the indices as positions in the whole array: they are flat h*W + w within one "
                 "(n, c) plane",
                 _unpool_batch_flat),
+    )))
+
+
+# ----------------------------------------------------------------------------------- bilinear up-sampling
+def bilinear_upsample(x, out_height, out_width, align_corners=False):
+    """Bilinear resize of (N, C, H, W) to (N, C, out_height, out_width), PyTorch's source positions."""
+    N, C, H, W = x.shape
+
+    def source_pixels(in_size, out_size):
+        """For each output position: the two input neighbours and the weight of the second one."""
+        dst = np.arange(out_size)
+        if align_corners:                                     # the corner pixels line up
+            src = dst * ((in_size - 1) / (out_size - 1)) if out_size > 1 else np.zeros(out_size)
+        else:                                                 # the pixel centres line up, clamped at 0
+            src = np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
+        first = np.minimum(np.floor(src).astype(int), in_size - 1)
+        second = np.minimum(first + 1, in_size - 1)           # the border pixel repeats past the edge
+        return first, second, src - first
+
+    top, bottom, weight_y = source_pixels(H, out_height)
+    left, right, weight_x = source_pixels(W, out_width)
+    rows = x[:, :, top] * (1 - weight_y)[:, None] + x[:, :, bottom] * weight_y[:, None]   # (N, C, out_height, W)
+    y = rows[:, :, :, left] * (1 - weight_x) + rows[:, :, :, right] * weight_x   # (N, C, out_height, out_width)
+    return y.astype(x.dtype)
+
+
+def _upsample_reference(x, out_height, out_width, align_corners=False, mode="bilinear"):
+    """``tinycnn.nn.Upsample`` to the given size."""
+    return nn.Upsample(size=(out_height, out_width), mode=mode,
+                       align_corners=align_corners if mode == "bilinear" else None)(x)
+
+
+def _wrong_bilinear(half_pixel=True, clamp=True, corner_scale=True):
+    """:func:`bilinear_upsample` with one of its position rules broken (see the hints)."""
+    def wrong(x, out_height, out_width, align_corners=False):
+        def interpolation_matrix(in_size, out_size):
+            dst = np.arange(out_size)
+            if align_corners and corner_scale:
+                src = dst * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
+            elif align_corners:
+                src = dst * (in_size / out_size)
+            else:
+                src = (dst + 0.5) * (in_size / out_size) - 0.5 if half_pixel else dst * (in_size / out_size)
+                src = np.maximum(src, 0.0) if clamp else src
+            first = np.minimum(np.floor(src).astype(int), in_size - 1)       # -1 reads the last pixel
+            second = np.minimum(first + 1, in_size - 1)
+            matrix = np.zeros((out_size, in_size))
+            np.add.at(matrix, (dst, first), 1 - (src - first))
+            np.add.at(matrix, (dst, second), src - first)
+            return matrix
+        return (interpolation_matrix(x.shape[2], out_height) @ x
+                @ interpolation_matrix(x.shape[3], out_width).T).astype(x.dtype)
+    return wrong
+
+
+def _upsample_cases(rng):
+    """2x2 -> 4x4 both ways (redo on paper), a 1x1 map, a same-size copy, odd ratios, then random ones."""
+    cases = [dict(x=np.arange(4.0).reshape(1, 1, 2, 2), out_height=4, out_width=4, align_corners=False),
+             dict(x=np.arange(4.0).reshape(1, 1, 2, 2), out_height=4, out_width=4, align_corners=True),
+             dict(x=_hand_checkable((1, 2, 3, 3), np.float32), out_height=5, out_width=7, align_corners=False),
+             dict(x=_hand_checkable((1, 1, 1, 1)) + 3, out_height=3, out_width=2, align_corners=False),
+             dict(x=_hand_checkable((2, 1, 3, 2)), out_height=3, out_width=2, align_corners=True)]
+    for _ in range(7):
+        N, C, H, W = (int(v) for v in rng.integers(1, 4, size=4))
+        out_height, out_width = H * int(rng.integers(1, 4)) + int(rng.integers(0, 3)), W * int(rng.integers(1, 4))
+        dtype = FLOAT_DTYPES[int(rng.integers(2))]
+        cases.append(dict(x=rng.standard_normal((N, C, H, W)).astype(dtype), out_height=out_height,
+                          out_width=out_width, align_corners=bool(rng.integers(2))))
+    return cases
+
+
+register(Exercise(
+    name="bilinear_upsample", topic=TOPIC,
+    statement="bilinear up-sampling to a given size, with align_corners False (PyTorch's default) or True",
+    signature="bilinear_upsample(x, out_height, out_width, align_corners=False) -> y",
+    reference=_upsample_reference, solution=bilinear_upsample, make_cases=_upsample_cases, output_name="y",
+    mistakes=(
+        Mistake("your output is what the other align_corners convention gives: False lines up pixel centres, "
+                "src = (dst + 0.5) * H/H_out - 0.5; True lines up the corner pixels, src = dst * (H-1)/(H_out-1)",
+                lambda x, out_height, out_width, align_corners=False:
+                _upsample_reference(x, out_height, out_width, not align_corners)),
+        Mistake("your output is nearest-neighbour up-sampling: bilinear mixes the two nearest rows and the two "
+                "nearest columns with weights 1 - l and l",
+                lambda x, out_height, out_width, align_corners=False:
+                _upsample_reference(x, out_height, out_width, mode="nearest")),
+        Mistake("your samples are off by half a pixel: with align_corners=False the pixel centres line up, "
+                "src = (dst + 0.5) * H/H_out - 0.5, not dst * H/H_out",
+                _wrong_bilinear(half_pixel=False)),
+        Mistake("near the top and left borders src = (dst + 0.5) * H/H_out - 0.5 is negative: clamp it at 0 "
+                "(floor(-0.25) = -1 reads the last pixel in NumPy)",
+                _wrong_bilinear(clamp=False)),
+        Mistake("with align_corners=True the scale is (H-1)/(H_out-1), so that the last output pixel lands on "
+                "the last input pixel, not H/H_out",
+                _wrong_bilinear(corner_scale=False)),
     )))

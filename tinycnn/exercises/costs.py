@@ -1,11 +1,12 @@
-"""Exercises on what a network costs: MACs, parameters, memory access, receptive field, blocks' costs.
+"""Exercises on what a network costs: MACs, parameters, memory access, receptive field, blocks' costs,
+add vs concatenate, where to put squeeze-and-excitation.
 
 The references come from :func:`tinycnn.profile` on the real layers and models (MACs: multiply-
 accumulates of convolutions and fully connected layers, the papers' "Mult-Adds"; parameters: every
 weight, bias and batch-norm scale and shift); the solutions are the formulas a student writes.
 """
 from .. import models, nn
-from ..models import Fire, GhostModule, InvertedResidual, SandglassBlock
+from ..models import SE_POSITIONS, BasicBlock, Fire, GhostModule, InvertedResidual, SandglassBlock, ShuffleBlock
 from ..profile import profile
 from .checker import Exercise, Mistake, register
 
@@ -202,11 +203,22 @@ def _wrong_receptive_field(use_jump=True, stride_first=False, use_dilation=True)
     return wrong
 
 
+def _receptive_field_reference(layers):
+    """The profiler's receptive field (``tinycnn.receptive_field``) after a chain of these convolutions.
+
+    Each convolution gets padding ``d(k-1)``, so no map ever becomes empty; padding moves the field but does
+    not change its size."""
+    convolutions = [nn.Conv2d(1, 1, kernel, stride=stride, padding=dilation * (kernel - 1), dilation=dilation)
+                    for kernel, stride, dilation in layers]
+    return profile(nn.Sequential(*convolutions), (1, 1, 1, 1)).receptive_field[0]
+
+
 register(Exercise(
     name="receptive_field", topic=TOPIC,
     statement="receptive field of a stack of convolutions given as (kernel, stride, dilation) rows",
     signature="receptive_field(layers) -> int   # layers: list of (kernel, stride, dilation)",
-    reference=receptive_field, solution=receptive_field, make_cases=_receptive_field_cases, output_name="field",
+    reference=_receptive_field_reference, solution=receptive_field, make_cases=_receptive_field_cases,
+    output_name="field",
     mistakes=(
         Mistake("you added k - 1 per layer without the jump: after a stride-s layer each step of the next layer "
                 "moves s input pixels (multiply by the product of the earlier strides)",
@@ -228,10 +240,10 @@ def memory_access_cost(height, width, in_channels, out_channels, groups=1):
 
 
 def _memory_access_reference(height, width, in_channels, out_channels, groups=1):
-    """Counted from the profiled layer: elements of its input and output plus its parameters."""
-    macs, params = _profiled([nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=False)],
-                             (1, in_channels, height, width))
-    return height * width * in_channels + height * width * out_channels + params
+    """The profiler's ``memory_access`` column for the (grouped) 1x1 convolution."""
+    report = profile(nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=False),
+                     (1, in_channels, height, width))
+    return report.rows[0].memory_access
 
 
 def _memory_access_cases(rng):
@@ -548,4 +560,228 @@ register(Exercise(
                 "the extra ghosts)", _wrong_ghost(floor=True)),
         Mistake("you made C_out ghosts: the cheap operation makes (ratio - 1) * ceil(C_out / ratio) maps, the "
                 "rest are the intrinsic ones", _wrong_ghost(ghosts_all=True)),
+    )))
+
+
+# ------------------------------------------------------------------------------- add vs concatenate
+def merge_cost(channels, height, width, next_channels):
+    """Two branches of ``channels`` maps (height x width) merged by an add or by a concatenation, then a
+    1x1 convolution to ``next_channels``: what each merge costs itself and what it costs the next layer."""
+    elements = channels * height * width                         # one branch's output
+    return {"add_channels": channels,                            # element-wise: the width stays C
+            "add_flops": elements,                               # one addition per output element
+            "add_memory_access": 3 * elements,                   # read both operands, write the sum
+            "concat_channels": 2 * channels,                     # stacked: the width doubles, no arithmetic
+            "next_macs_after_add": channels * next_channels * height * width,
+            "next_macs_after_concat": 2 * channels * next_channels * height * width}
+
+
+def _merge_reference(channels, height, width, next_channels):
+    """Profiled ``Residual(conv 1x1) -> conv 1x1`` and ``Concat(Identity, conv 1x1) -> conv 1x1``."""
+    shape = (1, channels, height, width)
+    added = profile(nn.Sequential(nn.Residual(nn.Conv2d(channels, channels, 1, bias=False)),
+                                  nn.Conv2d(channels, next_channels, 1, bias=False)), shape)
+    stacked = profile(nn.Sequential(nn.Concat(nn.Identity(), nn.Conv2d(channels, channels, 1, bias=False)),
+                                    nn.Conv2d(2 * channels, next_channels, 1, bias=False)), shape)
+    add = next(row for row in added.rows if row.kind == "add")
+    after_add, after_concat = added.rows[-1], stacked.rows[-1]                 # the next 1x1 convolution
+    return {"add_channels": after_add.input_shape[1], "add_flops": add.flops,
+            "add_memory_access": add.memory_access, "concat_channels": after_concat.input_shape[1],
+            "next_macs_after_add": after_add.macs, "next_macs_after_concat": after_concat.macs}
+
+
+def _merge_cases(rng):
+    cases = [dict(channels=2, height=2, width=2, next_channels=3),
+             dict(channels=58, height=28, width=28, next_channels=116),      # ShuffleNet V2 1x, stage 3
+             dict(channels=1, height=1, width=1, next_channels=1)]
+    for _ in range(5):
+        cases.append(dict(channels=int(rng.integers(1, 129)), height=int(rng.integers(1, 57)),
+                          width=int(rng.integers(1, 57)), next_channels=int(rng.integers(1, 129))))
+    return cases
+
+
+def _wrong_merge(add_widens=False, concat_keeps=False, add_free=False, add_reads_only=False, add_per_operand=False):
+    """:func:`merge_cost` with one wrong idea (see the hints)."""
+    def wrong(channels, height, width, next_channels):
+        result = merge_cost(channels, height, width, next_channels)
+        elements = channels * height * width
+        if add_widens:
+            result["add_channels"], result["next_macs_after_add"] = 2 * channels, result["next_macs_after_concat"]
+        if concat_keeps:
+            result["concat_channels"], result["next_macs_after_concat"] = channels, result["next_macs_after_add"]
+        if add_free:
+            result["add_flops"] = result["add_memory_access"] = 0
+        if add_reads_only:
+            result["add_memory_access"] = 2 * elements
+        if add_per_operand:
+            result["add_flops"] = 2 * elements
+        return result
+    return wrong
+
+
+register(Exercise(
+    name="merge_cost", topic=TOPIC,
+    statement="add vs concatenate two branches: channels, FLOPs and memory access, and the next 1x1 conv's MACs",
+    signature="merge_cost(channels, height, width, next_channels) -> dict with add_channels, add_flops, "
+              "add_memory_access, concat_channels, next_macs_after_add, next_macs_after_concat",
+    reference=_merge_reference, solution=merge_cost, make_cases=_merge_cases, output_name="cost",
+    mistakes=(
+        Mistake("an element-wise add keeps C channels: only a concatenation stacks the two branches into 2C",
+                _wrong_merge(add_widens=True)),
+        Mistake("a concatenation stacks the two branches: 2C channels, so the next 1x1 conv reads twice as many "
+                "and costs 2C * C_next * H * W MACs", _wrong_merge(concat_keeps=True)),
+        Mistake("an element-wise add is not free (ShuffleNet V2's guideline G4): C*H*W additions, and it reads "
+                "two operands and writes the sum, 3*C*H*W memory accesses", _wrong_merge(add_free=True)),
+        Mistake("you forgot that the add writes its result: it reads 2*C*H*W elements and writes C*H*W, "
+                "3*C*H*W memory accesses", _wrong_merge(add_reads_only=True)),
+        Mistake("an add of two C x H x W maps is one addition per output element, C*H*W, not one per operand",
+                _wrong_merge(add_per_operand=True)),
+    )))
+
+
+# ------------------------------------------------------------------------------------ SE placements
+def se_placement_cost(in_channels, out_channels, stride, height, width, reduction=16, position="standard"):
+    """Parameters, MACs and channel-scaling multiplies of the SE block in a ResNet basic block, for each of the
+    SENet article's placements: "standard" (on the branch), "pre" (before it), "post" (after the add),
+    "identity" (on the shortcut)."""
+    channels = in_channels if position == "pre" else out_channels     # SE-PRE recalibrates the block's input
+    squeezed = max(1, channels // reduction)                          # at least one channel in the middle
+    params = channels * squeezed + squeezed + squeezed * channels + channels   # two FCs with biases
+    if position == "pre":
+        pixels = height * width                                       # before the strided convolution
+    else:
+        pixels = ((height - 1) // stride + 1) * ((width - 1) // stride + 1)    # at the block's output size
+    return {"params": params, "macs": 2 * channels * squeezed,        # the FCs: C*C/r + C/r*C products
+            "scale_multiplies": channels * pixels}                    # one multiply per scaled element
+
+
+def _se_placement_reference(in_channels, out_channels, stride, height, width, reduction=16, position="standard"):
+    """The ``se`` part of a profiled ``tinycnn.models.BasicBlock`` (ResNet's) with this placement."""
+    report = profile(BasicBlock(in_channels, out_channels, stride, reduction, position),
+                     (1, in_channels, height, width))
+    se = report.totals_under("se")
+    return {"params": se.params, "macs": se.macs,
+            "scale_multiplies": next(row.flops for row in report.rows if row.kind == "se scale")}
+
+
+def _se_placement_cases(rng):
+    cases = [dict(in_channels=32, out_channels=32, stride=1, height=4, width=4, reduction=16, position="standard"),
+             dict(in_channels=16, out_channels=32, stride=2, height=4, width=4, reduction=8, position="pre"),
+             dict(in_channels=16, out_channels=32, stride=2, height=5, width=3, reduction=8, position="identity"),
+             dict(in_channels=8, out_channels=8, stride=1, height=2, width=2, reduction=16, position="post")]
+    for position in SE_POSITIONS * 2:
+        stride = int(rng.integers(1, 3))
+        in_channels = int(rng.integers(1, 49))
+        out_channels = in_channels if rng.random() < 0.3 else int(rng.integers(1, 49))
+        cases.append(dict(in_channels=in_channels, out_channels=out_channels, stride=stride,
+                          height=int(rng.integers(1, 15)), width=int(rng.integers(1, 15)),
+                          reduction=int(rng.choice([2, 4, 8, 16])), position=position))
+    return cases
+
+
+def _wrong_se_placement(pre_output_channels=False, pre_output_size=False, ignore_stride=False, biases=True,
+                        at_least_one=True):
+    """:func:`se_placement_cost` with one wrong idea (see the hints)."""
+    def wrong(in_channels, out_channels, stride, height, width, reduction=16, position="standard"):
+        pre = position == "pre"
+        channels = in_channels if pre and not pre_output_channels else out_channels
+        squeezed = max(1, channels // reduction) if at_least_one else channels // reduction
+        out_pixels = ((height - 1) // stride + 1) * ((width - 1) // stride + 1)
+        pixels = out_pixels if (pre and pre_output_size) or not (pre or ignore_stride) else height * width
+        return {"params": 2 * channels * squeezed + (squeezed + channels if biases else 0),
+                "macs": 2 * channels * squeezed, "scale_multiplies": channels * pixels}
+    return wrong
+
+
+register(Exercise(
+    name="se_placement_cost", topic=TOPIC,
+    statement="parameters, MACs and scaling multiplies of SE in the four placements of the SENet article",
+    signature="se_placement_cost(in_channels, out_channels, stride, height, width, reduction=16, "
+              "position='standard') -> dict with params, macs, scale_multiplies   # position: standard, pre, "
+              "post or identity",
+    reference=_se_placement_reference, solution=se_placement_cost, make_cases=_se_placement_cases,
+    output_name="cost",
+    mistakes=(
+        Mistake("SE-PRE sits before the residual branch: it recalibrates the block's input, C_in channels, "
+                "not C_out", _wrong_se_placement(pre_output_channels=True)),
+        Mistake("SE-PRE scales the block's input, before the strided convolution: H x W pixels, not the "
+                "output's", _wrong_se_placement(pre_output_size=True)),
+        Mistake("the standard, post and identity placements scale a map at the block's output resolution, "
+                "(H-1)//s + 1 x (W-1)//s + 1: you forgot the stride", _wrong_se_placement(ignore_stride=True)),
+        Mistake("you forgot the biases of the two fully connected layers: C/r and C",
+                _wrong_se_placement(biases=False)),
+        Mistake("with C < r, C // r is 0: an SE block keeps at least one channel in the middle, max(1, C // r)",
+                _wrong_se_placement(at_least_one=False)),
+    )))
+
+
+# ------------------------------------------------------------------------------- ShuffleNet V1 unit
+def shufflenet_v1_unit_macs(in_channels, out_channels, groups, stride, height, width, group_reduce=True):
+    """MACs of a ShuffleNet V1 unit: grouped 1x1 reduce to C_out/4, shuffle, 3x3 depthwise (stride s), grouped 1x1
+    expand; stride 1 adds the input, stride 2 concatenates a 3x3 average-pooled input (no MACs)."""
+    bottleneck = out_channels // 4                                    # a quarter of the output channels
+    branch = out_channels - in_channels if stride == 2 else out_channels   # the concat brings the other C_in
+    out_height, out_width = (height - 1) // stride + 1, (width - 1) // stride + 1
+    reduce_groups = groups if group_reduce else 1                      # stage 2's first 1x1 is not grouped
+    reduce = in_channels * bottleneck // reduce_groups * height * width     # before the stride: H x W
+    depthwise = 3 * 3 * bottleneck * out_height * out_width
+    expand = bottleneck * branch // groups * out_height * out_width
+    return reduce + depthwise + expand
+
+
+def _shufflenet_v1_unit_cases(rng):
+    cases = [dict(in_channels=8, out_channels=8, groups=2, stride=1, height=2, width=2, group_reduce=True),
+             dict(in_channels=24, out_channels=240, groups=3, stride=2, height=56, width=56, group_reduce=False),
+             dict(in_channels=240, out_channels=240, groups=3, stride=1, height=28, width=28, group_reduce=True),
+             dict(in_channels=240, out_channels=480, groups=3, stride=2, height=28, width=28, group_reduce=True)]
+    while len(cases) < 9:
+        groups = int(rng.choice([1, 2, 3, 4, 8]))
+        out_channels = 4 * groups * int(rng.integers(1, 5))
+        stride = int(rng.integers(1, 3))
+        in_channels = out_channels if stride == 1 else groups * int(rng.integers(1, out_channels // groups))
+        if in_channels >= out_channels and stride == 2:
+            continue
+        cases.append(dict(in_channels=in_channels, out_channels=out_channels, groups=groups, stride=stride,
+                          height=int(rng.integers(1, 15)), width=int(rng.integers(1, 15)),
+                          group_reduce=bool(rng.random() < 0.7)))
+    return cases
+
+
+def _wrong_v1_unit(branch_full=False, always_group=False, dense=False, reduce_strided=False, pool_macs=False,
+                   bottleneck_from_input=False):
+    """:func:`shufflenet_v1_unit_macs` with one wrong idea (see the hints)."""
+    def wrong(in_channels, out_channels, groups, stride, height, width, group_reduce=True):
+        bottleneck = (in_channels if bottleneck_from_input else out_channels) // 4
+        branch = out_channels - in_channels if stride == 2 and not branch_full else out_channels
+        out_height, out_width = (height - 1) // stride + 1, (width - 1) // stride + 1
+        expand_groups = 1 if dense else groups
+        reduce_groups = 1 if dense or not (group_reduce or always_group) else groups
+        reduce_pixels = out_height * out_width if reduce_strided else height * width
+        macs = (in_channels * bottleneck // reduce_groups * reduce_pixels + 9 * bottleneck * out_height * out_width
+                + bottleneck * branch // expand_groups * out_height * out_width)
+        return macs + (9 * in_channels * out_height * out_width if pool_macs and stride == 2 else 0)
+    return wrong
+
+
+register(Exercise(
+    name="shufflenet_v1_unit_macs", topic=TOPIC,
+    statement="MACs of a ShuffleNet V1 unit (grouped 1x1, shuffle, depthwise 3x3, grouped 1x1; add or concat)",
+    signature="shufflenet_v1_unit_macs(in_channels, out_channels, groups, stride, height, width, group_reduce=True) "
+              "-> int",
+    reference=lambda in_channels, out_channels, groups, stride, height, width, group_reduce=True: _profiled(
+        [ShuffleBlock(in_channels, out_channels, stride, groups, group_reduce)], (1, in_channels, height, width))[0],
+    solution=shufflenet_v1_unit_macs, make_cases=_shufflenet_v1_unit_cases, output_name="macs",
+    mistakes=(
+        Mistake("at stride 2 the branch makes only C_out - C_in channels: the average-pooled input, concatenated, "
+                "supplies the other C_in", _wrong_v1_unit(branch_full=True)),
+        Mistake("you grouped the first 1x1 convolution of stage 2 (group_reduce=False): its input is too thin to "
+                "split, it is an ordinary 1x1 convolution", _wrong_v1_unit(always_group=True)),
+        Mistake("you forgot the groups of the 1x1 convolutions: a 1x1 GConv with g groups costs 1/g of a dense one",
+                _wrong_v1_unit(dense=True)),
+        Mistake("you costed the first 1x1 convolution at the output resolution: only the depthwise conv has the "
+                "stride, the reduce conv runs on the H x W input", _wrong_v1_unit(reduce_strided=True)),
+        Mistake("you counted the 3x3 average pooling of the stride-2 shortcut as MACs: pooling has no "
+                "multiply-adds", _wrong_v1_unit(pool_macs=True)),
+        Mistake("the bottleneck is a quarter of the unit's *output* channels, C_out / 4, not of its input",
+                _wrong_v1_unit(bottleneck_from_input=True)),
     )))
