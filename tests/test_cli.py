@@ -161,3 +161,9 @@ def test_benchmark_says_torch_was_not_found_when_it_cannot_be_imported(monkeypat
     assert "torch not found" in output
     assert report["settings"]["torch_version"] is None
     assert all(row["torch_ms"] is None for row in report["workloads"][0]["directions"])
+
+
+def test_bench_kernels_list_keeps_every_name_apart_from_its_description(capsys):
+    assert cli.main(["bench", "kernels", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [workload.name for workload in bench.WORKLOADS]

@@ -374,7 +374,7 @@ def format_table(report):
     lines += [header, "-" * len(header)]
     met = 0
     for result in report["workloads"]:
-        lines.append(f"{result['name']:<26}{result['description']}")
+        lines.append(f"{result['name']}  {result['description']}")
         for row in result["directions"]:
             is_total = row["direction"] == "total"
             ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"

@@ -152,8 +152,9 @@ def _run_bench_kernels(args):
     from tinycnn import bench
 
     if args.list:
+        width = max(len(workload.name) for workload in bench.WORKLOADS) + 2
         for workload in bench.WORKLOADS:
-            print(f"{workload.name:<26}{workload.describe()}")
+            print(f"{workload.name:<{width}}{workload.describe()}")
         return 0
     bench.main_kernels(only=args.only, batch=args.batch, scale=args.scale, repeat=args.repeat,
                        use_torch=not args.no_torch, json_path=args.json_path)
