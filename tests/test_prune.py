@@ -1,8 +1,10 @@
 """tinycnn.prune: structured channel pruning gives a smaller model that computes what it should.
 
-* Exactness: channels whose last batch norm has gamma = beta = 0 output exactly 0 (after ReLU/ReLU6, or
+* Exactness: channels whose last batch norms have gamma = beta = 0 output exactly 0 (after ReLU/ReLU6, or
   in a linear bottleneck), so pruning exactly those (criterion "bn" ranks them lowest) leaves the logits
-  unchanged to float64 rounding, for MobileNet V1, V2, MobileNeXt, ResNet-18/50 and SE-ResNet-18.
+  unchanged to float64 rounding, for MobileNet V1, V2, MobileNeXt, ResNet-18/50 and SE-ResNet-18; with
+  tied="prune" also for the channels tied to shortcuts (every BN that writes into them zeroed: the sum of
+  zeros is zero), MobileNeXt's partial shortcut included.
 * Cost: the profiler's parameters and MACs of the pruned model equal a prediction made from the channel
   counts alone (each conv/linear layer scales with kept inputs x kept outputs, each BN with its channels).
 * The pruned architecture is saved with the weights and rebuilt by load_pruned; bad files are refused.
@@ -17,6 +19,11 @@ INPUT = (1, 3, 32, 32)
 FAMILIES = [("mobilenet_v1", {"width_mult": 0.25}), ("mobilenet_v2", {"width_mult": 0.25}),
             ("mobilenext", {"width_mult": 0.25}), ("resnet18", {"width_mult": 0.25}),
             ("resnet50", {"width_mult": 0.125}), ("se_resnet18", {"width_mult": 0.25})]
+# tied="prune": the families whose shortcut channels are pruned (MobileNeXt also with its partial shortcut)
+TIED_FAMILIES = [("mobilenet_v2", {"width_mult": 0.25}), ("resnet18", {"width_mult": 0.25}),
+                 ("resnet50", {"width_mult": 0.125}), ("mobilenext", {"width_mult": 0.25}),
+                 ("mobilenext", {"width_mult": 0.25, "identity_tensor_multiplier": 0.5})]
+TIED_IDS = ["mobilenet_v2", "resnet18", "resnet50", "mobilenext", "mobilenext_half_identity"]
 
 
 def _model(name, kwargs, rng, dtype=np.float64):
@@ -26,38 +33,67 @@ def _model(name, kwargs, rng, dtype=np.float64):
     return model.to(dtype).eval()
 
 
-@pytest.mark.parametrize("name, kwargs", FAMILIES, ids=[name for name, _ in FAMILIES])
-def test_pruning_dead_channels_leaves_the_logits_unchanged(rng, name, kwargs):
-    model = _model(name, kwargs, rng)
-    amount = 0.5
+def _kill_channels(model, rng, amount, tied):
+    """Zero gamma and beta of random channels in every group's last BNs; ``{group: dead indices}``.
+
+    The last BN of each writer (the one whose output is added into the channels, through ReLU/ReLU6 or
+    linearly) and of each reader's depthwise convolution (MobileNeXt's ``depthwise_in`` reads a tied
+    tensor through its own BN, whose constant output on a dead channel is not 0).
+    """
     dead = {}
-    for group in prune.channel_groups(model):
+    for group in prune.channel_groups(model, tied):
         count = int(np.floor(amount * group.channels))
         chosen = np.sort(rng.choice(group.channels, count, replace=False))
-        last_bn = group.batch_norms[-1]                 # feeds the consumers (through ReLU/ReLU6 or linearly)
-        last_bn.weight.data[chosen] = 0.0
-        last_bn.bias.data[chosen] = 0.0
+        for bn in group.last_batch_norms:
+            bn.weight.data[chosen] = 0.0
+            bn.bias.data[chosen] = 0.0
         dead[group.name] = chosen
+    return dead
+
+
+def _check_dead_channels_pruned_exactly(model, rng, tied):
+    amount = 0.5
+    dead = _kill_channels(model, rng, amount, tied)
     x = rng.standard_normal((2,) + INPUT[1:])
     expected = model(x)
-    pruned = prune.prune_channels(model, amount, criterion="bn").eval()
+    pruned = prune.prune_channels(model, amount, criterion="bn", tied=tied).eval()
+    assert set(pruned.pruned_indices) == set(dead)
     for group_name, chosen in dead.items():
         assert not set(chosen) & set(pruned.pruned_indices[group_name])     # exactly the dead ones went
+    # float64 throughout: the pruned network adds the same nonzero terms, in the same order, minus exact zeros
     np.testing.assert_allclose(pruned(x), expected, rtol=1e-10, atol=1e-10)
     assert profile(pruned, INPUT).params < profile(model, INPUT).params
+    return pruned
 
 
-def _predicted_cost(model, pruned_indices):
+@pytest.mark.parametrize("name, kwargs", FAMILIES, ids=[name for name, _ in FAMILIES])
+def test_pruning_dead_channels_leaves_the_logits_unchanged(rng, name, kwargs):
+    _check_dead_channels_pruned_exactly(_model(name, kwargs, rng), rng, "keep")
+
+
+@pytest.mark.parametrize("name, kwargs", TIED_FAMILIES, ids=TIED_IDS)
+def test_pruning_dead_shortcut_channels_leaves_the_logits_unchanged(rng, name, kwargs):
+    model = _model(name, kwargs, rng)
+    pruned = _check_dead_channels_pruned_exactly(model, rng, "prune")
+    tied = [group for group in prune.channel_groups(model, "prune") if group.tied]
+    assert tied                                                   # shortcut channels were among the pruned
+    kept = {group.name: len(pruned.pruned_indices[group.name]) for group in tied}
+    assert all(count < group.channels for count, group in zip(kept.values(), tied))
+
+
+def _predicted_cost(model, pruned_indices, tied="keep"):
     """Parameters and MACs after pruning, predicted from the kept channel counts of every layer."""
     base = profile(model, INPUT)
     macs = {row.name: row.macs for row in base.rows}
     names = {id(module): name for name, module in model.named_modules()}
     kept_out, kept_in = {}, {}
-    for group in prune.channel_groups(model):
+    for group in prune.channel_groups(model, tied):
         fraction = len(pruned_indices[group.name]) / group.channels
-        for layer in [group.producer, group.producer_bn] + [m for pair in group.passthrough for m in pair]:
+        carried = [pair for _, _, passthrough in group.writers for pair in passthrough]
+        carried += [pair for passthrough, _ in group.readers for pair in passthrough]
+        for layer in [m for conv, bn, _ in group.writers for m in (conv, bn)] + [m for pair in carried for m in pair]:
             kept_out[id(layer)] = fraction
-        for consumer in group.consumers:
+        for _, consumer in group.readers:
             kept_in[id(consumer)] = fraction
     params, total_macs = 0.0, 0.0
     for module in model.modules():
@@ -86,6 +122,16 @@ def test_profiled_cost_drops_by_the_predicted_amount(rng, name, kwargs, criterio
     assert after.macs < profile(model, INPUT).macs
 
 
+@pytest.mark.parametrize("name, kwargs", TIED_FAMILIES, ids=TIED_IDS)
+@pytest.mark.parametrize("criterion", ["l1", "bn"])
+def test_profiled_cost_drops_by_the_predicted_amount_with_tied_channels(rng, name, kwargs, criterion):
+    model = _model(name, kwargs, rng, np.float32)
+    pruned = prune.prune_channels(model, 0.4, criterion=criterion, tied="prune")
+    after = profile(pruned, INPUT)
+    assert (after.params, after.macs) == _predicted_cost(model, pruned.pruned_indices, "prune")
+    assert after.params < profile(prune.prune_channels(model, 0.4, criterion=criterion), INPUT).params
+
+
 def test_amount_removes_floor_of_the_fraction_and_keeps_one(rng):
     model = _model("mobilenet_v2", {"width_mult": 0.25}, rng, np.float32)
     groups = {group.name: group.channels for group in prune.channel_groups(model)}
@@ -100,7 +146,8 @@ def test_amount_removes_floor_of_the_fraction_and_keeps_one(rng):
 def test_l1_criterion_keeps_the_largest_filters(rng):
     model = _model("resnet18", {"width_mult": 0.25}, rng, np.float32)
     group = prune.channel_groups(model)[0]
-    norms = np.abs(group.producer.weight.data).reshape(group.channels, -1).sum(axis=1)
+    producer = group.writers[0][0]
+    norms = np.abs(producer.weight.data).reshape(group.channels, -1).sum(axis=1)
     pruned = prune.prune_channels(model, 0.5, criterion="l1")
     kept = pruned.pruned_indices[group.name]
     assert norms[kept].min() >= np.delete(norms, kept).max()
