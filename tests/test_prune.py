@@ -237,3 +237,96 @@ def test_bad_arguments(rng, kwargs, message):
 def test_a_model_without_groups_is_refused():
     with pytest.raises(ValueError, match="no prunable channel group"):
         prune.prune_channels(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+
+
+# ----------------------------------------------------------------------------------------------------
+# tied="prune": the channels added to shortcuts
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, kwargs", TIED_FAMILIES, ids=TIED_IDS)
+def test_tied_pruned_model_saves_loads_and_trains(tmp_path, rng, name, kwargs):
+    from tinycnn.losses import CrossEntropyLoss
+
+    model = _model(name, kwargs, rng, np.float32)
+    pruned = prune.prune_channels(model, 0.5, criterion="bn", tied="prune").eval()
+    path = tmp_path / "pruned.npz"
+    prune.save_pruned(path, pruned, name, num_classes=7, **kwargs)
+    loaded, _ = prune.load_pruned(path)
+    x = rng.standard_normal((4,) + INPUT[1:]).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x), pruned(x))
+    assert profile(loaded, INPUT).params == profile(pruned, INPUT).params
+    loaded.train()
+    loss = CrossEntropyLoss()
+    loaded.zero_grad()
+    loss(loaded(x), np.array([0, 1, 2, 3]))
+    assert loaded.backward(loss.backward()).shape == x.shape
+    assert all(p.grad.shape == p.shape for p in loaded.parameters())
+
+
+def test_resnet_stage_loses_the_same_channels_everywhere(rng):
+    model = _model("resnet18", {"width_mult": 0.25}, rng, np.float32)
+    pruned = prune.prune_channels(model, 0.5, tied="prune")
+    stage = pruned.layer2                                    # downsample shortcut, then an identity one
+    width = model.layer2[0].out_channels - model.layer2[0].out_channels // 2
+    assert stage[0].conv2.out_channels == stage[0].downsample[0].out_channels == stage[0].bn2.num_features == width
+    assert stage[1].conv1.in_channels == stage[1].conv2.out_channels == stage[1].in_channels == width
+    assert pruned.layer3[0].conv1.in_channels == pruned.layer3[0].downsample[0].in_channels == width
+    assert pruned.fc.in_features == model.fc.in_features - model.fc.in_features // 2
+    group = next(g for g in prune.channel_groups(model, "prune") if g.name == "layer2.0.conv2")
+    writers = {id(conv) for conv, _, _ in group.writers}
+    assert writers == {id(m) for m in (model.layer2[0].conv2, model.layer2[0].downsample[0], model.layer2[1].conv2)}
+    assert prune.channel_groups(model) == [g for g in prune.channel_groups(model, "prune") if not g.tied]
+
+
+def test_tied_l1_score_sums_the_writers(rng):
+    model = _model("resnet18", {"width_mult": 0.25}, rng, np.float32)
+    group = next(g for g in prune.channel_groups(model, "prune") if g.name == "layer2.0.conv2")
+    expected = sum(np.abs(conv.weight.data.astype(np.float64)).reshape(group.channels, -1).sum(axis=1)
+                   for conv in (model.layer2[0].conv2, model.layer2[0].downsample[0], model.layer2[1].conv2))
+    np.testing.assert_allclose(prune.channel_scores(group, "l1"), expected, rtol=1e-12)
+    expected_bn = sum(np.abs(bn.weight.data.astype(np.float64))
+                      for bn in (model.layer2[0].bn2, model.layer2[0].downsample[1], model.layer2[1].bn2))
+    np.testing.assert_allclose(prune.channel_scores(group, "bn"), expected_bn, rtol=1e-12)
+
+
+def test_mobilenext_partial_shortcut_stays_on_the_kept_first_channels(rng):
+    model = _model("mobilenext", {"width_mult": 0.25, "identity_tensor_multiplier": 0.5}, rng, np.float32)
+    pruned = prune.prune_channels(model, 0.5, criterion="l1", tied="prune")
+    for original, smaller in zip(model.features, pruned.features):
+        if getattr(original, "has_shortcut", False):
+            group = next(g for g in prune.channel_groups(model, "prune") if original in g.blocks)
+            keep = pruned.pruned_indices[group.name]
+            assert smaller.identity_channels == np.sum(keep < original.identity_channels)
+            assert pruned.pruned_channels[group.name] == [len(keep), smaller.identity_channels]
+            assert smaller.in_channels == smaller.out_channels == len(keep)
+
+
+def test_tied_groups_skip_concatenations_and_squeeze_excitation(rng):
+    se = _model("se_resnet18", {"width_mult": 0.25}, rng, np.float32)
+    assert prune.channel_groups(se, "prune") == prune.channel_groups(se)       # SE scales the stage channels
+    nn.init.manual_seed(0)
+    shufflenet = models.get_model("shufflenet_v2_x0_5", num_classes=7)
+    assert not [g for g in prune.channel_groups(shufflenet, "prune") if g.tied]
+    with pytest.raises(ValueError, match="no prunable channel group"):
+        prune.prune_channels(shufflenet, 0.5, tied="prune")
+
+
+@pytest.mark.parametrize("tied", ["yes", True, None, "Prune"])
+def test_bad_tied_option_is_refused(rng, tied):
+    model = _model("resnet18", {"width_mult": 0.25}, rng, np.float32)
+    with pytest.raises(ValueError, match="tied must be one of keep, prune"):
+        prune.prune_channels(model, 0.5, tied=tied)
+    with pytest.raises(ValueError, match="tied must be one of"):
+        prune.channel_groups(model, tied)
+
+
+def test_loading_validates_a_partial_shortcut_entry(tmp_path, rng):
+    kwargs = {"width_mult": 0.25, "identity_tensor_multiplier": 0.5}
+    model = _model("mobilenext", kwargs, rng, np.float32)
+    group = next(g for g in prune.channel_groups(model, "prune") if g.shortcut_channels is not None)
+    C, k = group.channels, group.shortcut_channels
+    for entry in [C // 2, [C // 2], [0, 0], [C, k + 1], [C, k - 1], [k + 1, -1], ["4", 2]]:
+        with pytest.raises(ValueError, match="must keep"):
+            prune.apply_channel_config(_model("mobilenext", kwargs, rng, np.float32), {group.name: entry})
+    rebuilt = prune.apply_channel_config(_model("mobilenext", kwargs, rng, np.float32), {group.name: [5, 2]})
+    blocks = next(g for g in prune.channel_groups(rebuilt, "prune") if g.name == group.name).blocks
+    assert blocks and all(block.identity_channels == 2 and block.out_channels == 5 for block in blocks)
