@@ -18,7 +18,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.parametrize("command, options", [
     ("quantize", ["RUN", "--bits", "--calibration", "--method", "--percentile", "--json"]),
-    ("prune", ["RUN", "--amount", "--criterion", "--threshold", "--out", "--json"]),
+    ("prune", ["RUN", "--amount", "--criterion", "--threshold", "--tied", "--out", "--json"]),
 ])
 def test_help_lists_the_options(command, options):
     result = run_tinycnn(command, "--help")
@@ -34,6 +34,7 @@ def test_help_lists_the_options(command, options):
     (["prune", "--amount", "1"], "--amount"),
     (["prune", "--criterion", "l2"], "--criterion"),
     (["prune", "--threshold", "-1"], "--threshold"),
+    (["prune", "--tied", "all"], "--tied"),
 ])
 def test_bad_arguments_give_one_line_and_exit_code_2(arguments, expected, capsys):
     code, _, err = run_in_process(arguments, capsys)
@@ -97,3 +98,21 @@ def test_prune_threshold_is_one_global_value(tiny_run, tmp_path, capsys):
                                         "--out", str(tmp_path / "slim.npz"), "--json"], capsys)
     assert code == 0, err
     assert set(json.loads(stdout)["channels"].values()) == {1}        # every |gamma| < 100: one channel stays each
+
+
+def test_prune_tied_channels_then_evaluate(tiny_run, tmp_path, capsys):
+    kept_path, tied_path = tmp_path / "kept.npz", tmp_path / "tied.npz"
+    results = {}
+    for tied, path in (("keep", kept_path), ("prune", tied_path)):
+        code, stdout, err = run_in_process(["prune", str(tiny_run), "--amount", "0.5", "--tied", tied, "--out",
+                                            str(path), "--json"], capsys)
+        assert code == 0, err
+        results[tied] = json.loads(stdout)
+        assert results[tied]["tied"] == tied
+    assert set(results["keep"]["channels"]) < set(results["prune"]["channels"])     # the stages' groups too
+    assert results["prune"]["results"][1]["params"] < results["keep"]["results"][1]["params"]
+    model, _, _ = run.load_run(tied_path)                     # the architecture, stage widths included
+    assert sum(p.size for p in model.parameters()) == results["prune"]["results"][1]["params"]
+    code, stdout, err = run_in_process(["evaluate", str(tied_path), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["accuracy"] == pytest.approx(results["prune"]["results"][1]["accuracy"], abs=1e-12)

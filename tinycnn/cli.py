@@ -730,7 +730,7 @@ def _run_quantize(args):
 
 # --------------------------------------------------------------------------------------------- prune
 def _add_prune_parser(subparsers):
-    from tinycnn.prune import CRITERIA
+    from tinycnn.prune import CRITERIA, TIED
 
     prune = subparsers.add_parser(
         "prune", help="structured channel pruning of a trained run: a smaller network to fine-tune",
@@ -743,6 +743,7 @@ def _add_prune_parser(subparsers):
         epilog=("examples:\n"
                 "  tinycnn prune runs/train --amount 0.5 --criterion bn\n"
                 "  tinycnn prune runs/train --criterion bn --threshold 0.2 --out runs/slim.npz\n"
+                "  tinycnn prune runs/train --amount 0.3 --tied prune       (shortcut channels too)\n"
                 "  tinycnn train --weights runs/train/pruned.npz --epochs 3 --out runs/finetuned"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     prune.add_argument("run", nargs="?", default=None, metavar="RUN",
@@ -753,6 +754,9 @@ def _add_prune_parser(subparsers):
                        help="l1: L1 norm of the filters; bn: |gamma| of the batch norm (default: l1)")
     prune.add_argument("--threshold", type=_non_negative_float, default=None, metavar="T",
                        help="instead of --amount: remove every channel whose score is below T")
+    prune.add_argument("--tied", choices=TIED, default="keep",
+                       help="channels added to a shortcut: keep them, or prune each residual stage's channels as "
+                            "one group, the same indices from every layer that writes or reads them (default: keep)")
     prune.add_argument("--out", default=None, metavar="PATH",
                        help="where to write the pruned model (default: pruned.npz next to the checkpoint)")
     prune.add_argument("--batch-size", type=_positive_int, default=128, metavar="B",
@@ -775,7 +779,8 @@ def _run_prune(args):
 
     checkpoint = pathlib.Path(_checkpoint_argument(args.run)).expanduser()
     model, config, val_loader, _ = _run_data_loaders(checkpoint, args.batch_size)
-    pruned = prune.prune_channels(model, args.amount, criterion=args.criterion, threshold=args.threshold).eval()
+    pruned = prune.prune_channels(model, args.amount, criterion=args.criterion, threshold=args.threshold,
+                                  tied=args.tied).eval()
     shape = (1, 3, config.image_size, config.image_size)
     # forward passes of 32 images, the two models in turns (the same background load), median of 5 each
     x = np.random.default_rng(0).standard_normal((32,) + shape[1:]).astype(np.float32)
@@ -796,7 +801,7 @@ def _run_prune(args):
     prune.save_pruned(out, pruned, config.model, extra={**extra, "architecture": architecture}, **kwargs)
     if args.json:
         print(json.dumps({"checkpoint": str(checkpoint), "out": str(out), "amount": args.amount,
-                          "criterion": args.criterion, "threshold": args.threshold,
+                          "criterion": args.criterion, "threshold": args.threshold, "tied": args.tied,
                           "channels": pruned.pruned_channels,
                           "results": [{"model": name, "accuracy": accuracy, "params": params, "macs": macs,
                                        "seconds_per_image": seconds} for name, accuracy, params, macs, seconds in rows]},
