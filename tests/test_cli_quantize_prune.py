@@ -116,3 +116,52 @@ def test_prune_tied_channels_then_evaluate(tiny_run, tmp_path, capsys):
     code, stdout, err = run_in_process(["evaluate", str(tied_path), "--json"], capsys)
     assert code == 0, err
     assert json.loads(stdout)["accuracy"] == pytest.approx(results["prune"]["results"][1]["accuracy"], abs=1e-12)
+
+
+def test_quantize_a_plain_weights_file(tiny_run, tmp_path, capsys):
+    from tinycnn import io
+
+    model, _, _ = run.load_run(tiny_run)
+    weights = tmp_path / "weights.npz"
+    io.save_weights(weights, model)
+    rebuild = ["--model", "mobilenet_v2", "--width-mult", "0.25", "--data", "shapes:60", "--image-size", "16"]
+    code, stdout, err = run_in_process(["quantize", str(weights), *rebuild, "--calibration", "20", "--json"], capsys)
+    assert code == 0, err
+    rows = {row["precision"]: row for row in json.loads(stdout)["results"]}
+    # the same data spec and seed give the run's validation images, normalised by the same training statistics
+    evaluation, _, _ = run.evaluate_run(tiny_run / "best.npz")
+    assert rows["float32"]["accuracy"] == pytest.approx(evaluation.accuracy, abs=1e-12)
+    assert set(rows) == {"float32", "float16", "int8"}
+
+
+def test_quantize_a_pruned_model_file_rebuilds_its_architecture(tiny_run, tmp_path, capsys):
+    from tinycnn import prune
+
+    model, _, extra = run.load_run(tiny_run)
+    pruned = prune.prune_channels(model, 0.5, tied="prune")
+    path = tmp_path / "slim.npz"
+    prune.save_pruned(path, pruned, "mobilenet_v2", num_classes=len(extra["class_names"]), width_mult=0.25)
+    code, stdout, err = run_in_process(["quantize", str(path), "--data", "shapes:60", "--image-size", "16",
+                                        "--calibration", "20", "--json"], capsys)
+    assert code == 0, err
+    assert [row["precision"] for row in json.loads(stdout)["results"]] == ["float32", "float16", "int8"]
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--data", "shapes:60"], "--model NAME"),                                   # plain weights: which network?
+    (["--model", "mobilenet_v2", "--width-mult", "0.25"], "--data SPEC"),
+    (["--model", "mobilenet_v2", "--data", "shapes:60", "--image-size", "16"], "does not fit mobilenet_v2"),
+    (["--model", "resnet18", "--data", "shapes:60", "--image-size", "16"], "does not fit resnet18"),
+])
+def test_quantize_weights_it_cannot_rebuild_is_one_line(tiny_run, tmp_path, capsys, options, expected):
+    from tinycnn import io
+
+    weights = tmp_path / "weights.npz"
+    io.save_weights(weights, run.load_run(tiny_run)[0])
+    code, _, err = run_in_process(["quantize", str(weights), *options, "--calibration", "20"], capsys)
+    assert expected in assert_one_line_error(code, err)
+
+
+def test_quantize_a_run_refuses_model_options(tiny_run, capsys):
+    code, _, err = run_in_process(["quantize", str(tiny_run), "--model", "resnet18"], capsys)
+    assert "--model is for a weights file" in assert_one_line_error(code, err)

@@ -653,18 +653,24 @@ def _add_quantize_parser(subparsers):
     quantize = subparsers.add_parser(
         "quantize", help="post-training quantisation of a trained run: accuracy and size at int8, float16, ...",
         description=(
-            "Simulate low-precision inference of a run written by 'tinycnn train' (or 'tinycnn prune'):\n"
-            "batch norm is folded into the convolutions, weights are quantised per output channel, and the\n"
-            "input of every convolution and fully connected layer per tensor, with ranges calibrated on\n"
-            "training images. Prints the validation accuracy and the model size in bytes at float32,\n"
-            "float16 and each --bits."),
+            "Simulate low-precision inference of a run written by 'tinycnn train' (or 'tinycnn prune'),\n"
+            "or of a weights file: batch norm is folded into the convolutions, weights are quantised per\n"
+            "output channel, and the input of every convolution and fully connected layer per tensor, with\n"
+            "ranges calibrated on training images. Prints the validation accuracy and the model size in\n"
+            "bytes at float32, float16 and each --bits.\n"
+            "A weights file (.npz of tinycnn.io.save_weights, or a pruned model saved by\n"
+            "tinycnn.prune.save_pruned) names no data: give --data, and --model (and --width-mult) unless the\n"
+            "file stores its pruned architecture. Its images are normalised by the training part's mean\n"
+            "and std, as 'tinycnn train' does."),
         epilog=("examples:\n"
                 "  tinycnn quantize                               (the latest run's best.npz)\n"
                 "  tinycnn quantize runs/train --bits 8 6 4 --calibration 512\n"
-                "  tinycnn quantize runs/train/pruned.npz --method percentile --percentile 99.99"),
+                "  tinycnn quantize runs/train/pruned.npz --method percentile --percentile 99.99\n"
+                "  tinycnn quantize weights.npz --model mobilenet_v2 --width-mult 0.5 --data shapes"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    quantize.add_argument("run", nargs="?", default=None, metavar="RUN",
-                          help="a run folder or checkpoint (default: the latest runs/*/best.npz)")
+    quantize.add_argument("run", nargs="?", default=None, metavar="RUN_OR_WEIGHTS",
+                          help="a run folder or checkpoint, or a weights file (default: the latest "
+                               "runs/*/best.npz)")
     quantize.add_argument("--bits", type=_bits, nargs="+", default=[8], metavar="B",
                           help="integer bit widths to simulate (default: 8)")
     quantize.add_argument("--calibration", type=_positive_int, default=256, metavar="N",
@@ -676,24 +682,96 @@ def _add_quantize_parser(subparsers):
     quantize.add_argument("--batch-size", type=_positive_int, default=128, metavar="B",
                           help="images per forward pass (default: 128)")
     quantize.add_argument("--json", action="store_true", help="print the results as JSON")
+    weights = quantize.add_argument_group("a weights file instead of a run")
+    weights.add_argument("--data", default=None, metavar="SPEC",
+                         help="the data to calibrate and evaluate on (with a run: other data with its classes)")
+    weights.add_argument("--model", default=None, metavar="NAME", help="zoo model the weights are for")
+    weights.add_argument("--width-mult", type=_positive_float, default=None, metavar="W",
+                         help="its width multiplier (default: the model's own)")
+    weights.add_argument("--image-size", type=_positive_int, default=None, metavar="S",
+                         help="image size (default: the data's usual one)")
     quantize.set_defaults(handler=_run_quantize, prog=quantize.prog)
 
 
-def _run_data_loaders(checkpoint, batch_size, calibration=None):
-    """A run's model and its validation loader (and ``calibration`` normalised training images)."""
-    import numpy as np
+def _run_data_loaders(checkpoint, batch_size, calibration=None, data=None):
+    """A run's model and its validation loader (and ``calibration`` normalised training images).
 
+    ``data``: other data with the run's classes instead of its own (as ``tinycnn evaluate --data``).
+    """
     from tinycnn import run
-    from tinycnn.data import DataLoader, Normalize, to_float32
+    from tinycnn.data import Normalize
 
     model, config, extra = run.load_run(checkpoint)
-    data = run.load_config_data(config)
-    normalize = Normalize(extra["mean"], extra["std"])
-    val_loader = DataLoader(data.val.images, data.val.labels, batch_size, transform=normalize)
+    loaded = run.load_config_data(config, data)
+    val_loader, images = _normalised_parts(loaded, Normalize(extra["mean"], extra["std"]), batch_size, calibration)
+    return model, config, val_loader, images
+
+
+def _normalised_parts(loaded, normalize, batch_size, calibration):
+    """Validation loader and the first ``calibration`` training images (float32), both normalised."""
+    import numpy as np
+
+    from tinycnn.data import DataLoader, to_float32
+
+    val_loader = DataLoader(loaded.val.images, loaded.val.labels, batch_size, transform=normalize)
     images = None
     if calibration is not None:
-        images = normalize(to_float32(data.train.images[:calibration])).astype(np.float32)
-    return model, config, val_loader, images
+        images = normalize(to_float32(loaded.train.images[:calibration])).astype(np.float32)
+    return val_loader, images
+
+
+def _is_run_checkpoint(path):
+    """True for a run folder or a checkpoint of 'tinycnn train' / 'tinycnn prune' (it names its data)."""
+    import pathlib
+
+    from tinycnn import io
+
+    path = pathlib.Path(path).expanduser()
+    if path.is_dir() or not path.is_file():
+        return True                                  # a missing file: load_run's one-line error names it
+    try:
+        checkpoint = io.load_checkpoint(path)
+    except ValueError:                               # plain weights (or not ours at all)
+        return False
+    return "config" in checkpoint.get("extra", {})
+
+
+def _weights_data_loaders(path, args):
+    """``tinycnn quantize WEIGHTS``: the model from ``--model``/``--width-mult`` or the file's pruned
+    architecture, the data from ``--data``, normalised by its training part's mean and std."""
+    import pathlib
+
+    from tinycnn import io, prune, run
+    from tinycnn.data import Normalize
+
+    path = pathlib.Path(path).expanduser()
+    architecture = prune.read_architecture(path)
+    if architecture is None and args.model is None:
+        raise ValueError(f"{path} holds weights without their architecture: give --model NAME (and --width-mult W) "
+                         f"and --data SPEC")
+    if args.data is None:
+        raise ValueError(f"{path} is not a run and names no data: give --data SPEC to calibrate and evaluate on")
+    if architecture is not None and args.model not in (None, architecture["model"]):
+        raise ValueError(f"{path} holds a pruned {architecture['model']}, not a {args.model}: leave --model out")
+    model_name = architecture["model"] if architecture is not None else args.model
+    config = run.TrainConfig(model=model_name, data=args.data, image_size=args.image_size,
+                             width_mult=args.width_mult).resolved()
+    loaded = run.load_config_data(config)
+    if architecture is not None:
+        model, state = prune.build_pruned(architecture), io.load_checkpoint(path)["model"]
+    else:
+        model, state = run.build_model(model_name, len(loaded.class_names), args.width_mult), io.load_weights(path)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError) as error:
+        detail = " ".join(str(error).split())
+        width = "its default width" if args.width_mult is None else f"--width-mult {args.width_mult:g}"
+        raise ValueError(f"{path} does not fit {model_name} at {width} with {len(loaded.class_names)} classes "
+                         f"(check --model and --width-mult): {detail[:160]}{' ...' if len(detail) > 160 else ''}"
+                         ) from None
+    normalize = Normalize(*run.training_normalization(loaded.train.images))     # as tinycnn train normalises
+    val_loader, images = _normalised_parts(loaded, normalize, args.batch_size, args.calibration)
+    return model.eval(), config, val_loader, images
 
 
 def _run_quantize(args):
@@ -701,7 +779,15 @@ def _run_quantize(args):
     from tinycnn.evaluate import evaluate_model
 
     checkpoint = _checkpoint_argument(args.run)
-    model, config, val_loader, images = _run_data_loaders(checkpoint, args.batch_size, args.calibration)
+    if _is_run_checkpoint(checkpoint):
+        given = [name for name in ("model", "width_mult", "image_size") if getattr(args, name) is not None]
+        if given:
+            raise ValueError(f"--{given[0].replace('_', '-')} is for a weights file; the run {checkpoint} names its "
+                             f"own model and images")
+        model, config, val_loader, images = _run_data_loaders(checkpoint, args.batch_size, args.calibration,
+                                                              args.data)
+    else:
+        model, config, val_loader, images = _weights_data_loaders(checkpoint, args)
     batches = [images[start:start + args.batch_size] for start in range(0, len(images), args.batch_size)]
     folded = quantize.fold_batch_norm(model)
     rows = [("float32", evaluate_model(model, val_loader).accuracy, quantize.model_size_bytes(folded))]
@@ -713,11 +799,12 @@ def _run_quantize(args):
         rows.append((f"int{bits}", evaluate_model(quantized, val_loader).accuracy,
                      quantize.model_size_bytes(folded, "int", bits=bits)))
     if args.json:
-        print(json.dumps({"checkpoint": str(checkpoint), "calibration_images": len(images), "method": args.method,
+        print(json.dumps({"checkpoint": str(checkpoint), "data": args.data or config.data,
+                          "calibration_images": len(images), "method": args.method,
                           "results": [{"precision": name, "accuracy": accuracy, "size_bytes": size}
                                       for name, accuracy, size in rows]}, indent=1))
         return 0
-    print(f"{checkpoint}: {config.model} on {config.data}, {len(val_loader.labels)} validation images; "
+    print(f"{checkpoint}: {config.model} on {args.data or config.data}, {len(val_loader.labels)} validation images; "
           f"ranges from {len(images)} training images ({args.method})")
     print(f"{'precision':<10} {'accuracy':>9} {'change':>8} {'size (bytes)':>14}")
     for name, accuracy, size in rows:

@@ -44,7 +44,7 @@ from .transfer import freeze_backbone, load_pretrained, zero_init_residual_
 from .prune import PRUNED_KIND, apply_channel_config, read_architecture   # pruned runs (tinycnn prune)
 
 __all__ = ["TrainConfig", "RunResult", "build_model", "has_width_mult", "load_config_data", "run_training",
-           "load_run", "find_latest_run", "load_images", "predict_images", "evaluate_run",
+           "load_run", "find_latest_run", "load_images", "predict_images", "evaluate_run", "training_normalization",
            "AUGMENTATIONS", "VAL_SOURCES", "DEFAULT_WIDTH_MULT", "DEFAULT_IMAGE_SIZE"]
 
 AUGMENTATIONS = ("auto", "none", "flip", "crop", "crop+flip")
@@ -193,6 +193,13 @@ def load_config_data(config, data=None):
                         max_images=config.max_images if own else None)
 
 
+def training_normalization(images):
+    """Per-channel ``(mean, std)`` of training images (N, C, H, W), the std floored at 1e-3 (a constant
+    channel would divide by zero): the normalisation ``tinycnn train`` uses and stores with a run."""
+    mean, std = compute_mean_std(images)
+    return mean, np.maximum(std, 1e-3)
+
+
 def _prepare_data(config):
     """Load, split and normalise the data of ``config``: (train_loader, val_loader, LoadedData, info)."""
     data = load_config_data(config)
@@ -204,8 +211,7 @@ def _prepare_data(config):
     if len(data.train) < 2:         # batch norm in training needs two values per channel in a batch
         raise ValueError(f"too few images: dataset {config.data!r} leaves {len(data.train)} training image; "
                          f"training needs at least 2 (batch norm normalises over the batch)")
-    mean, std = compute_mean_std(data.train.images)
-    std = np.maximum(std, 1e-3)                          # a constant channel would divide by zero
+    mean, std = training_normalization(data.train.images)
     normalize = Normalize(mean, std)
     augment, augment_name = _augmentation(config, config.data_kind, config.image_size)
     train_loader = DataLoader(data.train.images, data.train.labels, config.batch_size, shuffle=True,
