@@ -277,6 +277,18 @@ def test_resnet_stage_loses_the_same_channels_everywhere(rng):
     assert prune.channel_groups(model) == [g for g in prune.channel_groups(model, "prune") if not g.tied]
 
 
+def test_default_prunes_the_untied_tensors_between_blocks(rng):
+    model = _model("mobilenext", {"width_mult": 0.25}, rng, np.float32)
+    groups = {group.name: group for group in prune.channel_groups(model)}
+    assert not any(group.tied for group in groups.values())
+    stem = groups["features.0.0"]                           # stem -> first sandglass block (no shortcut there)
+    assert [consumer for _, consumer in stem.readers] == [model.features[1].reduce[0]]
+    assert [conv for conv, _ in stem.readers[0][0]] == [model.features[1].depthwise_in[0]]
+    resnet50 = _model("resnet50", {"width_mult": 0.125}, rng, np.float32)
+    stem = next(group for group in prune.channel_groups(resnet50) if group.name == "conv1")
+    assert [consumer for _, consumer in stem.readers] == [resnet50.layer1[0].conv1, resnet50.layer1[0].downsample[0]]
+
+
 def test_tied_l1_score_sums_the_writers(rng):
     model = _model("resnet18", {"width_mult": 0.25}, rng, np.float32)
     group = next(g for g in prune.channel_groups(model, "prune") if g.name == "layer2.0.conv2")

@@ -14,9 +14,12 @@ Which channels are prunable (found by :func:`channel_groups` from the blocks' ro
 * inside a block, the hidden channels: MobileNet V2's inverted residual ``expand`` outputs = ``depthwise``
   channels = ``project`` inputs; MobileNeXt's sandglass bottleneck (``reduce`` outputs = ``expand``
   inputs); ResNet's ``conv1 -> conv2`` (and ``conv2 -> conv3`` in a bottleneck);
-* between the units of a plain chain (``features`` then ``classifier``): MobileNet V1's pointwise outputs
-  (through the next depthwise convolution into the next pointwise one), MobileNet V2's stem, its last
-  block's output and its 1280-channel last convolution (into the classifier).
+* between blocks, where no shortcut adds onto the tensor (walking the model as a chain of units:
+  ``features`` then the classifier's ``Linear``; ResNet's stem, blocks and ``fc``): MobileNet V1's
+  pointwise outputs (through the next depthwise convolution into the next pointwise one), MobileNet V2's
+  stem, its single-block stages' outputs and its 1280-channel last convolution (into the classifier),
+  MobileNeXt's stem and the wide outputs of its stage-changing blocks, ResNet-50's stem (read by the
+  first block and its ``downsample``).
 
 Channels that are added to a shortcut (a residual stage's width) stay by default: removing one means
 removing it from every tensor of the sum at once. ``tied="prune"`` does exactly that: a residual stage's
@@ -24,11 +27,10 @@ channels form one *tied* group whose writers are every convolution that writes i
 (the first block's projection, each residual block's projection, a ResNet ``downsample`` convolution, the
 stem before an identity shortcut) and whose readers are every layer that reads it (each block's first
 convolution, the next stage's first convolution or ``downsample``, the classifier). All of them lose the
-same channel indices, so every sum still adds channel ``c`` to channel ``c``. ``tied="prune"`` also makes
-the channels between MobileNeXt's sandglass blocks (its wide "inter-block" channels, with or without a
-shortcut) and ResNet-50's stem prunable. With MobileNeXt's identity tensor multiplier only the first
-``k`` channels take the shortcut; pruning keeps the channels in order, so the kept ones among the first
-``k`` stay first and each block's ``identity_channels`` becomes their count.
+same channel indices, so every sum still adds channel ``c`` to channel ``c``. For MobileNeXt these are
+its wide "inter-block" channels, where the sandglass blocks add their shortcuts. With its identity tensor
+multiplier only the first ``k`` channels take the shortcut; pruning keeps the channels in order, so the
+kept ones among the first ``k`` stay first and each block's ``identity_channels`` becomes their count.
 
 Not pruned, even with ``tied="prune"``: channels joined by a concatenation (ShuffleNet, SqueezeNet's
 fire modules, GhostNet) or scaled by squeeze-and-excitation on a shortcut's tensor (SE-ResNet's stage
@@ -164,11 +166,6 @@ def _is_resnet_block(block):
         and isinstance(block._modules.get("bn1"), nn.BatchNorm2d)
 
 
-def _free_ends(block):
-    """True if no shortcut adds to the block's input or output (it is just its branch)."""
-    return not block.use_residual and block._shortcut_layer() is None
-
-
 def _block_groups(block):
     """Hidden channel groups inside one block, by its roles; ``(writers, readers)`` pairs."""
     if _is_inverted_residual(block):
@@ -191,61 +188,14 @@ def _block_groups(block):
     return found
 
 
-def _output_end(unit):
-    """``(conv, bn)`` that writes ``unit``'s output channels, if they are free (no shortcut adds to them)."""
-    if _conv_bn(unit) and _dense(_conv_bn(unit)[0]):
-        return _conv_bn(unit)
-    if isinstance(getattr(unit, "pointwise", None), nn.Sequential):                 # MobileNet V1 block
-        return _output_end(unit.pointwise)
-    if _is_inverted_residual(unit) and _free_ends(unit):
-        return unit.conv[-2], unit.conv[-1]                                      # project, its BN
-    return None
-
-
-def _input_start(unit):
-    """``(passthrough, consumer)`` that reads ``unit``'s input channels, if no shortcut reads them too."""
-    if isinstance(unit, nn.Linear):
-        return [], unit
-    if _conv_bn(unit) and _dense(_conv_bn(unit)[0]):
-        return [], unit[0]
-    if isinstance(getattr(unit, "depthwise", None), nn.Sequential) and isinstance(getattr(unit, "pointwise", None),
-                                                                                   nn.Sequential):
-        return [_conv_bn(unit.depthwise)], unit.pointwise[0]                       # MobileNet V1 block
-    if _is_inverted_residual(unit) and _free_ends(unit):
-        layers = list(unit.conv)
-        if len(layers) == 4:
-            return [], layers[0][0]                                              # expand
-        return [_conv_bn(layers[0])], layers[1]                                  # depthwise, then project
-    return None
-
-
-def _last_linear(module):
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
-
-
-def _chain_groups(model):
-    """Groups between consecutive units of ``model.features`` (and into the classifier's Linear)."""
-    features, classifier = model._modules.get("features"), model._modules.get("classifier")
-    if not isinstance(features, nn.Sequential) or classifier is None:
-        return []
-    units = list(features) + [_last_linear(classifier)]
-    found = []
-    for unit, following in zip(units, units[1:]):
-        if unit is None or following is None:
-            continue
-        end, start = _output_end(unit), _input_start(following)
-        if end is None or start is None:
-            continue
-        passthrough, consumer = start
-        if all(_is_depthwise(conv) for conv, _ in passthrough):
-            found.append(([(end[0], end[1], [])], [(passthrough, consumer)]))
-    return found
-
-
 # ----------------------------------------------------------------------------------------------------
-# Tied groups: the tensor between two blocks, through every identity shortcut that adds onto it
+# Between blocks: the tensor from one unit of the chain to the next, through every identity shortcut
 # ----------------------------------------------------------------------------------------------------
+def _first_linear(module):
+    """The classifier's first ``Linear``: the layer that reads the pooled features (None if there is none)."""
+    return next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
+
+
 def _chain_units(model):
     """The model as a chain of units joined by one tensor each, or None.
 
@@ -255,7 +205,7 @@ def _chain_units(model):
     """
     features, classifier = model._modules.get("features"), model._modules.get("classifier")
     if isinstance(features, nn.Sequential) and classifier is not None:
-        return list(features) + [_last_linear(classifier)]
+        return list(features) + [_first_linear(classifier)]
     stages = [model._modules.get(f"layer{index}") for index in range(1, 5)]
     conv1, bn1, fc = (model._modules.get(name) for name in ("conv1", "bn1", "fc"))
     if isinstance(conv1, nn.Conv2d) and isinstance(bn1, nn.BatchNorm2d) and isinstance(fc, nn.Linear) \
@@ -356,11 +306,11 @@ def _shortcut_channels(blocks, channels, name):
 def channel_groups(model, tied="keep"):
     """Every prunable :class:`ChannelGroup` of ``model``, in the order of their first writers.
 
-    Supported by role: MobileNet V1 (chain), MobileNet V2 (hidden + chain), MobileNeXt (bottlenecks),
-    ResNet / SE-ResNet (branch channels). Other models give the groups their blocks share with these
-    (possibly none). ``tied="prune"`` adds the channels tied to identity or projection shortcuts
-    (MobileNet V2 and MobileNeXt stages, ResNet stages without squeeze-and-excitation) and the other
-    tensors between blocks: MobileNeXt's inter-block channels, ResNet-50's stem.
+    Supported by role: MobileNet V1 (chain), MobileNet V2 (hidden + chain), MobileNeXt (bottlenecks and
+    the tensors between blocks), ResNet / SE-ResNet (branch channels, ResNet-50's stem). Other models give
+    the groups their blocks share with these (possibly none). ``tied="keep"`` leaves out the groups
+    whose channels are a sum (:attr:`ChannelGroup.tied`: a shortcut adds onto them); ``tied="prune"``
+    includes them: MobileNet V2 and MobileNeXt stages, ResNet stages without squeeze-and-excitation.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a tinycnn.nn.Module; got {type(model).__name__}")
@@ -370,11 +320,7 @@ def channel_groups(model, tied="keep"):
     found = []
     for module in model.modules():
         found += [(writers, readers, []) for writers, readers in _block_groups(module)]
-    found += [(writers, readers, []) for writers, readers in _chain_groups(model)]
-    if tied == "prune":
-        written = {id(conv) for writers, _, _ in found for conv, _, _ in writers}
-        found += [stream for stream in _stream_groups(model)
-                  if not any(id(conv) in written for conv, _, _ in stream[0])]      # not a plain group already
+    found += _stream_groups(model)
     groups = []
     for writers, readers, blocks in found:
         name = names[id(writers[0][0])]
@@ -388,6 +334,8 @@ def channel_groups(model, tied="keep"):
             raise ValueError(f"{name}: channels do not line up along the group ({sorted(sizes)})")
         groups.append(ChannelGroup(name, writers, readers, blocks,
                                    _shortcut_channels(blocks, sizes.pop(), name)))
+    if tied == "keep":
+        groups = [group for group in groups if not group.tied]
     order = {id(module): index for index, module in enumerate(model.modules())}
     return sorted(groups, key=lambda group: order[id(group.writers[0][0])])
 
