@@ -163,7 +163,11 @@ class Module:
 
     # ------------------------------------------------------------------ registration (like PyTorch)
     def __setattr__(self, name, value):
-        if "_parameters" not in self.__dict__:
+        attributes = self.__dict__
+        if name in attributes and not isinstance(value, (Parameter, Module)):
+            attributes[name] = value        # a plain attribute again (layers' caches, every call): fast path
+            return
+        if "_parameters" not in attributes:
             raise AttributeError(f"call super().__init__() in {type(self).__name__}.__init__ before "
                                  f"assigning attributes (tried to set {name!r})")
         parameters, buffers, modules = self._parameters, self._buffers, self._modules
