@@ -45,6 +45,14 @@ def channels_per_block(channels, plane_size):
 
 
 @inline_jit
+def _block_bounds(block, block_channels, C, P):
+    """Channels ``c0 <= c < c1`` of parallel block ``block``, and their run ``j0 <= j < j1`` in a row."""
+    c0 = block * block_channels
+    c1 = min(C, c0 + block_channels)
+    return c0, c1, c0 * P, c1 * P
+
+
+@inline_jit
 def _channel_sums(partial, P, c0, c1, out):
     """``out[c] = sum_p partial[(c - c0)*P + p]`` for the block's channels ``c0 <= c < c1`` (fixed order)."""
     for c in range(c0, c1):
@@ -76,9 +84,7 @@ def batch_norm_train_forward_kernel(x, weight, bias, eps, block_channels, y, x_h
     m = N * P
     num_blocks = (C + block_channels - 1) // block_channels
     for block in prange(num_blocks):                    # disjoint blocks of whole channels
-        c0 = block * block_channels
-        c1 = min(C, c0 + block_channels)
-        j0, j1 = c0 * P, c1 * P                          # the block's run inside a row
+        c0, c1, j0, j1 = _block_bounds(block, block_channels, C, P)   # its channels and their run in a row
         length = j1 - j0
         partial = np.zeros(length, dtype=np.float64)     # running sums, one per (channel, position)
         for n in range(N):                               # pass 1: sums
@@ -133,9 +139,7 @@ def batch_norm_train_backward_kernel(grad_out, x_hat, scale, block_channels, gra
     m = N * P
     num_blocks = (C + block_channels - 1) // block_channels
     for block in prange(num_blocks):                    # disjoint blocks of whole channels
-        c0 = block * block_channels
-        c1 = min(C, c0 + block_channels)
-        j0, j1 = c0 * P, c1 * P
+        c0, c1, j0, j1 = _block_bounds(block, block_channels, C, P)
         length = j1 - j0
         sum_g = np.zeros(length, dtype=np.float64)       # running sums, one per (channel, position)
         sum_g_hat = np.zeros(length, dtype=np.float64)
@@ -178,9 +182,7 @@ def batch_norm_affine_kernel(x, scale, shift, block_channels, y):
     P = CP // C
     num_blocks = (C + block_channels - 1) // block_channels
     for block in prange(num_blocks):                    # disjoint blocks of whole channels
-        c0 = block * block_channels
-        c1 = min(C, c0 + block_channels)
-        j0, j1 = c0 * P, c1 * P
+        c0, c1, j0, j1 = _block_bounds(block, block_channels, C, P)
         length = j1 - j0
         scale_run = np.empty(length, dtype=x.dtype)      # the per-channel constants along the run
         shift_run = np.empty(length, dtype=x.dtype)
