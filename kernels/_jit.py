@@ -64,7 +64,7 @@ def one_blas_thread():
     ``prange`` layer (depthwise, batch norm, pooling), whose threads then fight the spinning ones for the
     cores. Measured on a 2-core AMD EPYC (AVX2): a pointwise + depthwise pair took 75 ms alternating
     against 21 ms run apart; a MobileNet V2 training step (width 0.5, batch 64, 32 x 32) took ~185 ms
-    when only the convolutions limited BLAS and ~105 ms when the whole step did. Parallelism comes from
+    when only the convolutions limited BLAS and ~95 ms when the whole step did. Parallelism comes from
     numba's loops instead.
 
     Scopes nest: only the outermost one talks to the BLAS library (~10 us), so the trainer can hold one
