@@ -81,6 +81,11 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     check_same_dtype(x=x, weight=weight)
     geometry = _geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     bias = check_bias(bias, weight.shape[0], x.dtype)
+    return _forward(x, weight, bias, geometry)
+
+
+def _forward(x, weight, bias, geometry):
+    """:func:`conv2d_forward` on checked arguments (C-contiguous, same dtype) and their ``geometry``."""
     if _is_depthwise(geometry):
         return depthwise._forward(x, weight, bias, geometry)
     if _is_pointwise(geometry):
@@ -214,6 +219,11 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     check_same_dtype(x=x, weight=weight)
     geometry = _geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     grad_out = check_grad_out(grad_out, geometry.output_shape, x.dtype)
+    return _backward(grad_out, x, weight, geometry)
+
+
+def _backward(grad_out, x, weight, geometry):
+    """:func:`conv2d_backward` on checked arguments (C-contiguous, same dtype) and their ``geometry``."""
     if _is_depthwise(geometry):
         return depthwise._backward(grad_out, x, weight, geometry)
     return _backward_input(grad_out, weight, geometry), _backward_weight(grad_out, x, geometry)

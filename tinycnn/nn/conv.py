@@ -21,16 +21,17 @@ the weights, caches the input and accumulates gradients.
 """
 import numbers
 
+import numpy as np
 
+import kernels.conv2d as conv2d_kernels
 from kernels import (
-    conv2d_backward,
     conv2d_backward_bias,
-    conv2d_forward,
     conv_transpose2d_backward_input,
     conv_transpose2d_backward_weight,
     conv_transpose2d_forward,
 )
-from kernels._validate import as_pair
+from kernels._jit import one_blas_thread
+from kernels._validate import as_pair, conv_geometry
 
 from . import init
 from .module import Module
@@ -104,21 +105,45 @@ class Conv2d(Module):
                                bias, rng)
         self._x = None              # cached input
         self._output_shape = None
+        self._cached_geometry = None    # (key, geometry) of the last input shape: see _geometry
 
     def _hyper_parameters(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
+    def _geometry(self, input_shape):
+        """The kernels' geometry for this input shape, checked once and kept while nothing changes.
+
+        The public kernels (``kernels.conv2d_forward``, ...) check every argument on every call (~25 us);
+        a layer already checks its input (dtype, shape, channels), so it computes the geometry once per
+        input shape, weight shape and hyper-parameters and calls the kernels' checked-argument entry
+        points (``kernels.conv2d._forward`` / ``_backward``) with it.
+        """
+        key = (input_shape, self.weight.data.shape, self.stride, self.padding, self.dilation, self.groups)
+        cached = self.__dict__.get("_cached_geometry")
+        if cached is None or cached[0] != key:
+            cached = self._cached_geometry = (key, conv_geometry(input_shape, self.weight.data.shape,
+                                                                 **self._hyper_parameters()))
+        return cached[1]
+
     def forward(self, x):
         self._check_input(x, channels=self.in_channels)
+        x = np.ascontiguousarray(x)
+        geometry = self._geometry(x.shape)
+        weight = np.ascontiguousarray(self.weight.data)
         bias = None if self.bias is None else self.bias.data
-        y = conv2d_forward(x, self.weight.data, bias, **self._hyper_parameters())   # (N, C_out, H_out, W_out)
+        with one_blas_thread():                                       # kernels/_jit.py: why one BLAS thread
+            y = conv2d_kernels._forward(x, weight, bias, geometry)           # (N, C_out, H_out, W_out)
         self._x, self._output_shape = x, y.shape
         return y
 
     def backward(self, grad_out):
         self._check_grad_out(grad_out, self._output_shape)
-        # both gradients in one call: arguments checked once, small depthwise planes fused
-        grad_x, grad_weight = conv2d_backward(grad_out, self._x, self.weight.data, **self._hyper_parameters())
+        grad_out = np.ascontiguousarray(grad_out, dtype=self._x.dtype)
+        geometry = self._geometry(self._x.shape)
+        weight = np.ascontiguousarray(self.weight.data)
+        # both gradients in one call (small depthwise planes fused)
+        with one_blas_thread():
+            grad_x, grad_weight = conv2d_kernels._backward(grad_out, self._x, weight, geometry)
         self.weight.grad += grad_weight
         if self.bias is not None:
             self.bias.grad += conv2d_backward_bias(grad_out)          # sum over N, H_out, W_out
