@@ -65,7 +65,8 @@ def _channel_sums(partial, P, c0, c1, out):
 
 @inline_jit
 def _spread(values, P, c0, c1, run):
-    """``run[(c - c0)*P + p] = values[c]``: a per-channel constant laid out along the block's run."""
+    """``run[(c - c0)*P + p] = values[c]``: a per-channel constant laid out along the block's run (converted
+    to ``run``'s dtype)."""
     for c in range(c0, c1):
         start = (c - c0) * P
         for p in range(P):
@@ -104,20 +105,15 @@ def batch_norm_train_forward_kernel(x, weight, bias, eps, block_channels, y, x_h
                 partial[j] += centred * centred
         _channel_sums(partial, P, c0, c1, var)
         inv_std = np.empty(C, dtype=np.float64)          # only the block's entries are used
-        shift = np.empty(C, dtype=np.float64)
         for c in range(c0, c1):
             var[c] /= m
             inv_std[c] = 1.0 / math.sqrt(var[c] + eps)
-            shift[c] = bias[c]
-        scale_run = np.empty(length, dtype=np.float64)   # weight[c] per element (as float64)
+        scale_run = np.empty(length, dtype=np.float64)   # weight[c], bias[c] per element, as float64
         inv_std_run = np.empty(length, dtype=np.float64)
         shift_run = np.empty(length, dtype=np.float64)
-        weight64 = np.empty(C, dtype=np.float64)
-        for c in range(c0, c1):
-            weight64[c] = weight[c]
-        _spread(weight64, P, c0, c1, scale_run)
+        _spread(weight, P, c0, c1, scale_run)
         _spread(inv_std, P, c0, c1, inv_std_run)
-        _spread(shift, P, c0, c1, shift_run)
+        _spread(bias, P, c0, c1, shift_run)
         for n in range(N):                               # pass 3: normalise, scale and shift
             row, hat_row, out_row = x[n, j0:j1], x_hat[n, j0:j1], y[n, j0:j1]
             for j in range(length):
@@ -152,17 +148,16 @@ def batch_norm_train_backward_kernel(grad_out, x_hat, scale, block_channels, gra
         total_g_hat = np.empty(C, dtype=np.float64)
         _channel_sums(sum_g, P, c0, c1, total_g)
         _channel_sums(sum_g_hat, P, c0, c1, total_g_hat)
-        mean_g, mean_g_hat, scale64 = np.empty(C), np.empty(C), np.empty(C)
+        mean_g, mean_g_hat = np.empty(C), np.empty(C)
         for c in range(c0, c1):
             mean_g[c] = total_g[c] / m
             mean_g_hat[c] = total_g_hat[c] / m
-            scale64[c] = scale[c]
             sums[c, 0] = total_g[c]
             sums[c, 1] = total_g_hat[c]
         mean_g_run, mean_g_hat_run, scale_run = sum_g, sum_g_hat, np.empty(length)   # reuse the buffers
         _spread(mean_g, P, c0, c1, mean_g_run)
         _spread(mean_g_hat, P, c0, c1, mean_g_hat_run)
-        _spread(scale64, P, c0, c1, scale_run)
+        _spread(scale, P, c0, c1, scale_run)             # float32 scale -> float64 run, as before
         for n in range(N):                               # pass 2: grad_x = s * (g - mean(g) - x_hat * mean(g x_hat))
             g_row, hat_row, out_row = grad_out[n, j0:j1], x_hat[n, j0:j1], grad_x[n, j0:j1]
             for j in range(length):
