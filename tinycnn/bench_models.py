@@ -98,20 +98,22 @@ def _our_model(name, arguments, num_classes):
 
 
 def _training_steps(ours, theirs, torch, batch, seed):
-    """Step callables ``(ours, theirs or None)`` for one training step of batch x 3 x 32 x 32."""
+    """Step callables ``(ours or None, theirs or None)`` for one training step of batch x 3 x 32 x 32."""
     from . import losses, optim
 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, batch)
-    criterion, our_optimizer = losses.CrossEntropyLoss(), optim.Adam(ours.parameters(), lr=1e-3)
-    ours.train()
+    our_step = None
+    if ours is not None:
+        criterion, our_optimizer = losses.CrossEntropyLoss(), optim.Adam(ours.parameters(), lr=1e-3)
+        ours.train()
 
-    def our_step():
-        ours.zero_grad()
-        criterion(ours(x), y)
-        ours.backward(criterion.backward())
-        our_optimizer.step()
+        def our_step():
+            ours.zero_grad()
+            criterion(ours(x), y)
+            ours.backward(criterion.backward())
+            our_optimizer.step()
 
     if theirs is None:
         return our_step, None
@@ -231,7 +233,7 @@ def _memory_child(label, framework, batch, steps, seed):
         import torch
         torch.set_num_threads(int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)))
         theirs = getattr(import_torchvision_models(torch), builder)(num_classes=10, **arguments)
-        step = _training_steps(_our_model(name, arguments, 10), theirs, torch, batch, seed)[1]
+        step = _training_steps(None, theirs, torch, batch, seed)[1]      # no model of ours in this process
     step()                                   # warm-up: loads compiled kernels, creates the optimizer state
     if _reset_peak_rss():
         before = _proc_status_mb("VmRSS")
