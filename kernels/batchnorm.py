@@ -165,12 +165,18 @@ def batch_norm_train_backward_kernel(grad_out, x_hat, scale, block_channels, gra
 
 
 @parallel_jit
-def batch_norm_affine_kernel(x, scale, shift, block_channels, y):
-    """``y = x * scale[c] + shift[c]`` for (N, C*P) arrays: batch norm with running statistics.
+def batch_norm_affine_kernel(x, scale, shift, low, high, block_channels, y):
+    """``y = clip(x * scale[c] + shift[c], low, high)`` for (N, C*P) arrays: batch norm with running
+    statistics, and the ReLU or ReLU6 that follows it (``low, high = -inf, inf`` for none).
 
     In evaluation mode the layer is a fixed affine map per channel, ``scale = weight / sqrt(running_var
     + eps)`` and ``shift = bias - running_mean * scale`` (computed by the caller in the input's dtype, as
-    PyTorch's CPU kernel does), so the whole layer is one pass.
+    PyTorch's CPU kernel does), so the whole layer is one pass; under ``tinycnn.nn.no_grad()`` the
+    activation after it joins that pass (see ``tinycnn.nn.fusion``). ``y`` may be ``x`` (in place).
+
+    Planes of at least ``LONG_PLANE`` values are walked one channel at a time with the channel's two
+    constants held in registers; smaller planes walk the block's whole run with the constants spread
+    along it (module docstring).
     """
     N, CP = x.shape
     C = scale.shape[0]
@@ -178,6 +184,16 @@ def batch_norm_affine_kernel(x, scale, shift, block_channels, y):
     num_blocks = (C + block_channels - 1) // block_channels
     for block in prange(num_blocks):                    # disjoint blocks of whole channels
         c0, c1, j0, j1 = _block_bounds(block, block_channels, C, P)
+        if P >= LONG_PLANE:
+            for c in range(c0, c1):
+                channel_scale, channel_shift = scale[c], shift[c]
+                for n in range(N):
+                    row, out_row = x[n, c * P:(c + 1) * P], y[n, c * P:(c + 1) * P]    # (P,) one plane
+                    for p in range(P):
+                        value = row[p] * channel_scale + channel_shift
+                        value = low if value < low else value       # selects, as kernels/activation.py
+                        out_row[p] = high if value > high else value
+            continue
         length = j1 - j0
         scale_run = np.empty(length, dtype=x.dtype)      # the per-channel constants along the run
         shift_run = np.empty(length, dtype=x.dtype)
@@ -186,4 +202,28 @@ def batch_norm_affine_kernel(x, scale, shift, block_channels, y):
         for n in range(N):
             row, out_row = x[n, j0:j1], y[n, j0:j1]
             for j in range(length):
-                out_row[j] = row[j] * scale_run[j] + shift_run[j]
+                value = row[j] * scale_run[j] + shift_run[j]
+                value = low if value < low else value
+                out_row[j] = high if value > high else value
+
+
+#: plane size from which :func:`batch_norm_affine_kernel` keeps a channel's constants in registers
+LONG_PLANE = 64
+
+
+def finish_channels(y, epilogue):
+    """Apply ``epilogue = (scale, shift, low, high)`` to ``y`` (N, C, H, W) in place and return ``y``:
+    ``y[:, c] = clip(y[:, c] * scale[c] + shift[c], low, high)``; ``None`` leaves ``y`` as it is.
+
+    This is what a convolution's caller may ask its output to go through before it is returned: a batch
+    norm with running statistics and a ReLU/ReLU6 (``tinycnn.nn.fusion``). ``scale``, ``shift`` have
+    ``y``'s dtype; ``y`` must be C-contiguous.
+    """
+    if epilogue is None:
+        return y
+    scale, shift, low, high = epilogue
+    N, C, H, W = y.shape
+    y_flat = y.reshape(N, C * H * W)
+    batch_norm_affine_kernel(y_flat, scale, shift, y.dtype.type(low), y.dtype.type(high),
+                             channels_per_block(C, H * W), y_flat)
+    return y

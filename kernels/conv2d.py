@@ -30,6 +30,7 @@ from ._im2col import col2im_kernel, im2col_kernel
 from ._jit import serial_blas
 from ._validate import (check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor,
                         conv_geometry)
+from .batchnorm import finish_channels
 from . import depthwise, pointwise
 
 
@@ -84,12 +85,23 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     return _forward(x, weight, bias, geometry)
 
 
-def _forward(x, weight, bias, geometry):
-    """:func:`conv2d_forward` on checked arguments (C-contiguous, same dtype) and their ``geometry``."""
-    if _is_depthwise(geometry):
-        return depthwise._forward(x, weight, bias, geometry)
+def _forward(x, weight, bias, geometry, epilogue=None):
+    """:func:`conv2d_forward` on checked arguments (C-contiguous, same dtype) and their ``geometry``.
+
+    ``epilogue = (scale, shift, low, high)`` (or None) finishes the output per channel,
+    ``clip(y * scale[c] + shift[c], low, high)`` (:func:`kernels.batchnorm.finish_channels`): the batch
+    norm and ReLU/ReLU6 that ``tinycnn.nn.fusion`` merges into the convolution. The pointwise path
+    applies it inside its matrix-product blocks, while they are in cache.
+    """
     if _is_pointwise(geometry):
-        return pointwise._forward(x, weight, bias, geometry)
+        return pointwise._forward(x, weight, bias, geometry, epilogue)
+    if _is_depthwise(geometry):
+        return finish_channels(depthwise._forward(x, weight, bias, geometry), epilogue)
+    return finish_channels(_im2col_forward(x, weight, bias, geometry), epilogue)
+
+
+def _im2col_forward(x, weight, bias, geometry):
+    """The general convolution: im2col per image, then one matrix product per group."""
 
     N = x.shape[0]
     G = geometry.groups

@@ -13,12 +13,15 @@ about 95% of the multiply-adds (paper, Table 2), so it is where speed matters mo
 
 Cost: ``C_in/groups * C_out * H * W`` MACs per image.
 
-Because it *is* a matrix product, the work is handed to NumPy's BLAS (``np.matmul``), written into
-preallocated outputs: no temporary copy of the activations is made. Measured here on (8,144,56,56)->24:
+Because it *is* a matrix product, the work is handed to NumPy's BLAS, one product per image and group,
+written into preallocated outputs (no temporary copy of the activations), spread over numba's threads
+by :func:`kernels._gemm.batched_matmul`. Measured here on (8,144,56,56)->24:
 BLAS forward+backward ~8.5 ms against PyTorch's ~11-25 ms (``tinycnn bench kernels``).
 """
 import numpy as np
 
+from ._gemm import batched_matmul
+from .batchnorm import finish_channels
 from ._jit import serial_blas
 from ._validate import check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor, conv_geometry
 
@@ -104,12 +107,12 @@ def pointwise_conv2d_backward_weight(grad_out, x, weight_shape, groups=1):
     grad_weight : ndarray (C_out, C_in/groups, 1, 1), ``sum_n grad_out[n] @ x[n]^T`` per group.
 
     The sum over images is itself a matrix product once the images' pixels are laid side by side:
-    ``[gy_1 ... gy_k] @ [x_1 ... x_k]^T``. One BLAS call per image is fine for large images, but a
-    MobileNet's late layers have 4x4 or 1x1 maps, where thousands of tiny calls cost more than the
-    arithmetic (measured: 0.45 s of a 1.4 s MobileNetV2 training step, batch 64 at 32x32). So images are
-    taken in chunks of about ``_GEMM_COLUMNS`` pixels: extra memory stays bounded by
-    ``(C_out + C_in) * _GEMM_COLUMNS`` numbers whatever the batch size, and chunks are added in a fixed
-    order, so the result is reproducible.
+    ``[gy_1 ... gy_N] @ [x_1 ... x_N]^T``. Maps of at least ``_GEMM_COLUMNS`` pixels take one product
+    per image (called from numba's threads, a call costs ~1 us), added in image order. On 1 x 1 maps the
+    images already lie side by side (the arrays are read as (C, N) views); 2 x 2 and 3 x 3 maps are
+    copied side by side first (one copy of ``grad_out`` and ``x``, small at those sizes). A MobileNet
+    trained on 32 x 32 images meets every one of these sizes. Either way the result does not depend on
+    the number of threads.
     """
     x = check_tensor(x, "x")
     weight_shape = check_shape(weight_shape, "weight_shape")
@@ -120,7 +123,8 @@ def pointwise_conv2d_backward_weight(grad_out, x, weight_shape, groups=1):
 
 # ----------------------------------------------------------------------------------------------------
 # Private twins (arguments already validated; ``conv2d`` dispatches here). The callers hold
-# :func:`~kernels._jit.serial_blas`, so BLAS runs on one thread.
+# :func:`~kernels._jit.serial_blas`, so BLAS runs on one thread and the products run on numba's threads
+# (:func:`kernels._gemm.batched_matmul`).
 # ----------------------------------------------------------------------------------------------------
 def _side_by_side(array, groups):
     """Copy ``(N, C, H, W)`` into ``(groups, C/groups, N*H*W)``: every image's pixels in one row per channel."""
@@ -130,35 +134,45 @@ def _side_by_side(array, groups):
     return side.reshape(groups, C // groups, N * H * W)
 
 
-def _from_side_by_side(side, out):
-    """Write ``(groups, C/groups, N*H*W)`` back into ``out`` (N, C, H, W)."""
-    N, C, H, W = out.shape
-    out.reshape(N, C, H * W)[...] = side.reshape(C, N, H * W).transpose(1, 0, 2)
+def _per_image_matrices(array, groups):
+    """View ``(N, C, H, W)`` (C-contiguous) as ``(N*groups, C/groups, H*W)``: one matrix per image and group."""
+    N, C, H, W = array.shape
+    return array.reshape(N * groups, C // groups, H * W)
 
 
-def _matmul_per_image(weight_matrices, array, out):
+def _matmul_per_image(weight_matrices, array, out, epilogue=None):
     """``out[n, g] = weight_matrices[g] @ array[n, g]``: (G, Co/G, Ci/G) @ (N, G, Ci/G, HW) -> (N, G, Co/G, HW).
 
-    One matrix product per image and group, written straight into ``out``; on 1 x 1 maps
-    (``H*W <= _SMALL_PLANE``) those would be N matrix-vector products, so the images are laid side by side
-    first and the work is one (Co/G, Ci/G) @ (Ci/G, N) product per group. Measured on a 2-core AMD EPYC,
-    one BLAS thread, batch 64, (160 -> 1280) on 1 x 1 maps: 1.0 -> 0.43 ms forward; on 2 x 2 maps the two
-    copies already cost what they save.
+    One matrix product per image and group, written straight into ``out``, and finished with
+    ``epilogue`` (see :func:`kernels._gemm.batched_matmul`). On 1 x 1 maps those would be N
+    matrix-vector products; there the images are the rows instead, ``out[:, g] = array[:, g] @
+    weight_matrices[g]^T``, one (N, Ci/G) @ (Ci/G, Co/G) product per group read straight from the
+    arrays (no copy). Measured on a 2-core AMD EPYC, batch 64, (160 -> 1280) on 1 x 1 maps: 1.0 ms as
+    N products, 0.35 ms as one.
     """
-    groups = weight_matrices.shape[0]
+    groups, C_out_g, C_in_g = weight_matrices.shape
     N, _, H, W = out.shape
-    if H * W > _SMALL_PLANE:
-        np.matmul(weight_matrices, _grouped(array, groups), out=_grouped(out, groups))
-    else:
-        _from_side_by_side(np.matmul(weight_matrices, _side_by_side(array, groups)), out)
+    array = np.ascontiguousarray(array)
+    if H * W > 1:
+        batched_matmul(weight_matrices, _per_image_matrices(array, groups), _per_image_matrices(out, groups),
+                       epilogue)
+        return
+    images_as_rows = array.reshape(N, groups, C_in_g).transpose(1, 0, 2)            # (G, N, Ci/G) view
+    out_rows = out.reshape(N, groups, C_out_g).transpose(1, 0, 2)                   # (G, N, Co/G) view
+    batched_matmul(images_as_rows, weight_matrices.transpose(0, 2, 1), out_rows)
+    finish_channels(out, epilogue)
 
 
-def _forward(x, weight, bias, geometry):
+def _forward(x, weight, bias, geometry, epilogue=None):
+    """:func:`pointwise_conv2d_forward` on checked arguments; ``epilogue`` as :func:`kernels.conv2d._forward`'s."""
     y = np.empty(geometry.output_shape, dtype=x.dtype)
-    _matmul_per_image(_grouped_weight(weight, geometry.groups), x, y)     # y[n] = W @ x[n] per group
-    if bias is not None:
-        y += bias[None, :, None, None]
-    return y
+    weight_matrices = _grouped_weight(weight, geometry.groups)
+    if bias is None:
+        _matmul_per_image(weight_matrices, x, y, epilogue)                # y[n] = W @ x[n] per group, finished
+        return y
+    _matmul_per_image(weight_matrices, x, y)                              # y[n] = W @ x[n] per group
+    y += bias[None, :, None, None]
+    return finish_channels(y, epilogue)
 
 
 def _backward_input(grad_out, weight, geometry):
@@ -170,30 +184,29 @@ def _backward_input(grad_out, weight, geometry):
 
 def _backward_weight(grad_out, x, geometry):
     groups = geometry.groups
-    weight_shape = geometry.weight_shape
     N, _, H, W = x.shape
-    grad_weight = np.zeros(weight_shape, dtype=x.dtype)
+    grad_weight = np.empty(geometry.weight_shape, dtype=x.dtype)
     total = _grouped_weight(grad_weight, groups)                    # (G, Co/G, Ci/G) view
-    one_chunk = np.empty_like(total)
-    gy, xs = _grouped(grad_out, groups), _grouped(x, groups)        # (N, G, Co/G, HW), (N, G, Ci/G, HW)
-    chunk = max(1, _GEMM_COLUMNS // (H * W))                        # images per matrix product
-    for start in range(0, N, chunk):
-        gy_part, x_part = gy[start:start + chunk], xs[start:start + chunk]
-        if len(gy_part) == 1:                                       # (G, Co/G, HW) @ (G, HW, Ci/G)
-            np.matmul(gy_part[0], x_part[0].transpose(0, 2, 1), out=one_chunk)
-        else:                                                       # pixels of k images side by side
-            G, Co_g, Ci_g, k = gy.shape[1], gy.shape[2], xs.shape[2], len(gy_part)
-            gy_side = gy_part.transpose(1, 2, 0, 3).reshape(G, Co_g, k * H * W)         # (G, Co/G, k*HW)
-            x_side = x_part.transpose(1, 0, 3, 2).reshape(G, k * H * W, Ci_g)           # (G, k*HW, Ci/G)
-            np.matmul(gy_side, x_side, out=one_chunk)
-        total += one_chunk
+    grad_out, x = np.ascontiguousarray(grad_out), np.ascontiguousarray(x)
+    if H * W >= _GEMM_COLUMNS:
+        # one (Co/G, HW) @ (HW, Ci/G) product per image and group, summed image after image
+        gy = _per_image_matrices(grad_out, groups)                             # (N*G, Co/G, HW)
+        xs = _per_image_matrices(x, groups).transpose(0, 2, 1)                 # (N*G, HW, Ci/G)
+        batched_matmul(gy, xs, total)
+    elif H * W == 1:
+        # 1 x 1 maps: the images are already side by side, (Co/G, N) @ (N, Ci/G) per group, read as views
+        gy = grad_out.reshape(N, groups, -1).transpose(1, 2, 0)               # (G, Co/G, N)
+        xs = x.reshape(N, groups, -1).transpose(1, 0, 2)                      # (G, N, Ci/G)
+        batched_matmul(gy, xs, total)
+    else:
+        # tiny maps: all images' pixels side by side, one (Co/G, N*HW) @ (N*HW, Ci/G) product per group
+        batched_matmul(_side_by_side(grad_out, groups), _side_by_side(x, groups).transpose(0, 2, 1), total)
     return grad_weight
 
 
-#: pixels per weight-gradient matrix product (see pointwise_conv2d_backward_weight). Measured on
-#: MobileNetV2 shapes at batch 64: one image per call is 10-90x slower on 2x2 and 1x1 maps, and
-#: chunks above ~1024 pixels lose again to the cost of laying the images side by side.
-_GEMM_COLUMNS = 256
-
-#: largest H*W for which forward and input gradient lay the images side by side (see _matmul_per_image)
-_SMALL_PLANE = 1
+#: pixels per image from which the weight gradient takes one matrix product per image (called from
+#: numba's threads, the products cost little per call); 2 x 2 maps lay all the images side by side first
+#: (see pointwise_conv2d_backward_weight). Measured on a 2-core AMD EPYC, MobileNet V2 shapes at batch
+#: 64: per image 0.81 vs side by side 1.19 ms on 8 x 8 maps, 0.23 vs 0.25 ms on 4 x 4, 0.30 vs 0.37 ms
+#: on 2 x 2, but 1.2 vs 0.26 ms on 1 x 1 (where no copy is needed at all).
+_GEMM_COLUMNS = 4

@@ -388,14 +388,21 @@ def test_batch_norm_second_backward_after_one_forward_raises(training, rng):
         bn.backward(np.ones_like(x))
 
 
-def test_batch_norm_eval_is_one_affine_map_per_channel_for_any_block_of_channels(rng):
-    """Running statistics: y = x * scale + shift (kernels/batchnorm.py), whatever the parallel blocks."""
-    from kernels.batchnorm import batch_norm_affine_kernel
-    N, C, P = 2, 5, 3
+@pytest.mark.parametrize("plane", [3, 64])
+@pytest.mark.parametrize("low, high", [(-np.inf, np.inf), (0.0, np.inf), (0.0, 0.5)])
+def test_batch_norm_eval_is_one_affine_map_per_channel_for_any_block_of_channels(plane, low, high, rng):
+    """Running statistics: y = clip(x * scale + shift, low, high) (kernels/batchnorm.py), whatever the
+    parallel blocks, on short planes (constants spread along a run) and long ones (held per channel)."""
+    from kernels.batchnorm import LONG_PLANE, batch_norm_affine_kernel
+    N, C, P = 2, 5, plane
+    assert (P >= LONG_PLANE) == (plane == 64)
     x = rng.standard_normal((N, C * P))
     scale, shift = rng.standard_normal(C), rng.standard_normal(C)
-    expected = (x.reshape(N, C, P) * scale[:, None] + shift[:, None]).reshape(N, C * P)
+    expected = np.clip((x.reshape(N, C, P) * scale[:, None] + shift[:, None]).reshape(N, C * P), low, high)
     for block in (1, 2, C):
         y = np.empty_like(x)
-        batch_norm_affine_kernel(x, scale, shift, block, y)
+        batch_norm_affine_kernel(x, scale, shift, low, high, block, y)
         np.testing.assert_array_equal(y, expected)
+        in_place = x.copy()
+        batch_norm_affine_kernel(in_place, scale, shift, low, high, block, in_place)
+        np.testing.assert_array_equal(in_place, expected)

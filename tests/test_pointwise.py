@@ -122,20 +122,30 @@ def test_pointwise_groups_do_not_mix_channels_across_groups(rng):
     assert np.all(y_changed[:, 2:] != y[:, 2:])
 
 
-@pytest.mark.parametrize("gemm_columns, images_per_product", [
-    (1, 1), (12, 1), (24, 2), (35, 2), (36, 3), (10**6, 5)])
-def test_pointwise_backward_weight_is_the_same_whatever_the_image_chunking(gemm_columns, images_per_product, rng,
-                                                                           monkeypatch):
-    """The weight gradient sums over images in chunks of ``_GEMM_COLUMNS`` pixels (several images side by
-    side in one matrix product); every chunking, including a last partial chunk (5 images in chunks of
-    2 or 3), gives the reference's answer."""
-    if not hasattr(P, "_GEMM_COLUMNS"):
-        pytest.skip("pointwise_conv2d_backward_weight does not chunk images")
+@pytest.mark.parametrize("gemm_columns", [1, 12, 13, 10**6])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_pointwise_backward_weight_is_the_same_per_image_or_side_by_side(gemm_columns, groups, rng, monkeypatch):
+    """The weight gradient sums over images either one product per image (maps of at least
+    ``_GEMM_COLUMNS`` pixels) or with every image's pixels side by side (smaller maps); both give the
+    reference's answer."""
     monkeypatch.setattr(P, "_GEMM_COLUMNS", gemm_columns)
-    x, weight, _, grad_out = make_inputs((5, 4, 3, 4), (6, 2, 1, 1), False, np.float64, rng)   # 12 pixels/image
-    assert min(max(1, gemm_columns // 12), 5) == images_per_product
-    assert_close(pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups=2),
-                 R.pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups=2), np.float64)
+    x, weight, _, grad_out = make_inputs((5, 4, 3, 4), (6, 4 // groups, 1, 1), False, np.float64, rng)   # 12 pixels
+    assert_close(pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups=groups),
+                 R.pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups=groups), np.float64)
+
+
+@pytest.mark.parametrize("plane", [(1, 1), (2, 2), (2, 3), (4, 4)])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_pointwise_small_maps_take_each_of_their_paths_correctly(plane, groups, rng):
+    """1 x 1 maps read the images as rows (views, no copy), 2 x 2 and 2 x 3 lay them side by side, 4 x 4
+    take a product per image: forward and both gradients agree with the reference on each."""
+    x, weight, _, grad_out = make_inputs((7, 6, *plane), (9, 6 // groups, 1, 1), False, np.float64, rng)
+    assert_close(pointwise_conv2d_forward(x, weight, groups=groups),
+                 R.pointwise_conv2d_forward(x, weight, groups=groups), np.float64)
+    assert_close(pointwise_conv2d_backward_input(grad_out, weight, x.shape, groups=groups),
+                 R.pointwise_conv2d_backward_input(grad_out, weight, x.shape, groups=groups), np.float64)
+    assert_close(pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups=groups),
+                 R.pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups=groups), np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -130,11 +130,19 @@ def _training_steps(ours, theirs, torch, batch, seed):
 
 
 def _inference_calls(ours, theirs, torch, seed):
-    """Forward callables for one 3 x 224 x 224 image in evaluation mode."""
+    """Forward callables for one 3 x 224 x 224 image in evaluation mode, both without gradients
+    (``tinycnn.nn.no_grad()`` fuses convolution, batch norm and ReLU/ReLU6; ``torch.no_grad()``)."""
+    from .nn import no_grad
+
     x = np.random.default_rng(seed).standard_normal((1, 3, 224, 224)).astype(np.float32)
     ours.eval()
+
+    def our_forward():
+        with no_grad():
+            return ours(x)
+
     if theirs is None:
-        return (lambda: ours(x)), None
+        return our_forward, None
     theirs.eval()
     x_torch = torch.from_numpy(x)
 
@@ -142,7 +150,7 @@ def _inference_calls(ours, theirs, torch, seed):
         with torch.no_grad():
             return theirs(x_torch)
 
-    return (lambda: ours(x)), their_forward
+    return our_forward, their_forward
 
 
 def _paired_models(label, name, arguments, builder, num_classes, torchvision_models):

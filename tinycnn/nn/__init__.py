@@ -9,12 +9,15 @@ passes; :class:`ShortcutBlock` is the base of every residual block of the model 
 
 Randomness: one shared generator, ``tinycnn.nn.init.manual_seed(seed)`` (see ``tinycnn/nn/init.py``).
 Precision: float32 by default; ``model.to(np.float64)`` / ``model.double()`` for gradient checks.
+Inference: ``with nn.no_grad(): model(x)`` keeps nothing for backward and fuses convolution, batch norm
+and ReLU/ReLU6 into one step (``tinycnn/nn/grad_mode.py``, ``tinycnn/nn/fusion.py``).
 """
 from . import init
 from .activation import Hardsigmoid, Hardswish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
 from .blocks import ChannelSplit, Concat, Conv2dNormActivation, Residual, ShortcutBlock
 from .conv import Conv2d, ConvTranspose2d
 from .deformable import DeformConv2d
+from .grad_mode import is_grad_enabled, no_grad
 from .linear import Linear
 from .misc import ChannelShuffle, Dropout, Flatten, Identity, Upsample
 from .module import Module, ModuleList, Parameter, Sequential, chain_backward, chain_forward
@@ -23,7 +26,7 @@ from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 from .se import SqueezeExcitation
 
 __all__ = [
-    "init",
+    "init", "no_grad", "is_grad_enabled",
     "Module", "Parameter", "Sequential", "ModuleList", "chain_forward", "chain_backward",
     "Conv2d", "ConvTranspose2d", "BatchNorm2d", "Linear",
     "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Hardsigmoid", "Hardswish", "SiLU",

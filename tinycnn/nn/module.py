@@ -36,6 +36,10 @@ import weakref
 
 import numpy as np
 
+from kernels._jit import one_blas_thread
+
+from .grad_mode import is_grad_enabled
+
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INPUT_SAMPLES = 32         # elements of a layer's input noted by __call__ (the forward cache rule above)
 
@@ -256,8 +260,12 @@ class Module:
     def __call__(self, x, *args, **kwargs):
         # extra arguments are for the few layers with several inputs (MaxUnpool2d, DeformConv2d)
         output = self.forward(x, *args, **kwargs)
-        if isinstance(x, np.ndarray) and x.size:        # the forward cache rule (module docstring)
-            self.__dict__["_input_sample"] = _InputSample(x)
+        if not is_grad_enabled():                       # no backward will follow (tinycnn/nn/grad_mode.py)
+            self.__dict__["_forward_without_grad"] = True
+        else:
+            self.__dict__.pop("_forward_without_grad", None)
+            if isinstance(x, np.ndarray) and x.size:    # the forward cache rule (module docstring)
+                self.__dict__["_input_sample"] = _InputSample(x)
         for hook in list(self._forward_hooks):
             replaced = hook(self, (x, *args), output)
             if replaced is not None:
@@ -304,6 +312,9 @@ class Module:
         ``output_shape`` is the shape cached by ``forward`` (``None`` if forward never ran).
         """
         name = self._layer_name()
+        if self.__dict__.get("_forward_without_grad"):
+            raise RuntimeError(f"{name}.backward(): the last forward ran inside tinycnn.nn.no_grad(), which keeps "
+                               f"nothing for backward; run the forward pass again outside no_grad()")
         if output_shape is None:
             raise RuntimeError(f"{name}.backward() called before forward(): run the forward pass first, "
                                f"it caches what the backward pass needs")
@@ -560,18 +571,29 @@ class Module:
 def chain_forward(layers, x):
     """Run ``layers`` one after the other: ``chain_forward([a, b, c], x) = c(b(a(x)))``.
 
-    Each layer is called (``layer(x)``, not ``layer.forward(x)``), so its forward hooks run.
+    Each layer is called (``layer(x)``, not ``layer.forward(x)``), so its forward hooks run. Inside
+    :func:`~tinycnn.nn.grad_mode.no_grad`, a convolution, batch norm and ReLU/ReLU6 in a row run as one
+    fused step (:mod:`tinycnn.nn.fusion`; same results).
+
+    The whole chain runs inside one :func:`kernels._jit.one_blas_thread` scope: the layers' own scopes
+    are then nested ones, which cost nothing (an outermost scope costs ~25 us, once per model call
+    instead of once per layer).
     """
-    for layer in layers:
-        x = layer(x)
-    return x
+    with one_blas_thread():
+        if not is_grad_enabled():
+            from .fusion import fused_chain_forward
+            return fused_chain_forward(list(layers), x)
+        for layer in layers:
+            x = layer(x)
+        return x
 
 
 def chain_backward(layers, grad_out):
     """The chain rule through ``layers`` run by :func:`chain_forward`: ``a.backward(b.backward(c.backward(g)))``."""
-    for layer in reversed(list(layers)):
-        grad_out = layer.backward(grad_out)       # each layer returns dL/d(its input)
-    return grad_out
+    with one_blas_thread():
+        for layer in reversed(list(layers)):
+            grad_out = layer.backward(grad_out)       # each layer returns dL/d(its input)
+        return grad_out
 
 
 class Sequential(Module):

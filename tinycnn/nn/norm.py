@@ -117,17 +117,27 @@ class BatchNorm2d(Module):
             return y.reshape(x.shape)
         # running statistics: an affine map per channel, y = x * scale + shift (as PyTorch's CPU kernel),
         # one compiled pass; backward recomputes x_hat from the cached input if it is ever asked for
-        mean = self.running_mean.astype(x.dtype, copy=False)
-        inv_std = (1.0 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)  # (C,)
-        weight, bias = self._affine_parameters(x.dtype)
-        scale = weight * inv_std                                                  # (C,)
-        shift = bias - mean * scale
+        scale, shift = self._running_affine(x.dtype)                              # (C,) each
         x_flat = np.ascontiguousarray(x).reshape(N, C * H * W)                   # (N, C*P)
         y = np.empty_like(x_flat)
-        batch_norm_affine_kernel(x_flat, scale, shift, channels_per_block(C, H * W), y)
-        self._x_hat, self._inv_std, self._used_batch_stats = None, inv_std, False
-        self._x, self._mean, self._output_shape = x, mean, x.shape
+        batch_norm_affine_kernel(x_flat, scale, shift, -np.inf, np.inf, channels_per_block(C, H * W), y)
+        self._x_hat, self._inv_std, self._used_batch_stats = None, self._running_inv_std(x.dtype), False
+        self._x, self._mean, self._output_shape = x, self.running_mean.astype(x.dtype, copy=False), x.shape
         return y.reshape(x.shape)
+
+    def _running_inv_std(self, dtype):
+        """``1 / sqrt(running_var + eps)`` as a (C,) array of ``dtype``."""
+        return (1.0 / np.sqrt(self.running_var + self.eps)).astype(dtype)
+
+    def _running_affine(self, dtype):
+        """``(scale, shift)``, (C,) arrays of ``dtype``: with running statistics ``y = x * scale + shift``.
+
+        ``scale = weight / sqrt(running_var + eps)``, ``shift = bias - running_mean * scale``, computed in
+        ``dtype`` as PyTorch's CPU kernel does (also used by :mod:`tinycnn.nn.fusion`).
+        """
+        weight, bias = self._affine_parameters(dtype)
+        scale = weight * self._running_inv_std(dtype)
+        return scale, bias - self.running_mean.astype(dtype, copy=False) * scale
 
     def _affine_parameters(self, dtype):
         """``weight, bias`` as (C,) arrays of ``dtype``: ones and zeros stand in for absent parameters."""

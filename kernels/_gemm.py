@@ -1,0 +1,214 @@
+"""Matrix products on numba's threads: NumPy's own BLAS, called block by block from a ``prange`` loop.
+
+Why not simply ``np.matmul``? OpenBLAS parallelises a product with worker threads of its own, and
+those keep spinning after the product ends. In a network every matrix product (pointwise convolution,
+im2col convolution) is followed by a numba ``prange`` layer (depthwise, batch norm), whose threads then
+fight the spinning ones for the cores; so tinycnn runs NumPy's BLAS on one thread
+(:func:`kernels._jit.one_blas_thread`), and a large product, such as a batch-1 pointwise layer at
+112 x 112, used one core out of two.
+
+Here the product is cut into independent blocks of rows or columns of the output, and each block is
+one single-threaded BLAS call (``cblas_sgemm`` / ``cblas_dgemm``) made from a ``prange`` iteration, so
+the cores are shared by *one* pool of threads, numba's. The BLAS is the one NumPy itself loaded
+(found through threadpoolctl; numba calls it through a ctypes function pointer passed as an argument,
+which keeps the compiled kernel cacheable). Measured on a 2-core AMD EPYC (AVX2), float32, one BLAS
+thread vs two blocks on numba's two threads: (96, 16) @ (16, 12544) 0.83 -> 0.46 ms, (144, 24) @
+(24, 3136) 0.39 -> 0.23 ms, (1280, 320) @ (320, 49) 0.65 -> 0.45 ms.
+
+Blocks depend only on the shapes, never on the number of threads, so results are bit-identical on 1 or
+2 threads. Where no such BLAS is found (another BLAS vendor) the same products run through ``np.matmul``.
+
+The one entry point is :func:`batched_matmul`.
+"""
+import ctypes
+
+import numpy as np
+
+from ._jit import parallel_jit, prange
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112      # the CBLAS enum values
+
+#: multiply-adds a block should hold at least: below it, a product is not cut (one call costs ~1 us)
+MIN_BLOCK_WORK = 1 << 17
+#: most blocks one product is cut into (enough for 4 threads; more only adds calls)
+MAX_BLOCKS = 4
+
+
+def _find_cblas():
+    """``{dtype: ctypes function}`` for NumPy's OpenBLAS ``cblas_?gemm``, or ``{}`` if not found.
+
+    Only symbols whose integer width is certain are used: scipy-openblas's ``scipy_cblas_?gemm64_``
+    (64-bit integers, what NumPy 2 wheels ship) and ``scipy_cblas_?gemm`` (32-bit), and OpenBLAS's
+    ``cblas_?gemm64_``. Each is checked on a small product before it is trusted.
+    """
+    try:
+        from threadpoolctl import threadpool_info
+        paths = [info["filepath"] for info in threadpool_info() if info.get("internal_api") == "openblas"]
+    except Exception:                        # threadpoolctl cannot inspect this process: use np.matmul
+        return {}
+    paths.sort(key=lambda path: "numpy" not in path)          # NumPy's own copy first
+    candidates = [("scipy_cblas_{}gemm64_", ctypes.c_int64), ("cblas_{}gemm64_", ctypes.c_int64),
+                  ("scipy_cblas_{}gemm", ctypes.c_int32)]
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pattern, integer in candidates:
+            functions = {}
+            for letter, dtype, real in (("s", np.float32, ctypes.c_float), ("d", np.float64, ctypes.c_double)):
+                function = getattr(library, pattern.format(letter), None)
+                if function is None:
+                    break
+                function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, integer, integer, integer,
+                                     real, ctypes.c_void_p, integer, ctypes.c_void_p, integer,
+                                     real, ctypes.c_void_p, integer]
+                function.restype = None
+                functions[np.dtype(dtype)] = function
+            if len(functions) == 2 and all(_gives_matmul(f, dtype) for dtype, f in functions.items()):
+                return functions
+    return {}
+
+
+def _gives_matmul(function, dtype):
+    """Does ``function`` compute a small product as ``np.matmul`` does (to rounding)?"""
+    a = np.arange(6, dtype=dtype).reshape(2, 3)
+    b = np.arange(12, dtype=dtype).reshape(3, 4)
+    out = np.zeros((2, 4), dtype=dtype)
+    function(ROW_MAJOR, NO_TRANS, NO_TRANS, 2, 4, 3, 1.0, a.ctypes.data, 3, b.ctypes.data, 4, 0.0,
+             out.ctypes.data, 4)
+    return np.array_equal(out, a @ b)
+
+
+_CBLAS = _find_cblas()
+
+
+def _operand(matrix_stack):
+    """``(stack, transpose flag, leading dimension)`` describing a (B, rows, cols) stack for CBLAS.
+
+    CBLAS reads a row-major matrix whose rows are ``ld`` elements apart, or (``TRANS``) the transpose
+    of one. A stack whose matrices have neither layout is copied first.
+    """
+    itemsize = matrix_stack.itemsize
+    row_step, col_step = matrix_stack.strides[1] // itemsize, matrix_stack.strides[2] // itemsize
+    rows, cols = matrix_stack.shape[1:]
+    if col_step == 1 and row_step >= max(cols, 1):
+        return matrix_stack, NO_TRANS, row_step
+    if row_step == 1 and col_step >= max(rows, 1):
+        return matrix_stack, TRANS, col_step
+    return _operand(np.ascontiguousarray(matrix_stack))
+
+
+def _blocks(M, N, K):
+    """Cut an (M, N) output of a K-deep product into row or column blocks: ``(count, by_rows, size)``."""
+    count = int(min(MAX_BLOCKS, max(1, (M * N * K) // MIN_BLOCK_WORK)))
+    if M >= N:                                      # rows, in multiples of 8
+        size = -(-M // count)
+        size = -(-size // 8) * 8
+        return -(-M // size), True, size
+    size = -(-N // count)                           # columns, in multiples of 16 (64 bytes of float32)
+    size = -(-size // 16) * 16
+    return -(-N // size), False, size
+
+
+def batched_matmul(a, b, out, epilogue=None):
+    """``out[j] = sum_r a[i % len(a)] @ b[i]`` with ``i = r * len(out) + j``, written into ``out``.
+
+    Parameters
+    ----------
+    a : ndarray (A, M, K)
+        Reused cyclically over the products (``A`` divides ``B``): a stack of per-group weights.
+    b : ndarray (B, K, N)
+        ``B`` is a multiple of ``len(out)``: ``B // len(out)`` products are summed into each ``out[j]``.
+    out : ndarray (C, M, N), rows contiguous (``out.strides[2] == itemsize``)
+        Overwritten.
+    epilogue : tuple ``(scale, shift, low, high)`` or None
+        Then each output row is finished, while it is still in cache, as
+        ``out[j, m] = clip(out[j, m] * scale[c] + shift[c], low, high)`` with ``c = (j % G) * M + m``,
+        ``G = len(scale) // M``: a batch norm with running statistics and a ReLU/ReLU6 after a pointwise
+        convolution (``tinycnn.nn.fusion``). ``scale``, ``shift`` have ``out``'s dtype.
+
+    Every matrix may be a strided view (a transposed matrix is read as CBLAS's ``TRANS``). The products
+    run on numba's threads, each output cut into blocks by :func:`_blocks`; summed products are added
+    in the order ``r = 0, 1, ...``. Call inside :func:`kernels._jit.one_blas_thread`.
+    """
+    products, outputs = b.shape[0], out.shape[0]
+    M, K = a.shape[1:]
+    N = b.shape[2]
+    if out.size == 0 or K == 0:
+        out[...] = 0
+        return _finish_rows_numpy(out, epilogue)
+    function = _CBLAS.get(out.dtype)
+    if function is None or out.strides[2] != out.itemsize or out.shape[1] > 1 and out.strides[1] < out.itemsize * N:
+        _batched_matmul_numpy(a, b, out)
+        return _finish_rows_numpy(out, epilogue)
+    a, trans_a, lda = _operand(a)
+    b, trans_b, ldb = _operand(b)
+    count, by_rows, size = _blocks(M, N, K)
+    if epilogue is None:
+        scale = shift = np.empty(0, dtype=out.dtype)
+        low, high = -np.inf, np.inf
+    else:
+        scale, shift, low, high = epilogue
+    _batched_matmul_kernel(function, a, trans_a, lda, b, trans_b, ldb, out, out.strides[1] // out.itemsize,
+                           products // outputs, count, by_rows, size,
+                           scale, shift, out.dtype.type(low), out.dtype.type(high))
+    return out
+
+
+def _batched_matmul_numpy(a, b, out):
+    """The same as :func:`batched_matmul` with ``np.matmul`` (no suitable BLAS found)."""
+    outputs = out.shape[0]
+    for r in range(b.shape[0] // outputs):
+        indices = np.arange(r * outputs, (r + 1) * outputs)
+        product = np.matmul(a[indices % a.shape[0]], b[indices])
+        if r == 0:
+            out[...] = product
+        else:
+            out += product
+
+
+def _finish_rows_numpy(out, epilogue):
+    """:func:`batched_matmul`'s epilogue in NumPy, same arithmetic (the paths without the kernel)."""
+    if epilogue is not None:
+        scale, shift, low, high = epilogue
+        C, M, _ = out.shape
+        rows = np.arange(C)[:, None] % (len(scale) // M) * M + np.arange(M)[None, :]     # (C, M) channels
+        np.clip(out * scale[rows][:, :, None] + shift[rows][:, :, None], out.dtype.type(low), out.dtype.type(high),
+                out=out)
+    return out
+
+
+@parallel_jit
+def _batched_matmul_kernel(gemm, a, trans_a, lda, b, trans_b, ldb, out, ldc, sums, count, by_rows, size,
+                           scale, shift, low, high):
+    """One CBLAS call per (output matrix, block, summed product); ``prange`` over disjoint output blocks.
+
+    With a non-empty ``scale``, each block's rows are then finished in place (``batched_matmul``'s epilogue).
+    """
+    outputs, M, N = out.shape
+    K = a.shape[2]
+    groups = scale.shape[0] // M
+    for task in prange(outputs * count):                 # disjoint (output matrix, block) pairs
+        j, block = task // count, task % count
+        m0, m1, n0, n1 = 0, M, 0, N
+        if by_rows:
+            m0, m1 = block * size, min(M, (block + 1) * size)
+        else:
+            n0, n1 = block * size, min(N, (block + 1) * size)
+        for r in range(sums):                            # products summed into out[j], in order
+            i = r * outputs + j
+            beta = 0.0 if r == 0 else 1.0
+            gemm(ROW_MAJOR, trans_a, trans_b, m1 - m0, n1 - n0, K, 1.0,
+                 a[i % a.shape[0], m0:m1, :].ctypes, lda,   # (m1-m0, K) block of a
+                 b[i, :, n0:n1].ctypes, ldb,                 # (K, n1-n0) block of b
+                 beta, out[j, m0:m1, n0:n1].ctypes, ldc)     # (m1-m0, n1-n0) block of out
+        if groups > 0:                                   # epilogue: scale, shift, clip each row
+            for m in range(m0, m1):
+                channel = (j % groups) * M + m
+                row_scale, row_shift = scale[channel], shift[channel]
+                row = out[j, m, n0:n1]                   # (n1-n0,) just written: still in cache
+                for q in range(n1 - n0):
+                    value = row[q] * row_scale + row_shift
+                    value = low if value < low else value        # selects, as kernels/activation.py
+                    row[q] = high if value > high else value

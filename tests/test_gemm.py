@@ -1,0 +1,119 @@
+"""``kernels._gemm.batched_matmul``: NumPy's BLAS called block by block from numba's threads."""
+import numpy as np
+import pytest
+
+from kernels import _gemm
+from kernels._jit import one_blas_thread
+
+
+def _stack(rng, batch, rows, cols, dtype, transposed):
+    """A (batch, rows, cols) stack, stored as it is or as the transpose of a contiguous stack."""
+    if transposed:
+        return rng.standard_normal((batch, cols, rows)).astype(dtype).transpose(0, 2, 1)
+    return rng.standard_normal((batch, rows, cols)).astype(dtype)
+
+
+def _expected(a, b, outputs):
+    """``out[j] = sum_r a[i % A] @ b[i]``, ``i = r * outputs + j``, in float64 with explicit loops."""
+    out = np.zeros((outputs, a.shape[1], b.shape[2]))
+    for i in range(b.shape[0]):
+        out[i % outputs] += a[i % a.shape[0]].astype(np.float64) @ b[i].astype(np.float64)
+    return out
+
+
+CASES = {                       # (A, B, C, M, K, N): a reused over B products, B // C summed per output
+    "one_large_product": (1, 1, 1, 96, 16, 2000),
+    "per_image_and_group": (2, 8, 8, 5, 7, 9),
+    "weight_gradient_sum": (4, 12, 4, 20, 30, 50),
+    "tall_output": (1, 1, 1, 1280, 64, 20),
+    "vector_like": (1, 3, 3, 1, 5, 1),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("transpose_a, transpose_b", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("case", list(CASES))
+def test_batched_matmul_matches_float64_loops(case, transpose_a, transpose_b, dtype, rng):
+    A, B, C, M, K, N = CASES[case]
+    a, b = _stack(rng, A, M, K, dtype, transpose_a), _stack(rng, B, K, N, dtype, transpose_b)
+    out = np.full((C, M, N), np.nan, dtype=dtype)
+    with one_blas_thread():
+        result = _gemm.batched_matmul(a, b, out)
+    assert result is out
+    expected = _expected(a, b, C)
+    # float32: K * (B // C) terms of size ~1 summed with float32 rounding (~6e-8 each): 1e-5 of the scale
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=0, atol=tolerance * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_fallback_gives_the_same_products(dtype, rng, monkeypatch):
+    a, b = _stack(rng, 4, 20, 30, dtype, True), _stack(rng, 12, 30, 50, dtype, False)
+    with one_blas_thread():
+        through_blas = _gemm.batched_matmul(a, b, np.empty((4, 20, 50), dtype=dtype))
+        monkeypatch.setattr(_gemm, "_CBLAS", {})
+        through_numpy = _gemm.batched_matmul(a, b, np.empty((4, 20, 50), dtype=dtype))
+    np.testing.assert_allclose(through_blas, through_numpy, rtol=1e-5 if dtype == np.float32 else 1e-13)
+
+
+def test_numpys_openblas_is_found_on_this_kind_of_machine():
+    """NumPy's wheels ship scipy-openblas; if this fails, the products silently lost their parallelism."""
+    from threadpoolctl import threadpool_info
+    if not any(info.get("internal_api") == "openblas" for info in threadpool_info()):
+        pytest.skip("NumPy here does not use OpenBLAS")
+    assert set(_gemm._CBLAS) == {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+def test_blocks_depend_on_the_shape_only_and_cover_the_output():
+    for M, N, K in [(96, 12544, 16), (1280, 49, 320), (7, 3, 2), (24, 144, 256), (1, 10**6, 1)]:
+        count, by_rows, size = _gemm._blocks(M, N, K)
+        assert 1 <= count <= _gemm.MAX_BLOCKS
+        extent = M if by_rows else N
+        assert (count - 1) * size < extent <= count * size         # every block non-empty, all covered
+
+
+def test_batched_matmul_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
+    import numba
+    a, b = _stack(rng, 1, 144, 24, np.float32, False), _stack(rng, 64, 24, 256, np.float32, True)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        with one_blas_thread():
+            results.append(_gemm.batched_matmul(a, b, np.empty((64, 144, 256), dtype=np.float32)))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_empty_products_give_zeros():
+    out = np.full((2, 3, 4), np.nan)
+    _gemm.batched_matmul(np.ones((1, 3, 0)), np.ones((2, 0, 4)), out)
+    np.testing.assert_array_equal(out, 0.0)
+
+
+@pytest.mark.nojit
+def test_batched_matmul_small_case_runs_as_python_too(rng):
+    """Small enough for NUMBA_DISABLE_JIT=1, where the kernel body runs as Python (ctypes calls)."""
+    a, b = _stack(rng, 2, 3, 4, np.float64, True), _stack(rng, 4, 4, 5, np.float64, False)
+    out = np.empty((2, 3, 5))
+    with one_blas_thread():
+        _gemm.batched_matmul(a, b, out)
+    np.testing.assert_allclose(out, _expected(a, b, 2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("low, high", [(-np.inf, np.inf), (0.0, 6.0)])
+def test_epilogue_finishes_each_row_with_its_channels_scale_shift_and_clip(low, high, dtype, rng, monkeypatch):
+    """Rows of out[j] are channels ``(j % G) * M + m``; the kernel and the NumPy path give the same bits."""
+    G, images, M, K, N = 2, 3, 8, 5, 700
+    a, b = _stack(rng, G, M, K, dtype, False), 3 * _stack(rng, images * G, K, N, dtype, False)
+    scale, shift = rng.standard_normal(G * M).astype(dtype), rng.standard_normal(G * M).astype(dtype)
+    with one_blas_thread():
+        plain = _gemm.batched_matmul(a, b, np.empty((images * G, M, N), dtype=dtype))
+        finished = _gemm.batched_matmul(a, b, np.empty_like(plain), epilogue=(scale, shift, low, high))
+        monkeypatch.setattr(_gemm, "_CBLAS", {})
+        through_numpy = _gemm.batched_matmul(a, b, np.empty_like(plain), epilogue=(scale, shift, low, high))
+    channels = (np.arange(images * G) % G)[:, None] * M + np.arange(M)[None, :]                # (C, M)
+    expected = np.clip(plain * scale[channels][..., None] + shift[channels][..., None], dtype(low), dtype(high))
+    np.testing.assert_array_equal(finished, expected)
+    np.testing.assert_array_equal(through_numpy, expected)
+    if high == 6.0:
+        assert (finished == 6.0).any() and (finished == 0.0).any()           # both ends of the clip reached
