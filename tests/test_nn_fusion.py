@@ -142,3 +142,76 @@ def test_fused_run_checks_its_input_like_the_convolution(rng):
     model = _randomise_statistics(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)), rng).eval()
     with nn.no_grad(), pytest.raises(ValueError, match="Conv2d"):
         model(np.ones((1, 5, 4, 4), dtype=np.float32))
+
+
+def _unfused_twin(model):
+    """A copy of ``model`` whose activations carry a do-nothing forward hook, which keeps every layer out
+    of fusion: the layers run one by one."""
+    import copy
+    twin = copy.deepcopy(model)
+    for module in twin.modules():
+        if isinstance(module, (nn.ReLU, nn.ReLU6)):
+            module.register_forward_hook(lambda module, inputs, output: None)
+    return twin
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_training_with_norm_and_clip_fused_gives_the_same_bits(dtype, rng):
+    """Batch norm -> ReLU6 runs as one pass in training too: outputs, every gradient and the running
+    statistics after two steps equal the layers run one by one, bit for bit."""
+    from tinycnn import losses
+    model = _model("mobilenet_v2", rng, dtype, width_mult=0.5).train()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.eval()                                            # no random masks to tell apart
+    twin = _unfused_twin(model)
+    x = 3 * rng.standard_normal((4, 3, 32, 32)).astype(dtype)
+    labels = np.arange(4) % 10
+    for _ in range(2):
+        outputs = []
+        for net in (model, twin):
+            net.zero_grad()
+            criterion = losses.CrossEntropyLoss()
+            outputs.append(net(x))
+            criterion(outputs[-1], labels)
+            net.backward(criterion.backward())
+        np.testing.assert_array_equal(outputs[0], outputs[1])
+        for (name, p), (_, q) in zip(model.named_parameters(), twin.named_parameters()):
+            np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+    for (name, a), (_, b) in zip(model.named_buffers(), twin.named_buffers()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_norm_clip_runs_in_training_and_its_activation_caches_the_output(rng, monkeypatch):
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU6())
+    calls = []
+    real = fusion.norm_clip
+    monkeypatch.setattr(fusion, "norm_clip", lambda *args: calls.append(args) or real(*args))
+    x = 4 * rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    out = model(x)
+    assert len(calls) == 1 and model[2]._x is out
+    assert ((out == 0) | (out == 6)).any()                          # some values sit on the kinks
+
+
+def test_changing_a_fused_norms_input_in_place_is_still_detected(rng):
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.ReLU())
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    out = model(x)
+    x *= 2
+    with pytest.raises(RuntimeError, match="changed in place"):
+        model.backward(np.ones_like(out))
+
+
+def test_backward_takes_each_fused_activation_inside_the_batch_norm_passes(rng, monkeypatch):
+    """In training, no separate ReLU6 backward pass runs for the 35 fused pairs of MobileNet V2; a second
+    backward still raises (both caches were used up)."""
+    import tinycnn.nn.activation as activation_module
+    model = _model("mobilenet_v2", rng, width_mult=0.5).train()
+    separate = []
+    real = activation_module.clip_backward
+    monkeypatch.setattr(activation_module, "clip_backward", lambda *args: separate.append(1) or real(*args))
+    out = model(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
+    model.backward(np.ones_like(out))
+    assert separate == []
+    with pytest.raises(RuntimeError, match="twice"):
+        model.backward(np.ones_like(out))

@@ -351,3 +351,36 @@ def test_adam_compiled_pass_gives_the_bits_of_the_numpy_lines(class_name, kwargs
     assert compiled.data.dtype == dtype
     np.testing.assert_array_equal(compiled.data, numpy_lines.data)
     assert not np.array_equal(compiled.data, start)
+
+
+@pytest.mark.parametrize("class_name", ["Adam", "AdamW"])
+def test_adam_batches_of_parameters_give_the_bits_of_one_call_per_parameter(class_name, rng):
+    """Parameters sharing a dtype and step count go through one compiled call; mixed dtypes, a parameter
+    that joined later (another step count), a non-contiguous one and a missing gradient all give the
+    bits of the per-parameter path (``_update``), step after step."""
+    shapes = [(4, 3), (5,), (2, 2, 3), (7,)]
+    dtypes = [np.float32, np.float32, np.float64, np.float32]
+
+    def make():
+        params = [Param(rng_copy.standard_normal(shape).astype(dtype)) for shape, dtype in zip(shapes, dtypes)]
+        params.append(Param(np.asfortranarray(rng_copy.standard_normal((3, 4)))))
+        return params
+
+    rng_copy = np.random.default_rng(1)
+    batched = make()
+    rng_copy = np.random.default_rng(1)
+    single = make()
+    optimizers = [getattr(optim, class_name)(params, lr=0.01, weight_decay=0.1) for params in (batched, single)]
+    for step in range(4):
+        gradients = [rng.standard_normal(p.data.shape).astype(p.data.dtype) for p in batched]
+        for params in (batched, single):
+            for index, (param, grad) in enumerate(zip(params, gradients)):
+                param.grad = None if (index == 3 and step < 2) else grad.copy()   # parameter 3 joins at step 2
+        optimizers[0].step()
+        opt = optimizers[1]
+        for param in single:                                    # the per-parameter path, one call each
+            if param.grad is not None:
+                opt._update(param, param.grad, opt.param_groups[0], opt.state_of(param))
+    for index, (a, b) in enumerate(zip(batched, single)):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=f"parameter {index}")
+    assert optimizers[0].state_of(batched[3])["step"] == 2 and optimizers[0].state_of(batched[0])["step"] == 4

@@ -27,7 +27,9 @@ import numbers
 
 import numpy as np
 
-from kernels._jit import jit
+from numba.typed import List
+
+from kernels._jit import inline_jit, jit, parallel_jit, prange
 
 __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "param_groups_no_decay",
@@ -273,13 +275,70 @@ class Adam(Optimizer):
         group["betas"] = betas
         _check_number(group["eps"], "eps")
 
-    def _update(self, param, grad, group, state):
-        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-        beta1, beta2 = group["betas"]
+    def step(self):
+        """Update every parameter that has a gradient, in place (parameters with ``grad=None`` are skipped).
+
+        The C-contiguous parameters of a group that share a dtype and a step count go through *one*
+        compiled call, in parallel over the parameters: a MobileNet has ~160 of them, mostly small, and a
+        call per parameter cost ~30 us each (~5 ms per step, measured at batch 2 on a 2-core AMD EPYC).
+        The arithmetic is the same, element by element, as the per-parameter path (:meth:`_update`).
+        """
+        for group in self.param_groups:
+            batches = {}                                       # (dtype, step) -> [(p, g, m, v), ...]
+            for param in group["params"]:
+                grad = param.grad
+                if grad is None:
+                    continue
+                if grad.shape != param.data.shape:
+                    raise ValueError(f"a parameter's grad has shape {grad.shape} but its data has shape "
+                                     f"{param.data.shape}")
+                state = self.state_of(param)
+                self._init_state(param, state)
+                arrays = (param.data, grad, state["exp_avg"], state["exp_avg_sq"])
+                if all(array.flags.c_contiguous and array.dtype == param.data.dtype for array in arrays):
+                    state["step"] += 1
+                    batches.setdefault((param.data.dtype, state["step"]), []).append(arrays)
+                else:
+                    self._update(param, grad, group, state)
+            for (dtype, step), batch in batches.items():
+                lists = self._flat_lists(batch)
+                _adam_multi_kernel(*lists, *self._constants(group, step, dtype), self.decoupled_weight_decay)
+
+    def _flat_lists(self, batch):
+        """Four numba typed lists of flat views (parameters, gradients, moments), kept while the arrays
+        stay the same objects (building them costs ~1 ms for a MobileNet; checking them ~20 us)."""
+        key = tuple(id(array) for arrays in batch for array in arrays)
+        cache = self.__dict__.setdefault("_typed_lists", {})
+        lists = cache.get(key)
+        if lists is None:
+            if len(cache) >= 8:
+                cache.clear()
+            lists = cache[key] = tuple(List([arrays[k].reshape(-1) for arrays in batch]) for k in range(4))
+        return lists
+
+    @staticmethod
+    def _init_state(param, state):
         if not state:
             state["step"] = 0
             state["exp_avg"] = np.zeros_like(param.data)
             state["exp_avg_sq"] = np.zeros_like(param.data)
+
+    @staticmethod
+    def _constants(group, step, dtype):
+        """The step's scalars for :func:`_adam_elements`, each in the parameters' dtype (as NumPy would)."""
+        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
+        scalar = dtype.type
+        return (scalar(1 - beta1), scalar(beta2), scalar(1 - beta2), scalar(lr / bias_correction1),
+                scalar(math.sqrt(bias_correction2)), scalar(eps), scalar(weight_decay), scalar(1 - lr * weight_decay))
+
+    def _update(self, param, grad, group, state):
+        """One parameter (any layout): NumPy lines, or :func:`_adam_kernel` when C-contiguous."""
+        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        self._init_state(param, state)
         state["step"] += 1
         step = state["step"]
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
@@ -288,12 +347,9 @@ class Adam(Optimizer):
         step_size = lr / bias_correction1
         arrays = (param.data, grad, exp_avg, exp_avg_sq)
         if all(array.flags.c_contiguous and array.dtype == param.data.dtype for array in arrays):
-            # the same arithmetic as below in one compiled pass: a MobileNet has ~160 parameters, most of
-            # them small, and ten NumPy calls each cost more than the arithmetic (~5 ms per training step)
-            scalar = param.data.dtype.type          # every constant in the parameter's dtype, as NumPy does
-            _adam_kernel(*(array.reshape(-1) for array in arrays), scalar(1 - beta1), scalar(beta2),
-                         scalar(1 - beta2), scalar(step_size), scalar(math.sqrt(bias_correction2)), scalar(eps),
-                         scalar(weight_decay), scalar(1 - lr * weight_decay), self.decoupled_weight_decay)
+            # the same arithmetic as below in one compiled pass
+            _adam_kernel(*(array.reshape(-1) for array in arrays), *self._constants(group, step, param.data.dtype),
+                         self.decoupled_weight_decay)
             return
 
         if weight_decay != 0:
@@ -310,9 +366,9 @@ class Adam(Optimizer):
         param.data -= step_size * exp_avg / denominator
 
 
-@jit
-def _adam_kernel(param, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, step_size,
-                 sqrt_bias_correction2, eps, weight_decay, decay_factor, decoupled):
+@inline_jit
+def _adam_elements(param, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                   sqrt_bias_correction2, eps, weight_decay, decay_factor, decoupled):
     """:meth:`Adam._update`'s NumPy lines, element by element, in the same order and dtype (flat (M,) arrays)."""
     for i in range(param.shape[0]):
         g = grad[i]
@@ -326,6 +382,26 @@ def _adam_kernel(param, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_m
         exp_avg_sq[i] += one_minus_beta2 * g * g
         denominator = np.sqrt(exp_avg_sq[i]) / sqrt_bias_correction2 + eps
         param[i] -= step_size * exp_avg[i] / denominator
+
+
+@jit
+def _adam_kernel(param, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                 sqrt_bias_correction2, eps, weight_decay, decay_factor, decoupled):
+    """One parameter: :func:`_adam_elements` on flat (M,) arrays."""
+    _adam_elements(param, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                   sqrt_bias_correction2, eps, weight_decay, decay_factor, decoupled)
+
+
+@parallel_jit
+def _adam_multi_kernel(params, grads, exp_avgs, exp_avg_sqs, one_minus_beta1, beta2, one_minus_beta2, step_size,
+                       sqrt_bias_correction2, eps, weight_decay, decay_factor, decoupled):
+    """Every parameter of a batch: :func:`_adam_elements` on each (typed lists of flat arrays); the
+    parameters are disjoint, so a ``prange`` over them writes nothing twice."""
+    count = np.int64(len(params))
+    for task in prange(count):
+        t = np.int64(task)                              # typed lists want a signed index
+        _adam_elements(params[t], grads[t], exp_avgs[t], exp_avg_sqs[t], one_minus_beta1, beta2, one_minus_beta2,
+                       step_size, sqrt_bias_correction2, eps, weight_decay, decay_factor, decoupled)
 
 
 class AdamW(Adam):

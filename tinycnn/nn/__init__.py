@@ -15,12 +15,13 @@ and ReLU/ReLU6 into one step (``tinycnn/nn/grad_mode.py``, ``tinycnn/nn/fusion.p
 from . import init
 from .activation import Hardsigmoid, Hardswish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
 from .blocks import ChannelSplit, Concat, Conv2dNormActivation, Residual, ShortcutBlock
+from .containers import ModuleList, Sequential, chain_backward, chain_forward
 from .conv import Conv2d, ConvTranspose2d
 from .deformable import DeformConv2d
 from .grad_mode import is_grad_enabled, no_grad
 from .linear import Linear
 from .misc import ChannelShuffle, Dropout, Flatten, Identity, Upsample
-from .module import Module, ModuleList, Parameter, Sequential, chain_backward, chain_forward
+from .module import Module, Parameter
 from .norm import BatchNorm2d
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 from .se import SqueezeExcitation

@@ -29,8 +29,9 @@ import math
 import numpy as np
 
 from .activation import ReLU
+from .containers import Sequential, chain_backward, chain_forward
 from .conv import Conv2d
-from .module import Module, Sequential, chain_backward, chain_forward
+from .module import Module
 from .norm import BatchNorm2d
 
 

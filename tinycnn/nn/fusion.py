@@ -26,6 +26,7 @@ from kernels._jit import one_blas_thread
 
 from .activation import ReLU, ReLU6
 from .conv import Conv2d
+from .grad_mode import is_grad_enabled
 from .norm import BatchNorm2d
 
 _CLIP_RANGE = {ReLU: (0.0, np.inf), ReLU6: (0.0, 6.0)}
@@ -36,15 +37,22 @@ def _plain(layer, kind):
     return type(layer) is kind and not layer._forward_hooks and "forward" not in layer.__dict__
 
 
-def _fusable_run(layers, start):
-    """How many layers from ``layers[start]`` form a Conv2d -> BatchNorm2d (-> ReLU/ReLU6) run: 0, 2 or 3."""
+def _uses_running_stats(norm):
+    return not norm.training and norm.track_running_stats and norm.running_mean is not None
+
+
+def _fusable_run(layers, start, grad_enabled=False):
+    """How many layers from ``layers[start]`` run fused: 3 or 2 for Conv2d -> BatchNorm2d (running
+    statistics) -> ReLU/ReLU6 without gradients (2 without the activation), 2 for BatchNorm2d ->
+    ReLU/ReLU6 in any mode, else 0."""
     if start + 1 >= len(layers):
         return 0
-    conv, norm = layers[start], layers[start + 1]
-    if not (_plain(conv, Conv2d) and _plain(norm, BatchNorm2d)):
+    first, second = layers[start], layers[start + 1]
+    if _plain(first, BatchNorm2d):
+        return 2 if any(_plain(second, kind) for kind in _CLIP_RANGE) else 0
+    if grad_enabled or not (_plain(first, Conv2d) and _plain(second, BatchNorm2d)):
         return 0
-    uses_running_stats = not norm.training and norm.track_running_stats and norm.running_mean is not None
-    if not uses_running_stats or norm.num_features != conv.out_channels:
+    if not _uses_running_stats(second) or second.num_features != first.out_channels:
         return 0
     if start + 2 < len(layers) and any(_plain(layers[start + 2], kind) for kind in _CLIP_RANGE):
         return 3
@@ -52,18 +60,80 @@ def _fusable_run(layers, start):
 
 
 def fused_chain_forward(layers, x):
-    """:func:`tinycnn.nn.chain_forward` without gradients: fusable runs of layers go through :func:`conv_norm_clip`."""
+    """:func:`tinycnn.nn.chain_forward` with fusable runs of layers merged (:func:`_fusable_run`)."""
+    grad_enabled = is_grad_enabled()
     index = 0
     while index < len(layers):
-        length = _fusable_run(layers, index)
-        if length:
-            activation = layers[index + 2] if length == 3 else None
-            x = conv_norm_clip(layers[index], layers[index + 1], activation, x)
-            index += length
-        else:
+        length = _fusable_run(layers, index, grad_enabled)
+        if length == 0:
             x = layers[index](x)
             index += 1
+            continue
+        if isinstance(layers[index], BatchNorm2d):
+            x = norm_clip(layers[index], layers[index + 1], x)
+        else:
+            activation = layers[index + 2] if length == 3 else None
+            x = conv_norm_clip(layers[index], layers[index + 1], activation, x)
+        index += length
     return x
+
+
+def norm_clip(norm, activation, x):
+    """``activation(norm(x))`` for a ReLU/ReLU6 ``activation``: the clip happens in batch norm's own pass.
+
+    Parameters
+    ----------
+    norm : BatchNorm2d (any mode)
+    activation : ReLU or ReLU6
+    x : ndarray (N, C, H, W)
+
+    Returns
+    -------
+    y : ndarray (N, C, H, W), bit-identical to the two layers called one by one.
+
+    Both layers are left ready for backward (unless inside ``no_grad()``): the activation caches the
+    clipped output instead of its input, which gives the same derivative ``1[low < . < high]`` (a value
+    strictly inside the range is unchanged by the clip, one outside or at a kink lands on a kink).
+    Training MobileNet V2 this saves a pass over 35 of its 52 batch-norm outputs each way.
+    """
+    low, high = _CLIP_RANGE[type(activation)]
+    y = norm._normalise(x, low, high)
+    if not is_grad_enabled():
+        _mark_without_grad(norm, activation)
+        return y
+    for layer in (norm, activation):
+        layer.__dict__.pop("_forward_without_grad", None)
+    norm.note_input(x)
+    activation.__dict__.pop("_input_sample", None)
+    activation._x = y
+    norm._clipped_by = (activation, y)          # fused_chain_backward takes the two backwards as one
+    return y
+
+
+def fused_chain_backward(layers, grad_out):
+    """:func:`tinycnn.nn.chain_backward`; a batch norm whose ReLU/ReLU6 ran in its forward pass
+    (:func:`norm_clip`) takes that activation's backward into its own passes too, as long as the
+    activation's cache is still the one that forward left."""
+    index = len(layers) - 1
+    while index >= 0:
+        layer = layers[index]
+        norm = layers[index - 1] if index > 0 else None
+        fused = getattr(norm, "_clipped_by", None) if type(norm) is BatchNorm2d else None
+        if fused is not None and fused[0] is layer and layer._x is fused[1] and "backward" not in layer.__dict__:
+            layer._check_grad_out(grad_out, layer._x.shape)         # consumes the activation's cache
+            low, high = _CLIP_RANGE[type(layer)]
+            grad_out = norm._backward(grad_out, layer._x, low, high)
+            index -= 2
+        else:
+            grad_out = layer.backward(grad_out)         # each layer returns dL/d(its input)
+            index -= 1
+    return grad_out
+
+
+def _mark_without_grad(*layers):
+    for layer in layers:
+        if layer is not None:
+            layer.__dict__["_forward_without_grad"] = True
 
 
 def conv_norm_clip(conv, norm, activation, x):
@@ -91,7 +161,5 @@ def conv_norm_clip(conv, norm, activation, x):
     with one_blas_thread():                  # the batch norm and clip finish the convolution's output
         y = conv2d_kernels._forward(x, np.ascontiguousarray(conv.weight.data), bias, geometry,
                                     epilogue=(scale, shift, low, high))
-    for layer in (conv, norm, activation):
-        if layer is not None:
-            layer.__dict__["_forward_without_grad"] = True
+    _mark_without_grad(conv, norm, activation)
     return y

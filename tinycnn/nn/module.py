@@ -36,8 +36,6 @@ import weakref
 
 import numpy as np
 
-from kernels._jit import one_blas_thread
-
 from .grad_mode import is_grad_enabled
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -74,8 +72,9 @@ class _InputSample:
         return flat[::self.step].copy()
 
     def changed(self):
+        # bit for bit (a NaN stays equal to itself); bytes compare in ~1 us where np.array_equal costs ~10
         x = self.array()
-        return x is not None and not np.array_equal(self._sample(x), self.values, equal_nan=True)
+        return x is not None and self._sample(x).tobytes() != self.values.tobytes()
 
 
 class Parameter:
@@ -264,13 +263,18 @@ class Module:
             self.__dict__["_forward_without_grad"] = True
         else:
             self.__dict__.pop("_forward_without_grad", None)
-            if isinstance(x, np.ndarray) and x.size:    # the forward cache rule (module docstring)
-                self.__dict__["_input_sample"] = _InputSample(x)
+            self.note_input(x)
         for hook in list(self._forward_hooks):
             replaced = hook(self, (x, *args), output)
             if replaced is not None:
                 output = replaced
         return output
+
+    def note_input(self, x):
+        """Note 32 elements of the input ``x`` of this forward, so that ``backward`` can tell whether it
+        was changed in place since (the forward cache rule, module docstring). ``module(x)`` does it."""
+        if isinstance(x, np.ndarray) and x.size:
+            self.__dict__["_input_sample"] = _InputSample(x)
 
     def register_forward_hook(self, hook):
         """Call ``hook(module, inputs, output)`` after every ``module(x)``; returns a handle with ``remove()``.
@@ -566,103 +570,3 @@ class Module:
             else:
                 main += "\n  " + "\n  ".join(lines) + "\n"
         return main + ")"
-
-
-def chain_forward(layers, x):
-    """Run ``layers`` one after the other: ``chain_forward([a, b, c], x) = c(b(a(x)))``.
-
-    Each layer is called (``layer(x)``, not ``layer.forward(x)``), so its forward hooks run. Inside
-    :func:`~tinycnn.nn.grad_mode.no_grad`, a convolution, batch norm and ReLU/ReLU6 in a row run as one
-    fused step (:mod:`tinycnn.nn.fusion`; same results).
-
-    The whole chain runs inside one :func:`kernels._jit.one_blas_thread` scope: the layers' own scopes
-    are then nested ones, which cost nothing (an outermost scope costs ~25 us, once per model call
-    instead of once per layer).
-    """
-    with one_blas_thread():
-        if not is_grad_enabled():
-            from .fusion import fused_chain_forward
-            return fused_chain_forward(list(layers), x)
-        for layer in layers:
-            x = layer(x)
-        return x
-
-
-def chain_backward(layers, grad_out):
-    """The chain rule through ``layers`` run by :func:`chain_forward`: ``a.backward(b.backward(c.backward(g)))``."""
-    with one_blas_thread():
-        for layer in reversed(list(layers)):
-            grad_out = layer.backward(grad_out)       # each layer returns dL/d(its input)
-        return grad_out
-
-
-class Sequential(Module):
-    """Apply modules one after the other; children are named ``"0"``, ``"1"``, ...
-
-    ``Sequential(a, b, c)(x) = c(b(a(x)))`` and, by the chain rule,
-    ``backward(g) = a.backward(b.backward(c.backward(g)))``. An ``OrderedDict`` of ``name: module``
-    gives the children other names, as in PyTorch.
-    """
-
-    plain_container = True
-
-    def __init__(self, *modules):
-        super().__init__()
-        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
-            for name, module in modules[0].items():
-                self.add_module(name, module)
-        else:
-            for index, module in enumerate(modules):
-                self.add_module(str(index), module)
-
-    def forward(self, x):
-        return chain_forward(self._modules.values(), x)
-
-    def backward(self, grad_out):
-        return chain_backward(self._modules.values(), grad_out)
-
-    def append(self, module):
-        """Add ``module`` at the end (named ``str(len(self))``); returns self."""
-        self.add_module(str(len(self)), module)
-        return self
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, index):
-        modules = list(self._modules.items())
-        if isinstance(index, slice):
-            return Sequential(OrderedDict(modules[index]))
-        if not -len(modules) <= index < len(modules):
-            raise IndexError(f"index {index} is out of range for a Sequential of length {len(modules)}")
-        return modules[index][1]
-
-
-class ModuleList(Module):
-    """A list of modules whose parameters are registered (names ``"0"``, ``"1"``, ...); no forward of its own."""
-
-    plain_container = True
-
-    def __init__(self, modules=()):
-        super().__init__()
-        for module in modules:
-            self.append(module)
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, index):
-        modules = list(self._modules.values())
-        if isinstance(index, slice):
-            return ModuleList(modules[index])
-        return modules[index]

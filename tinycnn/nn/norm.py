@@ -3,6 +3,7 @@ import numbers
 
 import numpy as np
 
+from kernels.activation import clip_backward
 from kernels.batchnorm import (batch_norm_affine_kernel, batch_norm_train_backward_kernel,
                                batch_norm_train_forward_kernel, channels_per_block)
 
@@ -84,16 +85,26 @@ class BatchNorm2d(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
-        self._x_hat = None              # cached normalised input, (N, C, H, W) (training statistics)
-        self._x = None                  # cached input (running statistics: x_hat is made in backward)
-        self._mean = None               # the running mean that forward used, (C,)
+        self._x = None                  # cached input, (N, C, H, W): backward recomputes x_hat from it
+        self._mean = None               # the mean that forward used, (C,) (batch: float64)
         self._output_shape = None       # set by each forward (backward checks grad_out against it)
-        self._inv_std = None            # cached 1 / sqrt(var + eps), (C,)
+        self._inv_std = None            # cached 1 / sqrt(var + eps), (C,) in the input's dtype
+        self._inv_std_float64 = None    # the same in float64 (batch statistics), as the kernels use it
+        self._clipped_by = None         # (activation, its output) when a ReLU/ReLU6 ran in forward's pass
         self._used_batch_stats = None   # which formula forward used (mode may change before backward)
 
     def forward(self, x):
+        return self._normalise(x)
+
+    def _normalise(self, x, low=-np.inf, high=np.inf):
+        """:meth:`forward`, its output clipped to ``[low, high]`` in the same pass (a ReLU/ReLU6 after it:
+        :mod:`tinycnn.nn.fusion`); the clipped output is what that activation caches for its backward."""
         self._check_input(x, channels=self.num_features)
+        self._clipped_by = None                                                      # see tinycnn.nn.fusion
         N, C, H, W = x.shape
+        x_flat = np.ascontiguousarray(x).reshape(N, C * H * W)                      # (N, C*P)
+        y = np.empty_like(x_flat)
+        block_channels = channels_per_block(C, H * W, N, x.itemsize)
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats:
             m = N * H * W                                   # values per channel
@@ -102,27 +113,24 @@ class BatchNorm2d(Module):
                                  f"input of shape {x.shape}")
             # one compiled pass per statistic, sums in float64 even for float32 input (as PyTorch's CPU
             # kernels: a channel can hold N*H*W ~ 1e5 values): kernels/batchnorm.py
-            x_flat = np.ascontiguousarray(x).reshape(N, C * H * W)                  # (N, C*P)
-            y = np.empty_like(x_flat)
-            x_hat = np.empty_like(x_flat)
             mean, var = np.empty(C), np.empty(C)                                     # (C,) float64
             weight, bias = self._affine_parameters(x.dtype)
-            batch_norm_train_forward_kernel(x_flat, weight, bias, float(self.eps), channels_per_block(C, H * W),
-                                            y, x_hat, mean, var)
+            batch_norm_train_forward_kernel(x_flat, weight, bias, float(self.eps), x.dtype.type(low),
+                                            x.dtype.type(high), block_channels, y, mean, var)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, m)
-            self._x_hat, self._used_batch_stats, self._x = x_hat.reshape(x.shape), True, None
-            self._output_shape = x.shape
-            self._inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)          # (C,)
-            return y.reshape(x.shape)
-        # running statistics: an affine map per channel, y = x * scale + shift (as PyTorch's CPU kernel),
-        # one compiled pass; backward recomputes x_hat from the cached input if it is ever asked for
-        scale, shift = self._running_affine(x.dtype)                              # (C,) each
-        x_flat = np.ascontiguousarray(x).reshape(N, C * H * W)                   # (N, C*P)
-        y = np.empty_like(x_flat)
-        batch_norm_affine_kernel(x_flat, scale, shift, -np.inf, np.inf, channels_per_block(C, H * W), y)
-        self._x_hat, self._inv_std, self._used_batch_stats = None, self._running_inv_std(x.dtype), False
-        self._x, self._mean, self._output_shape = x, self.running_mean.astype(x.dtype, copy=False), x.shape
+            inv_std = 1.0 / np.sqrt(var + self.eps)                                  # (C,) float64
+            # backward recomputes x_hat from the input and these two (kernels/batchnorm.py)
+            self._x, self._mean, self._inv_std_float64 = x_flat.reshape(x.shape), mean, inv_std
+            self._inv_std, self._used_batch_stats = inv_std.astype(x.dtype), True   # (C,)
+        else:
+            # running statistics: an affine map per channel, y = x * scale + shift (as PyTorch's CPU
+            # kernel), one compiled pass; backward recomputes x_hat from the cached input if asked for
+            scale, shift = self._running_affine(x.dtype)                          # (C,) each
+            batch_norm_affine_kernel(x_flat, scale, shift, x.dtype.type(low), x.dtype.type(high), block_channels, y)
+            self._inv_std, self._used_batch_stats = self._running_inv_std(x.dtype), False
+            self._x, self._mean = x, self.running_mean.astype(x.dtype, copy=False)
+        self._output_shape = x.shape
         return y.reshape(x.shape)
 
     def _running_inv_std(self, dtype):
@@ -155,26 +163,37 @@ class BatchNorm2d(Module):
         self.running_var = ((1 - factor) * self.running_var + factor * unbiased_var).astype(dtype)
 
     def backward(self, grad_out):
+        return self._backward(grad_out)
+
+    def _backward(self, grad_out, clipped=None, low=-np.inf, high=np.inf):
+        """:meth:`backward`; with ``clipped`` (the output of the ReLU/ReLU6 that ran in the forward's
+        pass, :mod:`tinycnn.nn.fusion`) ``grad_out`` is that activation's and goes through its derivative
+        ``1[low < clipped < high]`` first, inside the same compiled passes."""
         self._check_grad_out(grad_out, self._output_shape)
         inv_std = self._inv_std
-        if self._used_batch_stats:
-            x_hat = self._x_hat
-        else:                                                     # eval forward cached only its input
-            x_hat = (self._x - _per_channel(self._mean)) * _per_channel(inv_std)      # (N, C, H, W)
-        N, C, H, W = x_hat.shape
+        N, C, H, W = self._output_shape
+        if clipped is not None and not self._used_batch_stats:
+            grad_out = clip_backward(grad_out, clipped, low, high)
+            clipped = None
         scale = self.weight.data * inv_std if self.affine else inv_std              # (C,) gamma / std
         if self._used_batch_stats:
             # mean and var depend on x: remove the gradient's components along 1 and x_hat (class
-            # docstring); one compiled pass for both sums, one for grad_x (kernels/batchnorm.py)
-            grad_flat = np.ascontiguousarray(grad_out, dtype=x_hat.dtype).reshape(N, C * H * W)   # (N, C*P)
+            # docstring); one compiled pass for both sums, one for grad_x, x_hat recomputed from x
+            # in both (kernels/batchnorm.py)
+            x_flat = self._x.reshape(N, C * H * W)                                   # (N, C*P)
+            grad_flat = np.ascontiguousarray(grad_out, dtype=x_flat.dtype).reshape(N, C * H * W)
             grad_x = np.empty_like(grad_flat)
             sums = np.empty((C, 2))                                                  # float64
-            batch_norm_train_backward_kernel(grad_flat, x_hat.reshape(N, C * H * W),
-                                             scale.astype(x_hat.dtype, copy=False), channels_per_block(C, H * W),
-                                             grad_x, sums)
+            no_clip = np.empty((0, 0), dtype=x_flat.dtype)
+            clipped = no_clip if clipped is None else np.ascontiguousarray(clipped).reshape(N, C * H * W)
+            batch_norm_train_backward_kernel(grad_flat, x_flat, self._mean, self._inv_std_float64,
+                                             scale.astype(x_flat.dtype, copy=False), clipped,
+                                             x_flat.dtype.type(low), x_flat.dtype.type(high),
+                                             channels_per_block(C, H * W, N, x_flat.itemsize), grad_x, sums)
             sum_grad, sum_grad_x_hat = sums[:, 0], sums[:, 1]
         else:
             # mean and var are constants: y is an affine function of x
+            x_hat = (self._x - _per_channel(self._mean)) * _per_channel(inv_std)    # (N, C, H, W)
             sum_grad = grad_out.sum(axis=_AXES, dtype=np.float64)                    # (C,) = dL/dbeta
             sum_grad_x_hat = np.sum(grad_out * x_hat, axis=_AXES, dtype=np.float64)  # (C,) = dL/dgamma
             grad_x = grad_out * _per_channel(scale)
@@ -182,7 +201,7 @@ class BatchNorm2d(Module):
             self.weight.grad += sum_grad_x_hat
             if self.bias is not None:
                 self.bias.grad += sum_grad
-        return grad_x.reshape(x_hat.shape)
+        return grad_x.reshape(self._output_shape)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
