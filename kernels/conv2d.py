@@ -96,7 +96,7 @@ def _forward(x, weight, bias, geometry, epilogue=None):
     if _is_pointwise(geometry):
         return pointwise._forward(x, weight, bias, geometry, epilogue)
     if _is_depthwise(geometry):
-        return finish_channels(depthwise._forward(x, weight, bias, geometry), epilogue)
+        return depthwise._forward(x, weight, bias, geometry, epilogue)
     return finish_channels(_im2col_forward(x, weight, bias, geometry), epilogue)
 
 

@@ -253,7 +253,7 @@ def kernel_calls(monkeypatch):
     calls = []
     names = ["_forward_rows_kernel", "_forward_generic_kernel", "_backward_input_rows_stride1_kernel",
              "_backward_input_generic_kernel", "_backward_weight_rows_kernel", "_backward_weight_generic_kernel",
-             "_forward_channels_last_kernel", "_backward_channels_last_kernel"]
+             "_forward_channels_last_kernel", "_backward_channels_last_kernel", "_forward_flat_kernel"]
     for name in names:
         original = getattr(D, name)
 
@@ -273,6 +273,7 @@ def kernel_calls(monkeypatch):
 def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kernel, stride, expected, rng,
                                                                           kernel_calls, monkeypatch):
     monkeypatch.setattr(D, "CHANNELS_LAST_MAX_PIXELS", 0)      # planes of any size take the plane loops
+    monkeypatch.setattr(D, "FLAT_MIN_PIXELS", 10**9)            # ... and the forward its row loops
     x = rng.standard_normal((1, 2, 9, 9))
     weight = rng.standard_normal((2, 1, kernel, kernel))
     y = depthwise_conv2d_forward(x, weight, stride=stride, padding=1)
@@ -283,8 +284,9 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
 
 
 @pytest.mark.parametrize("x_shape, weight_shape, expected", [
-    ((1, 2, 32, 32), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
-    ((1, 2, 33, 32), (2, 1, 3, 3), ["_forward_rows_kernel", "_backward_input_rows_stride1_kernel",
+    ((1, 2, 32, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((1, 2, 4, 4), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((1, 2, 33, 32), (2, 1, 3, 3), ["_forward_flat_kernel", "_backward_input_rows_stride1_kernel",
                                     "_backward_weight_rows_kernel"]),
     ((1, 2, 8, 8), (4, 1, 3, 3), ["_forward_rows_kernel", "_backward_input_rows_stride1_kernel",
                                   "_backward_weight_rows_kernel"]),          # multiplier 2: plane loops
@@ -313,6 +315,28 @@ CHANNELS_LAST_CASES = {
     "3x5_s3x2_d1x2_c5": ((2, 5, 11, 10), (3, 5), dict(stride=(3, 2), padding=(1, 3), dilation=(1, 2))),
     "2x2_s3_unpadded_c3": ((2, 3, 8, 8), (2, 2), dict(stride=3)),
 }
+
+
+@pytest.mark.parametrize("name", list(CHANNELS_LAST_CASES))
+def test_channels_last_forward_gives_the_same_bits_for_any_channel_block(name, rng):
+    """Batch-1 inference takes blocks of 32 channels instead of 64 (``_forward_block``); every output is the
+    same sum of taps in the same order, so blocks of 8, 32 and 64 give identical bits."""
+    x, weight, bias, _, geometry, _ = channels_last_inputs(name, np.float32, rng)
+    outputs = []
+    for block in (8, 32, D.CHANNEL_BLOCK):
+        y = np.empty(geometry.output_shape, dtype=np.float32)
+        D._forward_channels_last_kernel(x, weight, bias, y, block, *D._loop_arguments(geometry))
+        outputs.append(y)
+    np.testing.assert_array_equal(outputs[0], outputs[2])
+    np.testing.assert_array_equal(outputs[1], outputs[2])
+
+
+def test_batch_one_forward_takes_half_blocks_when_threads_would_idle():
+    small = D._depthwise_geometry((1, 192, 28, 28), (192, 1, 3, 3), 1, 1, 1)
+    training = D._depthwise_geometry((64, 192, 4, 4), (192, 1, 3, 3), 2, 1, 1)
+    assert D._forward_block(training) == D.CHANNEL_BLOCK
+    assert D._forward_block(small) == (D.CHANNEL_BLOCK // 2 if 3 < D.MIN_TASKS_PER_THREAD * numba.get_num_threads()
+                                       else D.CHANNEL_BLOCK)
 
 
 def channels_last_inputs(name, dtype, rng):
@@ -461,3 +485,39 @@ def test_depthwise_non_contiguous_inputs_give_same_result_as_contiguous(layout, 
                                   depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params))
     np.testing.assert_array_equal(depthwise_conv2d_backward_weight(grad_out_view, x_view, weight.shape, **params),
                                   depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The flat-run forward kernel (stride 1, planes of at least FLAT_MIN_PIXELS pixels)
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, kernel, padding, dilation", [
+    ((2, 3, 7, 7), (3, 3), (1, 1), (1, 1)),          # the smallest plane that takes it
+    ((1, 4, 14, 9), (5, 5), (2, 2), (1, 1)),          # 5x5, non-square plane
+    ((2, 2, 10, 11), (3, 5), (0, 3), (2, 1)),         # no row padding, wide column padding, dilation
+    ((1, 3, 8, 8), (2, 2), (1, 0), (1, 1)),           # even kernel, asymmetric padding
+])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_flat_forward_matches_the_reference(x_shape, kernel, padding, dilation, with_bias, dtype, rng):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal((x_shape[1], 1, *kernel)).astype(dtype)
+    bias = rng.standard_normal(x_shape[1]).astype(dtype) if with_bias else None
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, padding, dilation)
+    assert D._use_flat(geometry)
+    assert_close(depthwise_conv2d_forward(x, weight, bias, padding=padding, dilation=dilation),
+                 R.depthwise_conv2d_forward(x, weight, bias, padding=padding, dilation=dilation), dtype)
+
+
+@pytest.mark.parametrize("low, high", [(-np.inf, np.inf), (0.0, 6.0)])
+def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(low, high, rng):
+    """The flat kernel finishes each output with clip(y * scale + shift) as it writes it: the same bits
+    as the convolution followed by kernels.batchnorm.finish_channels."""
+    from kernels.batchnorm import finish_channels
+    x = 3 * rng.standard_normal((2, 5, 9, 9)).astype(np.float32)
+    weight = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    scale, shift = rng.standard_normal(5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, 1, 1)
+    fused = D._forward(x, weight, bias, geometry, (scale, shift, low, high))
+    separate = finish_channels(D._forward(x, weight, bias, geometry), (scale, shift, low, high))
+    np.testing.assert_array_equal(fused, separate)
