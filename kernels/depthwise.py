@@ -49,7 +49,10 @@ CHANNELS_LAST_MAX_PIXELS = 32 * 32
 #: stride-1 planes of at least this many pixels (7x7) take the flat-run forward kernel. Measured on a
 #: 2-core AMD EPYC (AVX2), forward against the previous kernels: (1, 192, 28, 28) 0.36 -> 0.15 ms,
 #: (1, 144, 56, 56) 1.21 -> 0.40, (64, 48, 16, 16) 1.97 -> 0.88, (1, 960, 7, 7) 0.19 -> 0.14; but
-#: (64, 96, 4, 4) 0.29 -> 0.47, where the channels-last kernel stays.
+#: (64, 96, 4, 4) 0.29 -> 0.47, where the channels-last kernel stays. At stride 2 the phase split costs
+#: more: it pays above 32x32 ((1, 96, 112, 112) 1.53 -> 0.68 ms, (1, 72, 56, 56) 5x5 1.00 -> 0.25) but
+#: not below ((1, 576, 14, 14) 0.16 -> 0.25, (64, 144, 8, 8) 0.64 -> 2.17), so there it follows
+#: CHANNELS_LAST_MAX_PIXELS.
 FLAT_MIN_PIXELS = 7 * 7
 #: channels per iteration of the channels-last kernels (a multiple of the vector width)
 CHANNEL_BLOCK = 64
@@ -74,10 +77,13 @@ def _use_row_fast_path(geometry):
 
 
 def _use_flat(geometry):
-    """Stride 1, one output channel per input channel, planes of at least :data:`FLAT_MIN_PIXELS`
-    pixels: the flat-run forward kernel (:func:`_forward_flat_kernel`)."""
+    """The flat-run forward kernel (:func:`_forward_flat_kernel`) for one output channel per input
+    channel: at stride 1 on planes of at least :data:`FLAT_MIN_PIXELS` pixels, at other strides on the
+    planes too large for the channels-last kernels."""
     _, C, H, W = geometry.input_shape
-    return geometry.stride == (1, 1) and geometry.weight_shape[0] == C and H * W >= FLAT_MIN_PIXELS
+    if geometry.weight_shape[0] != C:
+        return False
+    return H * W >= FLAT_MIN_PIXELS and (geometry.stride == (1, 1) or H * W > CHANNELS_LAST_MAX_PIXELS)
 
 
 def _use_channels_last(geometry):
@@ -201,8 +207,8 @@ def _forward(x, weight, bias, geometry, epilogue=None):
         bias = _empty_bias(x.dtype)
     if _use_flat(geometry):
         scale, shift, low, high = epilogue if epilogue is not None else (bias[:0], bias[:0], -np.inf, np.inf)
-        _forward_flat_kernel(x, weight, bias, y, *geometry.padding, *geometry.dilation,
-                             scale, shift, x.dtype.type(low), x.dtype.type(high))
+        _forward_flat_kernel(x, weight, bias, y, *_loop_arguments(geometry), scale, shift, x.dtype.type(low),
+                             x.dtype.type(high))
         return y
     if _use_channels_last(geometry):
         _forward_channels_last_kernel(x, weight, bias, y, _forward_block(geometry), *_loop_arguments(geometry))
@@ -319,14 +325,19 @@ def _forward_generic_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
 
 
 @parallel_jit
-def _forward_flat_kernel(x, weight, bias, y, ph, pw, dh, dw, scale, shift, low, high):
-    """Stride 1: each plane is zero-padded into one flat run, and each tap is one long vectorised loop.
+def _forward_flat_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shift, low, high):
+    """Each plane is zero-padded into flat runs, and each tap is one long vectorised loop.
 
-    With ``Wp = W + 2*pw`` the padded row length, output ``(oh, ow)`` lies at ``oh*Wp + ow`` of a run of
-    ``H_out*Wp`` values, and tap ``(kh, kw)`` reads the padded plane at that index plus
+    Stride 1: with ``Wp = W + 2*pw`` the padded row length, output ``(oh, ow)`` lies at ``oh*Wp + ow``
+    of a run of ``H_out*Wp`` values, and tap ``(kh, kw)`` reads the padded plane at that index plus
     ``kh*dh*Wp + kw*dw``: the same offset for every output. So a tap adds ``w[kh, kw] * padded[start:
     start + run]`` to the whole run at once (a 14 x 14 plane is one loop of 224, instead of 14 rows
     shorter than two vectors); the ``Wp - W_out`` extra values per row are computed and dropped.
+
+    Stride ``s``: the padded plane is first split into ``sh*sw`` phases (padded row ``i`` and column
+    ``j`` go to phase ``(i % sh, j % sw)`` at ``(i // sh, j // sw)``). Tap offset ``kh*dh = qh*sh + rh``
+    (and the same for columns) then reads phase ``(rh, rw)`` at ``(oh + qh, ow + qw)``: stride 1 again
+    inside the phase, with rows of ``Wq = ceil(Wp / sw)`` values.
 
     A non-empty ``scale`` finishes each output as ``clip(y * scale[c] + shift[c], low, high)`` while it
     is written (a batch norm and ReLU/ReLU6 after the convolution, ``tinycnn.nn.fusion``).
@@ -336,30 +347,36 @@ def _forward_flat_kernel(x, weight, bias, y, ph, pw, dh, dw, scale, shift, low, 
     _, _, H_out, W_out = y.shape
     has_bias = bias.shape[0] > 0
     finished = scale.shape[0] > 0
-    padded_width = W + 2 * pw
-    run = H_out * padded_width                          # the output rows, at the padded row length
-    padded_size = (H + 2 * ph) * padded_width + (kW - 1) * dw   # the last tap's run ends here
+    phase_height = (H + 2 * ph + sh - 1) // sh
+    phase_width = (W + 2 * pw + sw - 1) // sw            # Wq: a phase's row length
+    run = H_out * phase_width                           # the output rows, at the phase row length
+    phase_size = phase_height * phase_width + ((kW - 1) * dw) // sw   # the last tap's run ends here
     for task in prange(N * C):                          # one (image, channel) plane per iteration
         n = task // C
         c = task - n * C
-        padded = np.zeros(padded_size, dtype=x.dtype)   # (H + 2*ph) rows of Wp, then a short tail
+        phases = np.zeros((sh * sw, phase_size), dtype=x.dtype)   # the padded plane, phase by phase
         x_plane = x[n, c]                               # (H, W)
         for h in range(H):
-            padded_row = padded[(h + ph) * padded_width + pw:]
-            source = x_plane[h]
-            for w in range(W):
-                padded_row[w] = source[w]
-        total = np.zeros(run, dtype=x.dtype)            # (H_out * Wp,)
+            i = h + ph                                  # padded row
+            for rw in range(sw):                        # the columns of phase column rw
+                w_first = (rw - pw) % sw                # first input column with (w + pw) % sw == rw
+                phase_row = phases[(i % sh) * sw + rw, (i // sh) * phase_width + (w_first + pw) // sw:]
+                source = x_plane[h, w_first:]
+                for k in range((W - w_first + sw - 1) // sw):
+                    phase_row[k] = source[k * sw]
+        total = np.zeros(run, dtype=x.dtype)            # (H_out * Wq,)
         for kh in range(kH):
+            qh, rh = divmod(kh * dh, sh)
             for kw in range(kW):
-                start = kh * dh * padded_width + kw * dw
-                tap = padded[start:start + run]         # every output's input for this tap
+                qw, rw = divmod(kw * dw, sw)
+                start = qh * phase_width + qw
+                tap = phases[rh * sw + rw, start:start + run]   # every output's input for this tap
                 tap_weight = weight[c, 0, kh, kw]
                 for j in range(run):                    # the vectorised loop
                     total[j] += tap_weight * tap[j]
         y_plane = y[n, c]                               # (H_out, W_out): this iteration's only
         for oh in range(H_out):
-            source, out_row = total[oh * padded_width:], y_plane[oh]
+            source, out_row = total[oh * phase_width:], y_plane[oh]
             if has_bias:
                 for ow in range(W_out):
                     out_row[ow] = source[ow] + bias[c]

@@ -508,6 +508,24 @@ def test_flat_forward_matches_the_reference(x_shape, kernel, padding, dilation, 
                  R.depthwise_conv2d_forward(x, weight, bias, padding=padding, dilation=dilation), dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, kernel, stride, padding, dilation", [
+    ((1, 3, 33, 33), (3, 3), (2, 2), (1, 1), (1, 1)),     # MobileNet's stride-2 layer, odd plane
+    ((2, 2, 34, 40), (5, 5), (2, 2), (2, 2), (1, 1)),     # 5x5 (MobileNet V3)
+    ((1, 2, 35, 31), (3, 4), (3, 2), (0, 3), (2, 1)),     # uneven strides, dilation, one-sided padding
+])
+def test_flat_forward_splits_strided_planes_into_phases_correctly(x_shape, kernel, stride, padding, dilation,
+                                                                  dtype, rng):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal((x_shape[1], 1, *kernel)).astype(dtype)
+    bias = rng.standard_normal(x_shape[1]).astype(dtype)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, stride, padding, dilation)
+    assert D._use_flat(geometry) and not D._use_channels_last(geometry)
+    assert_close(depthwise_conv2d_forward(x, weight, bias, stride=stride, padding=padding, dilation=dilation),
+                 R.depthwise_conv2d_forward(x, weight, bias, stride=stride, padding=padding, dilation=dilation),
+                 dtype)
+
+
 @pytest.mark.parametrize("low, high", [(-np.inf, np.inf), (0.0, 6.0)])
 def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(low, high, rng):
     """The flat kernel finishes each output with clip(y * scale + shift) as it writes it: the same bits
