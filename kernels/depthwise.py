@@ -54,6 +54,11 @@ CHANNELS_LAST_MAX_PIXELS = 32 * 32
 #: not below ((1, 576, 14, 14) 0.16 -> 0.25, (64, 144, 8, 8) 0.64 -> 2.17), so there it follows
 #: CHANNELS_LAST_MAX_PIXELS.
 FLAT_MIN_PIXELS = 7 * 7
+#: stride-1 planes of at least this many pixels (16x16) take the flat-run kernels for both gradients.
+#: Measured on a 2-core AMD EPYC (AVX2), both gradients: (64, 48, 16, 16) 3.33 -> 2.39 ms (channels-last
+#: before), (8, 144, 56, 56) 16.3 -> 9.7 (row kernels before); but (64, 96, 8, 8) 1.18 -> 1.88, where the
+#: channels-last kernel, which computes both in one pass, stays.
+FLAT_BACKWARD_MIN_PIXELS = 16 * 16
 #: channels per iteration of the channels-last kernels (a multiple of the vector width)
 CHANNEL_BLOCK = 64
 #: ... or half of it when there are fewer than this many (image, block) iterations per thread
@@ -84,6 +89,16 @@ def _use_flat(geometry):
     if geometry.weight_shape[0] != C:
         return False
     return H * W >= FLAT_MIN_PIXELS and (geometry.stride == (1, 1) or H * W > CHANNELS_LAST_MAX_PIXELS)
+
+
+def _use_flat_backward(geometry):
+    """The flat-run kernels for both gradients: stride 1, one output channel per input channel, padding
+    at most ``d*(k - 1)`` (so the input gradient is a forward convolution with padding ``d*(k-1) - p >= 0``)
+    and planes of at least :data:`FLAT_BACKWARD_MIN_PIXELS` pixels."""
+    _, C, H, W = geometry.input_shape
+    (kH, kW), (ph, pw), (dh, dw) = geometry.kernel_size, geometry.padding, geometry.dilation
+    return (geometry.stride == (1, 1) and geometry.weight_shape[0] == C and H * W >= FLAT_BACKWARD_MIN_PIXELS
+            and ph <= dh * (kH - 1) and pw <= dw * (kW - 1))
 
 
 def _use_channels_last(geometry):
@@ -221,6 +236,8 @@ def _forward(x, weight, bias, geometry, epilogue=None):
 
 def _backward_input(grad_out, weight, geometry):
     """``grad_x`` from the kernel that suits the geometry."""
+    if _use_flat_backward(geometry):
+        return _backward_input_flat(grad_out, weight, geometry)
     if _use_channels_last(geometry):
         return _backward_channels_last(grad_out, None, weight, geometry, want_input=True, want_weight=False)[0]
     grad_x = np.empty(geometry.input_shape, dtype=weight.dtype)
@@ -233,6 +250,10 @@ def _backward_input(grad_out, weight, geometry):
 
 def _backward_weight(grad_out, x, geometry):
     """``grad_weight`` from the kernel that suits the geometry."""
+    if _use_flat_backward(geometry):
+        grad_weight = np.empty(geometry.weight_shape, dtype=x.dtype)
+        _backward_weight_flat_kernel(grad_out, x, grad_weight, *geometry.padding, *geometry.dilation)
+        return grad_weight
     if _use_channels_last(geometry):
         return _backward_channels_last(grad_out, x, None, geometry, want_input=False, want_weight=True)[1]
     grad_weight = np.empty(geometry.weight_shape, dtype=x.dtype)
@@ -245,9 +266,22 @@ def _backward_weight(grad_out, x, geometry):
 
 def _backward(grad_out, x, weight, geometry):
     """``(grad_x, grad_weight)``; small planes compute both in one pass over ``grad_out``."""
-    if _use_channels_last(geometry):
+    if _use_channels_last(geometry) and not _use_flat_backward(geometry):
         return _backward_channels_last(grad_out, x, weight, geometry, want_input=True, want_weight=True)
     return _backward_input(grad_out, weight, geometry), _backward_weight(grad_out, x, geometry)
+
+
+def _backward_input_flat(grad_out, weight, geometry):
+    """Stride 1: ``grad_x`` is the forward convolution of ``grad_out`` with the kernel turned by 180
+    degrees and padding ``d*(k - 1) - p`` (a transposed convolution at stride 1 is a plain one), run by
+    the flat-run forward kernel."""
+    turned = np.ascontiguousarray(weight[:, :, ::-1, ::-1])
+    (kH, kW), (ph, pw), (dh, dw) = geometry.kernel_size, geometry.padding, geometry.dilation
+    grad_x = np.empty(geometry.input_shape, dtype=weight.dtype)
+    nothing = _empty_bias(weight.dtype)
+    _forward_flat_kernel(grad_out, turned, nothing, grad_x, 1, 1, dh * (kH - 1) - ph, dw * (kW - 1) - pw, dh, dw,
+                         nothing, nothing, weight.dtype.type(-np.inf), weight.dtype.type(np.inf))
+    return grad_x
 
 
 def _backward_channels_last(grad_out, x, weight, geometry, want_input, want_weight):
@@ -389,6 +423,58 @@ def _forward_flat_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shif
                     value = out_row[ow] * channel_scale + channel_shift
                     value = low if value < low else value
                     out_row[ow] = high if value > high else value
+
+
+@parallel_jit
+def _backward_weight_flat_kernel(grad_out, x, grad_weight, ph, pw, dh, dw):
+    """Stride 1: ``grad_weight[c, 0, kh, kw] = sum_n sum_(oh, ow) g[n, c, oh, ow] * x_pad[n, c, oh + kh*dh,
+    ow + kw*dw]`` on the flat runs of :func:`_forward_flat_kernel`.
+
+    ``g`` is laid out at the padded row length with zeros in the extra columns, so each tap's sum is
+    over one whole run: ``partial[tap, j] += g_run[j] * padded[start + j]`` element-wise (vectorised;
+    a scalar sum is not, without fastmath). At the end the run's rows are added column by column and
+    then the columns, in a fixed order: one channel per parallel iteration, the same bits on any number
+    of threads.
+    """
+    N, C, H, W = x.shape
+    _, _, kH, kW = grad_weight.shape
+    _, _, H_out, W_out = grad_out.shape
+    padded_width = W + 2 * pw
+    run = H_out * padded_width
+    padded_size = (H + 2 * ph) * padded_width + (kW - 1) * dw
+    for c in prange(C):                                 # one channel's weights per iteration
+        padded = np.zeros(padded_size, dtype=x.dtype)   # x[n, c] zero-padded, flat
+        g_run = np.zeros(run, dtype=x.dtype)            # g[n, c] at the padded row length, zeros between
+        partial = np.zeros((kH * kW, run), dtype=x.dtype)
+        for n in range(N):                              # images in order
+            x_plane, g_plane = x[n, c], grad_out[n, c]
+            for h in range(H):
+                padded_row = padded[(h + ph) * padded_width + pw:]
+                source = x_plane[h]
+                for w in range(W):
+                    padded_row[w] = source[w]
+            for oh in range(H_out):
+                g_row = g_run[oh * padded_width:]
+                source = g_plane[oh]
+                for ow in range(W_out):
+                    g_row[ow] = source[ow]
+            for kh in range(kH):
+                for kw in range(kW):
+                    start = kh * dh * padded_width + kw * dw
+                    tap, row = padded[start:start + run], partial[kh * kW + kw]
+                    for j in range(run):                # the vectorised loop
+                        row[j] += g_run[j] * tap[j]
+        for tap_index in range(kH * kW):
+            row = partial[tap_index]
+            columns = row[:padded_width].copy()         # fold the rows onto the first, column-wise
+            for oh in range(1, H_out):
+                later = row[oh * padded_width:(oh + 1) * padded_width]
+                for j in range(padded_width):
+                    columns[j] += later[j]
+            total = 0.0
+            for j in range(padded_width):
+                total += columns[j]
+            grad_weight[c, 0, tap_index // kW, tap_index % kW] = total
 
 
 @parallel_jit

@@ -253,7 +253,8 @@ def kernel_calls(monkeypatch):
     calls = []
     names = ["_forward_rows_kernel", "_forward_generic_kernel", "_backward_input_rows_stride1_kernel",
              "_backward_input_generic_kernel", "_backward_weight_rows_kernel", "_backward_weight_generic_kernel",
-             "_forward_channels_last_kernel", "_backward_channels_last_kernel", "_forward_flat_kernel"]
+             "_forward_channels_last_kernel", "_backward_channels_last_kernel", "_forward_flat_kernel",
+             "_backward_weight_flat_kernel"]
     for name in names:
         original = getattr(D, name)
 
@@ -273,7 +274,8 @@ def kernel_calls(monkeypatch):
 def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kernel, stride, expected, rng,
                                                                           kernel_calls, monkeypatch):
     monkeypatch.setattr(D, "CHANNELS_LAST_MAX_PIXELS", 0)      # planes of any size take the plane loops
-    monkeypatch.setattr(D, "FLAT_MIN_PIXELS", 10**9)            # ... and the forward its row loops
+    monkeypatch.setattr(D, "FLAT_MIN_PIXELS", 10**9)            # ... and not the flat-run kernels
+    monkeypatch.setattr(D, "FLAT_BACKWARD_MIN_PIXELS", 10**9)
     x = rng.standard_normal((1, 2, 9, 9))
     weight = rng.standard_normal((2, 1, kernel, kernel))
     y = depthwise_conv2d_forward(x, weight, stride=stride, padding=1)
@@ -284,14 +286,14 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
 
 
 @pytest.mark.parametrize("x_shape, weight_shape, expected", [
-    ((1, 2, 32, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((1, 2, 32, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
+    ((1, 2, 8, 8), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((1, 2, 4, 4), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
-    ((1, 2, 33, 32), (2, 1, 3, 3), ["_forward_flat_kernel", "_backward_input_rows_stride1_kernel",
-                                    "_backward_weight_rows_kernel"]),
+    ((1, 2, 33, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
     ((1, 2, 8, 8), (4, 1, 3, 3), ["_forward_rows_kernel", "_backward_input_rows_stride1_kernel",
                                   "_backward_weight_rows_kernel"]),          # multiplier 2: plane loops
 ])
-def test_public_depthwise_functions_take_channels_last_kernels_for_small_planes_multiplier_1(
+def test_public_depthwise_functions_pick_flat_channels_last_or_plane_kernels_by_plane_size(
         x_shape, weight_shape, expected, rng, kernel_calls):
     x, weight = rng.standard_normal(x_shape), rng.standard_normal(weight_shape)
     y = depthwise_conv2d_forward(x, weight, padding=1)
@@ -539,3 +541,43 @@ def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(low, high, rng):
     fused = D._forward(x, weight, bias, geometry, (scale, shift, low, high))
     separate = finish_channels(D._forward(x, weight, bias, geometry), (scale, shift, low, high))
     np.testing.assert_array_equal(fused, separate)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, kernel, padding, dilation", [
+    ((3, 4, 16, 16), (3, 3), (1, 1), (1, 1)),         # MobileNet's stride-1 layer at 16x16 (training)
+    ((2, 3, 17, 19), (5, 5), (2, 1), (1, 1)),         # 5x5, less padding on one side
+    ((2, 2, 18, 16), (3, 3), (2, 0), (2, 1)),         # dilation 2 with its full padding, none on columns
+])
+def test_flat_backward_matches_the_reference(x_shape, kernel, padding, dilation, dtype, rng):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal((x_shape[1], 1, *kernel)).astype(dtype)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, padding, dilation)
+    assert D._use_flat_backward(geometry)
+    grad_out = rng.standard_normal(geometry.output_shape).astype(dtype)
+    options = dict(padding=padding, dilation=dilation)
+    assert_close(depthwise_conv2d_backward_input(grad_out, weight, x.shape, **options),
+                 R.depthwise_conv2d_backward_input(grad_out, weight, x.shape, **options), dtype)
+    assert_close(depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **options),
+                 R.depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **options), dtype)
+    grad_x, grad_weight = D._backward(grad_out, x, weight, geometry)            # the layer's entry point
+    assert_close(grad_x, R.depthwise_conv2d_backward_input(grad_out, weight, x.shape, **options), dtype)
+    assert_close(grad_weight, R.depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **options), dtype)
+
+
+def test_flat_backward_is_not_used_when_the_padding_exceeds_the_kernels_reach():
+    """Padding above d*(k-1) would need a negative padding in the input gradient's convolution."""
+    assert D._use_flat_backward(D._depthwise_geometry((1, 2, 16, 16), (2, 1, 3, 3), 1, 2, 1))
+    assert not D._use_flat_backward(D._depthwise_geometry((1, 2, 16, 16), (2, 1, 3, 3), 1, 3, 1))
+    assert not D._use_flat_backward(D._depthwise_geometry((1, 2, 16, 16), (2, 1, 3, 3), 2, 1, 1))
+    assert not D._use_flat_backward(D._depthwise_geometry((1, 2, 8, 8), (2, 1, 3, 3), 1, 1, 1))
+
+
+def test_flat_weight_gradient_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
+    x = rng.standard_normal((4, 6, 16, 16)).astype(np.float32)
+    grad_out = rng.standard_normal((4, 6, 16, 16)).astype(np.float32)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        results.append(depthwise_conv2d_backward_weight(grad_out, x, (6, 1, 3, 3), padding=1))
+    np.testing.assert_array_equal(results[0], results[1])
