@@ -581,3 +581,24 @@ def test_flat_weight_gradient_gives_the_same_bits_on_one_and_two_threads(rng, re
         numba.set_num_threads(threads)
         results.append(depthwise_conv2d_backward_weight(grad_out, x, (6, 1, 3, 3), padding=1))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.nojit
+def test_flat_kernels_small_case_runs_as_python_too(rng):
+    """Small enough for NUMBA_DISABLE_JIT=1: the flat-run forward (stride 1 and 2, with the batch-norm
+    epilogue) and both flat gradients, as plain Python, against the reference."""
+    x = rng.standard_normal((1, 2, 7, 7))
+    weight = rng.standard_normal((2, 1, 3, 3))
+    grad_out = rng.standard_normal((1, 2, 7, 7))
+    assert_close(depthwise_conv2d_forward(x, weight, padding=1), R.depthwise_conv2d_forward(x, weight, padding=1),
+                 np.float64)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
+    strided = np.empty(geometry.output_shape)
+    nothing = np.empty(0)
+    D._forward_flat_kernel(x, weight, nothing, strided, 2, 2, 1, 1, 1, 1, nothing, nothing, -np.inf, np.inf)
+    assert_close(strided, R.depthwise_conv2d_forward(x, weight, stride=2, padding=1), np.float64)
+    flat = D._depthwise_geometry((1, 2, 16, 16), weight.shape, 1, 1, 1)
+    x16, g16 = rng.standard_normal((1, 2, 16, 16)), rng.standard_normal((1, 2, 16, 16))
+    grad_x, grad_weight = D._backward(g16, x16, weight, flat)
+    assert_close(grad_x, R.depthwise_conv2d_backward_input(g16, weight, x16.shape, padding=1), np.float64)
+    assert_close(grad_weight, R.depthwise_conv2d_backward_weight(g16, x16, weight.shape, padding=1), np.float64)

@@ -446,7 +446,9 @@ def predict_images(model, extra, images, top=3, batch_size=64):
     model.eval()
     for start in range(0, len(images), batch_size):
         x = normalize(to_float32(images[start:start + batch_size])).astype(np.float32)   # (B, 3, S, S)
-        probabilities = losses.softmax(model(x).astype(np.float64), axis=1)              # (B, K)
+        with nn.no_grad():                                                              # inference only
+            logits = model(x)                                                           # (B, K)
+        probabilities = losses.softmax(logits.astype(np.float64), axis=1)
         for row in probabilities:
             order = np.argsort(-row)[:top]
             results.append([(names[k], float(row[k])) for k in order])
