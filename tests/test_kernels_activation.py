@@ -27,3 +27,30 @@ def test_clip_handles_several_chunks_any_shape_and_non_contiguous_input(shape, r
     if x.ndim == 4:
         transposed = x.transpose(0, 2, 1, 3)                              # a strided view
         np.testing.assert_array_equal(clip_forward(transposed, 0.0, np.inf), np.maximum(transposed, 0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hardswish_kernels_give_the_bits_of_the_numpy_expressions(dtype, rng):
+    """The compiled passes against ``x * clip(x + 3, 0, 6) / 6`` and the derivative's ``np.where``
+    (PyTorch's values at the kinks -3 and 3), over several chunks, with NaN and infinities."""
+    from kernels.activation import hardswish_backward, hardswish_forward
+    from tinycnn.nn.activation import Hardswish
+    x = (4 * rng.standard_normal(2 * CHUNK + 7)).astype(dtype)
+    x[:6] = [-3, 3, np.nan, -np.inf, np.inf, 0]
+    grad_out = rng.standard_normal(x.shape).astype(dtype)
+    with np.errstate(invalid="ignore"):
+        expected_y = x * np.clip(x + 3, 0, 6) / 6
+        expected_grad = grad_out * Hardswish()._derivative(x)
+    np.testing.assert_array_equal(hardswish_forward(x), expected_y)
+    np.testing.assert_array_equal(hardswish_backward(grad_out, x), expected_grad)
+    assert hardswish_backward(grad_out, x)[:2].tolist() == [0.0, float(grad_out[1])]    # kinks: 0 at -3, 1 at 3
+
+
+def test_hardswish_layer_uses_the_compiled_passes_on_non_contiguous_input(rng):
+    from tinycnn import nn
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32).transpose(0, 1, 3, 2)      # not C-contiguous
+    layer = nn.Hardswish()
+    y = layer(x)
+    np.testing.assert_array_equal(y, x * np.clip(x + 3, 0, 6) / 6)
+    grad = layer.backward(np.ones_like(y))
+    np.testing.assert_array_equal(grad, layer._derivative(x))
