@@ -40,12 +40,17 @@ def channels_per_block(channels, plane_size, batch=1, itemsize=4):
 
     At least one channel; at most ``RUN_LENGTH`` values per row and ``BLOCK_BYTES`` over the ``batch``
     rows (so the second and third pass over a block find it in the core's L2 cache: measured on a
-    2-core AMD EPYC, (64, 144, 8, 8) float32 forward+backward 1.19 -> 0.82 ms); and few enough channels
-    that every thread gets a block. The results do not depend on this choice (module docstring).
+    2-core AMD EPYC, (64, 144, 8, 8) float32 forward+backward 1.19 -> 0.82 ms); and as many blocks as
+    a multiple of the threads, so that each thread gets the same share ((64, 576, 2, 2) in blocks of
+    256, 256 and 64 channels left one thread idle a third of the time). The results do not depend on
+    this choice (module docstring).
     """
-    per_thread = -(-channels // num_threads())                  # ceil(C / threads)
+    threads = num_threads()
     run = min(RUN_LENGTH, BLOCK_BYTES // max(batch * itemsize, 1))
-    return max(1, min(per_thread, run // max(plane_size, 1)))
+    largest = max(1, run // max(plane_size, 1))                 # channels that fit in a block
+    blocks = -(-channels // largest)
+    blocks = -(-blocks // threads) * threads                    # a multiple of the threads: even shares
+    return max(1, -(-channels // blocks))
 
 
 @inline_jit
@@ -77,21 +82,14 @@ def _spread(values, P, c0, c1, run):
             run[start + p] = values[c]
 
 
-@inline_jit
-def _normalise_row(row, mean_run, inv_std_run, hat_run):
-    """``hat_run[j] = (row[j] - mean_run[j]) * inv_std_run[j]`` in float64, stored in ``hat_run``'s dtype."""
-    for j in range(row.shape[0]):
-        hat_run[j] = (row[j] - mean_run[j]) * inv_std_run[j]
-
-
 @parallel_jit
-def batch_norm_train_forward_kernel(x, weight, bias, eps, low, high, block_channels, y, mean, var):
-    """Fill ``y`` (N, C*P) and the batch ``mean``, biased ``var`` (C,) float64.
+def batch_norm_train_forward_kernel(x, weight, bias, eps, low, high, block_channels, y, x_hat, mean, var):
+    """Fill ``y``, ``x_hat`` (N, C*P) and the batch ``mean``, biased ``var`` (C,) float64.
 
     ``y = clip(x_hat * weight + bias, low, high)``: ``low, high = -inf, inf`` for batch norm alone, or
     the range of the ReLU/ReLU6 that follows it (``tinycnn.nn.fusion``). ``x`` is (N, C*P) C-contiguous;
-    ``block_channels`` whole channels form one parallel block. ``x_hat`` is not kept: the backward
-    kernel recomputes it from ``x``, ``mean`` and ``1/std`` (one array less to write and to hold).
+    ``block_channels`` whole channels form one parallel block. (Recomputing ``x_hat`` in the backward
+    pass instead of storing it was tried: the forward got ~20% faster, the backward ~40% slower.)
     """
     N, CP = x.shape
     C = mean.shape[0]
@@ -129,9 +127,10 @@ def batch_norm_train_forward_kernel(x, weight, bias, eps, low, high, block_chann
         _spread(inv_std, P, c0, c1, inv_std_run)
         _spread(bias, P, c0, c1, shift_run)
         for n in range(N):                               # pass 3: normalise, scale, shift, clip
-            row, out_row = x[n, j0:j1], y[n, j0:j1]
+            row, hat_row, out_row = x[n, j0:j1], x_hat[n, j0:j1], y[n, j0:j1]
             for j in range(length):
                 normalised = (row[j] - mean_run[j]) * inv_std_run[j]
+                hat_row[j] = normalised
                 out_row[j] = normalised * scale_run[j] + shift_run[j]
                 value = out_row[j]                       # clip the stored (rounded) value, as a ReLU would
                 value = low if value < low else value
@@ -139,29 +138,47 @@ def batch_norm_train_forward_kernel(x, weight, bias, eps, low, high, block_chann
 
 
 @inline_jit
-def _gradient_row(g_row, clipped_row, low, high, masked, g_run):
-    """``g_run = g_row``, or with ``masked`` the gradient through the clip that followed batch norm:
-    ``g_run[j] = g_row[j] if low < clipped_row[j] < high else 0`` (``tinycnn.nn.fusion``)."""
-    zero = g_run.dtype.type(0)
+def _backward_sums_row(g_row, hat_row, clipped_row, low, high, masked, sum_g, sum_g_hat):
+    """Pass 1 of the backward over one row: ``sum_g += g``, ``sum_g_hat += g * x_hat``. With ``masked``,
+    ``g`` first goes through the clip that followed batch norm, ``g * 1[low < clipped < high]``. One loop
+    per case, so each vectorises."""
+    zero = g_row.dtype.type(0)
     if masked:
         for j in range(g_row.shape[0]):
             value = clipped_row[j]
-            g_run[j] = g_row[j] if (value > low) & (value < high) else zero
+            g = g_row[j] if (value > low) & (value < high) else zero
+            sum_g[j] += g
+            sum_g_hat[j] += g * hat_row[j]
     else:
         for j in range(g_row.shape[0]):
-            g_run[j] = g_row[j]
+            sum_g[j] += g_row[j]
+            sum_g_hat[j] += g_row[j] * hat_row[j]
+
+
+@inline_jit
+def _backward_gradient_row(g_row, hat_row, clipped_row, low, high, masked, scale_run, mean_g_run, mean_g_hat_run,
+                           out_row):
+    """Pass 2 over one row: ``grad_x = s * (g - mean(g) - x_hat * mean(g x_hat))``, ``g`` as in
+    :func:`_backward_sums_row`."""
+    zero = g_row.dtype.type(0)
+    if masked:
+        for j in range(g_row.shape[0]):
+            value = clipped_row[j]
+            g = g_row[j] if (value > low) & (value < high) else zero
+            out_row[j] = scale_run[j] * (g - mean_g_run[j] - hat_row[j] * mean_g_hat_run[j])
+    else:
+        for j in range(g_row.shape[0]):
+            out_row[j] = scale_run[j] * (g_row[j] - mean_g_run[j] - hat_row[j] * mean_g_hat_run[j])
 
 
 @parallel_jit
-def batch_norm_train_backward_kernel(grad_out, x, mean, inv_std, scale, clipped, low, high, block_channels,
-                                     grad_x, sums):
+def batch_norm_train_backward_kernel(grad_out, x_hat, scale, clipped, low, high, block_channels, grad_x, sums):
     """Fill ``grad_x`` (N, C*P) and ``sums[c] = (sum g, sum g*x_hat)`` (C, 2) float64.
 
-    ``x_hat`` is recomputed from the forward's ``x`` (N, C*P), ``mean`` and ``inv_std`` (C,) float64,
-    and rounded to ``x``'s dtype as the forward rounded it. ``scale`` (C,) is ``weight / std`` (or
-    ``1 / std`` without affine parameters); ``block_channels`` whole channels form one parallel block.
-    A non-empty ``clipped`` (N, C*P) is the output of a ReLU/ReLU6 run in the forward's pass: ``g`` is
-    then first taken through it, ``g * 1[low < clipped < high]`` (its backward, in the same passes).
+    ``scale`` (C,) is ``weight / std`` (or ``1 / std`` without affine parameters); ``block_channels``
+    whole channels form one parallel block. A non-empty ``clipped`` (N, C*P) is the output of a
+    ReLU/ReLU6 run in the forward's pass: ``g`` is then first taken through it,
+    ``g * 1[low < clipped < high]`` (that activation's backward, inside these two passes).
     """
     N, CP = grad_out.shape
     C = sums.shape[0]
@@ -172,19 +189,12 @@ def batch_norm_train_backward_kernel(grad_out, x, mean, inv_std, scale, clipped,
     for block in prange(num_blocks):                    # disjoint blocks of whole channels
         c0, c1, j0, j1 = _block_bounds(block, block_channels, C, P)
         length = j1 - j0
-        mean_run, inv_std_run = np.empty(length), np.empty(length)
-        _spread(mean, P, c0, c1, mean_run)
-        _spread(inv_std, P, c0, c1, inv_std_run)
-        hat_run = np.empty(length, dtype=x.dtype)
-        g_run = np.empty(length, dtype=grad_out.dtype)   # one row of g (through the clip, if any)
         sum_g = np.zeros(length, dtype=np.float64)       # running sums, one per (channel, position)
         sum_g_hat = np.zeros(length, dtype=np.float64)
         for n in range(N):                               # pass 1: both sums
-            _gradient_row(grad_out[n, j0:j1], clipped[n, j0:j1] if masked else g_run, low, high, masked, g_run)
-            _normalise_row(x[n, j0:j1], mean_run, inv_std_run, hat_run)
-            for j in range(length):
-                sum_g[j] += g_run[j]
-                sum_g_hat[j] += g_run[j] * hat_run[j]
+            hat_row = x_hat[n, j0:j1]
+            _backward_sums_row(grad_out[n, j0:j1], hat_row, clipped[n, j0:j1] if masked else hat_row,
+                               low, high, masked, sum_g, sum_g_hat)
         total_g = np.empty(C, dtype=np.float64)          # only the block's entries are used
         total_g_hat = np.empty(C, dtype=np.float64)
         _channel_sums(sum_g, P, c0, c1, total_g)
@@ -200,11 +210,9 @@ def batch_norm_train_backward_kernel(grad_out, x, mean, inv_std, scale, clipped,
         _spread(mean_g_hat, P, c0, c1, mean_g_hat_run)
         _spread(scale, P, c0, c1, scale_run)             # float32 scale -> float64 run, as before
         for n in range(N):                               # pass 2: grad_x = s * (g - mean(g) - x_hat * mean(g x_hat))
-            out_row = grad_x[n, j0:j1]
-            _gradient_row(grad_out[n, j0:j1], clipped[n, j0:j1] if masked else g_run, low, high, masked, g_run)
-            _normalise_row(x[n, j0:j1], mean_run, inv_std_run, hat_run)
-            for j in range(length):
-                out_row[j] = scale_run[j] * (g_run[j] - mean_g_run[j] - hat_run[j] * mean_g_hat_run[j])
+            hat_row = x_hat[n, j0:j1]
+            _backward_gradient_row(grad_out[n, j0:j1], hat_row, clipped[n, j0:j1] if masked else hat_row,
+                                   low, high, masked, scale_run, mean_g_run, mean_g_hat_run, grad_x[n, j0:j1])
 
 
 @parallel_jit

@@ -367,19 +367,18 @@ def test_batch_norm_kernels_give_the_same_bits_for_any_block_of_channels(block_c
     weight, bias, scale = (rng.standard_normal(C).astype(np.float32) for _ in range(3))
 
     def run(block):
-        y, grad_x = np.empty_like(x), np.empty_like(x)
+        y, x_hat, grad_x = np.empty_like(x), np.empty_like(x), np.empty_like(x)
         mean, var, sums = np.empty(C), np.empty(C), np.empty((C, 2))
         batch_norm_train_forward_kernel(x, weight, bias, 1e-5, np.float32(-np.inf), np.float32(np.inf), block,
-                                        y, mean, var)
-        inv_std = 1.0 / np.sqrt(var + 1e-5)
+                                        y, x_hat, mean, var)
         no_clip = np.empty((0, 0), dtype=np.float32)
-        batch_norm_train_backward_kernel(grad_out, x, mean, inv_std, scale, no_clip, np.float32(-np.inf),
-                                         np.float32(np.inf), block, grad_x, sums)
-        return y, mean, var, grad_x, sums
+        batch_norm_train_backward_kernel(grad_out, x_hat, scale, no_clip, np.float32(-np.inf), np.float32(np.inf),
+                                         block, grad_x, sums)
+        return y, x_hat, mean, var, grad_x, sums
 
     for ours, whole in zip(run(block_channels), run(C)):
         np.testing.assert_array_equal(ours, whole)
-    np.testing.assert_allclose(run(C)[1], x.reshape(N, C, P).mean(axis=(0, 2), dtype=np.float64), rtol=1e-12)
+    np.testing.assert_allclose(run(C)[2], x.reshape(N, C, P).mean(axis=(0, 2), dtype=np.float64), rtol=1e-12)
 
 
 @pytest.mark.parametrize("training", [True, False])

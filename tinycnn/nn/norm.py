@@ -85,11 +85,11 @@ class BatchNorm2d(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
-        self._x = None                  # cached input, (N, C, H, W): backward recomputes x_hat from it
-        self._mean = None               # the mean that forward used, (C,) (batch: float64)
+        self._x_hat = None              # cached normalised input, (N, C*H*W) (batch statistics)
+        self._x = None                  # cached input (running statistics: x_hat is made in backward)
+        self._mean = None               # the running mean that forward used, (C,)
         self._output_shape = None       # set by each forward (backward checks grad_out against it)
         self._inv_std = None            # cached 1 / sqrt(var + eps), (C,) in the input's dtype
-        self._inv_std_float64 = None    # the same in float64 (batch statistics), as the kernels use it
         self._clipped_by = None         # (activation, its output) when a ReLU/ReLU6 ran in forward's pass
         self._used_batch_stats = None   # which formula forward used (mode may change before backward)
 
@@ -114,15 +114,14 @@ class BatchNorm2d(Module):
             # one compiled pass per statistic, sums in float64 even for float32 input (as PyTorch's CPU
             # kernels: a channel can hold N*H*W ~ 1e5 values): kernels/batchnorm.py
             mean, var = np.empty(C), np.empty(C)                                     # (C,) float64
+            x_hat = np.empty_like(x_flat)
             weight, bias = self._affine_parameters(x.dtype)
             batch_norm_train_forward_kernel(x_flat, weight, bias, float(self.eps), x.dtype.type(low),
-                                            x.dtype.type(high), block_channels, y, mean, var)
+                                            x.dtype.type(high), block_channels, y, x_hat, mean, var)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, m)
-            inv_std = 1.0 / np.sqrt(var + self.eps)                                  # (C,) float64
-            # backward recomputes x_hat from the input and these two (kernels/batchnorm.py)
-            self._x, self._mean, self._inv_std_float64 = x_flat.reshape(x.shape), mean, inv_std
-            self._inv_std, self._used_batch_stats = inv_std.astype(x.dtype), True   # (C,)
+            self._x_hat, self._x, self._used_batch_stats = x_hat, None, True
+            self._inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)         # (C,)
         else:
             # running statistics: an affine map per channel, y = x * scale + shift (as PyTorch's CPU
             # kernel), one compiled pass; backward recomputes x_hat from the cached input if asked for
@@ -178,18 +177,16 @@ class BatchNorm2d(Module):
         scale = self.weight.data * inv_std if self.affine else inv_std              # (C,) gamma / std
         if self._used_batch_stats:
             # mean and var depend on x: remove the gradient's components along 1 and x_hat (class
-            # docstring); one compiled pass for both sums, one for grad_x, x_hat recomputed from x
-            # in both (kernels/batchnorm.py)
-            x_flat = self._x.reshape(N, C * H * W)                                   # (N, C*P)
-            grad_flat = np.ascontiguousarray(grad_out, dtype=x_flat.dtype).reshape(N, C * H * W)
+            # docstring); one compiled pass for both sums, one for grad_x (kernels/batchnorm.py)
+            x_hat = self._x_hat                                                      # (N, C*P)
+            grad_flat = np.ascontiguousarray(grad_out, dtype=x_hat.dtype).reshape(N, C * H * W)
             grad_x = np.empty_like(grad_flat)
             sums = np.empty((C, 2))                                                  # float64
-            no_clip = np.empty((0, 0), dtype=x_flat.dtype)
+            no_clip = np.empty((0, 0), dtype=x_hat.dtype)
             clipped = no_clip if clipped is None else np.ascontiguousarray(clipped).reshape(N, C * H * W)
-            batch_norm_train_backward_kernel(grad_flat, x_flat, self._mean, self._inv_std_float64,
-                                             scale.astype(x_flat.dtype, copy=False), clipped,
-                                             x_flat.dtype.type(low), x_flat.dtype.type(high),
-                                             channels_per_block(C, H * W, N, x_flat.itemsize), grad_x, sums)
+            batch_norm_train_backward_kernel(grad_flat, x_hat, scale.astype(x_hat.dtype, copy=False), clipped,
+                                             x_hat.dtype.type(low), x_hat.dtype.type(high),
+                                             channels_per_block(C, H * W, N, x_hat.itemsize), grad_x, sums)
             sum_grad, sum_grad_x_hat = sums[:, 0], sums[:, 1]
         else:
             # mean and var are constants: y is an affine function of x
