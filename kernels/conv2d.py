@@ -8,7 +8,7 @@ independent convolutions: AlexNet, ResNeXt, ShuffleNet). Two special cases have 
 * ``groups == C_in`` with one input channel per group -> :mod:`kernels.depthwise`;
 * a 1x1 kernel at stride 1 without padding          -> :mod:`kernels.pointwise`.
 
-Everything else runs through **im2col + GEMM**, one image at a time:
+Everything else runs through **im2col + GEMM**:
 
 1. *im2col* (a numba kernel, :mod:`kernels._im2col`) unfolds the image into a matrix whose column ``p`` holds every input
    value that output pixel ``p`` sees: ``cols`` is ``(C_in*kH*kW, H_out*W_out)``.
@@ -19,13 +19,15 @@ Everything else runs through **im2col + GEMM**, one image at a time:
    column entry is added back to the pixel it was copied from) gives ``grad_x``; the weight gradient is
    ``sum_n grad_y[n] @ cols_n^T``.
 
-Only one image's ``cols`` exists at a time: extra memory is ``C_in*kH*kW*H_out*W_out`` numbers, never
-a whole batch of them.
+Images go through in chunks whose ``cols`` fill at most ``COLS_BYTES`` (16 MiB): the products of a
+chunk, one per image and group, run on numba's threads (:func:`kernels._gemm.batched_matmul`). Extra
+memory is bounded by that buffer, whatever the batch size.
 
 Cost: ``kH*kW * C_in/groups * C_out * H_out*W_out`` MACs per image.
 """
 import numpy as np
 
+from ._gemm import batched_matmul
 from ._im2col import col2im_kernel, im2col_kernel
 from ._jit import serial_blas
 from ._validate import (check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor,
@@ -101,20 +103,41 @@ def _forward(x, weight, bias, geometry, epilogue=None):
 
 
 def _im2col_forward(x, weight, bias, geometry):
-    """The general convolution: im2col per image, then one matrix product per group."""
-
+    """The general convolution: im2col for a chunk of images, then one matrix product per image and group
+    (:func:`kernels._gemm.batched_matmul`, on numba's threads)."""
     N = x.shape[0]
     G = geometry.groups
     y = np.empty(geometry.output_shape, dtype=x.dtype)
-    cols = _empty_cols(geometry, x.dtype)                          # (C_in*kH*kW, H_out*W_out)
     w_matrix = _weight_matrix(weight, G)                           # (G, C_out/G, C_in/G*kH*kW)
-    y_matrix = y.reshape(N, G, -1, cols.shape[1])                  # (N, G, C_out/G, H_out*W_out)
-    for n in range(N):                                             # one image's patches at a time
-        _im2col(x[n], cols, geometry)
-        np.matmul(w_matrix, cols.reshape(G, -1, cols.shape[1]), out=y_matrix[n])
+    for start, stop, cols in _image_chunks(x, geometry):           # cols: (k, C_in*kH*kW, H_out*W_out)
+        batched_matmul(w_matrix, _per_group(cols, G), _per_group(y[start:stop].reshape(stop - start, y.shape[1], -1), G))
     if bias is not None:
         y += bias[None, :, None, None]
     return y
+
+
+def _per_group(matrices, groups):
+    """``(k, rows, P)`` -> ``(k*groups, rows/groups, P)``: one matrix per image and group (a view)."""
+    k, rows, P = matrices.shape
+    return matrices.reshape(k * groups, rows // groups, P)
+
+
+def _image_chunks(x, geometry):
+    """Yield ``(start, stop, cols)``: im2col of images ``start:stop`` as ``(k, C_in*kH*kW, H_out*W_out)``,
+    chunks of at most :data:`COLS_BYTES` (one buffer, refilled for each chunk)."""
+    N = x.shape[0]
+    one_image = _empty_cols(geometry, x.dtype)
+    per_chunk = max(1, min(N, COLS_BYTES // max(one_image.nbytes, 1)))
+    buffer = np.empty((per_chunk, *one_image.shape), dtype=x.dtype)
+    for start in range(0, N, per_chunk):
+        stop = min(N, start + per_chunk)
+        for n in range(start, stop):
+            _im2col(x[n], buffer[n - start], geometry)
+        yield start, stop, buffer[:stop - start]
+
+
+#: most bytes of im2col columns held at once (images are taken in chunks below it)
+COLS_BYTES = 16 * 1024 * 1024
 
 
 @serial_blas
@@ -153,12 +176,17 @@ def _backward_input(grad_out, weight, geometry):
     N = input_shape[0]
     G = geometry.groups
     grad_x = np.empty(input_shape, dtype=weight.dtype)
-    grad_cols = _empty_cols(geometry, weight.dtype)                 # (C_in*kH*kW, H_out*W_out)
+    one_image = _empty_cols(geometry, weight.dtype)                 # (C_in*kH*kW, H_out*W_out)
+    per_chunk = max(1, min(N, COLS_BYTES // max(one_image.nbytes, 1)))
+    grad_cols = np.empty((per_chunk, *one_image.shape), dtype=weight.dtype)
     w_matrix_t = _weight_matrix(weight, G).transpose(0, 2, 1)       # (G, C_in/G*kH*kW, C_out/G)
-    gy_matrix = grad_out.reshape(N, G, -1, grad_cols.shape[1])      # (N, G, C_out/G, H_out*W_out)
-    for n in range(N):
-        np.matmul(w_matrix_t, gy_matrix[n], out=grad_cols.reshape(G, -1, grad_cols.shape[1]))
-        _col2im(grad_cols, grad_x[n], geometry)
+    gy = np.ascontiguousarray(grad_out).reshape(N, grad_out.shape[1], -1)   # (N, C_out, H_out*W_out)
+    for start in range(0, N, per_chunk):
+        stop = min(N, start + per_chunk)
+        chunk = grad_cols[:stop - start]
+        batched_matmul(w_matrix_t, _per_group(gy[start:stop], G), _per_group(chunk, G))   # W^T @ gy per image
+        for n in range(start, stop):
+            _col2im(chunk[n - start], grad_x[n], geometry)
     return grad_x
 
 
@@ -178,7 +206,9 @@ def conv2d_backward_weight(grad_out, x, weight_shape, stride=1, padding=0, dilat
 
         grad_weight[o, c, a, b] = sum_{n, i, j} grad_out[n, o, i, j] * x_pad[n, g*C_in/groups + c, i*s + a*d, j*s + b*d]
 
-    Images are added one at a time in a fixed order, so the result is reproducible bit for bit.
+    Within a chunk of images (see the module docstring) the images are added one after the other, then
+    the chunks' sums in order; the chunks depend on the shapes only, so the result is reproducible bit
+    for bit, on any number of threads.
     """
     x = check_tensor(x, "x")
     weight_shape = check_shape(weight_shape, "weight_shape")
@@ -192,18 +222,18 @@ def _backward_weight(grad_out, x, geometry):
         return depthwise._backward_weight(grad_out, x, geometry)
     if _is_pointwise(geometry):
         return pointwise._backward_weight(grad_out, x, geometry)
-    weight_shape = geometry.weight_shape
     N = x.shape[0]
     G = geometry.groups
-    grad_weight = np.zeros(weight_shape, dtype=x.dtype)
+    grad_weight = np.empty(geometry.weight_shape, dtype=x.dtype)
     total = _weight_matrix(grad_weight, G)                          # (G, C_out/G, C_in/G*kH*kW) view
-    one_image = np.empty_like(total)
-    cols = _empty_cols(geometry, x.dtype)                           # (C_in*kH*kW, H_out*W_out)
-    gy_matrix = grad_out.reshape(N, G, -1, cols.shape[1])           # (N, G, C_out/G, H_out*W_out)
-    for n in range(N):
-        _im2col(x[n], cols, geometry)
-        np.matmul(gy_matrix[n], cols.reshape(G, -1, cols.shape[1]).transpose(0, 2, 1), out=one_image)
-        total += one_image
+    chunk_sum = np.empty_like(total)
+    gy = np.ascontiguousarray(grad_out).reshape(N, grad_out.shape[1], -1)   # (N, C_out, H_out*W_out)
+    for start, stop, cols in _image_chunks(x, geometry):
+        # sum over the chunk's images of gy[n] @ cols[n]^T, image after image, per group
+        batched_matmul(_per_group(gy[start:stop], G), _per_group(cols, G).transpose(0, 2, 1),
+                       total if start == 0 else chunk_sum)
+        if start > 0:
+            total += chunk_sum
     return grad_weight
 
 

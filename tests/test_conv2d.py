@@ -416,3 +416,22 @@ def test_conv2d_does_not_modify_its_inputs(rng):
     conv2d_backward_weight(grad_out, x, weight.shape, **params)
     for array, copy in zip((x, weight, grad_out), copies):
         np.testing.assert_array_equal(array, copy)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_im2col_path_in_chunks_of_images_matches_the_reference(groups, rng, monkeypatch):
+    """With ``COLS_BYTES`` set so that two images fit, a batch of five goes through in chunks of 2, 2 and 1:
+    forward and both gradients still agree with the reference."""
+    from kernels import conv2d as C2
+    x = rng.standard_normal((5, 4, 6, 7))
+    weight = rng.standard_normal((6, 4 // groups, 3, 3))
+    options = dict(stride=1, padding=1, groups=groups)
+    one_image = 4 * 9 * 6 * 7 * 8                                     # bytes of one image's float64 cols
+    monkeypatch.setattr(C2, "COLS_BYTES", 2 * one_image)
+    y = C2.conv2d_forward(x, weight, **options)
+    grad_out = rng.standard_normal(y.shape)
+    assert_close(y, R.conv2d_forward(x, weight, **options), np.float64)
+    assert_close(C2.conv2d_backward_input(grad_out, weight, x.shape, **options),
+                 R.conv2d_backward_input(grad_out, weight, x.shape, **options), np.float64)
+    assert_close(C2.conv2d_backward_weight(grad_out, x, weight.shape, **options),
+                 R.conv2d_backward_weight(grad_out, x, weight.shape, **options), np.float64)
