@@ -273,10 +273,11 @@ def _pruned_architecture(config):
 
 def _kernels_compiled():
     """True when the numba cache holds the convolution and batch-norm kernels a training step runs."""
-    from kernels import _jit, batchnorm, depthwise
+    from kernels import _gemm, _jit, batchnorm, depthwise
     return _jit.compiled_on_this_machine(depthwise._forward_channels_last_kernel,
                                          depthwise._backward_channels_last_kernel,
-                                         batchnorm.batch_norm_train_forward_kernel)
+                                         depthwise._forward_flat_kernel, depthwise._backward_weight_flat_kernel,
+                                         _gemm._batched_matmul_kernel, batchnorm.batch_norm_train_forward_kernel)
 
 
 def run_training(config=None, out_dir="runs/train", resume=False, progress=True, log=print, plots=True,
