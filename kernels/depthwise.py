@@ -385,44 +385,55 @@ def _forward_flat_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shif
     phase_width = (W + 2 * pw + sw - 1) // sw            # Wq: a phase's row length
     run = H_out * phase_width                           # the output rows, at the phase row length
     phase_size = phase_height * phase_width + ((kW - 1) * dw) // sw   # the last tap's run ends here
-    for task in prange(N * C):                          # one (image, channel) plane per iteration
-        n = task // C
-        c = task - n * C
+    for c in prange(C):                                 # one channel, all its images, per iteration
         phases = np.zeros((sh * sw, phase_size), dtype=x.dtype)   # the padded plane, phase by phase
-        x_plane = x[n, c]                               # (H, W)
-        for h in range(H):
-            i = h + ph                                  # padded row
-            for rw in range(sw):                        # the columns of phase column rw
-                w_first = (rw - pw) % sw                # first input column with (w + pw) % sw == rw
-                phase_row = phases[(i % sh) * sw + rw, (i // sh) * phase_width + (w_first + pw) // sw:]
-                source = x_plane[h, w_first:]
-                for k in range((W - w_first + sw - 1) // sw):
-                    phase_row[k] = source[k * sw]
-        total = np.zeros(run, dtype=x.dtype)            # (H_out * Wq,)
-        for kh in range(kH):
-            qh, rh = divmod(kh * dh, sh)
-            for kw in range(kW):
-                qw, rw = divmod(kw * dw, sw)
-                start = qh * phase_width + qw
-                tap = phases[rh * sw + rw, start:start + run]   # every output's input for this tap
-                tap_weight = weight[c, 0, kh, kw]
-                for j in range(run):                    # the vectorised loop
-                    total[j] += tap_weight * tap[j]
-        y_plane = y[n, c]                               # (H_out, W_out): this iteration's only
-        for oh in range(H_out):
-            source, out_row = total[oh * phase_width:], y_plane[oh]
-            if has_bias:
-                for ow in range(W_out):
-                    out_row[ow] = source[ow] + bias[c]
-            else:
-                for ow in range(W_out):
-                    out_row[ow] = source[ow]
-            if finished:
-                channel_scale, channel_shift = scale[c], shift[c]
-                for ow in range(W_out):
-                    value = out_row[ow] * channel_scale + channel_shift
-                    value = low if value < low else value
-                    out_row[ow] = high if value > high else value
+        total = np.empty(run, dtype=x.dtype)            # (H_out * Wq,)
+        for n in range(N):                              # the borders stay zero, the rest is rewritten
+            _flat_forward_plane(x[n, c], weight, bias, y[n, c], c, sh, sw, ph, pw, dh, dw, phases, total,
+                                has_bias, finished, scale, shift, low, high)
+
+
+@inline_jit
+def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, dw, phases, total, has_bias,
+                        finished, scale, shift, low, high):
+    """One (image, channel) plane of :func:`_forward_flat_kernel`, in the buffers ``phases`` and ``total``."""
+    H, W = x_plane.shape
+    _, _, kH, kW = weight.shape
+    H_out, W_out = y_plane.shape
+    phase_width = (W + 2 * pw + sw - 1) // sw
+    run = total.shape[0]
+    for h in range(H):
+        i = h + ph                                  # padded row
+        for rw in range(sw):                        # the columns of phase column rw
+            w_first = (rw - pw) % sw                # first input column with (w + pw) % sw == rw
+            phase_row = phases[(i % sh) * sw + rw, (i // sh) * phase_width + (w_first + pw) // sw:]
+            source = x_plane[h, w_first:]
+            for k in range((W - w_first + sw - 1) // sw):
+                phase_row[k] = source[k * sw]
+    total[:] = 0.0
+    for kh in range(kH):
+        qh, rh = divmod(kh * dh, sh)
+        for kw in range(kW):
+            qw, rw = divmod(kw * dw, sw)
+            start = qh * phase_width + qw
+            tap = phases[rh * sw + rw, start:start + run]   # every output's input for this tap
+            tap_weight = weight[c, 0, kh, kw]
+            for j in range(run):                    # the vectorised loop
+                total[j] += tap_weight * tap[j]
+    for oh in range(H_out):                         # y_plane: (H_out, W_out), this iteration's only
+        source, out_row = total[oh * phase_width:], y_plane[oh]
+        if has_bias:
+            for ow in range(W_out):
+                out_row[ow] = source[ow] + bias[c]
+        else:
+            for ow in range(W_out):
+                out_row[ow] = source[ow]
+        if finished:
+            channel_scale, channel_shift = scale[c], shift[c]
+            for ow in range(W_out):
+                value = out_row[ow] * channel_scale + channel_shift
+                value = low if value < low else value
+                out_row[ow] = high if value > high else value
 
 
 @parallel_jit
