@@ -53,6 +53,12 @@ def _clip_backward_kernel(grad_out, x, low, high, grad_x):
             out_run[i] = g_run[i] if (value > low) & (value < high) else zero
 
 
+def _backward_arrays(grad_out, x):
+    """``(grad_out, x, grad_x)``: the first two C-contiguous in ``x``'s dtype, ``grad_x`` new, like ``x``."""
+    x = np.ascontiguousarray(x)
+    return np.ascontiguousarray(grad_out, dtype=x.dtype), x, np.empty_like(x)
+
+
 def clip_forward(x, low, high):
     """``min(max(x, low), high)`` element-wise: ReLU is ``(0, inf)``, ReLU6 ``(0, 6)``.
 
@@ -84,9 +90,7 @@ def clip_backward(grad_out, x, low, high):
     -------
     grad_x : ndarray, the shape and dtype of ``x``
     """
-    x = np.ascontiguousarray(x)
-    grad_out = np.ascontiguousarray(grad_out, dtype=x.dtype)
-    grad_x = np.empty_like(x)
+    grad_out, x, grad_x = _backward_arrays(grad_out, x)
     _clip_backward_kernel(grad_out.reshape(-1), x.reshape(-1), x.dtype.type(low), x.dtype.type(high),
                           grad_x.reshape(-1))
     return grad_x
@@ -156,8 +160,6 @@ def hardswish_backward(grad_out, x):
     -------
     grad_x : ndarray, the shape and dtype of ``x``
     """
-    x = np.ascontiguousarray(x)
-    grad_out = np.ascontiguousarray(grad_out, dtype=x.dtype)
-    grad_x = np.empty_like(x)
+    grad_out, x, grad_x = _backward_arrays(grad_out, x)
     _hardswish_backward_kernel(grad_out.reshape(-1), x.reshape(-1), grad_x.reshape(-1))
     return grad_x

@@ -36,15 +36,30 @@ def chain_backward(layers, grad_out):
         return fused_chain_backward(list(layers), grad_out)
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What :class:`Sequential` and :class:`ModuleList` share: children named ``"0"``, ``"1"``, ... in order."""
+
+    plain_container = True
+
+    def append(self, module):
+        """Add ``module`` at the end (named ``str(len(self))``); returns self."""
+        self.add_module(str(len(self)), module)
+        return self
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class Sequential(_ModuleSequence):
     """Apply modules one after the other; children are named ``"0"``, ``"1"``, ...
 
     ``Sequential(a, b, c)(x) = c(b(a(x)))`` and, by the chain rule,
     ``backward(g) = a.backward(b.backward(c.backward(g)))``. An ``OrderedDict`` of ``name: module``
     gives the children other names, as in PyTorch.
     """
-
-    plain_container = True
 
     def __init__(self, *modules):
         super().__init__()
@@ -61,17 +76,6 @@ class Sequential(Module):
     def backward(self, grad_out):
         return chain_backward(self._modules.values(), grad_out)
 
-    def append(self, module):
-        """Add ``module`` at the end (named ``str(len(self))``); returns self."""
-        self.add_module(str(len(self)), module)
-        return self
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __getitem__(self, index):
         modules = list(self._modules.items())
         if isinstance(index, slice):
@@ -81,25 +85,13 @@ class Sequential(Module):
         return modules[index][1]
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules whose parameters are registered (names ``"0"``, ``"1"``, ...); no forward of its own."""
-
-    plain_container = True
 
     def __init__(self, modules=()):
         super().__init__()
         for module in modules:
             self.append(module)
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
 
     def __getitem__(self, index):
         modules = list(self._modules.values())
