@@ -150,7 +150,8 @@ def batched_matmul(a, b, out, epilogue=None):
         low, high = -np.inf, np.inf
     else:
         scale, shift, low, high = epilogue
-    _batched_matmul_kernel(function, a, trans_a, lda, b, trans_b, ldb, out, out.strides[1] // out.itemsize,
+    ldc = out.strides[1] // out.itemsize if out.shape[1] > 1 else N     # one row: any stride will do
+    _batched_matmul_kernel(function, a, trans_a, lda, b, trans_b, ldb, out, ldc,
                            products // outputs, count, by_rows, size,
                            scale, shift, out.dtype.type(low), out.dtype.type(high))
     return out
@@ -170,7 +171,7 @@ def _batched_matmul_numpy(a, b, out):
 
 def _finish_rows_numpy(out, epilogue):
     """:func:`batched_matmul`'s epilogue in NumPy, same arithmetic (the paths without the kernel)."""
-    if epilogue is not None:
+    if epilogue is not None and out.size:
         scale, shift, low, high = epilogue
         C, M, _ = out.shape
         rows = np.arange(C)[:, None] % (len(scale) // M) * M + np.arange(M)[None, :]     # (C, M) channels

@@ -155,12 +155,14 @@ def _unfused_twin(model):
     return twin
 
 
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_training_with_norm_and_clip_fused_gives_the_same_bits(dtype, rng):
-    """Batch norm -> ReLU6 runs as one pass in training too: outputs, every gradient and the running
-    statistics after two steps equal the layers run one by one, bit for bit."""
+def test_training_with_norm_and_clip_fused_gives_the_same_bits(dtype, training, rng):
+    """Batch norm -> ReLU6 runs as one pass with gradients too (in training, and in evaluation mode as
+    Grad-CAM uses it): outputs, every gradient and the running statistics after two steps equal the
+    layers run one by one, bit for bit."""
     from tinycnn import losses
-    model = _model("mobilenet_v2", rng, dtype, width_mult=0.5).train()
+    model = _model("mobilenet_v2", rng, dtype, width_mult=0.5).train(training)
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.eval()                                            # no random masks to tell apart

@@ -1,23 +1,26 @@
-"""Convolution -> batch norm -> ReLU/ReLU6 as one step, for inference (inside ``nn.no_grad()``).
+"""Neighbouring layers merged at run time: batch norm + ReLU/ReLU6 always, and convolution + batch norm +
+ReLU/ReLU6 inside ``nn.no_grad()``. The results are bit-identical to the layers called one by one.
 
-With running statistics (evaluation mode) batch norm is a fixed affine map per channel,
-``y = x * scale[c] + shift[c]`` with ``scale = weight / sqrt(running_var + eps)`` and
-``shift = bias - running_mean * scale``, and ReLU6 is ``clip(y, 0, 6)``. Run as three layers, the
-convolution's output is read and written twice more (once per layer); here the convolution finishes its
-own output with ``clip(out * scale + shift, low, high)`` (the ``epilogue`` of ``kernels.conv2d._forward``):
-a pointwise convolution inside each matrix-product block while it is still in cache, the others in
-one compiled pass over the output (``kernels.batchnorm.finish_channels``). The arithmetic is the layers' own, in the same order,
-so the result is bit-identical to calling them one by one.
+**Batch norm -> ReLU/ReLU6** (training and evaluation, :func:`norm_clip`): the clip happens in batch
+norm's own output loop, so the activation costs no pass of its own; the activation caches the clipped
+output, which gives its derivative ``1[low < . < high]`` as well as its input would. In backward
+(:func:`fused_chain_backward`) that mask is applied inside batch norm's two passes.
+
+**Convolution -> batch norm -> ReLU/ReLU6** without gradients (:func:`conv_norm_clip`). With running
+statistics batch norm is a fixed affine map per channel, ``y = x * scale[c] + shift[c]`` with ``scale =
+weight / sqrt(running_var + eps)`` and ``shift = bias - running_mean * scale``. Run as three layers, the
+convolution's output is read and written twice more; here the convolution finishes its own output with
+``clip(out * scale + shift, low, high)`` (the ``epilogue`` of ``kernels.conv2d._forward``): a pointwise
+convolution inside each matrix-product block while it is still in cache, the flat depthwise kernel as it
+writes each output, the others in one compiled pass (``kernels.batchnorm.finish_channels``).
 
 This is the "fuse what follows a convolution" of inference engines (PyTorch's ``fuse_modules``, oneDNN's
 post-ops), done at run time: nothing is rewritten, and the weights stay the model's own, so a
-``state_dict`` or a later ``train()`` sees no difference. A run of layers is fused only when nothing
-could observe the difference: the layers are exactly ``Conv2d``, ``BatchNorm2d`` with running
-statistics and optionally ``ReLU``/``ReLU6``, none has a forward hook, and the channels match. Any
-other layer runs as usual.
+``state_dict`` or a later ``train()`` sees no difference. Layers are merged only when nothing could
+observe the difference: they are exactly ``Conv2d``, ``BatchNorm2d`` and ``ReLU``/``ReLU6``, none has a
+forward hook or an instance-level ``forward``, and the channels match. Any other layer runs as usual.
 
-Measured on a 2-core AMD EPYC (AVX2), MobileNet V2 (width 1.0) on one 224 x 224 image: see the README's
-benchmark section.
+Measured on a 2-core AMD EPYC (AVX2): see the README's benchmark section.
 """
 import numpy as np
 
