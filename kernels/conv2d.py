@@ -105,12 +105,12 @@ def _forward(x, weight, bias, geometry, epilogue=None):
 def _im2col_forward(x, weight, bias, geometry):
     """The general convolution: im2col for a chunk of images, then one matrix product per image and group
     (:func:`kernels._gemm.batched_matmul`, on numba's threads)."""
-    N = x.shape[0]
     G = geometry.groups
     y = np.empty(geometry.output_shape, dtype=x.dtype)
+    y_matrices = y.reshape(y.shape[0], y.shape[1], -1)             # (N, C_out, H_out*W_out) view
     w_matrix = _weight_matrix(weight, G)                           # (G, C_out/G, C_in/G*kH*kW)
     for start, stop, cols in _image_chunks(x, geometry):           # cols: (k, C_in*kH*kW, H_out*W_out)
-        batched_matmul(w_matrix, _per_group(cols, G), _per_group(y[start:stop].reshape(stop - start, y.shape[1], -1), G))
+        batched_matmul(w_matrix, _per_group(cols, G), _per_group(y_matrices[start:stop], G))
     if bias is not None:
         y += bias[None, :, None, None]
     return y

@@ -12,7 +12,13 @@ Cost for an output of ``H_out x W_out``::
     depthwise:  kH*kW * C * H_out*W_out               multiply-accumulates (MACs)
     standard:   kH*kW * C_in * C_out * H_out*W_out    -> depthwise is 1/C_out of it
 
-Parallel iterations never write to the same memory. Four kinds of loops appear:
+Parallel iterations never write to the same memory. Five kinds of loops appear:
+
+* the **flat-run** path (stride 1 from 7x7 planes, strided planes above 32x32; both gradients at
+  stride 1 from 16x16): each plane is copied zero-padded into one flat array, where output ``(oh, ow)``
+  sits at ``oh*Wp + ow`` and every tap reads at a fixed offset from it, so one tap is *one* vectorised
+  loop over the whole plane (a stride is first split into phases, inside which it is stride 1 again).
+  The input gradient at stride 1 is the same kernel with the filter turned by 180 degrees.
 
 * the **generic** path, tap by tap: for each kernel tap ``(kh, kw)`` add ``w[kh, kw] * x[shifted]`` to
   the output rows. The innermost loop runs over output columns with no branch, so LLVM vectorises it.
@@ -24,10 +30,10 @@ Parallel iterations never write to the same memory. Four kinds of loops appear:
   vectorise a scalar ``acc += a*b`` reduction, so each parallel iteration (one output channel, whose
   weights only it writes) accumulates into its own column buffer ``partial[kh, kw, ow] += ...``
   (element-wise, vectorisable) and sums the buffer once at the end, in a fixed order.
-* the **channels-last** path for small planes (at most 32x32 pixels, multiplier 1: MobileNets at 32x32
-  training meet 16x16 .. 1x1, at 224 inference 28x28 .. 7x7), where a plane row is shorter than a
-  vector: one (image, block of 64 channels) per iteration, copied into a zero-padded channels-last
-  buffer split into column phases, so each tap's whole output row is one contiguous vectorised run
+* the **channels-last** path for the small planes the flat runs leave (at most 32x32 pixels, multiplier
+  1: MobileNets trained at 32x32 meet 16x16 .. 1x1), where a plane row is shorter than a vector: one
+  (image, block of 64 channels) per iteration, copied into a zero-padded channels-last buffer split
+  into column phases, so each tap's whole output row is one contiguous vectorised run
   whatever the stride and dilation. Both gradients come from one pass (``_backward``); weight-gradient
   partials per (image, block) are added in image order.
 """

@@ -44,7 +44,8 @@ def test_no_grad_fuses_every_conv_norm_run_of_mobilenet_v2(rng, monkeypatch):
     calls, norm_forwards = [], []
     real_fused, real_norm_forward = fusion.conv_norm_clip, nn.BatchNorm2d.forward
     monkeypatch.setattr(fusion, "conv_norm_clip", lambda *args: calls.append(args[2]) or real_fused(*args))
-    monkeypatch.setattr(nn.BatchNorm2d, "forward", lambda self, x: norm_forwards.append(self) or real_norm_forward(self, x))
+    monkeypatch.setattr(nn.BatchNorm2d, "forward",
+                        lambda self, x: norm_forwards.append(self) or real_norm_forward(self, x))
     with nn.no_grad():
         model(rng.standard_normal((1, 3, 32, 32)).astype(np.float32))
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
