@@ -10,7 +10,7 @@ A layer is a small class in the CS231n style:
   :meth:`Module.zero_grad`) and returns ``dL/dx``.
 
 There is no autograd: a container's ``backward`` calls its children's ``backward`` in reverse order
-(the chain rule written out), see :class:`Sequential` and ``tinycnn.nn.blocks``.
+(the chain rule written out), see :class:`~tinycnn.nn.containers.Sequential` and ``tinycnn.nn.blocks``.
 
 The forward cache rule (as PyTorch's autograd graph):
 
