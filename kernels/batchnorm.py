@@ -276,5 +276,5 @@ def finish_channels(y, epilogue):
     N, C, H, W = y.shape
     y_flat = y.reshape(N, C * H * W)
     batch_norm_affine_kernel(y_flat, scale, shift, y.dtype.type(low), y.dtype.type(high),
-                             channels_per_block(C, H * W), y_flat)
+                             channels_per_block(C, H * W, N, y.itemsize), y_flat)
     return y

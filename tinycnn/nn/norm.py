@@ -125,9 +125,10 @@ class BatchNorm2d(Module):
         else:
             # running statistics: an affine map per channel, y = x * scale + shift (as PyTorch's CPU
             # kernel), one compiled pass; backward recomputes x_hat from the cached input if asked for
-            scale, shift = self._running_affine(x.dtype)                          # (C,) each
+            inv_std = self._running_inv_std(x.dtype)                              # (C,)
+            scale, shift = self._running_affine(x.dtype, inv_std)                 # (C,) each
             batch_norm_affine_kernel(x_flat, scale, shift, x.dtype.type(low), x.dtype.type(high), block_channels, y)
-            self._inv_std, self._used_batch_stats = self._running_inv_std(x.dtype), False
+            self._inv_std, self._used_batch_stats = inv_std, False
             self._x, self._mean = x, self.running_mean.astype(x.dtype, copy=False)
         self._output_shape = x.shape
         return y.reshape(x.shape)
@@ -136,14 +137,15 @@ class BatchNorm2d(Module):
         """``1 / sqrt(running_var + eps)`` as a (C,) array of ``dtype``."""
         return (1.0 / np.sqrt(self.running_var + self.eps)).astype(dtype)
 
-    def _running_affine(self, dtype):
+    def _running_affine(self, dtype, inv_std=None):
         """``(scale, shift)``, (C,) arrays of ``dtype``: with running statistics ``y = x * scale + shift``.
 
         ``scale = weight / sqrt(running_var + eps)``, ``shift = bias - running_mean * scale``, computed in
-        ``dtype`` as PyTorch's CPU kernel does (also used by :mod:`tinycnn.nn.fusion`).
+        ``dtype`` as PyTorch's CPU kernel does (also used by :mod:`tinycnn.nn.fusion`); ``inv_std``, if given,
+        is :meth:`_running_inv_std`'s result, already computed by the caller.
         """
         weight, bias = self._affine_parameters(dtype)
-        scale = weight * self._running_inv_std(dtype)
+        scale = weight * (self._running_inv_std(dtype) if inv_std is None else inv_std)
         return scale, bias - self.running_mean.astype(dtype, copy=False) * scale
 
     def _affine_parameters(self, dtype):
