@@ -356,8 +356,20 @@ class Module:
 
     def modules(self):
         """Yield this module and all descendants (depth first, registration order)."""
-        for _, module in self.named_modules():
-            yield module
+        return iter(self._module_list())
+
+    def _module_list(self):
+        """:meth:`modules` as a list, without building the dotted names (``zero_grad`` and the optimizers
+        walk the model every step: MobileNet V2 has ~160 modules)."""
+        found, seen, stack = [], set(), [self]
+        while stack:
+            module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            found.append(module)
+            stack.extend(child for child in reversed(module._modules.values()) if child is not None)
+        return found
 
     def named_children(self):
         """Yield ``(name, child)`` for the direct submodules."""
@@ -388,9 +400,17 @@ class Module:
         yield from self._named_members("_parameters", prefix, recurse)
 
     def parameters(self, recurse=True):
-        """Yield every :class:`Parameter` (see :meth:`named_parameters`)."""
-        for _, parameter in self.named_parameters(recurse=recurse):
-            yield parameter
+        """Yield every :class:`Parameter` (see :meth:`named_parameters`; the same order, without the names)."""
+        return self._members("_parameters", recurse)
+
+    def _members(self, registry, recurse):
+        seen, found = set(), []
+        for module in self._module_list() if recurse else [self]:
+            for value in getattr(module, registry).values():
+                if value is not None and id(value) not in seen:
+                    seen.add(id(value))
+                    found.append(value)
+        return iter(found)
 
     def named_buffers(self, prefix="", recurse=True):
         """Yield ``(dotted_name, ndarray)`` for every buffer (e.g. ``bn.running_mean``)."""
@@ -398,8 +418,7 @@ class Module:
 
     def buffers(self, recurse=True):
         """Yield every buffer array."""
-        for _, buffer in self.named_buffers(recurse=recurse):
-            yield buffer
+        return self._members("_buffers", recurse)
 
     def get_submodule(self, target):
         """Return the submodule at dotted path ``target`` (``""`` is this module)."""

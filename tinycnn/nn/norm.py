@@ -4,7 +4,7 @@ import numbers
 import numpy as np
 
 from kernels.activation import clip_backward
-from kernels.batchnorm import (batch_norm_affine_kernel, batch_norm_train_backward_kernel,
+from kernels.batchnorm import (batch_norm_affine_kernel, batch_norm_statistics_kernel, batch_norm_train_backward_kernel,
                                batch_norm_train_forward_kernel, channels_per_block)
 
 from .module import Module, Parameter
@@ -118,10 +118,8 @@ class BatchNorm2d(Module):
             weight, bias = self._affine_parameters(x.dtype)
             batch_norm_train_forward_kernel(x_flat, weight, bias, float(self.eps), x.dtype.type(low),
                                             x.dtype.type(high), block_channels, y, x_hat, mean, var)
-            if self.training and self.track_running_stats:
-                self._update_running_stats(mean, var, m)
+            self._inv_std = self._finish_batch_statistics(mean, var, m, x.dtype)     # (C,)
             self._x_hat, self._x, self._used_batch_stats = x_hat, None, True
-            self._inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)         # (C,)
         else:
             # running statistics: an affine map per channel, y = x * scale + shift (as PyTorch's CPU
             # kernel), one compiled pass; backward recomputes x_hat from the cached input if asked for
@@ -155,13 +153,26 @@ class BatchNorm2d(Module):
         bias = self.bias.data.astype(dtype, copy=False) if self.bias is not None else np.zeros(C, dtype=dtype)
         return weight, bias
 
-    def _update_running_stats(self, mean, var, m):
-        self.num_batches_tracked = np.array(self.num_batches_tracked + 1, dtype=np.int64)
-        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        unbiased_var = var * (m / (m - 1))
-        dtype = self.running_mean.dtype
-        self.running_mean = ((1 - factor) * self.running_mean + factor * mean).astype(dtype)
-        self.running_var = ((1 - factor) * self.running_var + factor * unbiased_var).astype(dtype)
+    def _finish_batch_statistics(self, mean, var, m, dtype):
+        """Return ``1 / sqrt(var + eps)`` as (C,) ``dtype``; in training mode with running statistics also
+        update them from the batch's ``mean`` and biased ``var`` ((C,) float64, ``m`` values per channel):
+        ``running = (1 - factor) * running + factor * batch``, the variance made unbiased (``* m / (m - 1)``),
+        ``factor`` the momentum (or ``1 / num_batches_tracked`` for ``momentum=None``). One compiled call,
+        :func:`kernels.batchnorm.batch_norm_statistics_kernel`."""
+        inv_std = np.empty(self.num_features)
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked = np.array(self.num_batches_tracked + 1, dtype=np.int64)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else float(self.momentum)
+            running_mean, running_var = self.running_mean, self.running_var
+            new_mean, new_var = np.empty_like(running_mean), np.empty_like(running_var)
+            batch_norm_statistics_kernel(mean, var, float(self.eps), inv_std, running_mean.dtype.type(1 - factor),
+                                         factor, m / (m - 1), running_mean, running_var, new_mean, new_var)
+            self.running_mean, self.running_var = new_mean, new_var
+        else:
+            nothing = np.empty(0, dtype=dtype)
+            batch_norm_statistics_kernel(mean, var, float(self.eps), inv_std, dtype.type(0), 0.0, 1.0, nothing,
+                                         nothing, nothing, nothing)
+        return inv_std.astype(dtype)
 
     def backward(self, grad_out):
         return self._backward(grad_out)
