@@ -409,3 +409,50 @@ def test_batch_norm_eval_is_one_affine_map_per_channel_for_any_block_of_channels
         in_place = x.copy()
         batch_norm_affine_kernel(in_place, scale, shift, low, high, block, in_place)
         np.testing.assert_array_equal(in_place, expected)
+
+
+@pytest.mark.nojit
+@pytest.mark.parametrize("running_dtype, dtype", [(np.float32, np.float32), (np.float64, np.float64),
+                                                  (np.float32, np.float64)])
+@pytest.mark.parametrize("momentum", [0.1, None, 1])
+def test_batch_norm_running_statistics_are_the_numpy_expressions_bit_for_bit(running_dtype, dtype, momentum, rng):
+    """The running-statistics update and 1/std run as one compiled call (kernels/batchnorm.py); they must
+    give exactly what NumPy's ``((1 - f) * running + f * batch).astype(dtype)`` gives, in each dtype."""
+    C, m = 6, 10
+    bn = nn.BatchNorm2d(C, momentum=momentum, affine=False)
+    bn.running_mean = rng.standard_normal(C).astype(running_dtype)
+    bn.running_var = rng.random(C).astype(running_dtype) + 0.5
+    bn.num_batches_tracked = np.array(2, dtype=np.int64)
+    old_mean, old_var = bn.running_mean.copy(), bn.running_var.copy()
+    mean, var = rng.standard_normal(C), rng.random(C)                         # the batch's, float64
+    inv_std = bn._finish_batch_statistics(mean, var, m, np.dtype(dtype))
+    factor = 1.0 / 3 if momentum is None else momentum
+    np.testing.assert_array_equal(inv_std, (1.0 / np.sqrt(var + bn.eps)).astype(dtype))
+    np.testing.assert_array_equal(bn.running_mean, ((1 - factor) * old_mean + factor * mean).astype(running_dtype))
+    np.testing.assert_array_equal(bn.running_var,
+                                  ((1 - factor) * old_var + factor * (var * (m / (m - 1)))).astype(running_dtype))
+    assert bn.running_mean.dtype == running_dtype and bn.num_batches_tracked == 3
+
+
+@pytest.mark.nojit
+@pytest.mark.parametrize("running_dtype, dtype", [(np.float32, np.float32), (np.float64, np.float64),
+                                                  (np.float32, np.float64)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_running_affine_is_the_numpy_expressions_bit_for_bit(running_dtype, dtype, affine, rng):
+    """scale = weight / sqrt(running_var + eps) and shift = bias - running_mean * scale, one compiled call:
+    the same bits as NumPy computing them in the same dtypes (the inverse square root in the running
+    variance's dtype, as PyTorch's CPU kernel)."""
+    C = 9
+    bn = nn.BatchNorm2d(C, affine=affine, eps=1e-3).to(dtype)
+    bn.running_mean = rng.standard_normal(C).astype(running_dtype)
+    bn.running_var = rng.random(C).astype(running_dtype) + 0.01
+    if affine:
+        bn.weight.data, bn.bias.data = (rng.standard_normal(C).astype(dtype) for _ in range(2))
+    scale, shift, inv_std = bn._running_affine(np.dtype(dtype))
+    expected_inv_std = (1.0 / np.sqrt(bn.running_var + bn.eps)).astype(dtype)
+    weight = bn.weight.data if affine else np.ones(C, dtype=dtype)
+    bias = bn.bias.data if affine else np.zeros(C, dtype=dtype)
+    np.testing.assert_array_equal(inv_std, expected_inv_std)
+    np.testing.assert_array_equal(scale, weight * expected_inv_std)
+    np.testing.assert_array_equal(shift, bias - bn.running_mean.astype(dtype) * (weight * expected_inv_std))
+    assert scale.dtype == shift.dtype == inv_std.dtype == dtype

@@ -159,7 +159,7 @@ def conv_norm_clip(conv, norm, activation, x):
     x = np.ascontiguousarray(x)
     geometry = conv._geometry(x.shape)
     bias = None if conv.bias is None else conv.bias.data
-    scale, shift = norm._running_affine(x.dtype)                               # (C_out,) each
+    scale, shift, _ = norm._running_affine(x.dtype)                            # (C_out,) each
     low, high = _CLIP_RANGE[type(activation)] if activation is not None else (-np.inf, np.inf)
     with one_blas_thread():                  # the batch norm and clip finish the convolution's output
         y = conv2d_kernels._forward(x, np.ascontiguousarray(conv.weight.data), bias, geometry,

@@ -205,11 +205,16 @@ class Module:
         self.__dict__.pop(name, None)
 
     def __getattr__(self, name):
-        # Only called when normal lookup fails: look in the registries.
-        for registry in ("_parameters", "_buffers", "_modules"):
-            entries = self.__dict__.get(registry)
-            if entries is not None and name in entries:
-                return entries[name]
+        # Only called when normal lookup fails: look in the registries (a training step of MobileNet V2
+        # comes here ~1000 times, for every self.weight, self.running_mean, ...: no loop, no generator).
+        attributes = self.__dict__
+        if "_parameters" in attributes:            # (not yet during __init__ or unpickling)
+            if name in attributes["_parameters"]:
+                return attributes["_parameters"][name]
+            if name in attributes["_buffers"]:
+                return attributes["_buffers"][name]
+            if name in attributes["_modules"]:
+                return attributes["_modules"][name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __delattr__(self, name):

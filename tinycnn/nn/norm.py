@@ -4,8 +4,8 @@ import numbers
 import numpy as np
 
 from kernels.activation import clip_backward
-from kernels.batchnorm import (batch_norm_affine_kernel, batch_norm_statistics_kernel, batch_norm_train_backward_kernel,
-                               batch_norm_train_forward_kernel, channels_per_block)
+from kernels.batchnorm import (batch_norm_affine_kernel, batch_norm_running_affine_kernel, batch_norm_statistics_kernel,
+                               batch_norm_train_backward_kernel, batch_norm_train_forward_kernel, channels_per_block)
 
 from .module import Module, Parameter
 
@@ -123,28 +123,30 @@ class BatchNorm2d(Module):
         else:
             # running statistics: an affine map per channel, y = x * scale + shift (as PyTorch's CPU
             # kernel), one compiled pass; backward recomputes x_hat from the cached input if asked for
-            inv_std = self._running_inv_std(x.dtype)                              # (C,)
-            scale, shift = self._running_affine(x.dtype, inv_std)                 # (C,) each
+            scale, shift, inv_std = self._running_affine(x.dtype)                 # (C,) each
             batch_norm_affine_kernel(x_flat, scale, shift, x.dtype.type(low), x.dtype.type(high), block_channels, y)
             self._inv_std, self._used_batch_stats = inv_std, False
             self._x, self._mean = x, self.running_mean.astype(x.dtype, copy=False)
         self._output_shape = x.shape
         return y.reshape(x.shape)
 
-    def _running_inv_std(self, dtype):
-        """``1 / sqrt(running_var + eps)`` as a (C,) array of ``dtype``."""
-        return (1.0 / np.sqrt(self.running_var + self.eps)).astype(dtype)
+    def _running_affine(self, dtype):
+        """``(scale, shift, inv_std)``, (C,) arrays of ``dtype``: with running statistics ``y = x * scale + shift``.
 
-    def _running_affine(self, dtype, inv_std=None):
-        """``(scale, shift)``, (C,) arrays of ``dtype``: with running statistics ``y = x * scale + shift``.
-
-        ``scale = weight / sqrt(running_var + eps)``, ``shift = bias - running_mean * scale``, computed in
-        ``dtype`` as PyTorch's CPU kernel does (also used by :mod:`tinycnn.nn.fusion`); ``inv_std``, if given,
-        is :meth:`_running_inv_std`'s result, already computed by the caller.
+        ``inv_std = 1 / sqrt(running_var + eps)``, ``scale = weight * inv_std``, ``shift = bias - running_mean
+        * scale``, computed in ``dtype`` as PyTorch's CPU kernel does (the inverse square root in the
+        running variance's dtype) by one compiled call
+        (:func:`kernels.batchnorm.batch_norm_running_affine_kernel`); also used by :mod:`tinycnn.nn.fusion`.
         """
-        weight, bias = self._affine_parameters(dtype)
-        scale = weight * (self._running_inv_std(dtype) if inv_std is None else inv_std)
-        return scale, bias - self.running_mean.astype(dtype, copy=False) * scale
+        running_dtype = self.running_var.dtype.type
+        no_parameter = np.empty(0, dtype=dtype)
+        weight = self.weight.data if self.affine else no_parameter
+        bias = self.bias.data if self.bias is not None else no_parameter
+        inv_std, scale, shift = (np.empty(self.num_features, dtype=dtype) for _ in range(3))
+        batch_norm_running_affine_kernel(self.running_mean.astype(dtype, copy=False), self.running_var,
+                                         running_dtype(self.eps), running_dtype(1.0), weight.astype(dtype, copy=False),
+                                         bias.astype(dtype, copy=False), inv_std, scale, shift)
+        return scale, shift, inv_std
 
     def _affine_parameters(self, dtype):
         """``weight, bias`` as (C,) arrays of ``dtype``: ones and zeros stand in for absent parameters."""
