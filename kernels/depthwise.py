@@ -36,6 +36,9 @@ Parallel iterations never write to the same memory. Five kinds of loops appear:
   into column phases, so each tap's whole output row is one contiguous vectorised run
   whatever the stride and dilation. Both gradients come from one pass (``_backward``); weight-gradient
   partials per (image, block) are added in image order.
+* the **one-pixel** path, for outputs of a single pixel per channel (MobileNet V2 trained at 32x32 ends
+  on 1x1 and 2x2 planes): each output is one short dot product of a channel's kernel with the taps
+  that land inside the plane, vectorised across the channels of an image (``x[n, :, ih, iw]``).
 """
 import numpy as np
 
@@ -77,6 +80,8 @@ CHANNEL_BLOCK = 64
 MIN_TASKS_PER_THREAD = 4
 #: planes of at least this many pixels are transposed a channel at a time (:func:`_scatter_pixels`)
 CHANNEL_RUN_MIN_PIXELS = 32
+#: channels per iteration of the one-pixel kernels
+ONE_PIXEL_BLOCK = 32
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -108,6 +113,15 @@ def _use_flat(geometry):
     if H * W > CHANNELS_LAST_MAX_PIXELS:
         return True
     return geometry.stride == (1, 1) and (N == 1 or H * W >= FLAT_MIN_PIXELS_BATCHED)
+
+
+def _use_one_pixel(geometry):
+    """Outputs of one pixel per channel, one output channel per input channel: the one-pixel kernels.
+    Measured on a 2-core AMD EPYC (AVX2) against the channels-last kernels, which pad such a plane to
+    the whole kernel: (64, 480, 1, 1) forward 0.20 -> 0.09 ms, both gradients 0.79 -> 0.12 ms;
+    (64, 288, 2, 2) at stride 2: 0.15 -> 0.12 and 0.56 -> 0.20 ms."""
+    _, C, _, _ = geometry.input_shape
+    return geometry.weight_shape[0] == C and geometry.output_shape[2] * geometry.output_shape[3] == 1
 
 
 def _use_flat_backward(geometry):
@@ -239,6 +253,9 @@ def _forward(x, weight, bias, geometry, epilogue=None):
     y = np.empty(geometry.output_shape, dtype=x.dtype)
     if bias is None:
         bias = _empty_bias(x.dtype)
+    if _use_one_pixel(geometry):
+        _forward_one_pixel_kernel(x, _weight_taps(weight), bias, y, ONE_PIXEL_BLOCK, *_loop_arguments(geometry)[2:])
+        return finish_channels(y, epilogue)
     if _use_flat(geometry):
         scale, shift, low, high = epilogue if epilogue is not None else (bias[:0], bias[:0], -np.inf, np.inf)
         _forward_flat_kernel(x, weight, bias, y, *_loop_arguments(geometry), scale, shift, x.dtype.type(low),
@@ -255,6 +272,8 @@ def _forward(x, weight, bias, geometry, epilogue=None):
 
 def _backward_input(grad_out, weight, geometry):
     """``grad_x`` from the kernel that suits the geometry."""
+    if _use_one_pixel(geometry):
+        return _backward_one_pixel(grad_out, None, weight, geometry, want_input=True, want_weight=False)[0]
     if _use_flat_backward(geometry):
         return _backward_input_flat(grad_out, weight, geometry)
     if _use_channels_last(geometry):
@@ -269,6 +288,8 @@ def _backward_input(grad_out, weight, geometry):
 
 def _backward_weight(grad_out, x, geometry):
     """``grad_weight`` from the kernel that suits the geometry."""
+    if _use_one_pixel(geometry):
+        return _backward_one_pixel(grad_out, x, None, geometry, want_input=False, want_weight=True)[1]
     if _use_flat_backward(geometry):
         grad_weight = np.empty(geometry.weight_shape, dtype=x.dtype)
         _backward_weight_flat_kernel(grad_out, x, grad_weight, *geometry.padding, *geometry.dilation)
@@ -285,6 +306,8 @@ def _backward_weight(grad_out, x, geometry):
 
 def _backward(grad_out, x, weight, geometry):
     """``(grad_x, grad_weight)``; small planes compute both in one pass over ``grad_out``."""
+    if _use_one_pixel(geometry):
+        return _backward_one_pixel(grad_out, x, weight, geometry, want_input=True, want_weight=True)
     if _use_channels_last(geometry) and not _use_flat_backward(geometry):
         return _backward_channels_last(grad_out, x, weight, geometry, want_input=True, want_weight=True)
     return _backward_input(grad_out, weight, geometry), _backward_weight(grad_out, x, geometry)
@@ -320,6 +343,27 @@ def _backward_channels_last(grad_out, x, weight, geometry, want_input, want_weig
     if want_weight:
         grad_weight = np.empty(geometry.weight_shape, dtype=dtype)
         _sum_weight_partials_kernel(partial, grad_weight, CHANNEL_BLOCK)
+    return (grad_x if want_input else None), grad_weight
+
+
+def _weight_taps(weight):
+    """``(C, 1, kH, kW)`` -> ``(kH, kW, C)``: one tap's weights of all channels contiguous."""
+    return np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0))
+
+
+def _backward_one_pixel(grad_out, x, weight, geometry, want_input, want_weight):
+    """Run :func:`_backward_one_pixel_kernel`; a gradient not asked for is returned as None."""
+    N, C, H, W = geometry.input_shape
+    _, _, kH, kW = geometry.weight_shape
+    dtype = grad_out.dtype
+    # numba needs arrays in every argument: unused ones are empty stand-ins of the right rank
+    grad_x = np.zeros(geometry.input_shape if want_input else (0, 0, 0, 0), dtype=dtype)
+    grad_taps = np.empty((kH, kW, C) if want_weight else (0, 0, 0), dtype=dtype)
+    x = x if want_weight else np.empty((0, 0, 0, 0), dtype=dtype)
+    taps = _weight_taps(weight) if want_input else np.empty((0, 0, 0), dtype=dtype)
+    _backward_one_pixel_kernel(grad_out, x, taps, grad_x, grad_taps, ONE_PIXEL_BLOCK, want_input, want_weight,
+                               H, W, kH, kW, *_loop_arguments(geometry)[2:])
+    grad_weight = np.ascontiguousarray(grad_taps.transpose(2, 0, 1)[:, None]) if want_weight else None
     return (grad_x if want_input else None), grad_weight
 
 
@@ -934,3 +978,81 @@ def _sum_weight_partials_kernel(partial, grad_weight, block):
             for kh in range(kH):
                 for kw in range(kW):
                     grad_weight[b * block + c, 0, kh, kw] = total[kh, kw, c]
+
+
+# ----------------------------------------------------------------------------------------------------
+# One-pixel kernels (numba)
+# ----------------------------------------------------------------------------------------------------
+@parallel_jit
+def _forward_one_pixel_kernel(x, weight_taps, bias, y, block, ph, pw, dh, dw):
+    """Outputs of one pixel per channel: ``y[n, c, 0, 0] = sum_(kh, kw) w[kh, kw, c] * x[n, c, kh*dh - ph,
+    kw*dw - pw]`` over the taps inside the plane (the others read padding), plus ``bias[c]``.
+
+    ``weight_taps`` is the weight as ``(kH, kW, C)``. One (image, block of channels) per iteration; the
+    innermost loop runs across the channels of one input pixel, ``x[n, c0:c1, ih, iw]``: contiguous
+    on 1x1 planes, ``H*W`` apart otherwise. Taps are added in ``(kh, kw)`` order, the bias last, as in
+    the channels-last kernel.
+    """
+    N, C, H, W = x.shape
+    kH, kW, _ = weight_taps.shape
+    has_bias = bias.shape[0] > 0
+    blocks = (C + block - 1) // block
+    for task in prange(N * blocks):                     # one (image, channel block) per iteration
+        n = task // blocks
+        c0 = (task - n * blocks) * block
+        c1 = min(C, c0 + block)
+        out = y[n, c0:c1, 0, 0]                         # (c1 - c0,): this iteration's only
+        out[:] = 0.0
+        for kh in range(kH):
+            ih = kh * dh - ph
+            if ih < 0 or ih >= H:                       # this kernel row lies in the zero padding
+                continue
+            for kw in range(kW):
+                iw = kw * dw - pw
+                if iw < 0 or iw >= W:
+                    continue
+                pixel, tap = x[n, c0:c1, ih, iw], weight_taps[kh, kw, c0:c1]
+                for c in range(c1 - c0):                # across channels
+                    out[c] += tap[c] * pixel[c]
+        if has_bias:
+            for c in range(c1 - c0):
+                out[c] += bias[c0 + c]
+
+
+@parallel_jit
+def _backward_one_pixel_kernel(grad_out, x, weight_taps, grad_x, grad_weight_taps, block, want_input, want_weight,
+                               H, W, kH, kW, ph, pw, dh, dw):
+    """Both gradients of :func:`_forward_one_pixel_kernel`, for each tap inside the plane::
+
+        grad_x[n, c, ih, iw] = w[kh, kw, c] * g[n, c],    grad_weight_taps[kh, kw, c] = sum_n g[n, c] * x[n, c, ih, iw]
+
+    (``g = grad_out[:, :, 0, 0]``; ``grad_x`` comes in zeroed, ``ih, iw = kh*dh - ph, kw*dw - pw``). One
+    block of channels per iteration, all images inside it in order: the weight gradient's sums run in a
+    fixed order, the same bits on any number of threads. ``x`` or ``weight_taps`` is an empty stand-in
+    when its gradient is not wanted, so the input and kernel sizes come as arguments.
+    """
+    N, C = grad_out.shape[:2]
+    blocks = (C + block - 1) // block
+    for b in prange(blocks):                            # one channel block's weights per iteration
+        c0 = b * block
+        c1 = min(C, c0 + block)
+        if want_weight:
+            grad_weight_taps[:, :, c0:c1] = 0.0
+        for n in range(N):                              # images in order
+            g = grad_out[n, c0:c1, 0, 0]                # (c1 - c0,)
+            for kh in range(kH):
+                ih = kh * dh - ph
+                if ih < 0 or ih >= H:
+                    continue
+                for kw in range(kW):
+                    iw = kw * dw - pw
+                    if iw < 0 or iw >= W:
+                        continue
+                    if want_input:
+                        grad_pixel, tap = grad_x[n, c0:c1, ih, iw], weight_taps[kh, kw, c0:c1]
+                        for c in range(c1 - c0):
+                            grad_pixel[c] += tap[c] * g[c]
+                    if want_weight:
+                        pixel, grad_tap = x[n, c0:c1, ih, iw], grad_weight_taps[kh, kw, c0:c1]
+                        for c in range(c1 - c0):
+                            grad_tap[c] += g[c] * pixel[c]

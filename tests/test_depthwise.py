@@ -254,7 +254,7 @@ def kernel_calls(monkeypatch):
     names = ["_forward_rows_kernel", "_forward_generic_kernel", "_backward_input_rows_stride1_kernel",
              "_backward_input_generic_kernel", "_backward_weight_rows_kernel", "_backward_weight_generic_kernel",
              "_forward_channels_last_kernel", "_backward_channels_last_kernel", "_forward_flat_kernel",
-             "_backward_weight_flat_kernel"]
+             "_backward_weight_flat_kernel", "_forward_one_pixel_kernel", "_backward_one_pixel_kernel"]
     for name in names:
         original = getattr(D, name)
 
@@ -290,6 +290,7 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
     ((1, 2, 8, 8), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 8, 8), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 16, 16), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
+    ((2, 2, 1, 1), (2, 1, 3, 3), ["_forward_one_pixel_kernel"] + ["_backward_one_pixel_kernel"] * 2),
     ((1, 2, 4, 4), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((1, 2, 33, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
     ((1, 2, 8, 8), (4, 1, 3, 3), ["_forward_rows_kernel", "_backward_input_rows_stride1_kernel",
@@ -606,3 +607,66 @@ def test_flat_kernels_small_case_runs_as_python_too(rng):
     grad_x, grad_weight = D._backward(g16, x16, weight, flat)
     assert_close(grad_x, R.depthwise_conv2d_backward_input(g16, weight, x16.shape, padding=1), np.float64)
     assert_close(grad_weight, R.depthwise_conv2d_backward_weight(g16, x16, weight.shape, padding=1), np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The one-pixel kernels (an output of one pixel per channel)
+# ----------------------------------------------------------------------------------------------------
+ONE_PIXEL_CASES = {                         # x shape, kernel, stride, padding, dilation
+    "1x1_plane_3x3": ((3, 70, 1, 1), 3, 1, 1, 1),      # MobileNet V2's last blocks at 32x32: the centre tap
+    "2x2_plane_stride_2": ((2, 40, 2, 2), 3, 2, 1, 1),  # four taps inside, read H*W apart
+    "3x3_plane_no_padding": ((2, 5, 3, 3), 3, 1, 0, 1),  # all nine taps
+    "5x5_dilated": ((1, 3, 5, 5), 3, 1, 0, 2),          # taps at 0, 2, 4
+    "5x5_kernel_2x3_plane": ((2, 33, 2, 3), 5, (2, 3), 2, 1),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("case", list(ONE_PIXEL_CASES))
+def test_one_pixel_kernels_match_the_reference(case, with_bias, dtype, rng):
+    x_shape, kernel, stride, padding, dilation = ONE_PIXEL_CASES[case]
+    params = dict(stride=stride, padding=padding, dilation=dilation)
+    C = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal((C, 1, kernel, kernel)).astype(dtype)
+    bias = rng.standard_normal(C).astype(dtype) if with_bias else None
+    geometry = D._depthwise_geometry(x.shape, weight.shape, stride, padding, dilation)
+    assert D._use_one_pixel(geometry) and geometry.output_shape[2:] == (1, 1)
+    y = depthwise_conv2d_forward(x, weight, bias, **params)
+    assert_close(y, R.depthwise_conv2d_forward(x, weight, bias, **params), dtype)
+    grad_out = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params),
+                 R.depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params), dtype)
+    assert_close(depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params),
+                 R.depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params), dtype)
+    both = D._backward(grad_out, x, weight, geometry)                       # the layer's call: one pass
+    np.testing.assert_array_equal(both[0], depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params))
+    np.testing.assert_array_equal(both[1], depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params))
+
+
+def test_one_pixel_kernels_give_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
+    """Forward: one (image, channel block) per iteration; weight gradient: one channel block per iteration
+    with the images summed inside it in order. No sum is split across threads."""
+    x = rng.standard_normal((5, 100, 2, 2)).astype(np.float32)
+    weight = rng.standard_normal((100, 1, 3, 3)).astype(np.float32)
+    grad_out = rng.standard_normal((5, 100, 1, 1)).astype(np.float32)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        results.append((depthwise_conv2d_forward(x, weight, stride=2, padding=1),
+                        *D._backward(grad_out, x, weight, D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1))))
+    for one_thread, all_threads in zip(*results):
+        np.testing.assert_array_equal(one_thread, all_threads)
+
+
+@pytest.mark.nojit
+def test_one_pixel_kernels_run_as_plain_python(rng):
+    x = rng.standard_normal((2, 3, 1, 1))
+    weight = rng.standard_normal((3, 1, 3, 3))
+    y = depthwise_conv2d_forward(x, weight, padding=1)
+    np.testing.assert_allclose(y, x * weight[:, :, 1:2, 1:2].reshape(1, 3, 1, 1), rtol=1e-15)
+    grad_weight = depthwise_conv2d_backward_weight(np.ones_like(y), x, weight.shape, padding=1)
+    np.testing.assert_allclose(grad_weight[:, 0, 1, 1], x.sum(axis=(0, 2, 3)), rtol=1e-15)
+    assert np.count_nonzero(grad_weight) == 3                                   # only the centre taps
+
