@@ -981,14 +981,17 @@ def _backward_channels_last_kernel(grad_out, x, weight, grad_x, partial, block, 
                             gw_row[j] += g[j] * x_row[j]
         if want_weight:
             gw_block = partial[n, b]                    # (kH, kW, block): this iteration's only
+            total = np.empty(cb)                        # float64 sums, whatever the dtype
             for kh in range(kH):
                 for kw in range(kW):
-                    total, columns = gw_block[kh, kw, :cb], gw_tiled[kh, kw]
+                    columns = gw_tiled[kh, kw]
                     total[:] = 0.0
                     for ow in range(W_out):             # columns in order, all channels at once
                         column = columns[ow * cb:(ow + 1) * cb]
                         for c in range(cb):
                             total[c] += column[c]
+                    for c in range(cb):
+                        gw_block[kh, kw, c] = total[c]
         if want_input:
             _scatter_phases(gx_phases, n, c0, cb, grad_x, sw, ph, pw)
 
