@@ -21,6 +21,7 @@ Blocks depend only on the shapes, never on the number of threads, so results are
 The one entry point is :func:`batched_matmul`.
 """
 import ctypes
+import functools
 
 import numpy as np
 
@@ -99,6 +100,7 @@ def _operand(matrix_stack):
     return _operand(np.ascontiguousarray(matrix_stack))
 
 
+@functools.lru_cache(maxsize=4096)
 def _blocks(M, N, K):
     """Cut an (M, N) output of a K-deep product into row or column blocks: ``(count, by_rows, size)``."""
     count = int(min(MAX_BLOCKS, max(1, (M * N * K) // MIN_BLOCK_WORK)))
@@ -146,15 +148,19 @@ def batched_matmul(a, b, out, epilogue=None):
     b, trans_b, ldb = _operand(b)
     count, by_rows, size = _blocks(M, N, K)
     if epilogue is None:
-        scale = shift = np.empty(0, dtype=out.dtype)
-        low, high = -np.inf, np.inf
+        scale, shift, low, high = _NO_EPILOGUE[out.dtype]
     else:
         scale, shift, low, high = epilogue
+        low, high = out.dtype.type(low), out.dtype.type(high)
     ldc = out.strides[1] // out.itemsize if out.shape[1] > 1 else N     # one row: any stride will do
     _batched_matmul_kernel(function, a, trans_a, lda, b, trans_b, ldb, out, ldc,
-                           products // outputs, count, by_rows, size,
-                           scale, shift, out.dtype.type(low), out.dtype.type(high))
+                           products // outputs, count, by_rows, size, scale, shift, low, high)
     return out
+
+
+#: the kernel's arguments for "no epilogue", per dtype (empty scale and shift: never written, so shared)
+_NO_EPILOGUE = {np.dtype(dtype): (np.empty(0, dtype=dtype), np.empty(0, dtype=dtype), dtype(-np.inf), dtype(np.inf))
+                for dtype in (np.float32, np.float64)}
 
 
 def _batched_matmul_numpy(a, b, out):

@@ -12,6 +12,11 @@ from .module import Module, Parameter
 _AXES = (0, 2, 3)           # statistics are taken over batch and space: one mean/variance per channel
 
 
+def _in_dtype(array, dtype):
+    """``array`` itself if it already has ``dtype``, else a converted copy."""
+    return array if array.dtype == dtype else array.astype(dtype)
+
+
 def _per_channel(v):
     """``(C,)`` -> ``(1, C, 1, 1)`` so it broadcasts against ``(N, C, H, W)``."""
     return v.reshape(1, -1, 1, 1)
@@ -126,7 +131,7 @@ class BatchNorm2d(Module):
             scale, shift, inv_std = self._running_affine(x.dtype)                 # (C,) each
             batch_norm_affine_kernel(x_flat, scale, shift, x.dtype.type(low), x.dtype.type(high), block_channels, y)
             self._inv_std, self._used_batch_stats = inv_std, False
-            self._x, self._mean = x, self.running_mean.astype(x.dtype, copy=False)
+            self._x, self._mean = x, _in_dtype(self._buffers["running_mean"], x.dtype)
         self._output_shape = x.shape
         return y.reshape(x.shape)
 
@@ -138,21 +143,30 @@ class BatchNorm2d(Module):
         running variance's dtype) by one compiled call
         (:func:`kernels.batchnorm.batch_norm_running_affine_kernel`); also used by :mod:`tinycnn.nn.fusion`.
         """
-        running_dtype = self.running_var.dtype.type
-        no_parameter = np.empty(0, dtype=dtype)
-        weight = self.weight.data if self.affine else no_parameter
-        bias = self.bias.data if self.bias is not None else no_parameter
-        inv_std, scale, shift = (np.empty(self.num_features, dtype=dtype) for _ in range(3))
-        batch_norm_running_affine_kernel(self.running_mean.astype(dtype, copy=False), self.running_var,
-                                         running_dtype(self.eps), running_dtype(1.0), weight.astype(dtype, copy=False),
-                                         bias.astype(dtype, copy=False), inv_std, scale, shift)
+        buffers, C = self._buffers, self.num_features
+        running_var = buffers["running_var"]
+        running_dtype = running_var.dtype.type
+        weight, bias = self._affine_parameters(dtype, absent=np.empty(0, dtype=dtype))
+        inv_std, scale, shift = np.empty(C, dtype=dtype), np.empty(C, dtype=dtype), np.empty(C, dtype=dtype)
+        running_mean = _in_dtype(buffers["running_mean"], dtype)
+        batch_norm_running_affine_kernel(running_mean, running_var, running_dtype(self.eps), running_dtype(1.0), weight,
+                                         bias, inv_std, scale, shift)
         return scale, shift, inv_std
 
-    def _affine_parameters(self, dtype):
-        """``weight, bias`` as (C,) arrays of ``dtype``: ones and zeros stand in for absent parameters."""
-        C = self.num_features
-        weight = self.weight.data.astype(dtype, copy=False) if self.affine else np.ones(C, dtype=dtype)
-        bias = self.bias.data.astype(dtype, copy=False) if self.bias is not None else np.zeros(C, dtype=dtype)
+    def _affine_parameters(self, dtype, absent=None):
+        """``weight, bias`` as (C,) arrays of ``dtype``; an absent parameter is ``absent``, or ones (weight)
+        and zeros (bias) when that is None. (The registries are read directly: these run for every batch
+        norm on every step, and each ``self.weight`` costs a ``Module.__getattr__`` call.)"""
+        C, parameters = self.num_features, self._parameters
+        weight, bias = parameters["weight"], parameters["bias"]
+        if self.affine and weight is not None:
+            weight = _in_dtype(weight.data, dtype)
+        else:
+            weight = np.ones(C, dtype=dtype) if absent is None else absent
+        if bias is not None:
+            bias = _in_dtype(bias.data, dtype)
+        else:
+            bias = np.zeros(C, dtype=dtype) if absent is None else absent
         return weight, bias
 
     def _finish_batch_statistics(self, mean, var, m, dtype):
@@ -163,13 +177,14 @@ class BatchNorm2d(Module):
         :func:`kernels.batchnorm.batch_norm_statistics_kernel`."""
         inv_std = np.empty(self.num_features)
         if self.training and self.track_running_stats:
-            self.num_batches_tracked = np.array(self.num_batches_tracked + 1, dtype=np.int64)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else float(self.momentum)
-            running_mean, running_var = self.running_mean, self.running_var
+            buffers = self._buffers
+            buffers["num_batches_tracked"] = np.array(buffers["num_batches_tracked"] + 1, dtype=np.int64)
+            factor = 1.0 / float(buffers["num_batches_tracked"]) if self.momentum is None else float(self.momentum)
+            running_mean, running_var = buffers["running_mean"], buffers["running_var"]
             new_mean, new_var = np.empty_like(running_mean), np.empty_like(running_var)
             batch_norm_statistics_kernel(mean, var, float(self.eps), inv_std, running_mean.dtype.type(1 - factor),
                                          factor, m / (m - 1), running_mean, running_var, new_mean, new_var)
-            self.running_mean, self.running_var = new_mean, new_var
+            buffers["running_mean"], buffers["running_var"] = new_mean, new_var
         else:
             nothing = np.empty(0, dtype=dtype)
             batch_norm_statistics_kernel(mean, var, float(self.eps), inv_std, dtype.type(0), 0.0, 1.0, nothing,
@@ -189,7 +204,8 @@ class BatchNorm2d(Module):
         if clipped is not None and not self._used_batch_stats:
             grad_out = clip_backward(grad_out, clipped, low, high)
             clipped = None
-        scale = self.weight.data * inv_std if self.affine else inv_std              # (C,) gamma / std
+        weight, bias = self._parameters["weight"], self._parameters["bias"]
+        scale = weight.data * inv_std if self.affine else inv_std                  # (C,) gamma / std
         if self._used_batch_stats:
             # mean and var depend on x: remove the gradient's components along 1 and x_hat (class
             # docstring); one compiled pass for both sums, one for grad_x (kernels/batchnorm.py)
@@ -210,9 +226,9 @@ class BatchNorm2d(Module):
             sum_grad_x_hat = np.sum(grad_out * x_hat, axis=_AXES, dtype=np.float64)  # (C,) = dL/dgamma
             grad_x = grad_out * _per_channel(scale)
         if self.affine:
-            self.weight.grad += sum_grad_x_hat
-            if self.bias is not None:
-                self.bias.grad += sum_grad
+            weight.grad += sum_grad_x_hat
+            if bias is not None:
+                bias.grad += sum_grad
         return grad_x.reshape(self._output_shape)
 
     def extra_repr(self):
