@@ -342,7 +342,7 @@ def _run_training_locked(config, out_dir, resume, progress, log, plots, tsne, fe
                 + (f", batch {trainer.train_loader.state_dict()['batch'] + 1}" if trainer._partial else ""))
     setup_seconds = time.perf_counter() - started
     if log is not None and not _kernels_compiled():
-        log("compiling kernels, once per machine (numba caches them; the first batches wait about a minute)...")
+        log("compiling kernels, once per machine (numba caches them; the first batches wait a minute or two)...")
     trainer.fit()
 
     files = [out_dir / LAST_CHECKPOINT, out_dir / BEST_CHECKPOINT, out_dir / HISTORY_JSON, out_dir / HISTORY_CSV]
