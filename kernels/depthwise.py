@@ -12,10 +12,10 @@ Cost for an output of ``H_out x W_out``::
     depthwise:  kH*kW * C * H_out*W_out               multiply-accumulates (MACs)
     standard:   kH*kW * C_in * C_out * H_out*W_out    -> depthwise is 1/C_out of it
 
-Parallel iterations never write to the same memory. Five kinds of loops appear:
+Parallel iterations never write to the same memory. Six kinds of loops appear:
 
-* the **flat-run** path (stride 1 from 7x7 planes, strided planes above 32x32; both gradients at
-  stride 1 from 16x16): each plane is copied zero-padded into one flat array, where output ``(oh, ow)``
+* the **flat-run** path (stride 1 from 7x7 planes for one image and from 16x16 for a batch, strided
+  planes above 32x32; both gradients at stride 1 from 16x16): each plane is copied zero-padded into one flat array, where output ``(oh, ow)``
   sits at ``oh*Wp + ow`` and every tap reads at a fixed offset from it, so one tap is *one* vectorised
   loop over the whole plane (a stride is first split into phases, inside which it is stride 1 again).
   The input gradient at stride 1 is the same kernel with the filter turned by 180 degrees.
@@ -37,8 +37,9 @@ Parallel iterations never write to the same memory. Five kinds of loops appear:
   whatever the stride and dilation. Both gradients come from one pass (``_backward``); weight-gradient
   partials per (image, block) are added in image order.
 * the **one-pixel** path, for outputs of a single pixel per channel (MobileNet V2 trained at 32x32 ends
-  on 1x1 and 2x2 planes): each output is one short dot product of a channel's kernel with the taps
-  that land inside the plane, vectorised across the channels of an image (``x[n, :, ih, iw]``).
+  on 1x1 planes, reached by a stride-2 layer on 2x2): each output is one short dot product of a
+  channel's kernel with the taps that land inside the plane, vectorised across the channels of an
+  image (``x[n, :, ih, iw]``).
 """
 import numpy as np
 
@@ -66,8 +67,9 @@ FLAT_MIN_PIXELS = 7 * 7
 #: ... but with more than one image, only planes of at least this many pixels (16x16): below it the
 #: channels-last kernel, whose weight tiling is then shared by the images, is faster. Measured on a
 #: 2-core AMD EPYC (AVX2), forward, flat against channels-last: (64, 96, 8, 8) 1.27 vs 0.86 ms,
-#: (64, 96, 7, 7) 1.29 vs 0.47, (2, 960, 7, 7) 5x5 0.67 vs 0.48, (64, 96, 14, 14) 2.24 vs 1.78; even at
-#: (64, 48, 16, 16) (1.54 vs 1.63); one image keeps the flat kernel ((1, 960, 7, 7) 5x5 0.33 vs 0.45).
+#: (64, 96, 7, 7) 1.29 vs 0.47, (2, 960, 7, 7) 5x5 0.67 vs 0.48, (64, 96, 14, 14) 2.24 vs 1.78; from
+#: (64, 48, 16, 16) on the flat kernel is ahead again (1.54 vs 1.63), and one image keeps it from 7x7
+#: ((1, 960, 7, 7) 5x5 0.33 vs 0.45).
 FLAT_MIN_PIXELS_BATCHED = 16 * 16
 #: stride-1 planes of at least this many pixels (16x16) take the flat-run kernels for both gradients.
 #: Measured on a 2-core AMD EPYC (AVX2), both gradients: (64, 48, 16, 16) 3.33 -> 2.39 ms (channels-last
