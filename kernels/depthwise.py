@@ -15,10 +15,11 @@ Cost for an output of ``H_out x W_out``::
 Parallel iterations never write to the same memory. Six kinds of loops appear:
 
 * the **flat-run** path (stride 1 from 7x7 planes for one image and from 16x16 for a batch, strided
-  planes above 32x32; both gradients at stride 1 from 16x16): each plane is copied zero-padded into one flat array, where output ``(oh, ow)``
-  sits at ``oh*Wp + ow`` and every tap reads at a fixed offset from it, so one tap is *one* vectorised
-  loop over the whole plane (a stride is first split into phases, inside which it is stride 1 again).
-  The input gradient at stride 1 is the same kernel with the filter turned by 180 degrees.
+  planes above 32x32; both gradients at stride 1 from 16x16): each plane is copied zero-padded into
+  one flat array, where output ``(oh, ow)`` sits at ``oh*Wp + ow`` and every tap reads at a fixed
+  offset from it, so one tap is *one* vectorised loop over the whole plane (a stride is first split
+  into phases, inside which it is stride 1 again). The input gradient at stride 1 is the same kernel
+  with the filter turned by 180 degrees.
 
 * the **generic** path, tap by tap: for each kernel tap ``(kh, kw)`` add ``w[kh, kw] * x[shifted]`` to
   the output rows. The innermost loop runs over output columns with no branch, so LLVM vectorises it.
