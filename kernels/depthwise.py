@@ -14,7 +14,7 @@ Cost for an output of ``H_out x W_out``::
 
 Parallel iterations never write to the same memory. Six kinds of loops appear:
 
-* the **flat-run** path (stride 1 from 7x7 planes for one image and from 16x16 for a batch, strided
+* the **flat-run** path (stride 1 from 7x7 planes for one image and from 12x12 for a batch, strided
   planes above 32x32; both gradients at stride 1 from 16x16): each plane is copied zero-padded into
   one flat array, where output ``(oh, ow)`` sits at ``oh*Wp + ow`` and every tap reads at a fixed
   offset from it, so one tap is *one* vectorised loop over the whole plane (a stride is first split
@@ -65,13 +65,13 @@ CHANNELS_LAST_MAX_PIXELS = 32 * 32
 #: not below ((1, 576, 14, 14) 0.16 -> 0.25, (64, 144, 8, 8) 0.64 -> 2.17), so there it follows
 #: CHANNELS_LAST_MAX_PIXELS.
 FLAT_MIN_PIXELS = 7 * 7
-#: ... but with more than one image, only planes of at least this many pixels (16x16): below it the
+#: ... but with more than one image, only planes of at least this many pixels (12x12): below it the
 #: channels-last kernel, whose weight tiling is then shared by the images, is faster. Measured on a
-#: 2-core AMD EPYC (AVX2), forward, flat against channels-last: (64, 96, 8, 8) 1.27 vs 0.86 ms,
-#: (64, 96, 7, 7) 1.29 vs 0.47, (2, 960, 7, 7) 5x5 0.67 vs 0.48, (64, 96, 14, 14) 2.24 vs 1.78; from
-#: (64, 48, 16, 16) on the flat kernel is ahead again (1.54 vs 1.63), and one image keeps it from 7x7
-#: ((1, 960, 7, 7) 5x5 0.33 vs 0.45).
-FLAT_MIN_PIXELS_BATCHED = 16 * 16
+#: 2-core AMD EPYC (AVX2), forward, flat against channels-last, alternated in one process: (64, 96, 8, 8)
+#: 0.96 vs 0.67 ms, (16, 96, 10, 10) 0.33 vs 0.25, (2, 960, 7, 7) 5x5 0.57 vs 0.51; (64, 32, 12, 12) 0.47
+#: vs 0.49; (8, 384, 14, 14) 0.87 vs 1.07, (64, 96, 14, 14) 1.73 vs 1.96. One image keeps the flat kernel
+#: from 7x7 ((1, 960, 7, 7) 5x5 0.30 vs 0.45).
+FLAT_MIN_PIXELS_BATCHED = 12 * 12
 #: stride-1 planes of at least this many pixels (16x16) take the flat-run kernels for both gradients.
 #: Measured on a 2-core AMD EPYC (AVX2), both gradients: (64, 48, 16, 16) 3.33 -> 2.39 ms (channels-last
 #: before), (8, 144, 56, 56) 16.3 -> 9.7 (row kernels before); but (64, 96, 8, 8) 1.18 -> 1.88, where the

@@ -289,6 +289,8 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
     ((1, 2, 32, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
     ((1, 2, 8, 8), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 8, 8), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((2, 2, 11, 11), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((2, 2, 12, 12), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 16, 16), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
     ((2, 2, 1, 1), (2, 1, 3, 3), ["_forward_one_pixel_kernel"] + ["_backward_one_pixel_kernel"] * 2),
     ((1, 2, 4, 4), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
@@ -499,7 +501,7 @@ def test_depthwise_non_contiguous_inputs_give_same_result_as_contiguous(layout, 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("x_shape, kernel, padding, dilation", [
     ((1, 3, 7, 7), (3, 3), (1, 1), (1, 1)),          # the smallest plane that takes it
-    ((2, 3, 16, 16), (3, 3), (1, 1), (1, 1)),        # the smallest plane that takes it for several images
+    ((2, 3, 12, 12), (3, 3), (1, 1), (1, 1)),        # the smallest plane that takes it for several images
     ((1, 4, 14, 9), (5, 5), (2, 2), (1, 1)),          # 5x5, non-square plane
     ((1, 2, 10, 11), (3, 5), (0, 3), (2, 1)),         # no row padding, wide column padding, dilation
     ((1, 3, 8, 8), (2, 2), (1, 0), (1, 1)),           # even kernel, asymmetric padding
