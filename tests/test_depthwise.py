@@ -671,4 +671,3 @@ def test_one_pixel_kernels_run_as_plain_python(rng):
     grad_weight = depthwise_conv2d_backward_weight(np.ones_like(y), x, weight.shape, padding=1)
     np.testing.assert_allclose(grad_weight[:, 0, 1, 1], x.sum(axis=(0, 2, 3)), rtol=1e-15)
     assert np.count_nonzero(grad_weight) == 3                                   # only the centre taps
-
