@@ -12,11 +12,6 @@ from .module import Module, Parameter
 _AXES = (0, 2, 3)           # statistics are taken over batch and space: one mean/variance per channel
 
 
-def _in_dtype(array, dtype):
-    """``array`` itself if it already has ``dtype``, else a converted copy."""
-    return array if array.dtype == dtype else array.astype(dtype)
-
-
 def _per_channel(v):
     """``(C,)`` -> ``(1, C, 1, 1)`` so it broadcasts against ``(N, C, H, W)``."""
     return v.reshape(1, -1, 1, 1)
@@ -131,7 +126,7 @@ class BatchNorm2d(Module):
             scale, shift, inv_std = self._running_affine(x.dtype)                 # (C,) each
             batch_norm_affine_kernel(x_flat, scale, shift, x.dtype.type(low), x.dtype.type(high), block_channels, y)
             self._inv_std, self._used_batch_stats = inv_std, False
-            self._x, self._mean = x, _in_dtype(self._buffers["running_mean"], x.dtype)
+            self._x, self._mean = x, self._buffers["running_mean"].astype(x.dtype, copy=False)
         self._output_shape = x.shape
         return y.reshape(x.shape)
 
@@ -148,7 +143,7 @@ class BatchNorm2d(Module):
         running_dtype = running_var.dtype.type
         weight, bias = self._affine_parameters(dtype, absent=np.empty(0, dtype=dtype))
         inv_std, scale, shift = np.empty(C, dtype=dtype), np.empty(C, dtype=dtype), np.empty(C, dtype=dtype)
-        running_mean = _in_dtype(buffers["running_mean"], dtype)
+        running_mean = buffers["running_mean"].astype(dtype, copy=False)
         batch_norm_running_affine_kernel(running_mean, running_var, running_dtype(self.eps), running_dtype(1.0), weight,
                                          bias, inv_std, scale, shift)
         return scale, shift, inv_std
@@ -160,11 +155,11 @@ class BatchNorm2d(Module):
         C, parameters = self.num_features, self._parameters
         weight, bias = parameters["weight"], parameters["bias"]
         if self.affine and weight is not None:
-            weight = _in_dtype(weight.data, dtype)
+            weight = weight.data.astype(dtype, copy=False)
         else:
             weight = np.ones(C, dtype=dtype) if absent is None else absent
         if bias is not None:
-            bias = _in_dtype(bias.data, dtype)
+            bias = bias.data.astype(dtype, copy=False)
         else:
             bias = np.zeros(C, dtype=dtype) if absent is None else absent
         return weight, bias
