@@ -117,3 +117,21 @@ def test_epilogue_finishes_each_row_with_its_channels_scale_shift_and_clip(low, 
     np.testing.assert_array_equal(through_numpy, expected)
     if high == 6.0:
         assert (finished == 6.0).any() and (finished == 0.0).any()           # both ends of the clip reached
+
+
+@pytest.mark.skipif(not _gemm._CBLAS or not hasattr(_gemm._batched_matmul_kernel, "signatures"),
+                    reason="needs numba's compiled kernel and NumPy's OpenBLAS")
+def test_every_layout_of_both_dtypes_runs_on_four_compiled_signatures(rng):
+    # C-, F- and any-strided operands and outputs, float32 then float64 then float32 again: the kernel is
+    # compiled once per dtype and output layout, and each dtype's BLAS function is told apart
+    with one_blas_thread():
+        for dtype in (np.float32, np.float64, np.float32):
+            for transpose_a, transpose_b in [(False, False), (True, True)]:
+                a, b = _stack(rng, 2, 5, 7, dtype, transpose_a), _stack(rng, 2, 7, 9, dtype, transpose_b)
+                full = np.zeros((2, 5, 12), dtype=dtype)
+                for out in (np.zeros((2, 5, 9), dtype=dtype), full[:, :, :9]):      # C-contiguous, strided
+                    _gemm.batched_matmul(a, b, out)
+                    expected = _expected(a, b, 2)
+                    tolerance = 1e-5 if dtype == np.float32 else 1e-12        # as in the test above
+                    np.testing.assert_allclose(out, expected, rtol=0, atol=tolerance * np.abs(expected).max())
+    assert len(_gemm._batched_matmul_kernel.signatures) <= 4
