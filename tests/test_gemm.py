@@ -27,6 +27,8 @@ CASES = {                       # (A, B, C, M, K, N): a reused over B products, 
     "weight_gradient_sum": (4, 12, 4, 20, 30, 50),
     "tall_output": (1, 1, 1, 1280, 64, 20),
     "vector_like": (1, 3, 3, 1, 5, 1),
+    "matrix_vector": (1, 1, 1, 144, 576, 1),        # one product with a vector: np.matmul (gemv)
+    "vector_matrix": (1, 1, 1, 1, 576, 144),
 }
 
 
@@ -117,6 +119,25 @@ def test_epilogue_finishes_each_row_with_its_channels_scale_shift_and_clip(low, 
     np.testing.assert_array_equal(through_numpy, expected)
     if high == 6.0:
         assert (finished == 6.0).any() and (finished == 0.0).any()           # both ends of the clip reached
+
+
+@pytest.mark.parametrize("M, N", [(144, 1), (1, 144)])
+def test_one_matrix_vector_product_skips_the_blocked_kernel_and_keeps_the_epilogue(M, N, rng, monkeypatch):
+    """A single product with a vector runs as np.matmul (gemv: gemm would pack the whole matrix for it);
+    the epilogue is the same arithmetic as on the kernel's path."""
+    a, b = _stack(rng, 1, M, 576, np.float32, False), _stack(rng, 1, 576, N, np.float32, True)
+    scale, shift = rng.standard_normal(M).astype(np.float32), rng.standard_normal(M).astype(np.float32)
+
+    def no_kernel(*args):
+        raise AssertionError("the blocked kernel ran for a matrix-vector product")
+
+    monkeypatch.setattr(_gemm, "_batched_matmul_kernel", no_kernel)
+    with one_blas_thread():
+        plain = _gemm.batched_matmul(a, b, np.empty((1, M, N), dtype=np.float32))
+        finished = _gemm.batched_matmul(a, b, np.empty((1, M, N), dtype=np.float32), epilogue=(scale, shift, 0.0, 6.0))
+    np.testing.assert_allclose(plain, _expected(a, b, 1), rtol=0, atol=1e-5 * np.abs(plain).max())
+    expected = np.clip(plain * scale[None, :, None] + shift[None, :, None], np.float32(0), np.float32(6))
+    np.testing.assert_array_equal(finished, expected)
 
 
 @pytest.mark.skipif(not _gemm._CBLAS or not hasattr(_gemm._batched_matmul_kernel, "signatures"),
