@@ -73,19 +73,15 @@ def test_epoch_progress_counts_batches_and_round_trips_through_a_checkpoint_dict
     assert EpochProgress(lr=0.1).mean_loss == 0.0                  # no batch yet: no division by zero
 
 
-@pytest.mark.parametrize("kernel_name", ["_forward_one_pixel_kernel", "_backward_one_pixel_kernel",
-                                         "_forward_channels_last_kernel", "_forward_flat_kernel"])
-def test_the_compile_notice_asks_for_each_depthwise_kernel_the_default_run_uses(kernel_name, monkeypatch):
+@pytest.mark.parametrize("module_name, kernel_name", [
+    ("depthwise", "_forward_one_pixel_kernel"), ("depthwise", "_backward_one_pixel_kernel"),
+    ("depthwise", "_forward_channels_last_kernel"), ("depthwise", "_forward_flat_kernel"),
+    ("batchnorm", "batch_norm_statistics_kernel")])
+def test_the_compile_notice_asks_for_each_kernel_the_default_run_uses(module_name, kernel_name, monkeypatch):
     """``tinycnn train`` announces the compile pause unless every kernel it checks is cached; the default
-    run (MobileNet V2 at 32 x 32) goes through these depthwise kernels, so a missing one must count."""
-    from kernels import _jit, depthwise
-    missing = getattr(depthwise, kernel_name)
+    run (MobileNet V2 at 32 x 32) goes through these kernels, so a missing one must count."""
+    import importlib
+    from kernels import _jit
+    missing = getattr(importlib.import_module(f"kernels.{module_name}"), kernel_name)
     monkeypatch.setattr(_jit, "compiled_on_this_machine", lambda *kernels: missing not in kernels)
-    assert run._kernels_compiled() is False
-
-
-def test_the_compile_notice_asks_for_the_batch_norm_statistics_kernel(monkeypatch):
-    from kernels import _jit, batchnorm
-    monkeypatch.setattr(_jit, "compiled_on_this_machine",
-                        lambda *kernels: batchnorm.batch_norm_statistics_kernel not in kernels)
     assert run._kernels_compiled() is False
