@@ -1,5 +1,5 @@
 """Clipped linear units, ReLU ``max(x, 0)`` and ReLU6 ``min(max(x, 0), 6)``, and MobileNet V3's hard
-swish ``x * ReLU6(x + 3) / 6``, as one pass each way.
+swish ``x * ReLU6(x + 3) / 6`` and hard sigmoid ``ReLU6(x + 3) / 6``, as one pass each way.
 
 Both are ``clip(x, low, high)`` (``high = inf`` for ReLU) and their derivative is 1 strictly inside
 ``(low, high)`` and 0 outside and at the kinks, as PyTorch's:
@@ -129,6 +129,36 @@ def _hardswish_backward_kernel(grad_out, x, grad_x):
             out_run[i] = g_run[i] * slope
 
 
+@parallel_jit
+def _hardsigmoid_forward_kernel(x, y):
+    """``y[i] = clip(x[i] + 3, 0, 6) / 6`` for flat (M,) arrays, in ``x``'s dtype as NumPy does."""
+    M = x.shape[0]
+    zero, three, six = x.dtype.type(0), x.dtype.type(3), x.dtype.type(6)
+    num_chunks = (M + CHUNK - 1) // CHUNK
+    for chunk in prange(num_chunks):
+        start, stop = chunk * CHUNK, min(M, (chunk + 1) * CHUNK)
+        x_run, y_run = x[start:stop], y[start:stop]
+        for i in range(stop - start):
+            gate = x_run[i] + three
+            gate = zero if gate < zero else gate
+            gate = six if gate > six else gate
+            y_run[i] = gate / six
+
+
+@parallel_jit
+def _hardsigmoid_backward_kernel(grad_out, x, grad_x):
+    """``grad_x[i] = grad_out[i] * (1/6 if -3 < x[i] < 3 else 0)`` for flat (M,) arrays."""
+    M = x.shape[0]
+    zero, three, sixth = x.dtype.type(0), x.dtype.type(3), x.dtype.type(1 / 6)
+    num_chunks = (M + CHUNK - 1) // CHUNK
+    for chunk in prange(num_chunks):
+        start, stop = chunk * CHUNK, min(M, (chunk + 1) * CHUNK)
+        x_run, g_run, out_run = x[start:stop], grad_out[start:stop], grad_x[start:stop]
+        for i in range(stop - start):
+            value = x_run[i]
+            out_run[i] = g_run[i] * (sixth if (value > -three) & (value < three) else zero)
+
+
 def hardswish_forward(x):
     """Hard swish ``x * ReLU6(x + 3) / 6`` element-wise (MobileNet V3, arXiv:1905.02244).
 
@@ -162,4 +192,43 @@ def hardswish_backward(grad_out, x):
     """
     grad_out, x, grad_x = _backward_arrays(grad_out, x)
     _hardswish_backward_kernel(grad_out.reshape(-1), x.reshape(-1), grad_x.reshape(-1))
+    return grad_x
+
+
+def hardsigmoid_forward(x):
+    """Hard sigmoid ``ReLU6(x + 3) / 6`` element-wise: MobileNet V3's squeeze-and-excitation gate
+    (arXiv:1905.02244).
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, any shape
+
+    Returns
+    -------
+    y : ndarray, the shape and dtype of ``x``, in ``[0, 1]``; the same bits as the NumPy expression
+    ``np.clip(x + 3, 0, 6) / 6`` (one pass instead of three; ``np.clip`` alone costs ~10 us on the
+    (N, C, 1, 1) gate of a squeeze-and-excitation block).
+    """
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _hardsigmoid_forward_kernel(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def hardsigmoid_backward(grad_out, x):
+    """Gradient of :func:`hardsigmoid_forward`: ``grad_out / 6`` where ``-3 < x < 3``, else 0 (PyTorch's
+    values at the kinks).
+
+    Parameters
+    ----------
+    grad_out : ndarray, the shape of ``x`` (cast to ``x``'s dtype)
+    x : ndarray, float32 or float64 -- the forward's input
+
+    Returns
+    -------
+    grad_x : ndarray, the shape and dtype of ``x``; the bits of ``grad_out * np.where((x > -3) & (x < 3),
+    1 / 6, 0).astype(x.dtype)``
+    """
+    grad_out, x, grad_x = _backward_arrays(grad_out, x)
+    _hardsigmoid_backward_kernel(grad_out.reshape(-1), x.reshape(-1), grad_x.reshape(-1))
     return grad_x

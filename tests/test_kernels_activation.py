@@ -46,6 +46,24 @@ def test_hardswish_kernels_give_the_bits_of_the_numpy_expressions(dtype, rng):
     assert hardswish_backward(grad_out, x)[:2].tolist() == [0.0, float(grad_out[1])]    # kinks: 0 at -3, 1 at 3
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hardsigmoid_kernels_give_the_bits_of_the_numpy_expressions(dtype, rng):
+    """The compiled passes against ``clip(x + 3, 0, 6) / 6`` and ``grad_out * np.where(-3 < x < 3, 1/6, 0)``
+    (0 at both kinks, as PyTorch), over several chunks, with NaN, infinities and negative gradients."""
+    from kernels.activation import hardsigmoid_backward, hardsigmoid_forward
+    from tinycnn.nn.activation import Hardsigmoid
+    x = (4 * rng.standard_normal(2 * CHUNK + 7)).astype(dtype)
+    x[:6] = [-3, 3, np.nan, -np.inf, np.inf, 0]
+    grad_out = rng.standard_normal(x.shape).astype(dtype)
+    expected_y = np.clip(x + 3, 0, 6) / 6
+    expected_grad = grad_out * Hardsigmoid()._derivative(x)
+    np.testing.assert_array_equal(hardsigmoid_forward(x), expected_y)
+    assert hardsigmoid_forward(x).dtype == dtype and np.isnan(hardsigmoid_forward(x)[2])
+    np.testing.assert_array_equal(hardsigmoid_backward(grad_out, x), expected_grad)
+    np.testing.assert_array_equal(np.signbit(hardsigmoid_backward(grad_out, x)), np.signbit(expected_grad))
+    assert hardsigmoid_backward(grad_out, x)[[0, 1, 5]].tolist() == [0.0, 0.0, float(grad_out[5] * dtype(1 / 6))]
+
+
 def test_hardswish_layer_uses_the_compiled_passes_on_non_contiguous_input(rng):
     from tinycnn import nn
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32).transpose(0, 1, 3, 2)      # not C-contiguous

@@ -218,3 +218,49 @@ def test_backward_takes_each_fused_activation_inside_the_batch_norm_passes(rng, 
     assert separate == []
     with pytest.raises(RuntimeError, match="twice"):
         model.backward(np.ones_like(out))
+
+
+def _squeeze_excitation(gate, rng, dtype=np.float32, channels=12):
+    nn.init.manual_seed(1)
+    block = nn.SqueezeExcitation(channels, 4, scale_activation=gate).to(dtype)
+    for conv in (block.fc1, block.fc2):
+        conv.bias.data[...] = rng.standard_normal(conv.bias.data.shape)        # gates off the flat 0.5
+    return block
+
+
+@pytest.mark.parametrize("gate", [nn.Hardsigmoid, nn.Sigmoid])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_squeeze_excitation_without_grad_calls_its_kernels_directly_with_the_same_bits(gate, dtype, batch, rng,
+                                                                                       monkeypatch):
+    block = _squeeze_excitation(gate, rng, dtype)
+    x = 3 * rng.standard_normal((batch, 12, 5, 5)).astype(dtype)
+    expected = block(x)                                             # the five layers one by one
+    monkeypatch.setattr(nn.SqueezeExcitation, "_gate", lambda self, x: pytest.fail("layers called one by one"))
+    with nn.no_grad():
+        np.testing.assert_array_equal(block(x), expected)
+    for layer in [block, *block.children()]:
+        with pytest.raises(RuntimeError, match=r"no_grad\(\)"):
+            layer.backward(np.ones((batch, 12, 1, 1), dtype=dtype))
+
+
+def test_a_hooked_or_replaced_squeeze_excitation_layer_runs_the_layers_one_by_one(rng):
+    block = _squeeze_excitation(nn.Hardsigmoid, rng)
+    x = rng.standard_normal((1, 12, 4, 4)).astype(np.float32)
+    expected = block(x)
+    seen = []
+    handle = block.fc1.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    with nn.no_grad():
+        np.testing.assert_array_equal(block(x), expected)
+    assert seen == [(1, 4, 1, 1)]
+    handle.remove()
+    block.scale_activation.forward = lambda x: np.ones_like(x)              # an instance-level forward
+    with nn.no_grad():
+        np.testing.assert_array_equal(block(x), x)
+    assert fusion.squeeze_excitation_without_grad(block, x) is None
+
+
+def test_squeeze_excitation_without_grad_checks_the_dtype_like_its_layers(rng):
+    block = _squeeze_excitation(nn.Hardsigmoid, rng, np.float64)
+    with nn.no_grad(), pytest.raises(TypeError, match="Conv2d has float64 parameters but the input is float32"):
+        block(np.ones((1, 12, 3, 3), dtype=np.float32))

@@ -18,7 +18,8 @@ overwritten, because the backward pass needs it.
 """
 import numpy as np
 
-from kernels.activation import clip_backward, clip_forward, hardswish_backward, hardswish_forward
+from kernels.activation import (clip_backward, clip_forward, hardsigmoid_backward, hardsigmoid_forward,
+                                hardswish_backward, hardswish_forward)
 
 from .module import Module
 
@@ -100,8 +101,11 @@ class Sigmoid(Module):
 
     def forward(self, x):
         self._check_input(x, ndim=None)
-        self._y = _sigmoid(x)
+        self._y = self._function(x)
         return self._y
+
+    def _function(self, x):
+        return _sigmoid(x)
 
     def backward(self, grad_out):
         self._check_grad_out(grad_out, None if self._y is None else self._y.shape)
@@ -115,10 +119,14 @@ class Hardsigmoid(_Elementwise):
     """
 
     def _function(self, x):
-        return np.clip(x + 3, 0, 6) / 6
+        return hardsigmoid_forward(x)               # np.clip(x + 3, 0, 6) / 6, one compiled pass
 
     def _derivative(self, x):
         return np.where((x > -3) & (x < 3), 1 / 6, 0.0).astype(x.dtype)
+
+    def backward(self, grad_out):
+        self._check_grad_out(grad_out, None if self._x is None else self._x.shape)
+        return hardsigmoid_backward(grad_out, self._x)  # grad_out * _derivative(x), one compiled pass
 
 
 class Hardswish(_Elementwise):
