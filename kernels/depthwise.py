@@ -77,6 +77,11 @@ FLAT_MIN_PIXELS_BATCHED = 12 * 12
 #: before), (8, 144, 56, 56) 16.3 -> 9.7 (row kernels before); but (64, 96, 8, 8) 1.18 -> 1.88, where the
 #: channels-last kernel, which computes both in one pass, stays.
 FLAT_BACKWARD_MIN_PIXELS = 16 * 16
+#: planes of at least this many pixels take the flat-run weight gradient at any stride (stride 1: from
+#: FLAT_BACKWARD_MIN_PIXELS, with the input gradient): those above the channels-last kernels' 32x32.
+#: Measured on a 2-core AMD EPYC (AVX2) at stride 2, against the register-row kernel: (8, 144, 56, 56)
+#: 3.42 -> 2.35 ms, (8, 72, 56, 56) 5x5 4.86 -> 1.68, (2, 32, 33, 33) 0.09 -> 0.07.
+FLAT_WEIGHT_GRADIENT_MIN_PIXELS = CHANNELS_LAST_MAX_PIXELS + 1
 #: channels per iteration of the channels-last kernels (a multiple of the vector width)
 CHANNEL_BLOCK = 64
 #: ... or half of it when there are fewer than this many (image, block) iterations per thread
@@ -141,6 +146,15 @@ def _use_flat_backward(geometry):
     (kH, kW), (ph, pw), (dh, dw) = geometry.kernel_size, geometry.padding, geometry.dilation
     return (geometry.stride == (1, 1) and geometry.weight_shape[0] == C and H * W >= FLAT_BACKWARD_MIN_PIXELS
             and ph <= dh * (kH - 1) and pw <= dw * (kW - 1))
+
+
+def _use_flat_weight_gradient(geometry):
+    """The flat-run weight gradient (:func:`_backward_weight_flat_kernel`): where :func:`_use_flat_backward`
+    holds, and at any stride on planes of at least :data:`FLAT_WEIGHT_GRADIENT_MIN_PIXELS` pixels (one
+    output channel per input channel)."""
+    _, C, H, W = geometry.input_shape
+    return (_use_flat_backward(geometry)
+            or (geometry.weight_shape[0] == C and H * W >= FLAT_WEIGHT_GRADIENT_MIN_PIXELS))
 
 
 def _use_channels_last(geometry):
@@ -299,9 +313,9 @@ def _backward_weight(grad_out, x, geometry):
     """``grad_weight`` from the kernel that suits the geometry."""
     if _use_one_pixel(geometry):
         return _backward_one_pixel(grad_out, x, None, geometry, want_input=False, want_weight=True)[1]
-    if _use_flat_backward(geometry):
+    if _use_flat_weight_gradient(geometry):
         grad_weight = np.empty(geometry.weight_shape, dtype=x.dtype)
-        _backward_weight_flat_kernel(grad_out, x, grad_weight, *geometry.padding, *geometry.dilation)
+        _backward_weight_flat_kernel(grad_out, x, grad_weight, *_loop_arguments(geometry))
         return grad_weight
     if _use_channels_last(geometry):
         return _backward_channels_last(grad_out, x, None, geometry, want_input=False, want_weight=True)[1]
@@ -481,20 +495,7 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
     H_out, W_out = y_plane.shape
     phase_width = (W + 2 * pw + sw - 1) // sw
     run = total.shape[0]
-    if sh == 1 and sw == 1:                         # one phase: the padded plane, rows copied straight
-        for h in range(H):
-            padded_row, source = phases[0, (h + ph) * phase_width + pw:], x_plane[h]
-            for w in range(W):
-                padded_row[w] = source[w]
-    else:
-        for h in range(H):
-            i = h + ph                              # padded row
-            for rw in range(sw):                    # the columns of phase column rw
-                w_first = (rw - pw) % sw            # first input column with (w + pw) % sw == rw
-                phase_row = phases[(i % sh) * sw + rw, (i // sh) * phase_width + (w_first + pw) // sw:]
-                source = x_plane[h, w_first:]
-                for k in range((W - w_first + sw - 1) // sw):
-                    phase_row[k] = source[k * sw]
+    _pad_into_phases(x_plane, phases, sh, sw, ph, pw, phase_width)
     total[:] = 0.0
     for kh in range(kH):
         qh, rh = divmod(kh * dh, sh)
@@ -527,54 +528,81 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
                 out_row[ow] = source[ow]
 
 
-@parallel_jit
-def _backward_weight_flat_kernel(grad_out, x, grad_weight, ph, pw, dh, dw):
-    """Stride 1: ``grad_weight[c, 0, kh, kw] = sum_n sum_(oh, ow) g[n, c, oh, ow] * x_pad[n, c, oh + kh*dh,
-    ow + kw*dw]`` on the flat runs of :func:`_forward_flat_kernel`.
+@inline_jit
+def _pad_into_phases(x_plane, phases, sh, sw, ph, pw, phase_width):
+    """Copy ``x_plane`` (H, W) into its zero-padded plane split in ``sh*sw`` phases (``phases``, (sh*sw,
+    phase_size), borders already zero): padded row ``i`` and column ``j`` go to phase ``(i % sh, j % sw)``
+    at ``(i // sh, j // sw)``, rows of ``phase_width`` values. Stride 1 is one phase, the padded plane,
+    and its rows are copied straight."""
+    H, W = x_plane.shape
+    if sh == 1 and sw == 1:
+        for h in range(H):
+            padded_row, source = phases[0, (h + ph) * phase_width + pw:], x_plane[h]
+            for w in range(W):
+                padded_row[w] = source[w]
+    else:
+        for h in range(H):
+            i = h + ph                              # padded row
+            for rw in range(sw):                    # the columns of phase column rw
+                w_first = (rw - pw) % sw            # first input column with (w + pw) % sw == rw
+                phase_row = phases[(i % sh) * sw + rw, (i // sh) * phase_width + (w_first + pw) // sw:]
+                source = x_plane[h, w_first:]
+                for k in range((W - w_first + sw - 1) // sw):
+                    phase_row[k] = source[k * sw]
 
-    ``g`` is laid out at the padded row length with zeros in the extra columns, so each tap's sum is
-    over one whole run: ``partial[tap, j] += g_run[j] * padded[start + j]`` element-wise (vectorised;
-    a scalar sum is not, without fastmath). At the end the run's rows are added column by column and
-    then the columns, in a fixed order: one channel per parallel iteration, the same bits on any number
-    of threads.
+
+@parallel_jit
+def _backward_weight_flat_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, dw):
+    """``grad_weight[c, 0, kh, kw] = sum_n sum_(oh, ow) g[n, c, oh, ow] * x_pad[n, c, oh*sh + kh*dh, ow*sw +
+    kw*dw]`` on the flat runs of :func:`_forward_flat_kernel`.
+
+    The padded plane is split in phases as the forward does (one phase, the padded plane itself, at
+    stride 1), so each tap reads one contiguous run of ``H_out * Wq`` values. ``g`` is laid out at that
+    row length ``Wq`` with zeros in the extra columns, so each tap's sum is over one whole run:
+    ``partial[tap, j] += g_run[j] * tap[j]`` element-wise (vectorised; a scalar sum is not, without
+    fastmath). At the end the run's rows are added column by column and then the columns, in a fixed
+    order: one channel per parallel iteration, the same bits on any number of threads.
+
+    At stride 2 this replaced the register-row kernel, whose taps read every second input column (not
+    vectorised): measured in :data:`FLAT_WEIGHT_GRADIENT_MIN_PIXELS`'s comment, and (1, 96, 112, 112)
+    0.94 -> 0.78 ms.
     """
     N, C, H, W = x.shape
     _, _, kH, kW = grad_weight.shape
     _, _, H_out, W_out = grad_out.shape
-    padded_width = W + 2 * pw
-    run = H_out * padded_width
-    padded_size = (H + 2 * ph) * padded_width + (kW - 1) * dw
+    phase_height = (H + 2 * ph + sh - 1) // sh
+    phase_width = (W + 2 * pw + sw - 1) // sw            # Wq: a phase's row length
+    run = H_out * phase_width                           # the output rows, at the phase row length
+    phase_size = phase_height * phase_width + ((kW - 1) * dw) // sw   # the last tap's run ends here
     for c in prange(C):                                 # one channel's weights per iteration
-        padded = np.zeros(padded_size, dtype=x.dtype)   # x[n, c] zero-padded, flat
-        g_run = np.zeros(run, dtype=x.dtype)            # g[n, c] at the padded row length, zeros between
+        phases = np.zeros((sh * sw, phase_size), dtype=x.dtype)   # x[n, c] zero-padded, phase by phase
+        g_run = np.zeros(run, dtype=x.dtype)            # g[n, c] at the phase row length, zeros between
         partial = np.zeros((kH * kW, run), dtype=x.dtype)
         for n in range(N):                              # images in order
-            x_plane, g_plane = x[n, c], grad_out[n, c]
-            for h in range(H):
-                padded_row = padded[(h + ph) * padded_width + pw:]
-                source = x_plane[h]
-                for w in range(W):
-                    padded_row[w] = source[w]
+            _pad_into_phases(x[n, c], phases, sh, sw, ph, pw, phase_width)
+            g_plane = grad_out[n, c]
             for oh in range(H_out):
-                g_row = g_run[oh * padded_width:]
+                g_row = g_run[oh * phase_width:]
                 source = g_plane[oh]
                 for ow in range(W_out):
                     g_row[ow] = source[ow]
             for kh in range(kH):
+                qh, rh = divmod(kh * dh, sh)
                 for kw in range(kW):
-                    start = kh * dh * padded_width + kw * dw
-                    tap, row = padded[start:start + run], partial[kh * kW + kw]
+                    qw, rw = divmod(kw * dw, sw)
+                    start = qh * phase_width + qw
+                    tap, row = phases[rh * sw + rw, start:start + run], partial[kh * kW + kw]
                     for j in range(run):                # the vectorised loop
                         row[j] += g_run[j] * tap[j]
         for tap_index in range(kH * kW):
             row = partial[tap_index]
-            columns = row[:padded_width].copy()         # fold the rows onto the first, column-wise
+            columns = row[:phase_width].copy()          # fold the rows onto the first, column-wise
             for oh in range(1, H_out):
-                later = row[oh * padded_width:(oh + 1) * padded_width]
-                for j in range(padded_width):
+                later = row[oh * phase_width:(oh + 1) * phase_width]
+                for j in range(phase_width):
                     columns[j] += later[j]
             total = 0.0
-            for j in range(padded_width):
+            for j in range(phase_width):
                 total += columns[j]
             grad_weight[c, 0, tap_index // kW, tap_index % kW] = total
 

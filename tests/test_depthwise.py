@@ -276,6 +276,7 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
     monkeypatch.setattr(D, "CHANNELS_LAST_MAX_PIXELS", 0)      # planes of any size take the plane loops
     monkeypatch.setattr(D, "FLAT_MIN_PIXELS", 10**9)            # ... and not the flat-run kernels
     monkeypatch.setattr(D, "FLAT_BACKWARD_MIN_PIXELS", 10**9)
+    monkeypatch.setattr(D, "FLAT_WEIGHT_GRADIENT_MIN_PIXELS", 10**9)
     x = rng.standard_normal((1, 2, 9, 9))
     weight = rng.standard_normal((2, 1, kernel, kernel))
     y = depthwise_conv2d_forward(x, weight, stride=stride, padding=1)
@@ -580,6 +581,36 @@ def test_flat_backward_is_not_used_when_the_padding_exceeds_the_kernels_reach():
     assert not D._use_flat_backward(D._depthwise_geometry((1, 2, 8, 8), (2, 1, 3, 3), 1, 1, 1))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, kernel, stride, padding, dilation", [
+    ((2, 3, 11, 12), (3, 3), (2, 2), (1, 1), (1, 1)),     # MobileNet's stride-2 layer, odd and even sizes
+    ((2, 2, 13, 13), (5, 5), (2, 2), (2, 2), (1, 1)),     # 5x5 at stride 2
+    ((1, 2, 14, 10), (3, 3), (3, 2), (0, 2), (2, 1)),     # unequal strides, dilation, padding on one axis
+    ((1, 2, 12, 12), (3, 3), (1, 1), (3, 3), (1, 1)),     # stride 1 with more padding than the kernel reaches
+])
+def test_flat_weight_gradient_at_any_stride_matches_the_reference(x_shape, kernel, stride, padding, dilation,
+                                                                  dtype, rng, kernel_calls, monkeypatch):
+    monkeypatch.setattr(D, "FLAT_WEIGHT_GRADIENT_MIN_PIXELS", 1)        # small planes, to keep the test fast
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight_shape = (x_shape[1], 1, *kernel)
+    options = dict(stride=stride, padding=padding, dilation=dilation)
+    geometry = D._depthwise_geometry(x.shape, weight_shape, stride, padding, dilation)
+    grad_out = rng.standard_normal(geometry.output_shape).astype(dtype)
+    assert_close(depthwise_conv2d_backward_weight(grad_out, x, weight_shape, **options),
+                 R.depthwise_conv2d_backward_weight(grad_out, x, weight_shape, **options), dtype)
+    assert kernel_calls == ["_backward_weight_flat_kernel"]
+
+
+def test_strided_weight_gradient_takes_the_flat_kernel_above_the_channels_last_planes(rng, kernel_calls):
+    x = rng.standard_normal((1, 2, 33, 32)).astype(np.float32)
+    grad_out = rng.standard_normal((1, 2, 17, 16)).astype(np.float32)
+    depthwise_conv2d_backward_weight(grad_out, x, (2, 1, 3, 3), stride=2, padding=1)
+    depthwise_conv2d_backward_weight(grad_out[:, :, :16], x[:, :, :32], (2, 1, 3, 3), stride=2, padding=1)
+    depthwise_conv2d_backward_weight(np.repeat(grad_out, 2, axis=1), x, (4, 1, 3, 3), stride=2, padding=1)
+    assert kernel_calls == ["_backward_weight_flat_kernel", "_backward_channels_last_kernel",
+                            "_backward_weight_rows_kernel"]                 # 32x32: channels-last; multiplier 2
+
+
 def test_flat_weight_gradient_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
     x = rng.standard_normal((4, 6, 16, 16)).astype(np.float32)
     grad_out = rng.standard_normal((4, 6, 16, 16)).astype(np.float32)
@@ -593,7 +624,8 @@ def test_flat_weight_gradient_gives_the_same_bits_on_one_and_two_threads(rng, re
 @pytest.mark.nojit
 def test_flat_kernels_small_case_runs_as_python_too(rng):
     """Small enough for NUMBA_DISABLE_JIT=1: the flat-run forward (stride 1 and 2, with the batch-norm
-    epilogue) and both flat gradients, as plain Python, against the reference."""
+    epilogue) and both flat gradients (the weight gradient at stride 1 and 2), as plain Python, against
+    the reference."""
     x = rng.standard_normal((1, 2, 7, 7))
     weight = rng.standard_normal((2, 1, 3, 3))
     grad_out = rng.standard_normal((1, 2, 7, 7))
@@ -609,6 +641,10 @@ def test_flat_kernels_small_case_runs_as_python_too(rng):
     grad_x, grad_weight = D._backward(g16, x16, weight, flat)
     assert_close(grad_x, R.depthwise_conv2d_backward_input(g16, weight, x16.shape, padding=1), np.float64)
     assert_close(grad_weight, R.depthwise_conv2d_backward_weight(g16, x16, weight.shape, padding=1), np.float64)
+    strided_weight = np.empty(weight.shape)
+    D._backward_weight_flat_kernel(grad_out[:, :, :4, :4], x, strided_weight, 2, 2, 1, 1, 1, 1)
+    assert_close(strided_weight, R.depthwise_conv2d_backward_weight(grad_out[:, :, :4, :4], x, weight.shape, stride=2,
+                                                                    padding=1), np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------
