@@ -27,6 +27,8 @@ import numba
 import numpy as np
 
 from ._jit import parallel_jit, prange
+from .activation import hardswish_value
+from .batchnorm import unpack_epilogue
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112      # the CBLAS enum values
 
@@ -125,10 +127,11 @@ def batched_matmul(a, b, out, epilogue=None):
         ``B`` is a multiple of ``len(out)``: ``B // len(out)`` products are summed into each ``out[j]``.
     out : ndarray (C, M, N), rows contiguous (``out.strides[2] == itemsize``)
         Overwritten.
-    epilogue : tuple ``(scale, shift, low, high)`` or None
+    epilogue : tuple ``(scale, shift, low, high[, hardswish])`` or None
         Then each output row is finished, while it is still in cache, as
         ``out[j, m] = clip(out[j, m] * scale[c] + shift[c], low, high)`` with ``c = (j % G) * M + m``,
-        ``G = len(scale) // M``: a batch norm with running statistics and a ReLU/ReLU6 after a pointwise
+        ``G = len(scale) // M``, followed by hard swish ``v * clip(v + 3, 0, 6) / 6`` when ``hardswish``
+        is true: a batch norm with running statistics and a ReLU/ReLU6 or hard swish after a pointwise
         convolution (``tinycnn.nn.fusion``). ``scale``, ``shift`` have ``out``'s dtype.
 
     Every matrix may be a strided view (a transposed matrix is read as CBLAS's ``TRANS``). The products
@@ -155,20 +158,21 @@ def batched_matmul(a, b, out, epilogue=None):
     b, trans_b, ldb = _operand(b)
     count, by_rows, size = _blocks(M, N, K)
     if epilogue is None:
-        scale, shift, low, high = _NO_EPILOGUE[out.dtype]
+        scale, shift, low, high, hardswish = _NO_EPILOGUE[out.dtype]
     else:
-        scale, shift, low, high = epilogue
+        scale, shift, low, high, hardswish = unpack_epilogue(epilogue)
         low, high = out.dtype.type(low), out.dtype.type(high)
     ldc = out.strides[1] // out.itemsize if out.shape[1] > 1 else N     # one row: any stride will do
     if not _KERNEL_SIGNATURES_FIXED:
         _fix_kernel_signatures()
     _batched_matmul_kernel(function, a, trans_a, lda, b, trans_b, ldb, out, ldc,
-                           products // outputs, count, by_rows, size, scale, shift, low, high)
+                           products // outputs, count, by_rows, size, scale, shift, low, high, hardswish)
     return out
 
 
 #: the kernel's arguments for "no epilogue", per dtype (empty scale and shift: never written, so shared)
-_NO_EPILOGUE = {np.dtype(dtype): (np.empty(0, dtype=dtype), np.empty(0, dtype=dtype), dtype(-np.inf), dtype(np.inf))
+_NO_EPILOGUE = {np.dtype(dtype): (np.empty(0, dtype=dtype), np.empty(0, dtype=dtype), dtype(-np.inf), dtype(np.inf),
+                                  False)
                 for dtype in (np.float32, np.float64)}
 
 
@@ -196,7 +200,7 @@ def _fix_kernel_signatures():
                 _batched_matmul_kernel.compile(
                     (numba.typeof(function), operand, types.int64, types.int64, operand, types.int64, types.int64,
                      types.Array(real, 3, out_layout), types.int64, types.int64, types.int64, types.boolean,
-                     types.int64, vector, vector, real, real))
+                     types.int64, vector, vector, real, real, types.boolean))
         _batched_matmul_kernel.disable_compile()
     _KERNEL_SIGNATURES_FIXED = True
 
@@ -216,17 +220,19 @@ def _batched_matmul_numpy(a, b, out):
 def _finish_rows_numpy(out, epilogue):
     """:func:`batched_matmul`'s epilogue in NumPy, same arithmetic (the paths without the kernel)."""
     if epilogue is not None and out.size:
-        scale, shift, low, high = epilogue
+        scale, shift, low, high, hardswish = unpack_epilogue(epilogue)
         C, M, _ = out.shape
         rows = np.arange(C)[:, None] % (len(scale) // M) * M + np.arange(M)[None, :]     # (C, M) channels
         np.clip(out * scale[rows][:, :, None] + shift[rows][:, :, None], out.dtype.type(low), out.dtype.type(high),
                 out=out)
+        if hardswish:
+            out[...] = out * np.clip(out + 3, 0, 6) / 6                 # the hard-swish kernel's bits
     return out
 
 
 @parallel_jit
 def _batched_matmul_kernel(gemm, a, trans_a, lda, b, trans_b, ldb, out, ldc, sums, count, by_rows, size,
-                           scale, shift, low, high):
+                           scale, shift, low, high, hardswish):
     """One CBLAS call per (output matrix, block, summed product); ``prange`` over disjoint output blocks.
 
     With a non-empty ``scale``, each block's rows are then finished in place (``batched_matmul``'s epilogue).
@@ -234,6 +240,7 @@ def _batched_matmul_kernel(gemm, a, trans_a, lda, b, trans_b, ldb, out, ldc, sum
     outputs, M, N = out.shape
     K = a.shape[2]
     groups = scale.shape[0] // M
+    zero, three, six = out.dtype.type(0), out.dtype.type(3), out.dtype.type(6)      # hard swish's constants
     for task in prange(outputs * count):                 # disjoint (output matrix, block) pairs
         j, block = task // count, task % count
         m0, m1, n0, n1 = 0, M, 0, N
@@ -257,3 +264,6 @@ def _batched_matmul_kernel(gemm, a, trans_a, lda, b, trans_b, ldb, out, ldc, sum
                     value = row[q] * row_scale + row_shift
                     value = low if value < low else value        # selects, as kernels/activation.py
                     row[q] = high if value > high else value
+                if hardswish:                            # a second pass over the row, still in cache
+                    for q in range(n1 - n0):
+                        row[q] = hardswish_value(row[q], zero, three, six)

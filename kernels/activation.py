@@ -20,7 +20,7 @@ the same loops ran 20x slower than NumPy (measured on a 2-core AMD EPYC, (64, 96
 """
 import numpy as np
 
-from ._jit import parallel_jit, prange
+from ._jit import inline_jit, parallel_jit, prange
 
 CHUNK = 16384   # values per parallel iteration: long runs to vectorise, enough of them to share out
 
@@ -96,9 +96,20 @@ def clip_backward(grad_out, x, low, high):
     return grad_x
 
 
+@inline_jit
+def hardswish_value(value, zero, three, six):
+    """``value * clip(value + 3, 0, 6) / 6`` for one value, with ``zero, three, six`` of its dtype: the
+    hard-swish kernel's arithmetic, shared with the convolution epilogues that apply it as they write."""
+    gate = value + three
+    gate = zero if gate < zero else gate
+    gate = six if gate > six else gate
+    return value * gate / six
+
+
 @parallel_jit
 def _hardswish_forward_kernel(x, y):
-    """``y[i] = x[i] * clip(x[i] + 3, 0, 6) / 6`` for flat (M,) arrays, in ``x``'s dtype as NumPy does."""
+    """``y[i] = x[i] * clip(x[i] + 3, 0, 6) / 6`` for flat (M,) arrays, in ``x``'s dtype as NumPy does;
+    ``y`` may be ``x`` (in place)."""
     M = x.shape[0]
     zero, three, six = x.dtype.type(0), x.dtype.type(3), x.dtype.type(6)
     num_chunks = (M + CHUNK - 1) // CHUNK
@@ -106,11 +117,7 @@ def _hardswish_forward_kernel(x, y):
         start, stop = chunk * CHUNK, min(M, (chunk + 1) * CHUNK)
         x_run, y_run = x[start:stop], y[start:stop]
         for i in range(stop - start):
-            value = x_run[i]
-            gate = value + three
-            gate = zero if gate < zero else gate
-            gate = six if gate > six else gate
-            y_run[i] = value * gate / six
+            y_run[i] = hardswish_value(x_run[i], zero, three, six)
 
 
 @parallel_jit

@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from ._jit import inline_jit, jit, num_threads, parallel_jit, prange
+from .activation import _hardswish_forward_kernel
 
 RUN_LENGTH = 4096        # most values per row of a block of channels: long enough to vectorise
 BLOCK_BYTES = 256 * 1024  # most bytes a block spans over the whole batch: its later passes then hit L2
@@ -311,19 +312,28 @@ def batch_norm_affine_kernel(x, scale, shift, low, high, block_channels, y):
 LONG_PLANE = 64
 
 
+def unpack_epilogue(epilogue):
+    """``(scale, shift, low, high, hardswish)`` from an epilogue of four values (no hard swish) or five."""
+    scale, shift, low, high, *rest = epilogue
+    return scale, shift, low, high, bool(rest and rest[0])
+
+
 def finish_channels(y, epilogue):
-    """Apply ``epilogue = (scale, shift, low, high)`` to ``y`` (N, C, H, W) in place and return ``y``:
-    ``y[:, c] = clip(y[:, c] * scale[c] + shift[c], low, high)``; ``None`` leaves ``y`` as it is.
+    """Apply ``epilogue = (scale, shift, low, high[, hardswish])`` to ``y`` (N, C, H, W) in place and return
+    ``y``: ``y[:, c] = clip(y[:, c] * scale[c] + shift[c], low, high)``, then hard swish ``y * clip(y + 3,
+    0, 6) / 6`` when ``hardswish`` is true; ``None`` leaves ``y`` as it is.
 
     This is what a convolution's caller may ask its output to go through before it is returned: a batch
-    norm with running statistics and a ReLU/ReLU6 (``tinycnn.nn.fusion``). ``scale``, ``shift`` have
-    ``y``'s dtype; ``y`` must be C-contiguous.
+    norm with running statistics and a ReLU/ReLU6 or hard swish (``tinycnn.nn.fusion``). ``scale``,
+    ``shift`` have ``y``'s dtype; ``y`` must be C-contiguous.
     """
     if epilogue is None:
         return y
-    scale, shift, low, high = epilogue
+    scale, shift, low, high, hardswish = unpack_epilogue(epilogue)
     N, C, H, W = y.shape
     y_flat = y.reshape(N, C * H * W)
     batch_norm_affine_kernel(y_flat, scale, shift, y.dtype.type(low), y.dtype.type(high),
                              channels_per_block(C, H * W, N, y.itemsize), y_flat)
+    if hardswish:
+        _hardswish_forward_kernel(y_flat.reshape(-1), y_flat.reshape(-1))          # in place, the same bits
     return y

@@ -50,7 +50,8 @@ from ._rows import (row_multiply_accumulate3, row_taps3, row_taps5, tap_axpy, ta
 from ._jit import inline_jit, jit, num_threads, parallel_jit, prange
 from ._validate import (check_bias, check_depthwise_weight_shape, check_grad_out, check_same_dtype, check_shape,
                         check_tensor, conv_geometry)
-from .batchnorm import finish_channels
+from .activation import hardswish_value
+from .batchnorm import finish_channels, unpack_epilogue
 
 #: kernel sizes and strides that take the register-row fast path
 FAST_KERNEL_SIZES = (3, 5)
@@ -280,9 +281,10 @@ def _forward(x, weight, bias, geometry, epilogue=None):
         _forward_one_pixel_kernel(x, _weight_taps(weight), bias, y, ONE_PIXEL_BLOCK, *_loop_arguments(geometry)[2:])
         return finish_channels(y, epilogue)
     if _use_flat(geometry):
-        scale, shift, low, high = epilogue if epilogue is not None else (bias[:0], bias[:0], -np.inf, np.inf)
+        scale, shift, low, high, hardswish = (unpack_epilogue(epilogue) if epilogue is not None
+                                              else (bias[:0], bias[:0], -np.inf, np.inf, False))
         _forward_flat_kernel(x, weight, bias, y, *_loop_arguments(geometry), scale, shift, x.dtype.type(low),
-                             x.dtype.type(high))
+                             x.dtype.type(high), hardswish)
         return y
     if _use_channels_last(geometry):
         _forward_channels_last_kernel(x, weight, bias, y, _forward_block(geometry), *_loop_arguments(geometry))
@@ -345,7 +347,7 @@ def _backward_input_flat(grad_out, weight, geometry):
     grad_x = np.empty(geometry.input_shape, dtype=weight.dtype)
     nothing = _empty_bias(weight.dtype)
     _forward_flat_kernel(grad_out, turned, nothing, grad_x, 1, 1, dh * (kH - 1) - ph, dw * (kW - 1) - pw, dh, dw,
-                         nothing, nothing, weight.dtype.type(-np.inf), weight.dtype.type(np.inf))
+                         nothing, nothing, weight.dtype.type(-np.inf), weight.dtype.type(np.inf), False)
     return grad_x
 
 
@@ -445,7 +447,7 @@ def _forward_generic_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
 
 
 @parallel_jit
-def _forward_flat_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shift, low, high):
+def _forward_flat_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shift, low, high, hardswish):
     """Each plane is zero-padded into flat runs, and each tap is one long vectorised loop.
 
     Stride 1: with ``Wp = W + 2*pw`` the padded row length, output ``(oh, ow)`` lies at ``oh*Wp + ow``
@@ -459,8 +461,9 @@ def _forward_flat_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shif
     (and the same for columns) then reads phase ``(rh, rw)`` at ``(oh + qh, ow + qw)``: stride 1 again
     inside the phase, with rows of ``Wq = ceil(Wp / sw)`` values.
 
-    A non-empty ``scale`` finishes each output as ``clip(y * scale[c] + shift[c], low, high)`` while it
-    is written (a batch norm and ReLU/ReLU6 after the convolution, ``tinycnn.nn.fusion``).
+    A non-empty ``scale`` finishes each output as ``v = clip(y * scale[c] + shift[c], low, high)`` while
+    it is written, and as hard swish ``v * clip(v + 3, 0, 6) / 6`` when ``hardswish`` is true (a batch
+    norm and ReLU/ReLU6 or hard swish after the convolution, ``tinycnn.nn.fusion``).
     """
     N, C, H, W = x.shape
     _, _, kH, kW = weight.shape
@@ -476,12 +479,12 @@ def _forward_flat_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shif
         total = np.empty(run, dtype=x.dtype)            # (H_out * Wq,)
         for n in range(N):                              # the borders stay zero, the rest is rewritten
             _flat_forward_plane(x[n, c], weight, bias, y[n, c], c, sh, sw, ph, pw, dh, dw, phases, total,
-                                has_bias, finished, scale, shift, low, high)
+                                has_bias, finished, scale, shift, low, high, hardswish)
 
 
 @inline_jit
 def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, dw, phases, total, has_bias,
-                        finished, scale, shift, low, high):
+                        finished, scale, shift, low, high, hardswish):
     """One (image, channel) plane of :func:`_forward_flat_kernel`, in the buffers ``phases`` and ``total``.
 
     The copies in and out take most of a small plane's time, so both have plain contiguous loops for the
@@ -516,6 +519,11 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
                 value = value * channel_scale + channel_shift
                 value = low if value < low else value
                 out_row[ow] = high if value > high else value
+        if hardswish:                               # a second pass over the plane, still in cache, as one run
+            zero, three, six = total.dtype.type(0), total.dtype.type(3), total.dtype.type(6)
+            plane = y_plane.reshape(H_out * W_out)
+            for j in range(H_out * W_out):
+                plane[j] = hardswish_value(plane[j], zero, three, six)
     elif has_bias:
         for oh in range(H_out):
             source, out_row = total[oh * phase_width:], y_plane[oh]

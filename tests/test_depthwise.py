@@ -536,19 +536,23 @@ def test_flat_forward_splits_strided_planes_into_phases_correctly(x_shape, kerne
                  dtype)
 
 
-@pytest.mark.parametrize("low, high", [(-np.inf, np.inf), (0.0, 6.0)])
-def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(low, high, rng):
-    """The flat kernel finishes each output with clip(y * scale + shift) as it writes it: the same bits
-    as the convolution followed by kernels.batchnorm.finish_channels."""
+@pytest.mark.parametrize("low, high, hardswish", [(-np.inf, np.inf, False), (0.0, 6.0, False), (-np.inf, np.inf, True)])
+def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(low, high, hardswish, rng):
+    """The flat kernel finishes each output with clip(y * scale + shift), then hard swish if asked, as it
+    writes it: the same bits as the convolution followed by kernels.batchnorm.finish_channels."""
     from kernels.batchnorm import finish_channels
     x = 3 * rng.standard_normal((2, 5, 9, 9)).astype(np.float32)
     weight = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(5).astype(np.float32)
     scale, shift = rng.standard_normal(5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
     geometry = D._depthwise_geometry(x.shape, weight.shape, 1, 1, 1)
-    fused = D._forward(x, weight, bias, geometry, (scale, shift, low, high))
-    separate = finish_channels(D._forward(x, weight, bias, geometry), (scale, shift, low, high))
+    fused = D._forward(x, weight, bias, geometry, (scale, shift, low, high, hardswish))
+    separate = finish_channels(D._forward(x, weight, bias, geometry), (scale, shift, low, high, hardswish))
     np.testing.assert_array_equal(fused, separate)
+    if hardswish:
+        from kernels.activation import hardswish_forward
+        np.testing.assert_array_equal(separate, hardswish_forward(finish_channels(D._forward(x, weight, bias, geometry),
+                                                                                  (scale, shift, low, high))))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -634,7 +638,7 @@ def test_flat_kernels_small_case_runs_as_python_too(rng):
     geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
     strided = np.empty(geometry.output_shape)
     nothing = np.empty(0)
-    D._forward_flat_kernel(x, weight, nothing, strided, 2, 2, 1, 1, 1, 1, nothing, nothing, -np.inf, np.inf)
+    D._forward_flat_kernel(x, weight, nothing, strided, 2, 2, 1, 1, 1, 1, nothing, nothing, -np.inf, np.inf, False)
     assert_close(strided, R.depthwise_conv2d_forward(x, weight, stride=2, padding=1), np.float64)
     flat = D._depthwise_geometry((1, 2, 16, 16), weight.shape, 1, 1, 1)
     x16, g16 = rng.standard_normal((1, 2, 16, 16)), rng.standard_normal((1, 2, 16, 16))

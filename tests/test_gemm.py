@@ -102,19 +102,26 @@ def test_batched_matmul_small_case_runs_as_python_too(rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("low, high", [(-np.inf, np.inf), (0.0, 6.0)])
-def test_epilogue_finishes_each_row_with_its_channels_scale_shift_and_clip(low, high, dtype, rng, monkeypatch):
-    """Rows of out[j] are channels ``(j % G) * M + m``; the kernel and the NumPy path give the same bits."""
+@pytest.mark.parametrize("low, high, hardswish", [(-np.inf, np.inf, False), (0.0, 6.0, False), (-np.inf, np.inf, True)])
+def test_epilogue_finishes_each_row_with_its_channels_scale_shift_and_clip(low, high, hardswish, dtype, rng,
+                                                                          monkeypatch):
+    """Rows of out[j] are channels ``(j % G) * M + m``; the kernel and the NumPy path give the same bits,
+    those of the clip followed by the hard-swish kernel when asked for."""
+    from kernels.activation import hardswish_forward
     G, images, M, K, N = 2, 3, 8, 5, 700
     a, b = _stack(rng, G, M, K, dtype, False), 3 * _stack(rng, images * G, K, N, dtype, False)
     scale, shift = rng.standard_normal(G * M).astype(dtype), rng.standard_normal(G * M).astype(dtype)
     with one_blas_thread():
         plain = _gemm.batched_matmul(a, b, np.empty((images * G, M, N), dtype=dtype))
-        finished = _gemm.batched_matmul(a, b, np.empty_like(plain), epilogue=(scale, shift, low, high))
+        epilogue = (scale, shift, low, high, hardswish)
+        finished = _gemm.batched_matmul(a, b, np.empty_like(plain), epilogue=epilogue)
         monkeypatch.setattr(_gemm, "_CBLAS", {})
-        through_numpy = _gemm.batched_matmul(a, b, np.empty_like(plain), epilogue=(scale, shift, low, high))
+        through_numpy = _gemm.batched_matmul(a, b, np.empty_like(plain), epilogue=epilogue)
     channels = (np.arange(images * G) % G)[:, None] * M + np.arange(M)[None, :]                # (C, M)
     expected = np.clip(plain * scale[channels][..., None] + shift[channels][..., None], dtype(low), dtype(high))
+    if hardswish:
+        expected = hardswish_forward(expected)
+        assert (expected == 0).any() and (expected < 0).any() and (expected > 3).any()     # all three pieces
     np.testing.assert_array_equal(finished, expected)
     np.testing.assert_array_equal(through_numpy, expected)
     if high == 6.0:

@@ -226,6 +226,11 @@ def test_sandglass_partial_shortcut_adds_only_the_first_channels():
 
 
 def test_sandglass_block_gradcheck_with_partial_shortcut_in_train_mode():
+    # A fixed initialisation: the block's weights used to come from whatever state earlier tests left the
+    # global generator in, and about 1 in 8 of those puts a ReLU6 input within the step (1e-6) of a kink
+    # (the central difference then straddles it) or leaves reduce.1.bias, whose true gradient is 0 (a
+    # batch norm follows), at the finite differences' rounding noise of ~1e-8, just above atol.
+    nn.init.manual_seed(0)
     block = SandglassBlock(8, 8, stride=1, reduction_ratio=2, identity_tensor_multiplier=0.5).to(np.float64)
     x = np.random.default_rng(1).standard_normal((2, 8, 5, 5))
     report = gradcheck(block, x, n_entries=1)

@@ -53,7 +53,7 @@ def test_no_grad_fuses_every_conv_norm_run_of_mobilenet_v2(rng, monkeypatch):
     assert sum(isinstance(a, nn.ReLU6) for a in calls) == 35 and calls.count(None) == 17   # 17 projections
 
 
-@pytest.mark.parametrize("activation", [nn.ReLU, nn.ReLU6, nn.LeakyReLU, None])
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.ReLU6, nn.Hardswish, nn.LeakyReLU, None])
 @pytest.mark.parametrize("conv_bias", [False, True])
 def test_a_conv_norm_activation_run_with_and_without_bias(activation, conv_bias, rng):
     layers = [nn.Conv2d(3, 4, 3, padding=1, bias=conv_bias), nn.BatchNorm2d(4)]
@@ -63,7 +63,27 @@ def test_a_conv_norm_activation_run_with_and_without_bias(activation, conv_bias,
     expected = model(x)
     with nn.no_grad():
         np.testing.assert_array_equal(model(x), expected)
-    assert fusion._fusable_run(list(model), 0) == (3 if activation in (nn.ReLU, nn.ReLU6) else 2)
+    assert fusion._fusable_run(list(model), 0) == (3 if activation in (nn.ReLU, nn.ReLU6, nn.Hardswish) else 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("conv, x_shape", [
+    (lambda: nn.Conv2d(8, 16, 1), (2, 8, 9, 9)),                   # pointwise: the blocked matrix products
+    (lambda: nn.Conv2d(8, 16, 1), (1, 8, 1, 1)),                   # ... one matrix-vector product
+    (lambda: nn.Conv2d(16, 16, 5, padding=2, groups=16), (1, 16, 9, 9)),     # depthwise, flat kernel
+    (lambda: nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16), (2, 16, 8, 8)),   # ... channels-last
+    (lambda: nn.Conv2d(3, 16, 3, stride=2, padding=1), (1, 3, 12, 12)),     # the stem: im2col
+])
+def test_conv_norm_hardswish_gives_the_same_bits_on_every_convolution_path(conv, x_shape, dtype, rng):
+    """MobileNet V3's conv -> batch norm -> hard swish: the hard swish inside each kernel's epilogue (or
+    the one compiled pass after it) gives the bits of the three layers one by one."""
+    model = _randomise_statistics(nn.Sequential(conv(), nn.BatchNorm2d(16), nn.Hardswish()), rng).to(dtype).eval()
+    x = 3 * rng.standard_normal(x_shape).astype(dtype)
+    expected = model(x)
+    with nn.no_grad():
+        fused = model(x)
+    np.testing.assert_array_equal(fused, expected)
+    assert ((expected > -0.375) & (expected < 0)).any() and (expected > 3).any()      # hard swish's curve and line
 
 
 def test_training_mode_batch_norm_is_not_fused_and_still_updates_its_statistics(rng):

@@ -1,18 +1,20 @@
 """Neighbouring layers merged at run time: batch norm + ReLU/ReLU6 always, and convolution + batch norm +
-ReLU/ReLU6 inside ``nn.no_grad()``. The results are bit-identical to the layers called one by one.
+ReLU/ReLU6/hard swish inside ``nn.no_grad()``. The results are bit-identical to the layers called one by
+one.
 
 **Batch norm -> ReLU/ReLU6** (training and evaluation, :func:`norm_clip`): the clip happens in batch
 norm's own output loop, so the activation costs no pass of its own; the activation caches the clipped
 output, which gives its derivative ``1[low < . < high]`` as well as its input would. In backward
 (:func:`fused_chain_backward`) that mask is applied inside batch norm's two passes.
 
-**Convolution -> batch norm -> ReLU/ReLU6** without gradients (:func:`conv_norm_clip`). With running
-statistics batch norm is a fixed affine map per channel, ``y = x * scale[c] + shift[c]`` with ``scale =
-weight / sqrt(running_var + eps)`` and ``shift = bias - running_mean * scale``. Run as three layers, the
-convolution's output is read and written twice more; here the convolution finishes its own output with
-``clip(out * scale + shift, low, high)`` (the ``epilogue`` of ``kernels.conv2d._forward``): a pointwise
-convolution inside each matrix-product block while it is still in cache, the flat depthwise kernel as it
-writes each output, the others in one compiled pass (``kernels.batchnorm.finish_channels``).
+**Convolution -> batch norm -> ReLU/ReLU6/hard swish** without gradients (:func:`conv_norm_clip`). With
+running statistics batch norm is a fixed affine map per channel, ``y = x * scale[c] + shift[c]`` with
+``scale = weight / sqrt(running_var + eps)`` and ``shift = bias - running_mean * scale``. Run as three
+layers, the convolution's output is read and written twice more; here the convolution finishes its own
+output with ``v = clip(out * scale + shift, low, high)``, and hard swish ``v * clip(v + 3, 0, 6) / 6``
+for MobileNet V3's layers (the ``epilogue`` of ``kernels.conv2d._forward``): a pointwise convolution
+inside each matrix-product block while it is still in cache, the flat depthwise kernel as it writes each
+output, the others in one compiled pass (``kernels.batchnorm.finish_channels``).
 
 **Squeeze-and-excitation** without gradients (:func:`squeeze_excitation_without_grad`): the block's five
 layers (average pool, 1x1 convolution, activation, 1x1 convolution, gate) run on ``(N, C, 1, 1)`` arrays
@@ -22,8 +24,8 @@ kernels are called directly, one after another, with the same arguments the laye
 This is the "fuse what follows a convolution" of inference engines (PyTorch's ``fuse_modules``, oneDNN's
 post-ops), done at run time: nothing is rewritten, and the weights stay the model's own, so a
 ``state_dict`` or a later ``train()`` sees no difference. Layers are merged only when nothing could
-observe the difference: they are exactly ``Conv2d``, ``BatchNorm2d`` and ``ReLU``/``ReLU6``, none has a
-forward hook or an instance-level ``forward``, and the channels match. Any other layer runs as usual.
+observe the difference: they are exactly ``Conv2d``, ``BatchNorm2d`` and ``ReLU``/``ReLU6``/``Hardswish``,
+none has a forward hook or an instance-level ``forward``, and the channels match. Any other layer runs as usual.
 
 Measured on a 2-core AMD EPYC (AVX2): see the README's benchmark section.
 """
@@ -33,13 +35,15 @@ from kernels import conv2d as conv2d_kernels
 from kernels._jit import one_blas_thread
 from kernels.pooling import global_avg_pool2d_forward
 
-from .activation import ReLU, ReLU6, Sigmoid, _Elementwise
+from .activation import Hardswish, ReLU, ReLU6, Sigmoid, _Elementwise
 from .conv import Conv2d
 from .grad_mode import is_grad_enabled
 from .norm import BatchNorm2d
 from .pooling import AdaptiveAvgPool2d
 
 _CLIP_RANGE = {ReLU: (0.0, np.inf), ReLU6: (0.0, 6.0)}
+# what finishes a convolution's output after its batch norm: (low, high, hard swish after the clip)
+_CONV_ACTIVATIONS = {ReLU: (0.0, np.inf, False), ReLU6: (0.0, 6.0, False), Hardswish: (-np.inf, np.inf, True)}
 
 
 def _plain(layer, kind):
@@ -53,8 +57,8 @@ def _uses_running_stats(norm):
 
 def _fusable_run(layers, start, grad_enabled=False):
     """How many layers from ``layers[start]`` run fused: 3 or 2 for Conv2d -> BatchNorm2d (running
-    statistics) -> ReLU/ReLU6 without gradients (2 without the activation), 2 for BatchNorm2d ->
-    ReLU/ReLU6 in any mode, else 0."""
+    statistics) -> ReLU/ReLU6/Hardswish without gradients (2 without the activation), 2 for BatchNorm2d
+    -> ReLU/ReLU6 in any mode, else 0."""
     if start + 1 >= len(layers):
         return 0
     first, second = layers[start], layers[start + 1]
@@ -64,7 +68,7 @@ def _fusable_run(layers, start, grad_enabled=False):
         return 0
     if not _uses_running_stats(second) or second.num_features != first.out_channels:
         return 0
-    if start + 2 < len(layers) and any(_plain(layers[start + 2], kind) for kind in _CLIP_RANGE):
+    if start + 2 < len(layers) and any(_plain(layers[start + 2], kind) for kind in _CONV_ACTIVATIONS):
         return 3
     return 2
 
@@ -153,7 +157,7 @@ def conv_norm_clip(conv, norm, activation, x):
     ----------
     conv : Conv2d
     norm : BatchNorm2d using its running statistics, ``num_features == conv.out_channels``
-    activation : ReLU, ReLU6 or None
+    activation : ReLU, ReLU6, Hardswish or None
     x : ndarray (N, C_in, H, W)
 
     Returns
@@ -164,8 +168,9 @@ def conv_norm_clip(conv, norm, activation, x):
     """
     conv._check_input(x, channels=conv.in_channels)
     scale, shift, _ = norm._running_affine(x.dtype)                            # (C_out,) each
-    low, high = _CLIP_RANGE[type(activation)] if activation is not None else (-np.inf, np.inf)
-    y = _convolve(conv, x, epilogue=(scale, shift, low, high))   # the batch norm and clip finish the output
+    low, high, hardswish = (-np.inf, np.inf, False) if activation is None else _CONV_ACTIVATIONS[type(activation)]
+    # the batch norm and the activation finish the convolution's output
+    y = _convolve(conv, x, epilogue=(scale, shift, low, high, hardswish))
     _mark_without_grad(conv, norm, activation)
     return y
 
