@@ -108,8 +108,7 @@ def hardswish_value(value, zero, three, six):
 
 @parallel_jit
 def _hardswish_forward_kernel(x, y):
-    """``y[i] = x[i] * clip(x[i] + 3, 0, 6) / 6`` for flat (M,) arrays, in ``x``'s dtype as NumPy does;
-    ``y`` may be ``x`` (in place)."""
+    """``y[i] = x[i] * clip(x[i] + 3, 0, 6) / 6`` for flat (M,) arrays, in ``x``'s dtype as NumPy does."""
     M = x.shape[0]
     zero, three, six = x.dtype.type(0), x.dtype.type(3), x.dtype.type(6)
     num_chunks = (M + CHUNK - 1) // CHUNK
@@ -118,6 +117,24 @@ def _hardswish_forward_kernel(x, y):
         x_run, y_run = x[start:stop], y[start:stop]
         for i in range(stop - start):
             y_run[i] = hardswish_value(x_run[i], zero, three, six)
+
+
+@parallel_jit
+def hardswish_in_place_kernel(x):
+    """``x[i] = x[i] * clip(x[i] + 3, 0, 6) / 6`` for a flat (M,) array.
+
+    Its own kernel rather than :func:`_hardswish_forward_kernel` with ``y = x``: with two arguments that
+    may overlap, LLVM checks at run time whether they do and, as they do, runs the scalar loop (measured
+    on a 2-core AMD EPYC, (1, 16, 112, 112) in place: 150 us that way, 19 us here).
+    """
+    M = x.shape[0]
+    zero, three, six = x.dtype.type(0), x.dtype.type(3), x.dtype.type(6)
+    num_chunks = (M + CHUNK - 1) // CHUNK
+    for chunk in prange(num_chunks):
+        start, stop = chunk * CHUNK, min(M, (chunk + 1) * CHUNK)
+        run = x[start:stop]
+        for i in range(stop - start):
+            run[i] = hardswish_value(run[i], zero, three, six)
 
 
 @parallel_jit

@@ -31,7 +31,7 @@ import math
 import numpy as np
 
 from ._jit import inline_jit, jit, num_threads, parallel_jit, prange
-from .activation import _hardswish_forward_kernel
+from .activation import hardswish_in_place_kernel
 
 RUN_LENGTH = 4096        # most values per row of a block of channels: long enough to vectorise
 BLOCK_BYTES = 256 * 1024  # most bytes a block spans over the whole batch: its later passes then hit L2
@@ -335,5 +335,5 @@ def finish_channels(y, epilogue):
     batch_norm_affine_kernel(y_flat, scale, shift, y.dtype.type(low), y.dtype.type(high),
                              channels_per_block(C, H * W, N, y.itemsize), y_flat)
     if hardswish:
-        _hardswish_forward_kernel(y_flat.reshape(-1), y_flat.reshape(-1))          # in place, the same bits
+        hardswish_in_place_kernel(y_flat.reshape(-1))                 # the hard-swish layer's bits
     return y
