@@ -97,13 +97,19 @@ def clip_backward(grad_out, x, low, high):
 
 
 @inline_jit
+def relu6_shifted(value, zero, three, six):
+    """``clip(value + 3, 0, 6)`` for one value, with ``zero, three, six`` of its dtype: ``ReLU6(x + 3)``,
+    the common part of hard sigmoid (``/ 6``) and hard swish (``x * . / 6``)."""
+    gate = value + three
+    gate = zero if gate < zero else gate
+    return six if gate > six else gate
+
+
+@inline_jit
 def hardswish_value(value, zero, three, six):
     """``value * clip(value + 3, 0, 6) / 6`` for one value, with ``zero, three, six`` of its dtype: the
     hard-swish kernel's arithmetic, shared with the convolution epilogues that apply it as they write."""
-    gate = value + three
-    gate = zero if gate < zero else gate
-    gate = six if gate > six else gate
-    return value * gate / six
+    return value * relu6_shifted(value, zero, three, six) / six
 
 
 @parallel_jit
@@ -163,10 +169,7 @@ def _hardsigmoid_forward_kernel(x, y):
         start, stop = chunk * CHUNK, min(M, (chunk + 1) * CHUNK)
         x_run, y_run = x[start:stop], y[start:stop]
         for i in range(stop - start):
-            gate = x_run[i] + three
-            gate = zero if gate < zero else gate
-            gate = six if gate > six else gate
-            y_run[i] = gate / six
+            y_run[i] = relu6_shifted(x_run[i], zero, three, six) / six
 
 
 @parallel_jit
