@@ -58,20 +58,22 @@ FAST_KERNEL_SIZES = (3, 5)
 FAST_STRIDES = (1, 2)
 #: planes of at most this many input pixels (32x32) take the channels-last kernels
 CHANNELS_LAST_MAX_PIXELS = 32 * 32
-#: stride-1 planes of at least this many pixels (7x7) take the flat-run forward kernel. Measured on a
+#: stride-1 planes of at least this many pixels (11x11) take the flat-run forward kernel. Measured on a
 #: 2-core AMD EPYC (AVX2), forward against the previous kernels: (1, 192, 28, 28) 0.36 -> 0.15 ms,
-#: (1, 144, 56, 56) 1.21 -> 0.40, (64, 48, 16, 16) 1.97 -> 0.88, (1, 960, 7, 7) 0.19 -> 0.14; but
-#: (64, 96, 4, 4) 0.29 -> 0.47, where the channels-last kernel stays. At stride 2 the phase split costs
+#: (1, 144, 56, 56) 1.21 -> 0.40, (64, 48, 16, 16) 1.97 -> 0.88; but (64, 96, 4, 4) 0.29 -> 0.47, where
+#: the channels-last kernel stays. One image below 11x11 also keeps the channels-last kernel since its
+#: weight tiling got cheap (:func:`_tile_weight`), flat against channels-last, alternated: (1, 960, 7, 7)
+#: 5x5 307 vs 146 us, (1, 576, 10, 10) 5x5 224 vs 148; from 12x12 the flat kernel: (1, 576, 12, 12) 127 vs
+#: 150, (1, 576, 14, 14) 169 vs 207, (1, 192, 28, 28) 152 vs 265. At stride 2 the phase split costs
 #: more: it pays above 32x32 ((1, 96, 112, 112) 1.53 -> 0.68 ms, (1, 72, 56, 56) 5x5 1.00 -> 0.25) but
 #: not below ((1, 576, 14, 14) 0.16 -> 0.25, (64, 144, 8, 8) 0.64 -> 2.17), so there it follows
 #: CHANNELS_LAST_MAX_PIXELS.
-FLAT_MIN_PIXELS = 7 * 7
+FLAT_MIN_PIXELS = 11 * 11
 #: ... but with more than one image, only planes of at least this many pixels (12x12): below it the
 #: channels-last kernel, whose weight tiling is then shared by the images, is faster. Measured on a
 #: 2-core AMD EPYC (AVX2), forward, flat against channels-last, alternated in one process: (64, 96, 8, 8)
 #: 0.96 vs 0.67 ms, (16, 96, 10, 10) 0.33 vs 0.25, (2, 960, 7, 7) 5x5 0.57 vs 0.51; (64, 32, 12, 12) 0.47
-#: vs 0.49; (8, 384, 14, 14) 0.87 vs 1.07, (64, 96, 14, 14) 1.73 vs 1.96. One image keeps the flat kernel
-#: from 7x7 ((1, 960, 7, 7) 5x5 0.30 vs 0.45).
+#: vs 0.49; (8, 384, 14, 14) 0.87 vs 1.07, (64, 96, 14, 14) 1.73 vs 1.96.
 FLAT_MIN_PIXELS_BATCHED = 12 * 12
 #: stride-1 planes of at least this many pixels (16x16) take the flat-run kernels for both gradients.
 #: Measured on a 2-core AMD EPYC (AVX2), both gradients: (64, 48, 16, 16) 3.33 -> 2.39 ms (channels-last
@@ -935,19 +937,29 @@ def _scatter_phases(grad_phases, n, c0, cb, grad_x, sw, ph, pw):
 def _tile_weight(weight, block, W_out):
     """``w_tiled[b, kh, kw, ow*cb + c] = weight[b*block + c, 0, kh, kw]``: each tap's weights of channel
     block ``b`` repeated along an output row, so that a whole output row of one tap is a single
-    element-wise loop. Built once per call and only read inside the parallel loop."""
+    element-wise loop. Built once per call and only read inside the parallel loop (the first
+    ``W_out*cb`` values of each row; the rest of a partial last block's rows is never read).
+
+    The block's weights for a tap are gathered once, as output column 0, and then copied whole to the
+    other columns: contiguous copies, where writing each weight ``W_out`` times ``cb`` apart took a third
+    of a batch-1 forward (measured on a 2-core AMD EPYC, alternated: (1, 960, 7, 7) 5x5 185 -> 49 us,
+    (1, 576, 14, 14) 3x3 at stride 2 24 -> 8 us).
+    """
     C, _, kH, kW = weight.shape
     blocks = (C + block - 1) // block
-    w_tiled = np.zeros((blocks, kH, kW, W_out * block), dtype=weight.dtype)
+    w_tiled = np.empty((blocks, kH, kW, W_out * block), dtype=weight.dtype)
     for b in range(blocks):
         cb = min(block, C - b * block)
         for kh in range(kH):
             for kw in range(kW):
                 row = w_tiled[b, kh, kw]                # (W_out*cb,) used
+                column = row[:cb]                       # output column 0: the block's weights for the tap
                 for c in range(cb):
-                    value = weight[b * block + c, 0, kh, kw]
-                    for ow in range(W_out):
-                        row[ow * cb + c] = value
+                    column[c] = weight[b * block + c, 0, kh, kw]
+                for ow in range(1, W_out):              # the same cb values for every other column
+                    target = row[ow * cb:(ow + 1) * cb]
+                    for c in range(cb):
+                        target[c] = column[c]
     return w_tiled
 
 

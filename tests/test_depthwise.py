@@ -288,7 +288,8 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
 
 @pytest.mark.parametrize("x_shape, weight_shape, expected", [
     ((1, 2, 32, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
-    ((1, 2, 8, 8), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((1, 2, 11, 11), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((1, 2, 10, 10), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 8, 8), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 11, 11), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 12, 12), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
@@ -501,11 +502,11 @@ def test_depthwise_non_contiguous_inputs_give_same_result_as_contiguous(layout, 
 # ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("x_shape, kernel, padding, dilation", [
-    ((1, 3, 7, 7), (3, 3), (1, 1), (1, 1)),          # the smallest plane that takes it
+    ((1, 3, 11, 11), (3, 3), (1, 1), (1, 1)),        # the smallest plane that takes it for one image
     ((2, 3, 12, 12), (3, 3), (1, 1), (1, 1)),        # the smallest plane that takes it for several images
     ((1, 4, 14, 9), (5, 5), (2, 2), (1, 1)),          # 5x5, non-square plane
-    ((1, 2, 10, 11), (3, 5), (0, 3), (2, 1)),         # no row padding, wide column padding, dilation
-    ((1, 3, 8, 8), (2, 2), (1, 0), (1, 1)),           # even kernel, asymmetric padding
+    ((1, 2, 12, 11), (3, 5), (0, 3), (2, 1)),         # no row padding, wide column padding, dilation
+    ((1, 3, 11, 12), (2, 2), (1, 0), (1, 1)),         # even kernel, asymmetric padding
 ])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_flat_forward_matches_the_reference(x_shape, kernel, padding, dilation, with_bias, dtype, rng):
@@ -541,11 +542,12 @@ def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(low, high, hardswi
     """The flat kernel finishes each output with clip(y * scale + shift), then hard swish if asked, as it
     writes it: the same bits as the convolution followed by kernels.batchnorm.finish_channels."""
     from kernels.batchnorm import finish_channels
-    x = 3 * rng.standard_normal((2, 5, 9, 9)).astype(np.float32)
+    x = 3 * rng.standard_normal((2, 5, 12, 12)).astype(np.float32)
     weight = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(5).astype(np.float32)
     scale, shift = rng.standard_normal(5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
     geometry = D._depthwise_geometry(x.shape, weight.shape, 1, 1, 1)
+    assert D._use_flat(geometry)                        # (9 x 9 planes, in this test before, were not)
     fused = D._forward(x, weight, bias, geometry, (scale, shift, low, high, hardswish))
     separate = finish_channels(D._forward(x, weight, bias, geometry), (scale, shift, low, high, hardswish))
     np.testing.assert_array_equal(fused, separate)
@@ -633,11 +635,14 @@ def test_flat_kernels_small_case_runs_as_python_too(rng):
     x = rng.standard_normal((1, 2, 7, 7))
     weight = rng.standard_normal((2, 1, 3, 3))
     grad_out = rng.standard_normal((1, 2, 7, 7))
-    assert_close(depthwise_conv2d_forward(x, weight, padding=1), R.depthwise_conv2d_forward(x, weight, padding=1),
-                 np.float64)
+    nothing = np.empty(0)
+    scale, shift = rng.standard_normal(2), rng.standard_normal(2)
+    finished = np.empty(x.shape)
+    D._forward_flat_kernel(x, weight, nothing, finished, 1, 1, 1, 1, 1, 1, scale, shift, -np.inf, np.inf, True)
+    v = R.depthwise_conv2d_forward(x, weight, padding=1) * scale[None, :, None, None] + shift[None, :, None, None]
+    assert_close(finished, v * np.clip(v + 3, 0, 6) / 6, np.float64)          # batch norm, hard swish
     geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
     strided = np.empty(geometry.output_shape)
-    nothing = np.empty(0)
     D._forward_flat_kernel(x, weight, nothing, strided, 2, 2, 1, 1, 1, 1, nothing, nothing, -np.inf, np.inf, False)
     assert_close(strided, R.depthwise_conv2d_forward(x, weight, stride=2, padding=1), np.float64)
     flat = D._depthwise_geometry((1, 2, 16, 16), weight.shape, 1, 1, 1)
