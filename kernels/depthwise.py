@@ -160,6 +160,15 @@ def _use_flat_weight_gradient(geometry):
             or (geometry.weight_shape[0] == C and H * W >= FLAT_WEIGHT_GRADIENT_MIN_PIXELS))
 
 
+def _use_input_gradient_phases(geometry):
+    """The phase-by-phase input gradient (:func:`_backward_input_phases_kernel`): strides other than 1 on
+    planes of at least :data:`FLAT_WEIGHT_GRADIENT_MIN_PIXELS` pixels (those above the channels-last
+    kernels), one output channel per input channel."""
+    _, C, H, W = geometry.input_shape
+    return (geometry.stride != (1, 1) and geometry.weight_shape[0] == C
+            and H * W >= FLAT_WEIGHT_GRADIENT_MIN_PIXELS)
+
+
 def _use_channels_last(geometry):
     """Small planes (at most :data:`CHANNELS_LAST_MAX_PIXELS` input pixels) with one output channel per
     input channel take the channels-last kernels; larger planes keep the plane-by-plane loops."""
@@ -306,7 +315,9 @@ def _backward_input(grad_out, weight, geometry):
     if _use_channels_last(geometry):
         return _backward_channels_last(grad_out, None, weight, geometry, want_input=True, want_weight=False)[0]
     grad_x = np.empty(geometry.input_shape, dtype=weight.dtype)
-    if _use_row_fast_path(geometry) and geometry.stride[0] == 1:
+    if _use_input_gradient_phases(geometry):
+        _backward_input_phases_kernel(grad_out, weight, grad_x, *_loop_arguments(geometry))
+    elif _use_row_fast_path(geometry) and geometry.stride[0] == 1:
         _backward_input_rows_stride1_kernel(grad_out, weight, grad_x, *_loop_arguments(geometry)[2:])
     else:
         _backward_input_generic_kernel(grad_out, weight, grad_x, *_loop_arguments(geometry))
@@ -665,6 +676,69 @@ def _forward_rows_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
 # ----------------------------------------------------------------------------------------------------
 # Backward-input kernels (numba)
 # ----------------------------------------------------------------------------------------------------
+@parallel_jit
+def _backward_input_phases_kernel(grad_out, weight, grad_x, sh, sw, ph, pw, dh, dw):
+    """Strided planes, one output channel per input channel: the input gradient phase by phase.
+
+    Input pixel ``(ih, iw)`` receives ``w[kh, kw] * g[oh, ow]`` from the taps with ``oh*sh + kh*dh =
+    ih + ph`` (and the same for columns). Write ``ih + ph = a*sh + rh``: only the taps with ``kh*dh =
+    qh*sh + rh`` reach row ``ih``, from output row ``oh = a - qh``. So the input rows of one phase
+    ``rh`` (and columns of one phase ``rw``) are a stride-1 correlation of ``g`` with the taps of that
+    phase, ``gx_phase[a, b] = sum w[kh, kw] * g[a - qh, b - qw]``: as in :func:`_forward_flat_kernel`,
+    ``g`` is zero-padded into one flat run (``Qh`` rows above, ``Qw`` columns to the left, rows of ``Wg``
+    values) and each tap adds ``w * g_pad[start:start + run]`` to the whole phase at once. A 3x3 kernel
+    at stride 2 splits into phases of 2x2, 2x1, 1x2 and 1x1 taps. Each phase is then written to its
+    rows and every ``sw``-th column of ``grad_x``.
+
+    Each input pixel sums its taps in the generic kernel's order, so the bits are the generic kernel's,
+    which scatters each output row through each tap with a stride-``sw`` store per value (not
+    vectorised). Measured on a 2-core AMD EPYC (AVX2), alternated, float32: (8, 144, 56, 56) 3x3 s2
+    6.9 -> 3.0 ms, (8, 72, 56, 56) 5x5 s2 8.7 -> 2.0, (1, 96, 112, 112) 2.0 -> 0.83, (1, 144, 56, 56)
+    0.91 -> 0.33 ms.
+    """
+    N, C, H, W = grad_x.shape
+    _, _, kH, kW = weight.shape
+    _, _, H_out, W_out = grad_out.shape
+    Qh, Qw = ((kH - 1) * dh) // sh, ((kW - 1) * dw) // sw     # the largest tap offsets, in output rows/columns
+    rows = max(H_out + Qh, (H - 1 + ph) // sh + Qh + 2)       # every tap's run stays inside the buffer
+    Wg = max(W_out + Qw, (W - 1 + pw) // sw + Qw + 1)         # the padded row length
+    for c in prange(C):                                 # one channel's planes per iteration: disjoint writes
+        g_pad = np.zeros(rows * Wg, dtype=grad_x.dtype)   # g[n, c] at (Qh + oh, Qw + ow), zeros around
+        total = np.empty(((H - 1 + ph) // sh + 1) * Wg, dtype=grad_x.dtype)   # one phase's run
+        for n in range(N):                              # the borders stay zero, the rest is rewritten
+            g_plane, gx_plane = grad_out[n, c], grad_x[n, c]
+            for oh in range(H_out):
+                target, source = g_pad[(oh + Qh) * Wg + Qw:], g_plane[oh]
+                for ow in range(W_out):
+                    target[ow] = source[ow]
+            for rh in range(sh):                        # row phase: input rows ih with (ih + ph) % sh == rh
+                a_lo, a_hi = max(0, (ph - rh + sh - 1) // sh), (H - 1 + ph - rh) // sh
+                run = (a_hi - a_lo + 1) * Wg
+                for rw in range(sw):                    # column phase
+                    b_lo, b_hi = max(0, (pw - rw + sw - 1) // sw), (W - 1 + pw - rw) // sw
+                    if a_hi < a_lo or b_hi < b_lo:
+                        continue                        # no input pixel in this phase (a tiny plane)
+                    total[:run] = 0.0
+                    for kh in range(kH):
+                        if (kh * dh - rh) % sh != 0:
+                            continue                    # tap row kh does not reach this row phase
+                        qh = (kh * dh - rh) // sh
+                        for kw in range(kW):
+                            if (kw * dw - rw) % sw != 0:
+                                continue
+                            qw = (kw * dw - rw) // sw
+                            start = (a_lo - qh + Qh) * Wg + Qw - qw
+                            tap, tap_weight = g_pad[start:start + run], weight[c, 0, kh, kw]
+                            for j in range(run):        # the vectorised loop
+                                total[j] += tap_weight * tap[j]
+                    for a in range(a_lo, a_hi + 1):     # the phase's values to their input pixels
+                        iw_first = b_lo * sw + rw - pw
+                        x_part = gx_plane[a * sh + rh - ph, iw_first:]
+                        source = total[(a - a_lo) * Wg + b_lo:]
+                        for k in range(b_hi - b_lo + 1):
+                            x_part[k * sw] = source[k]
+
+
 @parallel_jit
 def _backward_input_generic_kernel(grad_out, weight, grad_x, sh, sw, ph, pw, dh, dw):
     """Scatter each output gradient back through every tap (the forward loops, transposed)."""

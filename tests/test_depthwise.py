@@ -254,7 +254,8 @@ def kernel_calls(monkeypatch):
     names = ["_forward_rows_kernel", "_forward_generic_kernel", "_backward_input_rows_stride1_kernel",
              "_backward_input_generic_kernel", "_backward_weight_rows_kernel", "_backward_weight_generic_kernel",
              "_forward_channels_last_kernel", "_backward_channels_last_kernel", "_forward_flat_kernel",
-             "_backward_weight_flat_kernel", "_forward_one_pixel_kernel", "_backward_one_pixel_kernel"]
+             "_backward_weight_flat_kernel", "_forward_one_pixel_kernel", "_backward_one_pixel_kernel",
+             "_backward_input_phases_kernel"]
     for name in names:
         original = getattr(D, name)
 
@@ -617,6 +618,42 @@ def test_strided_weight_gradient_takes_the_flat_kernel_above_the_channels_last_p
                             "_backward_weight_rows_kernel"]                 # 32x32: channels-last; multiplier 2
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, kernel, stride, padding, dilation", [
+    ((2, 3, 11, 12), (3, 3), (2, 2), (1, 1), (1, 1)),     # MobileNet's stride-2 layer, odd and even sizes
+    ((2, 2, 13, 13), (5, 5), (2, 2), (2, 2), (1, 1)),     # 5x5 at stride 2
+    ((1, 2, 14, 10), (3, 3), (3, 2), (0, 2), (2, 1)),     # unequal strides, dilation, padding on one axis
+    ((1, 2, 9, 9), (1, 1), (2, 2), (0, 0), (1, 1)),       # a kernel smaller than the stride: some phases get 0
+    ((1, 2, 12, 12), (4, 4), (3, 3), (2, 1), (1, 1)),     # even kernel, stride 3
+    ((1, 1, 2, 3), (3, 3), (2, 2), (1, 1), (1, 1)),       # a plane smaller than the phases
+])
+def test_phase_input_gradient_matches_the_reference_and_the_generic_kernels_bits(
+        x_shape, kernel, stride, padding, dilation, dtype, rng, kernel_calls, monkeypatch):
+    monkeypatch.setattr(D, "FLAT_WEIGHT_GRADIENT_MIN_PIXELS", 1)        # small planes, to keep the test fast,
+    monkeypatch.setattr(D, "CHANNELS_LAST_MAX_PIXELS", 0)               # which would take the channels-last kernel
+    weight = rng.standard_normal((x_shape[1], 1, *kernel)).astype(dtype)
+    options = dict(stride=stride, padding=padding, dilation=dilation)
+    geometry = D._depthwise_geometry(x_shape, weight.shape, stride, padding, dilation)
+    grad_out = rng.standard_normal(geometry.output_shape).astype(dtype)
+    grad_x = depthwise_conv2d_backward_input(grad_out, weight, x_shape, **options)
+    assert kernel_calls == ["_backward_input_phases_kernel"]
+    assert_close(grad_x, R.depthwise_conv2d_backward_input(grad_out, weight, x_shape, **options), dtype)
+    generic = np.empty(x_shape, dtype=dtype)
+    D._backward_input_generic_kernel(grad_out, weight, generic, *D._loop_arguments(geometry))
+    np.testing.assert_array_equal(grad_x, generic)                      # each pixel's taps in the same order
+
+
+def test_strided_input_gradient_takes_the_phase_kernel_above_the_channels_last_planes(rng, kernel_calls):
+    weight = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    grad_out = rng.standard_normal((1, 2, 17, 16)).astype(np.float32)
+    depthwise_conv2d_backward_input(grad_out, weight, (1, 2, 33, 32), stride=2, padding=1)
+    depthwise_conv2d_backward_input(grad_out[:, :, :16], weight, (1, 2, 32, 32), stride=2, padding=1)
+    depthwise_conv2d_backward_input(np.repeat(grad_out, 2, axis=1), np.repeat(weight, 2, axis=0), (1, 2, 33, 32),
+                                    stride=2, padding=1)
+    assert kernel_calls == ["_backward_input_phases_kernel", "_backward_channels_last_kernel",
+                            "_backward_input_generic_kernel"]               # 32x32: channels-last; multiplier 2
+
+
 def test_flat_weight_gradient_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
     x = rng.standard_normal((4, 6, 16, 16)).astype(np.float32)
     grad_out = rng.standard_normal((4, 6, 16, 16)).astype(np.float32)
@@ -630,8 +667,8 @@ def test_flat_weight_gradient_gives_the_same_bits_on_one_and_two_threads(rng, re
 @pytest.mark.nojit
 def test_flat_kernels_small_case_runs_as_python_too(rng):
     """Small enough for NUMBA_DISABLE_JIT=1: the flat-run forward (stride 1 and 2, with the batch-norm
-    epilogue) and both flat gradients (the weight gradient at stride 1 and 2), as plain Python, against
-    the reference."""
+    epilogue and hard swish) and both flat gradients (the weight gradient at stride 1 and 2), and the
+    phase-by-phase input gradient at stride 2, as plain Python, against the reference."""
     x = rng.standard_normal((1, 2, 7, 7))
     weight = rng.standard_normal((2, 1, 3, 3))
     grad_out = rng.standard_normal((1, 2, 7, 7))
@@ -650,6 +687,10 @@ def test_flat_kernels_small_case_runs_as_python_too(rng):
     grad_x, grad_weight = D._backward(g16, x16, weight, flat)
     assert_close(grad_x, R.depthwise_conv2d_backward_input(g16, weight, x16.shape, padding=1), np.float64)
     assert_close(grad_weight, R.depthwise_conv2d_backward_weight(g16, x16, weight.shape, padding=1), np.float64)
+    strided_input = np.empty(x.shape)
+    D._backward_input_phases_kernel(grad_out[:, :, :4, :4], weight, strided_input, 2, 2, 1, 1, 1, 1)
+    assert_close(strided_input, R.depthwise_conv2d_backward_input(grad_out[:, :, :4, :4], weight, x.shape, stride=2,
+                                                                  padding=1), np.float64)
     strided_weight = np.empty(weight.shape)
     D._backward_weight_flat_kernel(grad_out[:, :, :4, :4], x, strided_weight, 2, 2, 1, 1, 1, 1)
     assert_close(strided_weight, R.depthwise_conv2d_backward_weight(grad_out[:, :, :4, :4], x, weight.shape, stride=2,
