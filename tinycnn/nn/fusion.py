@@ -24,8 +24,9 @@ kernels are called directly, one after another, with the same arguments the laye
 This is the "fuse what follows a convolution" of inference engines (PyTorch's ``fuse_modules``, oneDNN's
 post-ops), done at run time: nothing is rewritten, and the weights stay the model's own, so a
 ``state_dict`` or a later ``train()`` sees no difference. Layers are merged only when nothing could
-observe the difference: they are exactly ``Conv2d``, ``BatchNorm2d`` and ``ReLU``/``ReLU6``/``Hardswish``,
-none has a forward hook or an instance-level ``forward``, and the channels match. Any other layer runs as usual.
+observe the difference: they are exactly ``Conv2d``, ``BatchNorm2d`` and ``ReLU``/``ReLU6``/``Hardswish``
+(or a squeeze-and-excitation block's own pool, convolutions and element-wise activations), none has a
+forward hook or an instance-level ``forward``, and the channels match. Any other layer runs as usual.
 
 Measured on a 2-core AMD EPYC (AVX2): see the README's benchmark section.
 """

@@ -38,6 +38,9 @@ class SqueezeExcitation(Module):
     Backward: ``y = s * x`` depends on ``x`` twice -- directly, and through the gate ``s``::
 
         dL/dx = s * dL/dy  +  avgpool.backward(fc1...gate.backward( sum_{h,w} dL/dy * x ))
+
+    Inside ``tinycnn.nn.no_grad()`` the five layers' kernels are called directly, without the layers'
+    checks and caches (:func:`tinycnn.nn.fusion.squeeze_excitation_without_grad`; same bits).
     """
 
     def __init__(self, input_channels, squeeze_channels, activation=ReLU, scale_activation=Sigmoid):
