@@ -275,8 +275,9 @@ def _add_train_parser(subparsers):
             "bar, validation every epoch, checkpoints (last.npz, best.npz), history (JSON, CSV), plots\n"
             "(curves, confusion matrix, first-layer filters, feature maps, PCA/t-SNE of the features) and\n"
             f"summary.json in the output folder. Without options: MobileNet V2 (width {DEFAULT_WIDTH_MULT:g}) on "
-            "'shapes',\n4000 training and 1000 validation images, 10 epochs: about two minutes on two CPU cores\n"
-            "and >= 90% validation accuracy.\n"
+            "'shapes',\n4000 training and 1000 validation images, 10 epochs: about a minute on two CPU cores\n"
+            "(the first run on a machine also compiles the kernels: about two minutes) and >= 90% validation\n"
+            "accuracy.\n"
             "Ctrl-C saves a checkpoint; '--resume' continues exactly where the run stopped."),
         epilog=("examples:\n"
                 "  tinycnn train\n"
