@@ -483,10 +483,7 @@ def _forward_flat_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shif
     _, _, H_out, W_out = y.shape
     has_bias = bias.shape[0] > 0
     finished = scale.shape[0] > 0
-    phase_height = (H + 2 * ph + sh - 1) // sh
-    phase_width = (W + 2 * pw + sw - 1) // sw            # Wq: a phase's row length
-    run = H_out * phase_width                           # the output rows, at the phase row length
-    phase_size = phase_height * phase_width + ((kW - 1) * dw) // sw   # the last tap's run ends here
+    _, run, phase_size = _phase_layout(H, W, kW, H_out, sh, sw, ph, pw, dw)
     for c in prange(C):                                 # one channel, all its images, per iteration
         phases = np.zeros((sh * sw, phase_size), dtype=x.dtype)   # the padded plane, phase by phase
         total = np.empty(run, dtype=x.dtype)            # (H_out * Wq,)
@@ -550,6 +547,16 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
 
 
 @inline_jit
+def _phase_layout(H, W, kW, H_out, sh, sw, ph, pw, dw):
+    """``(Wq, run, phase_size)`` of a plane split in phases: ``Wq = ceil((W + 2*pw) / sw)`` a phase's row
+    length, ``run = H_out * Wq`` the output rows at that row length, and ``phase_size`` a phase's values
+    up to where the last tap's run ends (its rows, plus the last tap's column offset)."""
+    phase_height = (H + 2 * ph + sh - 1) // sh
+    phase_width = (W + 2 * pw + sw - 1) // sw
+    return phase_width, H_out * phase_width, phase_height * phase_width + ((kW - 1) * dw) // sw
+
+
+@inline_jit
 def _pad_into_phases(x_plane, phases, sh, sw, ph, pw, phase_width):
     """Copy ``x_plane`` (H, W) into its zero-padded plane split in ``sh*sw`` phases (``phases``, (sh*sw,
     phase_size), borders already zero): padded row ``i`` and column ``j`` go to phase ``(i % sh, j % sw)``
@@ -591,10 +598,7 @@ def _backward_weight_flat_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, d
     N, C, H, W = x.shape
     _, _, kH, kW = grad_weight.shape
     _, _, H_out, W_out = grad_out.shape
-    phase_height = (H + 2 * ph + sh - 1) // sh
-    phase_width = (W + 2 * pw + sw - 1) // sw            # Wq: a phase's row length
-    run = H_out * phase_width                           # the output rows, at the phase row length
-    phase_size = phase_height * phase_width + ((kW - 1) * dw) // sw   # the last tap's run ends here
+    phase_width, run, phase_size = _phase_layout(H, W, kW, H_out, sh, sw, ph, pw, dw)
     for c in prange(C):                                 # one channel's weights per iteration
         phases = np.zeros((sh * sw, phase_size), dtype=x.dtype)   # x[n, c] zero-padded, phase by phase
         g_run = np.zeros(run, dtype=x.dtype)            # g[n, c] at the phase row length, zeros between
