@@ -128,13 +128,19 @@ class Conv2d(Module):
     def forward(self, x):
         self._check_input(x, channels=self.in_channels)
         x = np.ascontiguousarray(x)
-        geometry = self._geometry(x.shape)
-        weight = np.ascontiguousarray(self.weight.data)
-        bias = None if self.bias is None else self.bias.data
-        with one_blas_thread():                                       # kernels/_jit.py: why one BLAS thread
-            y = conv2d_kernels._forward(x, weight, bias, geometry)           # (N, C_out, H_out, W_out)
+        y = self._convolve(x)                                             # (N, C_out, H_out, W_out)
         self._x, self._output_shape = x, y.shape
         return y
+
+    def _convolve(self, x, epilogue=None):
+        """The convolution of a checked input ``x``, keeping nothing: ``forward``'s arithmetic, its output
+        finished by ``epilogue`` (:func:`kernels.conv2d._forward`; ``tinycnn.nn.fusion`` passes a batch
+        norm and activation there)."""
+        x = np.ascontiguousarray(x)
+        bias = None if self.bias is None else self.bias.data
+        with one_blas_thread():                                       # kernels/_jit.py: why one BLAS thread
+            return conv2d_kernels._forward(x, np.ascontiguousarray(self.weight.data), bias, self._geometry(x.shape),
+                                           epilogue=epilogue)
 
     def backward(self, grad_out):
         self._check_grad_out(grad_out, self._output_shape)

@@ -32,8 +32,6 @@ Measured on a 2-core AMD EPYC (AVX2): see the README's benchmark section.
 """
 import numpy as np
 
-from kernels import conv2d as conv2d_kernels
-from kernels._jit import one_blas_thread
 from kernels.pooling import global_avg_pool2d_forward
 
 from .activation import Hardswish, ReLU, ReLU6, Sigmoid, _Elementwise
@@ -171,19 +169,9 @@ def conv_norm_clip(conv, norm, activation, x):
     scale, shift, _ = norm._running_affine(x.dtype)                            # (C_out,) each
     low, high, hardswish = (-np.inf, np.inf, False) if activation is None else _CONV_ACTIVATIONS[type(activation)]
     # the batch norm and the activation finish the convolution's output
-    y = _convolve(conv, x, epilogue=(scale, shift, low, high, hardswish))
+    y = conv._convolve(x, epilogue=(scale, shift, low, high, hardswish))
     _mark_without_grad(conv, norm, activation)
     return y
-
-
-def _convolve(conv, x, epilogue=None):
-    """What ``Conv2d.forward`` computes for a checked input ``x``, its output finished by ``epilogue``
-    (:func:`kernels.conv2d._forward`), keeping nothing for backward."""
-    x = np.ascontiguousarray(x)
-    bias = None if conv.bias is None else conv.bias.data
-    with one_blas_thread():
-        return conv2d_kernels._forward(x, np.ascontiguousarray(conv.weight.data), bias, conv._geometry(x.shape),
-                                       epilogue=epilogue)
 
 
 # the activations whose forward is "check, cache, return self._function(x)": _function is the layer
@@ -226,7 +214,7 @@ def squeeze_excitation_without_grad(se, x):
             or not _plain(pool, AdaptiveAvgPool2d) or pool._size != (1, 1)):
         return None
     squeezed = global_avg_pool2d_forward(x)                                     # (N, C, 1, 1)
-    hidden = activation(_convolve(fc1, fc1._check_input(squeezed, channels=fc1.in_channels)))    # (N, S, 1, 1)
-    gate = gate_activation(_convolve(fc2, fc2._check_input(hidden, channels=fc2.in_channels)))   # (N, C, 1, 1)
+    hidden = activation(fc1._convolve(fc1._check_input(squeezed, channels=fc1.in_channels)))    # (N, S, 1, 1)
+    gate = gate_activation(fc2._convolve(fc2._check_input(hidden, channels=fc2.in_channels)))   # (N, C, 1, 1)
     _mark_without_grad(pool, fc1, se.activation, fc2, se.scale_activation)
     return gate * x                                                             # broadcast over H, W
