@@ -80,11 +80,12 @@ FLAT_MIN_PIXELS_BATCHED = 12 * 12
 #: before), (8, 144, 56, 56) 16.3 -> 9.7 (row kernels before); but (64, 96, 8, 8) 1.18 -> 1.88, where the
 #: channels-last kernel, which computes both in one pass, stays.
 FLAT_BACKWARD_MIN_PIXELS = 16 * 16
-#: planes of at least this many pixels take the flat-run weight gradient at any stride (stride 1: from
-#: FLAT_BACKWARD_MIN_PIXELS, with the input gradient): those above the channels-last kernels' 32x32.
-#: Measured on a 2-core AMD EPYC (AVX2) at stride 2, against the register-row kernel: (8, 144, 56, 56)
-#: 3.42 -> 2.35 ms, (8, 72, 56, 56) 5x5 4.86 -> 1.68, (2, 32, 33, 33) 0.09 -> 0.07.
-FLAT_WEIGHT_GRADIENT_MIN_PIXELS = CHANNELS_LAST_MAX_PIXELS + 1
+#: planes of at least this many pixels (those above the channels-last kernels' 32x32) take the flat-run
+#: weight gradient at any stride (stride 1: from FLAT_BACKWARD_MIN_PIXELS, with the input gradient) and,
+#: at strides above 1, the phase-by-phase input gradient. Measured on a 2-core AMD EPYC (AVX2) at stride
+#: 2, weight gradient against the register-row kernel: (8, 144, 56, 56) 3.42 -> 2.35 ms, (8, 72, 56, 56)
+#: 5x5 4.86 -> 1.68, (2, 32, 33, 33) 0.09 -> 0.07; input gradient: :func:`_backward_input_phases_kernel`.
+LARGE_PLANE_GRADIENTS_MIN_PIXELS = CHANNELS_LAST_MAX_PIXELS + 1
 #: channels per iteration of the channels-last kernels (a multiple of the vector width)
 CHANNEL_BLOCK = 64
 #: ... or half of it when there are fewer than this many (image, block) iterations per thread
@@ -153,20 +154,20 @@ def _use_flat_backward(geometry):
 
 def _use_flat_weight_gradient(geometry):
     """The flat-run weight gradient (:func:`_backward_weight_flat_kernel`): where :func:`_use_flat_backward`
-    holds, and at any stride on planes of at least :data:`FLAT_WEIGHT_GRADIENT_MIN_PIXELS` pixels (one
+    holds, and at any stride on planes of at least :data:`LARGE_PLANE_GRADIENTS_MIN_PIXELS` pixels (one
     output channel per input channel)."""
     _, C, H, W = geometry.input_shape
     return (_use_flat_backward(geometry)
-            or (geometry.weight_shape[0] == C and H * W >= FLAT_WEIGHT_GRADIENT_MIN_PIXELS))
+            or (geometry.weight_shape[0] == C and H * W >= LARGE_PLANE_GRADIENTS_MIN_PIXELS))
 
 
 def _use_input_gradient_phases(geometry):
     """The phase-by-phase input gradient (:func:`_backward_input_phases_kernel`): strides other than 1 on
-    planes of at least :data:`FLAT_WEIGHT_GRADIENT_MIN_PIXELS` pixels (those above the channels-last
+    planes of at least :data:`LARGE_PLANE_GRADIENTS_MIN_PIXELS` pixels (those above the channels-last
     kernels), one output channel per input channel."""
     _, C, H, W = geometry.input_shape
     return (geometry.stride != (1, 1) and geometry.weight_shape[0] == C
-            and H * W >= FLAT_WEIGHT_GRADIENT_MIN_PIXELS)
+            and H * W >= LARGE_PLANE_GRADIENTS_MIN_PIXELS)
 
 
 def _use_channels_last(geometry):
@@ -592,7 +593,7 @@ def _backward_weight_flat_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, d
     order: one channel per parallel iteration, the same bits on any number of threads.
 
     At stride 2 this replaced the register-row kernel, whose taps read every second input column (not
-    vectorised): measured in :data:`FLAT_WEIGHT_GRADIENT_MIN_PIXELS`'s comment, and (1, 96, 112, 112)
+    vectorised): measured in :data:`LARGE_PLANE_GRADIENTS_MIN_PIXELS`'s comment, and (1, 96, 112, 112)
     0.94 -> 0.78 ms.
     """
     N, C, H, W = x.shape

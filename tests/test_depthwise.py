@@ -277,7 +277,7 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
     monkeypatch.setattr(D, "CHANNELS_LAST_MAX_PIXELS", 0)      # planes of any size take the plane loops
     monkeypatch.setattr(D, "FLAT_MIN_PIXELS", 10**9)            # ... and not the flat-run kernels
     monkeypatch.setattr(D, "FLAT_BACKWARD_MIN_PIXELS", 10**9)
-    monkeypatch.setattr(D, "FLAT_WEIGHT_GRADIENT_MIN_PIXELS", 10**9)
+    monkeypatch.setattr(D, "LARGE_PLANE_GRADIENTS_MIN_PIXELS", 10**9)
     x = rng.standard_normal((1, 2, 9, 9))
     weight = rng.standard_normal((2, 1, kernel, kernel))
     y = depthwise_conv2d_forward(x, weight, stride=stride, padding=1)
@@ -597,7 +597,7 @@ def test_flat_backward_is_not_used_when_the_padding_exceeds_the_kernels_reach():
 ])
 def test_flat_weight_gradient_at_any_stride_matches_the_reference(x_shape, kernel, stride, padding, dilation,
                                                                   dtype, rng, kernel_calls, monkeypatch):
-    monkeypatch.setattr(D, "FLAT_WEIGHT_GRADIENT_MIN_PIXELS", 1)        # small planes, to keep the test fast
+    monkeypatch.setattr(D, "LARGE_PLANE_GRADIENTS_MIN_PIXELS", 1)        # small planes, to keep the test fast
     x = rng.standard_normal(x_shape).astype(dtype)
     weight_shape = (x_shape[1], 1, *kernel)
     options = dict(stride=stride, padding=padding, dilation=dilation)
@@ -629,7 +629,7 @@ def test_strided_weight_gradient_takes_the_flat_kernel_above_the_channels_last_p
 ])
 def test_phase_input_gradient_matches_the_reference_and_the_generic_kernels_bits(
         x_shape, kernel, stride, padding, dilation, dtype, rng, kernel_calls, monkeypatch):
-    monkeypatch.setattr(D, "FLAT_WEIGHT_GRADIENT_MIN_PIXELS", 1)        # small planes, to keep the test fast,
+    monkeypatch.setattr(D, "LARGE_PLANE_GRADIENTS_MIN_PIXELS", 1)        # small planes, to keep the test fast,
     monkeypatch.setattr(D, "CHANNELS_LAST_MAX_PIXELS", 0)               # which would take the channels-last kernel
     weight = rng.standard_normal((x_shape[1], 1, *kernel)).astype(dtype)
     options = dict(stride=stride, padding=padding, dilation=dilation)
