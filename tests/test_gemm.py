@@ -151,7 +151,8 @@ def test_one_matrix_vector_product_skips_the_blocked_kernel_and_keeps_the_epilog
                     reason="needs numba's compiled kernel and NumPy's OpenBLAS")
 def test_every_layout_of_both_dtypes_runs_on_four_compiled_signatures(rng):
     # C-, F- and any-strided operands and outputs, float32 then float64 then float32 again: the kernel is
-    # compiled once per dtype and output layout, and each dtype's BLAS function is told apart
+    # compiled once per dtype and output layout (compilation opened again for the second dtype, closed
+    # after it), and each dtype's BLAS function is told apart
     with one_blas_thread():
         for dtype in (np.float32, np.float64, np.float32):
             for transpose_a, transpose_b in [(False, False), (True, True)]:
@@ -163,3 +164,30 @@ def test_every_layout_of_both_dtypes_runs_on_four_compiled_signatures(rng):
                     tolerance = 1e-5 if dtype == np.float32 else 1e-12        # as in the test above
                     np.testing.assert_allclose(out, expected, rtol=0, atol=tolerance * np.abs(expected).max())
     assert len(_gemm._batched_matmul_kernel.signatures) <= 4
+
+
+_ONE_DTYPE_SCRIPT = """
+import numpy as np
+from kernels import _gemm
+from kernels._jit import one_blas_thread
+rng = np.random.default_rng(0)
+with one_blas_thread():
+    flipped = rng.standard_normal((2, 7, 5)).transpose(0, 2, 1), rng.standard_normal((2, 9, 7)).transpose(0, 2, 1)
+    for a, b in [(rng.standard_normal((2, 5, 7)), rng.standard_normal((2, 7, 9))), flipped]:
+        a, b = a.astype(np.float32), b.astype(np.float32)
+        _gemm.batched_matmul(a, b, np.zeros((2, 5, 9), dtype=np.float32))
+        _gemm.batched_matmul(a, b, np.zeros((2, 5, 12), dtype=np.float32)[:, :, :9])
+print(sorted({str(signature[7]) for signature in _gemm._batched_matmul_kernel.signatures}))
+"""
+
+
+@pytest.mark.skipif(not _gemm._CBLAS or not hasattr(_gemm._batched_matmul_kernel, "signatures"),
+                    reason="needs numba's compiled kernel and NumPy's OpenBLAS")
+def test_a_float32_process_compiles_only_the_two_float32_signatures():
+    # a float32 training run should not pay for float64's signatures (a fresh process: this one may have
+    # fixed float64 already); the output's type is the 8th argument
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-c", _ONE_DTYPE_SCRIPT], capture_output=True, text=True, timeout=300,
+                            check=True)
+    assert result.stdout.strip() == "['array(float32, 3d, A)', 'array(float32, 3d, C)']"
