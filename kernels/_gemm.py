@@ -40,39 +40,47 @@ MAX_BLOCKS = 4
 
 
 def _find_cblas():
-    """``{dtype: ctypes function}`` for NumPy's OpenBLAS ``cblas_?gemm``, or ``{}`` if not found.
+    """``({dtype: cblas_?gemm}, {dtype: cblas_?gemv})`` as ctypes functions of NumPy's OpenBLAS, or empty
+    dicts if not found.
 
     Only symbols whose integer width is certain are used: scipy-openblas's ``scipy_cblas_?gemm64_``
     (64-bit integers, what NumPy 2 wheels ship) and ``scipy_cblas_?gemm`` (32-bit), and OpenBLAS's
-    ``cblas_?gemm64_``. Each is checked on a small product before it is trusted.
+    ``cblas_?gemm64_``; gemv by the same pattern from the same library. Each is checked on a small
+    product before it is trusted.
     """
     try:
         from threadpoolctl import threadpool_info
         paths = [info["filepath"] for info in threadpool_info() if info.get("internal_api") == "openblas"]
     except Exception:                        # threadpoolctl cannot inspect this process: use np.matmul
-        return {}
+        return {}, {}
     paths.sort(key=lambda path: "numpy" not in path)          # NumPy's own copy first
-    candidates = [("scipy_cblas_{}gemm64_", ctypes.c_int64), ("cblas_{}gemm64_", ctypes.c_int64),
-                  ("scipy_cblas_{}gemm", ctypes.c_int32)]
+    candidates = [("scipy_cblas_{}{}64_", ctypes.c_int64), ("cblas_{}{}64_", ctypes.c_int64),
+                  ("scipy_cblas_{}{}", ctypes.c_int32)]
     for path in paths:
         try:
             library = ctypes.CDLL(path)
         except OSError:
             continue
         for pattern, integer in candidates:
-            functions = {}
+            gemm, gemv = {}, {}
             for letter, dtype, real in (("s", np.float32, ctypes.c_float), ("d", np.float64, ctypes.c_double)):
-                if not hasattr(library, pattern.format(letter)):
+                if not hasattr(library, pattern.format(letter, "gemm")):
                     break
                 # one prototype (a ctypes class of its own) per dtype: numba remembers the type of a ctypes
                 # function per class, so two functions of one class would both pass for the first one's
                 prototype = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_int, integer, integer,
                                              integer, real, ctypes.c_void_p, integer, ctypes.c_void_p, integer,
                                              real, ctypes.c_void_p, integer)
-                functions[np.dtype(dtype)] = prototype((pattern.format(letter), library))
-            if len(functions) == 2 and all(_gives_matmul(f, dtype) for dtype, f in functions.items()):
-                return functions
-    return {}
+                gemm[np.dtype(dtype)] = prototype((pattern.format(letter, "gemm"), library))
+                if hasattr(library, pattern.format(letter, "gemv")):
+                    # order, trans, M, N, alpha, A, lda, x, incx, beta, y, incy
+                    prototype = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, integer, integer, real,
+                                                 ctypes.c_void_p, integer, ctypes.c_void_p, integer, real,
+                                                 ctypes.c_void_p, integer)
+                    gemv[np.dtype(dtype)] = prototype((pattern.format(letter, "gemv"), library))
+            if len(gemm) == 2 and all(_gives_matmul(f, dtype) for dtype, f in gemm.items()):
+                return gemm, {dtype: f for dtype, f in gemv.items() if _gives_matrix_vector(f, dtype)}
+    return {}, {}
 
 
 def _gives_matmul(function, dtype):
@@ -85,7 +93,16 @@ def _gives_matmul(function, dtype):
     return np.array_equal(out, a @ b)
 
 
-_CBLAS = _find_cblas()
+def _gives_matrix_vector(function, dtype):
+    """Does the gemv ``function`` compute a small matrix-vector product as ``np.matmul`` does?"""
+    a = np.arange(6, dtype=dtype).reshape(2, 3)
+    x = np.arange(3, dtype=dtype)
+    out = np.zeros(2, dtype=dtype)
+    function(ROW_MAJOR, NO_TRANS, 2, 3, 1.0, a.ctypes.data, 3, x.ctypes.data, 1, 0.0, out.ctypes.data, 1)
+    return np.array_equal(out, a @ x)
+
+
+_CBLAS, _CBLAS_GEMV = _find_cblas()
 
 
 def _operand(matrix_stack):
@@ -147,9 +164,13 @@ def batched_matmul(a, b, out, epilogue=None):
         return _finish_rows_numpy(out, epilogue)
     if products == 1 and (M == 1 or N == 1):
         # one matrix-vector product (a squeeze-and-excitation gate, a batch-1 layer on a 1x1 map): gemm
-        # would copy ("pack") the whole matrix for a single vector; np.matmul calls gemv instead
-        # (measured on a 2-core AMD EPYC: (144, 576) @ (576, 1) 29 -> 5 us)
-        np.matmul(a[0], b[0], out=out[0])
+        # would copy ("pack") the whole matrix for a single vector (measured on a 2-core AMD EPYC:
+        # (144, 576) @ (576, 1) 29 us with gemm, 5 us with gemv)
+        if N == 1:                                  # (M, K) @ (K,): the rows of a
+            matrix, vector, result = a[0], b[0, :, 0], out[0, :, 0]
+        else:                                       # (1, K) @ (K, N): the columns of b, as rows of b^T
+            matrix, vector, result = b[0].T, a[0, 0], out[0, 0]
+        result[...] = matrix_vector(matrix, vector)
         return _finish_rows_numpy(out, epilogue)
     function = _CBLAS.get(out.dtype)
     if function is None or out.strides[2] != out.itemsize or out.shape[1] > 1 and out.strides[1] < out.itemsize * N:
@@ -169,6 +190,25 @@ def batched_matmul(a, b, out, epilogue=None):
     _batched_matmul_kernel(function, a, trans_a, lda, b, trans_b, ldb, out, ldc,
                            products // outputs, count, by_rows, size, scale, shift, low, high, hardswish)
     return out
+
+
+def matrix_vector(matrix, vector):
+    """``matrix @ vector`` for one (R, K) matrix and a (K,) vector of one dtype: (R,), a new array.
+
+    BLAS's ``cblas_?gemv`` called directly (row-major, no transpose, C-contiguous operands), the same call
+    that the squeeze-and-excitation kernel makes from compiled code (:mod:`kernels.squeeze_excitation`),
+    so the two give the same bits; ``np.matmul`` (which picks its own gemv call) when no gemv was found.
+    Call inside :func:`kernels._jit.one_blas_thread`.
+    """
+    result = np.empty(matrix.shape[0], dtype=matrix.dtype)
+    gemv = _CBLAS_GEMV.get(matrix.dtype)
+    if gemv is None or vector.dtype != matrix.dtype:
+        return np.matmul(matrix, vector, out=result)
+    matrix, vector = np.ascontiguousarray(matrix), np.ascontiguousarray(vector)
+    rows, columns = matrix.shape
+    gemv(ROW_MAJOR, NO_TRANS, rows, columns, 1.0, matrix.ctypes.data, max(columns, 1), vector.ctypes.data, 1,
+         0.0, result.ctypes.data, 1)
+    return result
 
 
 #: the kernel's arguments for "no epilogue", per dtype (empty scale and shift: never written, so shared)

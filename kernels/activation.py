@@ -25,6 +25,14 @@ from ._jit import inline_jit, parallel_jit, prange
 CHUNK = 16384   # values per parallel iteration: long runs to vectorise, enough of them to share out
 
 
+@inline_jit
+def clip_value(value, low, high):
+    """``min(max(value, low), high)`` for one value: two selects, not branches; NaN fails both tests and
+    stays NaN. ``low`` and ``high`` have the value's dtype."""
+    value = low if value < low else value
+    return high if value > high else value
+
+
 @parallel_jit
 def _clip_forward_kernel(x, low, high, y):
     """``y[i] = min(max(x[i], low), high)`` for flat (M,) arrays."""
@@ -34,9 +42,7 @@ def _clip_forward_kernel(x, low, high, y):
         start, stop = chunk * CHUNK, min(M, (chunk + 1) * CHUNK)
         x_run, y_run = x[start:stop], y[start:stop]      # (run,) views: the loop below vectorises
         for i in range(stop - start):
-            value = x_run[i]
-            value = low if value < low else value        # selects, not branches; NaN fails both tests
-            y_run[i] = high if value > high else value
+            y_run[i] = clip_value(x_run[i], low, high)
 
 
 @parallel_jit
@@ -112,6 +118,13 @@ def hardswish_value(value, zero, three, six):
     return value * relu6_shifted(value, zero, three, six) / six
 
 
+@inline_jit
+def hardsigmoid_value(value, zero, three, six):
+    """``clip(value + 3, 0, 6) / 6`` for one value (``zero, three, six`` of its dtype): the hard-sigmoid
+    kernel's arithmetic, shared with the squeeze-and-excitation kernel (:mod:`kernels.squeeze_excitation`)."""
+    return relu6_shifted(value, zero, three, six) / six
+
+
 @parallel_jit
 def _hardswish_forward_kernel(x, y):
     """``y[i] = x[i] * clip(x[i] + 3, 0, 6) / 6`` for flat (M,) arrays, in ``x``'s dtype as NumPy does."""
@@ -169,7 +182,7 @@ def _hardsigmoid_forward_kernel(x, y):
         start, stop = chunk * CHUNK, min(M, (chunk + 1) * CHUNK)
         x_run, y_run = x[start:stop], y[start:stop]
         for i in range(stop - start):
-            y_run[i] = relu6_shifted(x_run[i], zero, three, six) / six
+            y_run[i] = hardsigmoid_value(x_run[i], zero, three, six)
 
 
 @parallel_jit

@@ -191,3 +191,20 @@ def test_a_float32_process_compiles_only_the_two_float32_signatures():
     result = subprocess.run([sys.executable, "-c", _ONE_DTYPE_SCRIPT], capture_output=True, text=True, timeout=300,
                             check=True)
     assert result.stdout.strip() == "['array(float32, 3d, A)', 'array(float32, 3d, C)']"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matrix_vector_takes_any_layout_and_falls_back_to_numpy_without_gemv(dtype, rng, monkeypatch):
+    # rows of a transposed matrix and a strided vector are copied to what gemv reads; without a gemv
+    # symbol np.matmul does the product (to rounding: its own summation order)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    matrix = rng.standard_normal((37, 20)).astype(dtype).T                  # (20, 37), F-contiguous
+    vector = rng.standard_normal(74).astype(dtype)[::2]                     # (37,), stride 2
+    expected = matrix.astype(np.float64) @ vector.astype(np.float64)
+    with one_blas_thread():
+        ours = _gemm.matrix_vector(matrix, vector)
+        monkeypatch.setattr(_gemm, "_CBLAS_GEMV", {})
+        fallback = _gemm.matrix_vector(matrix, vector)
+    for result in (ours, fallback):
+        assert result.shape == (20,) and result.dtype == dtype
+        np.testing.assert_allclose(result, expected, rtol=0, atol=tolerance * np.abs(expected).max())

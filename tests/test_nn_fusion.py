@@ -284,3 +284,45 @@ def test_squeeze_excitation_without_grad_checks_the_dtype_like_its_layers(rng):
     block = _squeeze_excitation(nn.Hardsigmoid, rng, np.float64)
     with nn.no_grad(), pytest.raises(TypeError, match="Conv2d has float64 parameters but the input is float32"):
         block(np.ones((1, 12, 3, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.ReLU6])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels, squeeze, size", [(12, 4, 5), (40, 16, 7), (96, 24, 14)])
+def test_one_image_mobilenet_v3_block_is_one_compiled_call_with_the_same_bits(activation, dtype, channels, squeeze,
+                                                                             size, rng, monkeypatch):
+    # a ReLU/ReLU6 and hard-sigmoid block on one image: kernels.squeeze_excitation, once, and the bits of
+    # the layers one by one (plane sizes with P % 4 != 0, squeeze widths with S % 8 != 0 included)
+    nn.init.manual_seed(2)
+    block = nn.SqueezeExcitation(channels, squeeze, activation=activation, scale_activation=nn.Hardsigmoid).to(dtype)
+    for conv in (block.fc1, block.fc2):
+        conv.bias.data[...] = rng.standard_normal(conv.bias.data.shape)
+    x = 3 * rng.standard_normal((1, channels, size, size)).astype(dtype)
+    expected = block(x)                                             # the layers one by one
+    calls = []
+    real = fusion.squeeze_excitation_clip_hardsigmoid
+    monkeypatch.setattr(fusion, "squeeze_excitation_clip_hardsigmoid",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    with nn.no_grad():
+        np.testing.assert_array_equal(block(x), expected)
+    assert calls == [1]
+
+
+def test_the_one_image_block_is_not_taken_for_other_gates_batches_or_without_blas_gemv(rng, monkeypatch):
+    from kernels import _gemm
+    calls = []
+    real = fusion.squeeze_excitation_clip_hardsigmoid
+    monkeypatch.setattr(fusion, "squeeze_excitation_clip_hardsigmoid",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    sigmoid_gate, hard_gate = _squeeze_excitation(nn.Sigmoid, rng), _squeeze_excitation(nn.Hardsigmoid, rng)
+    with nn.no_grad():
+        sigmoid_gate(rng.standard_normal((1, 12, 4, 4)).astype(np.float32))
+        hard_gate(rng.standard_normal((2, 12, 4, 4)).astype(np.float32))
+    assert calls == []
+    x = rng.standard_normal((1, 12, 4, 4)).astype(np.float32)
+    expected = hard_gate(x)
+    monkeypatch.setattr(_gemm, "_CBLAS_GEMV", {})                   # no gemv found: the layers' kernels
+    monkeypatch.setattr("kernels.squeeze_excitation._CBLAS_GEMV", {})
+    with nn.no_grad():
+        np.testing.assert_allclose(hard_gate(x), expected, rtol=1e-6, atol=1e-6)   # np.matmul's own gemv order
+    assert calls == [1]                                             # asked, and it declined

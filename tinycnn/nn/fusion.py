@@ -32,9 +32,11 @@ Measured on a 2-core AMD EPYC (AVX2): see the README's benchmark section.
 """
 import numpy as np
 
+from kernels._jit import one_blas_thread
 from kernels.pooling import global_avg_pool2d_forward
+from kernels.squeeze_excitation import squeeze_excitation_clip_hardsigmoid
 
-from .activation import Hardswish, ReLU, ReLU6, Sigmoid, _Elementwise
+from .activation import Hardsigmoid, Hardswish, ReLU, ReLU6, Sigmoid, _Elementwise
 from .conv import Conv2d
 from .grad_mode import is_grad_enabled
 from .norm import BatchNorm2d
@@ -51,7 +53,7 @@ def _plain(layer, kind):
 
 
 def _uses_running_stats(norm):
-    return not norm.training and norm.track_running_stats and norm.running_mean is not None
+    return not norm.training and norm.track_running_stats and norm._buffers["running_mean"] is not None
 
 
 def _fusable_run(layers, start, grad_enabled=False):
@@ -208,13 +210,37 @@ def squeeze_excitation_without_grad(se, x):
     (alternated in one process, a 2-core AMD EPYC). The five layers are marked as having run without
     gradients.
     """
-    activation, gate_activation = _layer_function(se.activation), _layer_function(se.scale_activation)
-    pool, fc1, fc2 = se.avgpool, se.fc1, se.fc2
+    layers = se._modules                # the registry, not se.fc1 (Conv2d._convolve says why)
+    pool, fc1, fc2 = layers["avgpool"], layers["fc1"], layers["fc2"]
+    activation_layer, gate_layer = layers["activation"], layers["scale_activation"]
+    activation, gate_activation = _layer_function(activation_layer), _layer_function(gate_layer)
     if (activation is None or gate_activation is None or not _plain(fc1, Conv2d) or not _plain(fc2, Conv2d)
             or not _plain(pool, AdaptiveAvgPool2d) or pool._size != (1, 1)):
         return None
+    if x.shape[0] == 1:
+        y = _one_image_block(fc1, activation_layer, fc2, gate_layer, x)
+        if y is not None:
+            _mark_without_grad(pool, fc1, activation_layer, fc2, gate_layer)
+            return y
     squeezed = global_avg_pool2d_forward(x)                                     # (N, C, 1, 1)
     hidden = activation(fc1._convolve(fc1._check_input(squeezed, channels=fc1.in_channels)))    # (N, S, 1, 1)
     gate = gate_activation(fc2._convolve(fc2._check_input(hidden, channels=fc2.in_channels)))   # (N, C, 1, 1)
-    _mark_without_grad(pool, fc1, se.activation, fc2, se.scale_activation)
+    _mark_without_grad(pool, fc1, activation_layer, fc2, gate_layer)
     return gate * x                                                             # broadcast over H, W
+
+
+def _one_image_block(fc1, activation, fc2, gate, x):
+    """MobileNet V3's block (ReLU or ReLU6, hard-sigmoid gate, both convolutions with a bias) on one image
+    as one compiled call (:func:`kernels.squeeze_excitation.squeeze_excitation_clip_hardsigmoid`, same bits
+    as the layers); None for any other block, or when the dtypes differ (the layers then raise their error)."""
+    if type(activation) not in (ReLU, ReLU6) or type(gate) is not Hardsigmoid:
+        return None
+    fc1_weight, fc1_bias = fc1._parameters["weight"], fc1._parameters["bias"]
+    fc2_weight, fc2_bias = fc2._parameters["weight"], fc2._parameters["bias"]
+    if fc1_bias is None or fc2_bias is None:
+        return None
+    weights = (fc1_weight.data, fc1_bias.data, fc2_weight.data, fc2_bias.data)
+    if any(weight.dtype != x.dtype for weight in weights):
+        return None
+    with one_blas_thread():
+        return squeeze_excitation_clip_hardsigmoid(x, *weights, high=activation.HIGH)
