@@ -151,13 +151,14 @@ class Conv2d(Module):
         self._check_grad_out(grad_out, self._output_shape)
         grad_out = np.ascontiguousarray(grad_out, dtype=self._x.dtype)
         geometry = self._geometry(self._x.shape)
-        weight = np.ascontiguousarray(self.weight.data)
+        weight, bias = self._parameters["weight"], self._parameters["bias"]      # (the registry: see _convolve)
         # both gradients in one call (small depthwise planes fused)
         with one_blas_thread():
-            grad_x, grad_weight = conv2d_kernels._backward(grad_out, self._x, weight, geometry)
-        self.weight.grad += grad_weight
-        if self.bias is not None:
-            self.bias.grad += conv2d_backward_bias(grad_out)          # sum over N, H_out, W_out
+            grad_x, grad_weight = conv2d_kernels._backward(grad_out, self._x, np.ascontiguousarray(weight.data),
+                                                           geometry)
+        weight.grad += grad_weight
+        if bias is not None:
+            bias.grad += conv2d_backward_bias(grad_out)               # sum over N, H_out, W_out
         return grad_x
 
     def extra_repr(self):
