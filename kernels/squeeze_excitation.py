@@ -19,14 +19,15 @@ every step with the same arithmetic as the layers' kernels (:func:`kernels.pooli
 """
 import numpy as np
 
-from ._gemm import _CBLAS_GEMV, NO_TRANS, ROW_MAJOR
+from ._gemm import _CBLAS_GEMV, NO_TRANS, PARALLEL_MATRIX_VECTOR_MIN_ELEMENTS, ROW_MAJOR
 from ._jit import jit
 from .activation import clip_value, hardsigmoid_value
 from .pooling import plane_mean
 
 
 def squeeze_excitation_clip_hardsigmoid(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, high=np.inf):
-    """MobileNet V3's squeeze-and-excitation block on one image; None when no BLAS gemv was found.
+    """MobileNet V3's squeeze-and-excitation block on one image; None when no BLAS gemv was found or the
+    convolutions are as large as :data:`kernels._gemm.PARALLEL_MATRIX_VECTOR_MIN_ELEMENTS`.
 
     Parameters
     ----------
@@ -47,10 +48,10 @@ def squeeze_excitation_clip_hardsigmoid(x, fc1_weight, fc1_bias, fc2_weight, fc2
     Call inside :func:`kernels._jit.one_blas_thread` (the two products are BLAS calls).
     """
     gemv = _CBLAS_GEMV.get(x.dtype)
-    if gemv is None:
-        return None
     _, C, H, W = x.shape
     S = fc1_weight.shape[0]
+    if gemv is None or S * C >= PARALLEL_MATRIX_VECTOR_MIN_ELEMENTS:
+        return None                 # (the layers would take matrix_vector's blocks, with other bits)
     x_planes = np.ascontiguousarray(x).reshape(C, H * W)
     y = np.empty_like(x_planes)
     _squeeze_excitation_kernel(gemv, x_planes, np.ascontiguousarray(fc1_weight).reshape(S, C), fc1_bias,

@@ -208,3 +208,26 @@ def test_matrix_vector_takes_any_layout_and_falls_back_to_numpy_without_gemv(dty
     for result in (ours, fallback):
         assert result.shape == (20,) and result.dtype == dtype
         np.testing.assert_allclose(result, expected, rtol=0, atol=tolerance * np.abs(expected).max())
+
+
+@pytest.mark.skipif(not _gemm._CBLAS_GEMV, reason="needs NumPy's OpenBLAS gemv")
+def test_a_large_matrix_vector_product_runs_in_row_blocks_with_the_same_bits_on_any_thread_count(rng):
+    # (1000, 300) has more than PARALLEL_MATRIX_VECTOR_MIN_ELEMENTS elements: one gemv per block of rows,
+    # the blocks fixed by the shape
+    import numba
+    matrix = rng.standard_normal((1000, 300)).astype(np.float32)
+    vector = rng.standard_normal(300).astype(np.float32)
+    assert matrix.size >= _gemm.PARALLEL_MATRIX_VECTOR_MIN_ELEMENTS
+    expected = matrix.astype(np.float64) @ vector.astype(np.float64)
+    threads = numba.get_num_threads()
+    try:
+        results = []
+        for count in sorted({1, threads}):
+            numba.set_num_threads(count)
+            with one_blas_thread():
+                results.append(_gemm.matrix_vector(matrix, vector))
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_allclose(results[0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    for result in results[1:]:
+        np.testing.assert_array_equal(result, results[0])

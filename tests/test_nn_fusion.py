@@ -326,3 +326,16 @@ def test_the_one_image_block_is_not_taken_for_other_gates_batches_or_without_bla
     with nn.no_grad():
         np.testing.assert_allclose(hard_gate(x), expected, rtol=1e-6, atol=1e-6)   # np.matmul's own gemv order
     assert calls == [1]                                             # asked, and it declined
+
+
+def test_the_one_image_block_declines_convolutions_as_large_as_the_blocked_matrix_vector_product(rng, monkeypatch):
+    # there the layers' 1x1 convolutions take kernels._gemm.matrix_vector's row blocks, whose bits a single
+    # gemv call need not give: the block runs its layers' kernels (same result as one by one)
+    import kernels.squeeze_excitation as se_kernels
+    block = _squeeze_excitation(nn.Hardsigmoid, rng)
+    x = rng.standard_normal((1, 12, 4, 4)).astype(np.float32)
+    expected = block(x)
+    monkeypatch.setattr(se_kernels, "PARALLEL_MATRIX_VECTOR_MIN_ELEMENTS", 12 * 4)          # fc1: (4, 12)
+    monkeypatch.setattr(se_kernels, "_squeeze_excitation_kernel", lambda *args: pytest.fail("one call taken"))
+    with nn.no_grad():
+        np.testing.assert_array_equal(block(x), expected)

@@ -456,3 +456,22 @@ def test_batch_norm_running_affine_is_the_numpy_expressions_bit_for_bit(running_
     np.testing.assert_array_equal(scale, weight * expected_inv_std)
     np.testing.assert_array_equal(shift, bias - bn.running_mean.astype(dtype) * (weight * expected_inv_std))
     assert scale.dtype == shift.dtype == inv_std.dtype == dtype
+
+
+@pytest.mark.parametrize("in_features, out_features", [(20, 7), (1280, 1000)])
+def test_linear_on_one_row_is_a_matrix_vector_product_that_agrees_with_the_batched_product(in_features,
+                                                                                           out_features, monkeypatch):
+    # one row goes to kernels._gemm.matrix_vector (BLAS gemv; a (1000, 1280) weight in row blocks on
+    # numba's threads), several rows to NumPy's matrix product: the same values to float32 rounding
+    import tinycnn.nn.linear as linear_module
+    rng = np.random.default_rng(3)
+    layer = nn.Linear(in_features, out_features)
+    x = rng.standard_normal((3, in_features)).astype(np.float32)
+    batched = layer(x)
+    calls = []
+    real = linear_module.matrix_vector
+    monkeypatch.setattr(linear_module, "matrix_vector", lambda *args: calls.append(1) or real(*args))
+    single = layer(x[1:2])
+    assert calls == [1] and single.shape == (1, out_features) and single.dtype == np.float32
+    np.testing.assert_allclose(single, batched[1:2], rtol=0, atol=1e-5 * np.abs(batched).max())
+    assert layer(x[1]).shape == (out_features,)                     # a bare (in_features,) vector too

@@ -1,6 +1,8 @@
-"""Fully connected layer ``y = x W^T + b`` (plain NumPy: one matrix product)."""
+"""Fully connected layer ``y = x W^T + b``: one matrix product (NumPy), or for one row BLAS's
+matrix-vector product (:func:`kernels._gemm.matrix_vector`)."""
 import numbers
 
+from kernels._gemm import matrix_vector
 from kernels._jit import one_blas_thread
 
 from . import init
@@ -49,7 +51,12 @@ class Linear(Module):
                              f"got shape {x.shape}")
         x_rows = x.reshape(-1, self.in_features)                 # (M, in)
         with one_blas_thread():                                   # as the convolutions: see kernels/_jit.py
-            y = x_rows @ self.weight.data.T                       # (M, out)
+            if x_rows.shape[0] == 1:
+                # one row (a batch-1 classifier): a matrix-vector product, in blocks of rows on numba's
+                # threads for a large weight (kernels._gemm.matrix_vector)
+                y = matrix_vector(self.weight.data, x_rows[0])[None]
+            else:
+                y = x_rows @ self.weight.data.T                   # (M, out)
         if self.bias is not None:
             y += self.bias.data
         self._x, self._input_shape = x_rows, x.shape
