@@ -10,10 +10,12 @@ the weight viewed as ``(C_out, C_in*kH*kW)`` then does every multiply-add of the
 Both loops are serial ``@jit`` on purpose: they run between multi-threaded BLAS calls whose worker
 threads keep spinning for a while after each call, and a numba ``prange`` there fights them for the
 two cores (measured on this machine for the transposed convolution: 60-280 ms per forward with
-parallel loops against 5-15 ms with serial ones).
+parallel loops against 5-15 ms with serial ones). The general convolution (:mod:`kernels.conv2d`)
+holds BLAS on one thread, and unfolds one large image (a 224 x 224 stem) with
+:func:`im2col_parallel_kernel`.
 """
 from ._index import valid_output_range
-from ._jit import jit
+from ._jit import inline_jit, jit, parallel_jit, prange
 from ._rows import tap_copy, tap_scatter_axpy
 
 
@@ -23,18 +25,42 @@ def im2col_kernel(image, cols, kH, kW, sh, sw, ph, pw, dh, dw):
 
     image (C, H, W); cols (C*kH*kW, H_grid, W_grid), overwritten.
     """
-    C, H, W = image.shape
-    _, H_grid, W_grid = cols.shape
+    C = image.shape[0]
     for row in range(C * kH * kW):                       # one (channel, tap) row of the columns at a time
-        c = row // (kH * kW)
-        kh = (row // kW) % kH
-        kw = row % kW
-        col_plane = cols[row]                            # (H_grid, W_grid)
-        col_plane[:, :] = 0.0                            # positions in the padding stay zero
-        i_lo, i_hi = valid_output_range(H_grid, H, sh, kh * dh - ph)
-        j_lo, j_hi = valid_output_range(W_grid, W, sw, kw * dw - pw)
-        for i in range(i_lo, i_hi):                      # grid rows that read inside the image
-            tap_copy(col_plane[i], image[c, i * sh + kh * dh - ph], j_lo, j_hi, sw, kw * dw - pw)
+        _im2col_row(image, cols, row, kH, kW, sh, sw, ph, pw, dh, dw)
+
+
+#: images whose columns hold at least this many values are unfolded on numba's threads
+#: (:func:`im2col_parallel_kernel`): a 224 x 224 stem's (27, 112*112) columns took 215 -> 147 us on a
+#: 2-core AMD EPYC, while on a 32 x 32 training stem (27, 16*16) waking the threads cost more (+4 us a
+#: call) than the copy.
+PARALLEL_MIN_VALUES = 1 << 16
+
+
+@parallel_jit
+def im2col_parallel_kernel(image, cols, kH, kW, sh, sw, ph, pw, dh, dw):
+    """:func:`im2col_kernel` with the rows of ``cols`` shared out among numba's threads (each row is
+    written by one iteration only)."""
+    C = image.shape[0]
+    for row in prange(C * kH * kW):
+        _im2col_row(image, cols, row, kH, kW, sh, sw, ph, pw, dh, dw)
+
+
+@inline_jit
+def _im2col_row(image, cols, row, kH, kW, sh, sw, ph, pw, dh, dw):
+    """Row ``row = (c*kH + a)*kW + b`` of :func:`im2col_kernel`'s columns: what tap ``(a, b)`` of
+    channel ``c`` sees at every output position."""
+    _, H, W = image.shape
+    _, H_grid, W_grid = cols.shape
+    c = row // (kH * kW)
+    kh = (row // kW) % kH
+    kw = row % kW
+    col_plane = cols[row]                                # (H_grid, W_grid)
+    col_plane[:, :] = 0.0                                # positions in the padding stay zero
+    i_lo, i_hi = valid_output_range(H_grid, H, sh, kh * dh - ph)
+    j_lo, j_hi = valid_output_range(W_grid, W, sw, kw * dw - pw)
+    for i in range(i_lo, i_hi):                          # grid rows that read inside the image
+        tap_copy(col_plane[i], image[c, i * sh + kh * dh - ph], j_lo, j_hi, sw, kw * dw - pw)
 
 
 @jit

@@ -28,7 +28,7 @@ Cost: ``kH*kW * C_in/groups * C_out * H_out*W_out`` MACs per image.
 import numpy as np
 
 from ._gemm import batched_matmul
-from ._im2col import col2im_kernel, im2col_kernel
+from ._im2col import PARALLEL_MIN_VALUES, col2im_kernel, im2col_kernel, im2col_parallel_kernel
 from ._jit import serial_blas
 from ._validate import (check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor,
                         conv_geometry)
@@ -309,7 +309,8 @@ def _im2col(image, cols, geometry):
     (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
     kH, kW = geometry.kernel_size
     H_out, W_out = geometry.output_shape[2:]
-    im2col_kernel(image, cols.reshape(cols.shape[0], H_out, W_out), kH, kW, sh, sw, ph, pw, dh, dw)
+    unfold = im2col_parallel_kernel if cols.size >= PARALLEL_MIN_VALUES else im2col_kernel
+    unfold(image, cols.reshape(cols.shape[0], H_out, W_out), kH, kW, sh, sw, ph, pw, dh, dw)
 
 
 def _col2im(cols, image, geometry):

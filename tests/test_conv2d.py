@@ -435,3 +435,26 @@ def test_im2col_path_in_chunks_of_images_matches_the_reference(groups, rng, monk
                  R.conv2d_backward_input(grad_out, weight, x.shape, **options), np.float64)
     assert_close(C2.conv2d_backward_weight(grad_out, x, weight.shape, **options),
                  R.conv2d_backward_weight(grad_out, x, weight.shape, **options), np.float64)
+
+
+def test_a_large_image_is_unfolded_on_numbas_threads_with_the_serial_kernels_bits(monkeypatch):
+    # a 224 x 224 stem's columns hold 27 * 112 * 112 values, above PARALLEL_MIN_VALUES: the parallel
+    # im2col; a 32 x 32 stem's stay serial. Either way the same columns, value for value.
+    from kernels import _im2col
+    rng = np.random.default_rng(5)
+    image = rng.standard_normal((3, 224, 224)).astype(np.float32)
+    serial, parallel = np.empty((27, 112, 112), np.float32), np.empty((27, 112, 112), np.float32)
+    _im2col.im2col_kernel(image, serial, 3, 3, 2, 2, 1, 1, 1, 1)
+    _im2col.im2col_parallel_kernel(image, parallel, 3, 3, 2, 2, 1, 1, 1, 1)
+    np.testing.assert_array_equal(parallel, serial)
+    used = []
+    for name in ("im2col_kernel", "im2col_parallel_kernel"):
+        real = getattr(conv2d, name)
+        monkeypatch.setattr(conv2d, name, lambda *args, real=real, name=name: used.append(name) or real(*args))
+    weight = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    for size in (224, 32):
+        x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
+        y = conv2d_forward(x, weight, stride=2, padding=1)
+        expected = R.conv2d_forward(x.astype(np.float64), weight.astype(np.float64), stride=2, padding=1)
+        np.testing.assert_allclose(y, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    assert used == ["im2col_parallel_kernel", "im2col_kernel"]
