@@ -99,21 +99,25 @@ def _forward(x, weight, bias, geometry, epilogue=None):
         return pointwise._forward(x, weight, bias, geometry, epilogue)
     if _is_depthwise(geometry):
         return depthwise._forward(x, weight, bias, geometry, epilogue)
-    return finish_channels(_im2col_forward(x, weight, bias, geometry), epilogue)
+    return _im2col_forward(x, weight, bias, geometry, epilogue)
 
 
-def _im2col_forward(x, weight, bias, geometry):
+def _im2col_forward(x, weight, bias, geometry, epilogue=None):
     """The general convolution: im2col for a chunk of images, then one matrix product per image and group
-    (:func:`kernels._gemm.batched_matmul`, on numba's threads)."""
+    (:func:`kernels._gemm.batched_matmul`, on numba's threads), finished by ``epilogue``: inside the
+    products' blocks when there is no bias (a stem convolution before its batch norm: (1, 16, 112, 112)
+    is then not read and written once more), else in a pass after the bias."""
     G = geometry.groups
     y = np.empty(geometry.output_shape, dtype=x.dtype)
     y_matrices = y.reshape(y.shape[0], y.shape[1], -1)             # (N, C_out, H_out*W_out) view
     w_matrix = _weight_matrix(weight, G)                           # (G, C_out/G, C_in/G*kH*kW)
+    in_products = epilogue if bias is None else None
     for start, stop, cols in _image_chunks(x, geometry):           # cols: (k, C_in*kH*kW, H_out*W_out)
-        batched_matmul(w_matrix, _per_group(cols, G), _per_group(y_matrices[start:stop], G))
-    if bias is not None:
-        y += bias[None, :, None, None]
-    return y
+        batched_matmul(w_matrix, _per_group(cols, G), _per_group(y_matrices[start:stop], G), in_products)
+    if bias is None:
+        return y
+    y += bias[None, :, None, None]
+    return finish_channels(y, epilogue)
 
 
 def _per_group(matrices, groups):
