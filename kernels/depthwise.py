@@ -285,22 +285,25 @@ def depthwise_conv2d_backward_weight(grad_out, x, weight_shape, stride=1, paddin
 # ----------------------------------------------------------------------------------------------------
 def _forward(x, weight, bias, geometry, epilogue=None):
     """Allocate the output and run the forward kernel that suits the geometry; ``epilogue`` as
-    :func:`kernels.conv2d._forward`'s (the flat kernel applies it while writing its output)."""
+    :func:`kernels.conv2d._forward`'s (the flat and channels-last kernels apply it before writing their
+    output, the others in one pass after it)."""
     y = np.empty(geometry.output_shape, dtype=x.dtype)
     if bias is None:
         bias = _empty_bias(x.dtype)
     if _use_one_pixel(geometry):
         _forward_one_pixel_kernel(x, _weight_taps(weight), bias, y, ONE_PIXEL_BLOCK, *_loop_arguments(geometry)[2:])
         return finish_channels(y, epilogue)
+    scale, shift, low, high, hardswish = (unpack_epilogue(epilogue) if epilogue is not None
+                                          else (bias[:0], bias[:0], -np.inf, np.inf, False))
+    finish = (scale, shift, x.dtype.type(low), x.dtype.type(high), hardswish)
     if _use_flat(geometry):
-        scale, shift, low, high, hardswish = (unpack_epilogue(epilogue) if epilogue is not None
-                                              else (bias[:0], bias[:0], -np.inf, np.inf, False))
-        _forward_flat_kernel(x, weight, bias, y, *_loop_arguments(geometry), scale, shift, x.dtype.type(low),
-                             x.dtype.type(high), hardswish)
+        _forward_flat_kernel(x, weight, bias, y, *_loop_arguments(geometry), *finish)
         return y
     if _use_channels_last(geometry):
-        _forward_channels_last_kernel(x, weight, bias, y, _forward_block(geometry), *_loop_arguments(geometry))
-    elif _use_row_fast_path(geometry):
+        _forward_channels_last_kernel(x, weight, bias, y, _forward_block(geometry), *_loop_arguments(geometry),
+                                      *finish)
+        return y
+    if _use_row_fast_path(geometry):
         _forward_rows_kernel(x, weight, bias, y, *_loop_arguments(geometry))
     else:
         _forward_generic_kernel(x, weight, bias, y, *_loop_arguments(geometry))
@@ -1043,18 +1046,25 @@ def _tile_weight(weight, block, W_out):
 
 
 @parallel_jit
-def _forward_channels_last_kernel(x, weight, bias, y, block, sh, sw, ph, pw, dh, dw):
+def _forward_channels_last_kernel(x, weight, bias, y, block, sh, sw, ph, pw, dh, dw, scale, shift, low, high,
+                                  hardswish):
     """Small planes: one (image, block of channels) per iteration, channels innermost.
 
     At 8x8 .. 1x1 a plane row is shorter than one vector and the plane-by-plane loops spend their time
     on bookkeeping. Here one output row of ``cb`` channels is one contiguous run of ``W_out*cb``
     numbers, and each tap adds ``w_tiled * x_phase`` to it in a single vectorised loop, on a
     zero-padded channels-last copy of the block (no border cases).
+
+    A non-empty ``scale`` finishes the block before it goes back to NCHW, ``v = clip(y * scale[c] +
+    shift[c], low, high)`` and hard swish ``v * clip(v + 3, 0, 6) / 6`` when ``hardswish`` is true, as
+    :func:`_forward_flat_kernel` does (the batch norm and activation of ``tinycnn.nn.fusion``).
     """
     N, C, H, W = x.shape
     _, _, kH, kW = weight.shape
     _, _, H_out, W_out = y.shape
     has_bias = bias.shape[0] > 0
+    finished = scale.shape[0] > 0
+    zero, three, six = x.dtype.type(0), x.dtype.type(3), x.dtype.type(6)      # hard swish's constants
     blocks = (C + block - 1) // block
     padded_height, phase_width = H + 2 * ph, (W + 2 * pw + sw - 1) // sw
     w_tiled_all = _tile_weight(weight, block, W_out)    # (blocks, kH, kW, W_out*block)
@@ -1082,6 +1092,18 @@ def _forward_channels_last_kernel(x, weight, bias, y, block, sh, sw, ph, pw, dh,
                     pixel = y_local[oh, ow * cb:]       # (cb,)
                     for c in range(cb):
                         pixel[c] += bias[c0 + c]
+        if finished:                                    # the epilogue, across the block's channels
+            block_scale, block_shift = scale[c0:c0 + cb], shift[c0:c0 + cb]
+            for oh in range(H_out):
+                for ow in range(W_out):
+                    pixel = y_local[oh, ow * cb:]       # (cb,)
+                    for c in range(cb):
+                        value = pixel[c] * block_scale[c] + block_shift[c]
+                        value = low if value < low else value
+                        pixel[c] = high if value > high else value
+                    if hardswish:
+                        for c in range(cb):
+                            pixel[c] = hardswish_value(pixel[c], zero, three, six)
         _scatter_pixels(y_local, y, n, c0)              # back to NCHW: this iteration's block only
 
 

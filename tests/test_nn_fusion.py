@@ -70,7 +70,8 @@ def test_a_conv_norm_activation_run_with_and_without_bias(activation, conv_bias,
 @pytest.mark.parametrize("conv, x_shape", [
     (lambda: nn.Conv2d(8, 16, 1), (2, 8, 9, 9)),                   # pointwise: the blocked matrix products
     (lambda: nn.Conv2d(8, 16, 1), (1, 8, 1, 1)),                   # ... one matrix-vector product
-    (lambda: nn.Conv2d(16, 16, 5, padding=2, groups=16), (1, 16, 9, 9)),     # depthwise, flat kernel
+    (lambda: nn.Conv2d(16, 16, 5, padding=2, groups=16), (1, 16, 12, 12)),   # depthwise, flat kernel
+    (lambda: nn.Conv2d(16, 16, 5, padding=2, groups=16), (1, 16, 7, 7)),     # ... channels-last, one image
     (lambda: nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16), (2, 16, 8, 8)),   # ... channels-last
     (lambda: nn.Conv2d(3, 16, 3, stride=2, padding=1), (1, 3, 12, 12)),     # the stem: im2col, bias
     (lambda: nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False), (2, 3, 12, 12)),  # ... in the products
