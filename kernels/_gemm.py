@@ -18,7 +18,11 @@ thread vs two blocks on numba's two threads: (96, 16) @ (16, 12544) 0.83 -> 0.46
 Blocks depend only on the shapes, never on the number of threads, so results are bit-identical on 1 or
 2 threads. Where no such BLAS is found (another BLAS vendor) the same products run through ``np.matmul``.
 
-The one entry point is :func:`batched_matmul`.
+A matrix-vector product (a squeeze-and-excitation gate, a batch-1 classifier) is BLAS's gemv instead
+(``cblas_sgemv`` / ``cblas_dgemv``, found beside gemm): gemm would copy ("pack") the whole matrix for a
+single vector, and a large one is read in row blocks from numba's threads in the same way.
+
+The entry points are :func:`batched_matmul` and :func:`matrix_vector`.
 """
 import ctypes
 import functools
