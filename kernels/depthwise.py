@@ -100,6 +100,10 @@ CHANNEL_RUN_MIN_PIXELS = 32
 PHASES_VIA_PIXELS_MIN_PIXELS = 8 * 8
 #: channels per iteration of the one-pixel kernels
 ONE_PIXEL_BLOCK = 32
+#: the flat weight gradient keeps its partial sums for blocks of output rows of about this many values at
+#: most (:func:`_backward_weight_flat_kernel`): a plane's whole run up to 16 x 16, (1, 144, 56, 56) in 7
+#: blocks of 8 rows
+WEIGHT_GRADIENT_BLOCK_VALUES = 512
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -590,10 +594,14 @@ def _backward_weight_flat_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, d
 
     The padded plane is split in phases as the forward does (one phase, the padded plane itself, at
     stride 1), so each tap reads one contiguous run of ``H_out * Wq`` values. ``g`` is laid out at that
-    row length ``Wq`` with zeros in the extra columns, so each tap's sum is over one whole run:
-    ``partial[tap, j] += g_run[j] * tap[j]`` element-wise (vectorised; a scalar sum is not, without
-    fastmath). At the end the run's rows are added column by column and then the columns, in a fixed
-    order: one channel per parallel iteration, the same bits on any number of threads.
+    row length ``Wq`` with zeros in the extra columns, so each tap's sum is over whole runs, taken a
+    block of ``R`` output rows at a time (``R*Wq`` values, about :data:`WEIGHT_GRADIENT_BLOCK_VALUES` at
+    most): ``partial[tap, j] += g_run[j] * tap[j]`` element-wise (vectorised; a scalar sum is not,
+    without fastmath), the same ``R*Wq`` partial sums for every block and image. At the end the block's
+    rows are added column by column and then the columns, in a fixed order: one channel per parallel
+    iteration, the same bits on any number of threads. (A partial sum per value of the whole run cost
+    more than the products on one image: (1, 144, 56, 56) 9 runs of 3248 values to clear and fold per
+    channel.)
 
     At stride 2 this replaced the register-row kernel, whose taps read every second input column (not
     vectorised): measured in :data:`LARGE_PLANE_GRADIENTS_MIN_PIXELS`'s comment, and (1, 96, 112, 112)
@@ -603,10 +611,13 @@ def _backward_weight_flat_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, d
     _, _, kH, kW = grad_weight.shape
     _, _, H_out, W_out = grad_out.shape
     phase_width, run, phase_size = _phase_layout(H, W, kW, H_out, sh, sw, ph, pw, dw)
+    blocks = -(-run // WEIGHT_GRADIENT_BLOCK_VALUES)    # as few blocks as keep each within the limit,
+    block_rows = -(-H_out // blocks)                    # with the rows shared out evenly
+    block = block_rows * phase_width                    # R*Wq values: R output rows at the phase row length
     for c in prange(C):                                 # one channel's weights per iteration
         phases = np.zeros((sh * sw, phase_size), dtype=x.dtype)   # x[n, c] zero-padded, phase by phase
         g_run = np.zeros(run, dtype=x.dtype)            # g[n, c] at the phase row length, zeros between
-        partial = np.zeros((kH * kW, run), dtype=x.dtype)
+        partial = np.zeros((kH * kW, block), dtype=x.dtype)
         for n in range(N):                              # images in order
             _pad_into_phases(x[n, c], phases, sh, sw, ph, pw, phase_width)
             g_plane = grad_out[n, c]
@@ -615,19 +626,22 @@ def _backward_weight_flat_kernel(grad_out, x, grad_weight, sh, sw, ph, pw, dh, d
                 source = g_plane[oh]
                 for ow in range(W_out):
                     g_row[ow] = source[ow]
-            for kh in range(kH):
-                qh, rh = divmod(kh * dh, sh)
-                for kw in range(kW):
-                    qw, rw = divmod(kw * dw, sw)
-                    start = qh * phase_width + qw
-                    tap, row = phases[rh * sw + rw, start:start + run], partial[kh * kW + kw]
-                    for j in range(run):                # the vectorised loop
-                        row[j] += g_run[j] * tap[j]
+            for first in range(0, run, block):          # blocks of R output rows, in order
+                length = min(block, run - first)        # (the last block may hold fewer rows)
+                g_block = g_run[first:first + length]
+                for kh in range(kH):
+                    qh, rh = divmod(kh * dh, sh)
+                    for kw in range(kW):
+                        qw, rw = divmod(kw * dw, sw)
+                        start = qh * phase_width + qw + first
+                        tap, row = phases[rh * sw + rw, start:start + length], partial[kh * kW + kw]
+                        for j in range(length):         # the vectorised loop
+                            row[j] += g_block[j] * tap[j]
         for tap_index in range(kH * kW):
             row = partial[tap_index]
-            columns = row[:phase_width].copy()          # fold the rows onto the first, column-wise
-            for oh in range(1, H_out):
-                later = row[oh * phase_width:(oh + 1) * phase_width]
+            columns = row[:phase_width].copy()          # fold the block's rows onto the first, column-wise
+            for r in range(1, block_rows):
+                later = row[r * phase_width:(r + 1) * phase_width]
                 for j in range(phase_width):
                     columns[j] += later[j]
             total = 0.0

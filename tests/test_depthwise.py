@@ -609,6 +609,22 @@ def test_flat_weight_gradient_at_any_stride_matches_the_reference(x_shape, kerne
     assert kernel_calls == ["_backward_weight_flat_kernel"]
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, stride", [((2, 3, 41, 37), 1), ((1, 2, 56, 56), 1), ((2, 2, 66, 60), 2)])
+def test_flat_weight_gradient_in_blocks_of_rows_matches_the_reference(x_shape, stride, dtype, rng):
+    # runs longer than WEIGHT_GRADIENT_BLOCK_VALUES are summed a block of output rows at a time: 41 rows
+    # of 39 make blocks of 11, 11, 11 and 8 rows (a short last block), 56 x 56 seven of 8
+    geometry = D._depthwise_geometry(x_shape, (x_shape[1], 1, 3, 3), stride, 1, 1)
+    H_out, W_out = geometry.output_shape[2:]
+    assert H_out * (W_out + 2) > D.WEIGHT_GRADIENT_BLOCK_VALUES
+    x = rng.standard_normal(x_shape).astype(dtype)
+    grad_out = rng.standard_normal(geometry.output_shape).astype(dtype)
+    grad_weight = np.empty((x_shape[1], 1, 3, 3), dtype=dtype)
+    D._backward_weight_flat_kernel(grad_out, x, grad_weight, stride, stride, 1, 1, 1, 1)
+    assert_close(grad_weight, R.depthwise_conv2d_backward_weight(grad_out, x, grad_weight.shape, stride=stride,
+                                                                 padding=1), dtype)
+
+
 def test_strided_weight_gradient_takes_the_flat_kernel_above_the_channels_last_planes(rng, kernel_calls):
     x = rng.standard_normal((1, 2, 33, 32)).astype(np.float32)
     grad_out = rng.standard_normal((1, 2, 17, 16)).astype(np.float32)
