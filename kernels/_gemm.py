@@ -32,7 +32,7 @@ import numba
 import numpy as np
 
 from ._jit import parallel_jit, prange
-from .activation import hardswish_value
+from .activation import clip_value, hardswish_value
 from .batchnorm import unpack_epilogue
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112      # the CBLAS enum values
@@ -342,8 +342,7 @@ def _batched_matmul_kernel(gemm, a, trans_a, lda, b, trans_b, ldb, out, ldc, sum
                 row = out[j, m, n0:n1]                   # (n1-n0,) just written: still in cache
                 for q in range(n1 - n0):
                     value = row[q] * row_scale + row_shift
-                    value = low if value < low else value        # selects, as kernels/activation.py
-                    row[q] = high if value > high else value
+                    row[q] = clip_value(value, low, high)
                 if hardswish:                            # a second pass over the row, still in cache
                     for q in range(n1 - n0):
                         row[q] = hardswish_value(row[q], zero, three, six)

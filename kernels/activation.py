@@ -28,7 +28,9 @@ CHUNK = 16384   # values per parallel iteration: long runs to vectorise, enough 
 @inline_jit
 def clip_value(value, low, high):
     """``min(max(value, low), high)`` for one value: two selects, not branches; NaN fails both tests and
-    stays NaN. ``low`` and ``high`` have the value's dtype."""
+    stays NaN. ``low`` and ``high`` have the value's dtype. Every kernel that clips calls it (the ReLU
+    kernels, batch norm's passes, the convolution epilogues, squeeze-and-excitation), so a fused step and
+    the layers one by one clip alike."""
     value = low if value < low else value
     return high if value > high else value
 

@@ -31,7 +31,7 @@ import math
 import numpy as np
 
 from ._jit import inline_jit, jit, num_threads, parallel_jit, prange
-from .activation import hardswish_in_place_kernel
+from .activation import clip_value, hardswish_in_place_kernel
 
 RUN_LENGTH = 4096        # most values per row of a block of channels: long enough to vectorise
 BLOCK_BYTES = 256 * 1024  # most bytes a block spans over the whole batch: its later passes then hit L2
@@ -143,8 +143,7 @@ def batch_norm_train_forward_kernel(x, weight, bias, eps, low, high, block_chann
                 hat_row[j] = normalised
                 out_row[j] = normalised * scale_run[j] + shift_run[j]
                 value = out_row[j]                       # clip the stored (rounded) value, as a ReLU would
-                value = low if value < low else value
-                out_row[j] = high if value > high else value
+                out_row[j] = clip_value(value, low, high)
 
 
 @jit
@@ -292,8 +291,7 @@ def batch_norm_affine_kernel(x, scale, shift, low, high, block_channels, y):
                     row, out_row = x[n, c * P:(c + 1) * P], y[n, c * P:(c + 1) * P]    # (P,) one plane
                     for p in range(P):
                         value = row[p] * channel_scale + channel_shift
-                        value = low if value < low else value       # selects, as kernels/activation.py
-                        out_row[p] = high if value > high else value
+                        out_row[p] = clip_value(value, low, high)
             continue
         length = j1 - j0
         scale_run = np.empty(length, dtype=x.dtype)      # the per-channel constants along the run
@@ -304,8 +302,7 @@ def batch_norm_affine_kernel(x, scale, shift, low, high, block_channels, y):
             row, out_row = x[n, j0:j1], y[n, j0:j1]
             for j in range(length):
                 value = row[j] * scale_run[j] + shift_run[j]
-                value = low if value < low else value
-                out_row[j] = high if value > high else value
+                out_row[j] = clip_value(value, low, high)
 
 
 #: plane size from which :func:`batch_norm_affine_kernel` keeps a channel's constants in registers

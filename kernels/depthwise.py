@@ -50,7 +50,7 @@ from ._rows import (row_multiply_accumulate3, row_taps3, row_taps5, tap_axpy, ta
 from ._jit import inline_jit, jit, num_threads, parallel_jit, prange
 from ._validate import (check_bias, check_depthwise_weight_shape, check_grad_out, check_same_dtype, check_shape,
                         check_tensor, conv_geometry)
-from .activation import hardswish_value
+from .activation import clip_value, hardswish_value
 from .batchnorm import finish_channels, unpack_epilogue
 
 #: kernel sizes and strides that take the register-row fast path
@@ -535,8 +535,7 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
             for ow in range(W_out):
                 value = source[ow] + channel_bias if has_bias else source[ow]
                 value = value * channel_scale + channel_shift
-                value = low if value < low else value
-                out_row[ow] = high if value > high else value
+                out_row[ow] = clip_value(value, low, high)
         if hardswish:                               # a second pass over the plane, still in cache, as one run
             zero, three, six = total.dtype.type(0), total.dtype.type(3), total.dtype.type(6)
             plane = y_plane.reshape(H_out * W_out)
@@ -1113,8 +1112,7 @@ def _forward_channels_last_kernel(x, weight, bias, y, block, sh, sw, ph, pw, dh,
                     pixel = y_local[oh, ow * cb:]       # (cb,)
                     for c in range(cb):
                         value = pixel[c] * block_scale[c] + block_shift[c]
-                        value = low if value < low else value
-                        pixel[c] = high if value > high else value
+                        pixel[c] = clip_value(value, low, high)
                     if hardswish:
                         for c in range(cb):
                             pixel[c] = hardswish_value(pixel[c], zero, three, six)
