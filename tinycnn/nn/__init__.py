@@ -10,7 +10,8 @@ passes; :class:`ShortcutBlock` is the base of every residual block of the model 
 Randomness: one shared generator, ``tinycnn.nn.init.manual_seed(seed)`` (see ``tinycnn/nn/init.py``).
 Precision: float32 by default; ``model.to(np.float64)`` / ``model.double()`` for gradient checks.
 Inference: ``with nn.no_grad(): model(x)`` keeps nothing for backward and fuses convolution, batch norm
-and ReLU/ReLU6 into one step (``tinycnn/nn/grad_mode.py``, ``tinycnn/nn/fusion.py``).
+and ReLU/ReLU6 into one step (``tinycnn/nn/grad_mode.py``, ``tinycnn/nn/fusion.py``); ``nn.freeze(model)``
+makes those decisions once, for a snapshot used only for inference (``tinycnn/nn/frozen.py``).
 """
 from . import init
 from .activation import Hardsigmoid, Hardswish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
@@ -18,6 +19,7 @@ from .blocks import ChannelSplit, Concat, Conv2dNormActivation, Residual, Shortc
 from .containers import ModuleList, Sequential, chain_backward, chain_forward
 from .conv import Conv2d, ConvTranspose2d
 from .deformable import DeformConv2d
+from .frozen import FrozenConvNormActivation, FrozenModel, freeze
 from .grad_mode import is_grad_enabled, no_grad
 from .linear import Linear
 from .misc import ChannelShuffle, Dropout, Flatten, Identity, Upsample
@@ -27,7 +29,7 @@ from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 from .se import SqueezeExcitation
 
 __all__ = [
-    "init", "no_grad", "is_grad_enabled",
+    "init", "no_grad", "is_grad_enabled", "freeze", "FrozenModel", "FrozenConvNormActivation",
     "Module", "Parameter", "Sequential", "ModuleList", "chain_forward", "chain_backward",
     "Conv2d", "ConvTranspose2d", "BatchNorm2d", "Linear",
     "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Hardsigmoid", "Hardswish", "SiLU",

@@ -1,0 +1,128 @@
+"""``nn.freeze(model)``: a snapshot for inference whose conv -> batch norm -> activation runs are merged once."""
+import numpy as np
+import pytest
+
+import tinycnn.nn as nn
+from tinycnn.models import get_model
+
+
+def _randomise_statistics(model, rng):
+    """Non-trivial running statistics and affine parameters (fresh ones are 0/1 and would hide mistakes)."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            C = module.num_features
+            if module.running_mean is None:                                # track_running_stats=False
+                continue
+            module.running_mean[...] = rng.standard_normal(C)
+            module.running_var[...] = rng.uniform(0.5, 2.0, C)
+            module.weight.data[...] = rng.uniform(0.5, 1.5, C)
+            module.bias.data[...] = rng.standard_normal(C)
+    return model
+
+
+def _model(name, rng, dtype=np.float32, **arguments):
+    nn.init.manual_seed(0)
+    return _randomise_statistics(get_model(name, num_classes=10, **arguments), rng).to(dtype)
+
+
+def _eval_output(model, x):
+    model.eval()
+    with nn.no_grad():
+        return model(x)
+
+
+def _frozen_steps(frozen):
+    return [m for m in frozen.module.modules() if isinstance(m, nn.FrozenConvNormActivation)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, arguments, merged", [
+    ("mobilenet_v2", {"width_mult": 0.5}, 52),             # every batch norm follows a convolution
+    ("mobilenet_v3_small", {}, 34),
+    ("resnet18", {"width_mult": 0.25}, 3),                  # blocks with their own forward: only downsample
+    ("mobilenext", {"width_mult": 0.5}, None),
+    ("shufflenet_v2_x0_5", {}, None),
+])
+def test_a_frozen_model_gives_the_bits_of_eval_mode_under_no_grad(name, arguments, merged, dtype, rng):
+    model = _model(name, rng, dtype, **arguments)
+    x = rng.standard_normal((2, 3, 40, 40)).astype(dtype)
+    frozen = nn.freeze(model)
+    np.testing.assert_array_equal(frozen(x), _eval_output(model, x))
+    np.testing.assert_array_equal(frozen(x[:1]), _eval_output(model, x[:1]))      # a new input shape
+    if merged is not None:
+        assert len(_frozen_steps(frozen)) == merged
+
+
+def test_freezing_merges_conv_norm_activation_blocks_into_their_parent(rng):
+    model = _model("mobilenet_v3_small", rng)
+    frozen = nn.freeze(model)
+    stem = frozen.module.features[0]
+    assert type(stem) is nn.FrozenConvNormActivation                     # no Sequential of one step left
+    assert [type(layer) for layer in stem.children()] == [nn.Conv2d, nn.BatchNorm2d, nn.Hardswish]
+    assert not any(isinstance(m, nn.Conv2dNormActivation) for m in frozen.module.modules())
+    project = frozen.module.features[1].block[-1]                        # conv + BN, no activation
+    assert [type(layer) for layer in project.children()] == [nn.Conv2d, nn.BatchNorm2d]
+    assert "FrozenConvNormActivation" in repr(frozen)
+    # a step keeps its layers' names, so their state_dict keys stay the model's
+    assert set(stem.state_dict()) == set(model.features[0].state_dict())
+
+
+def test_the_frozen_copy_is_a_snapshot_and_the_model_is_left_as_it_was(rng):
+    model = _model("mobilenet_v2", rng, width_mult=0.5).train()
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    frozen = nn.freeze(model)
+    assert model.training and all(m.training for m in model.modules())
+    assert not any(isinstance(m, nn.FrozenConvNormActivation) for m in model.modules())
+    before = frozen(x)
+    norm = model.features[0][1]
+    norm.running_mean[...] += 1.0                                        # edits after freezing ...
+    model.features[0][0].weight.data[...] *= 2.0
+    np.testing.assert_array_equal(frozen(x), before)                     # ... do not reach the snapshot
+    assert not np.array_equal(_eval_output(model, x), before)
+    np.testing.assert_array_equal(nn.freeze(model)(x), _eval_output(model, x))     # freeze again: they do
+
+
+def test_layers_no_grad_would_not_merge_stay_as_they_are(rng):
+    hooked = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    seen = []
+    hooked.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    untracked = nn.BatchNorm2d(4, track_running_stats=False)
+    model = nn.Sequential(
+        nn.Sequential(hooked, nn.BatchNorm2d(4), nn.ReLU()),                           # hooked: runs as layers
+        nn.Sequential(nn.Conv2d(4, 4, 1, bias=False), untracked, nn.ReLU6()),           # batch statistics
+        nn.Sequential(nn.Conv2d(4, 5, 1), nn.BatchNorm2d(5), nn.LeakyReLU()),            # merged without it
+        nn.Sequential(nn.Conv2d(5, 6, 3), nn.BatchNorm2d(6)),                            # merged (a projection)
+    )
+    _randomise_statistics(model, rng)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    frozen = nn.freeze(model)
+    np.testing.assert_array_equal(frozen(x), _eval_output(model, x))
+    assert seen == [(2, 4, 9, 9)] * 2                                    # the copy kept the hook
+    first, second, third, fourth = frozen.module.children()
+    assert [type(layer) for layer in first.children()] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert [type(layer) for layer in second.children()] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU6]
+    assert [type(layer) for layer in third.children()] == [nn.FrozenConvNormActivation, nn.LeakyReLU]
+    assert type(fourth) is nn.FrozenConvNormActivation
+
+
+def test_a_frozen_step_is_for_inference_only_and_checks_its_input(rng):
+    conv, norm = nn.Conv2d(3, 4, 3, padding=1), _randomise_statistics(nn.BatchNorm2d(4), rng).eval()
+    step = nn.FrozenConvNormActivation(conv, norm, nn.ReLU6())
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    with nn.no_grad():
+        expected = nn.ReLU6()(norm(conv(x)))
+    np.testing.assert_array_equal(step(x), expected)                     # the conv's bias included
+    with pytest.raises(RuntimeError, match="inference only"):
+        step.backward(np.ones_like(expected))
+    with pytest.raises(ValueError, match="expects 3 input channels"):
+        step(x[:, :2])
+    with pytest.raises(TypeError, match="float64 input"):
+        step.to(np.float64)(x.astype(np.float64))                        # converted after freezing
+    with pytest.raises(ValueError, match="running statistics"):
+        nn.FrozenConvNormActivation(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4).train())
+    with pytest.raises(ValueError, match="LeakyReLU"):
+        nn.FrozenConvNormActivation(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4).eval(), nn.LeakyReLU())
+    with pytest.raises(ValueError, match="BatchNorm2d"):
+        nn.FrozenConvNormActivation(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(5).eval())
+    with pytest.raises(TypeError, match="tinycnn.nn.Module"):
+        nn.freeze(lambda x: x)

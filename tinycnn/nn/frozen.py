@@ -1,0 +1,187 @@
+"""``freeze(model)``: a snapshot of a model for inference, with what every call would recompute done once.
+
+Inside ``no_grad()`` a model already runs a convolution, its batch norm and activation as one step
+(:mod:`tinycnn.nn.fusion`), but it decides that anew on every call, because the model may change
+between calls (``train()``, a new weight, an edited running mean):
+
+* which layers merge (:func:`tinycnn.nn.fusion._fusable_run`: their types, hooks, modes, channels);
+* the batch norm's affine map ``scale = weight / sqrt(running_var + eps)``, ``shift = bias -
+  running_mean * scale`` (one compiled call per batch norm, ~4-7 us);
+* the containers' own bookkeeping: each ``Conv2dNormActivation`` is a ``Sequential`` of three layers
+  that the call walks through.
+
+On one 224 x 224 image a MobileNet V3-Small forward makes ~34 such steps of 20-40 us of arithmetic
+each, so this bookkeeping is a tenth of its time. An inference engine (PyTorch's ``torch.jit.freeze``,
+ONNX Runtime, TensorFlow Lite's converter) pays it once, when the model is *frozen*: its weights are
+taken as constants, and the graph is rewritten around them. :func:`freeze` does the same here:
+
+1. it deep-copies the model (the snapshot: later changes to ``model`` do not reach it) and puts the
+   copy in evaluation mode;
+2. in every ``Sequential``, each run of layers that ``no_grad()`` would merge, ``Conv2d`` ->
+   ``BatchNorm2d`` (running statistics) [-> ``ReLU``/``ReLU6``/``Hardswish``], becomes one
+   :class:`FrozenConvNormActivation`, whose batch-norm ``scale`` and ``shift`` are computed here, once;
+3. a ``Sequential`` left holding just that one step (every ``Conv2dNormActivation``) is replaced by the
+   step in the ``Sequential`` around it.
+
+The arithmetic is untouched: a frozen model gives the same bits as the model in evaluation mode inside
+``no_grad()`` (the same kernels with the same ``scale``, ``shift`` and clip), so ``freeze`` changes
+speed, never results. It is for inference only: no ``backward``, no ``train()``. To use new weights,
+freeze again.
+
+Example::
+
+    frozen = nn.freeze(model)            # once, after training or loading weights
+    logits = frozen(images)              # (N, num_classes), as model.eval() under no_grad()
+"""
+import copy
+from collections import OrderedDict
+
+import numpy as np
+
+import kernels.conv2d as conv2d_kernels
+from kernels._jit import one_blas_thread
+
+from .containers import Sequential
+from .conv import Conv2d
+from .fusion import _CONV_ACTIVATIONS, _fusable_run
+from .grad_mode import no_grad
+from .module import Module
+
+
+class FrozenConvNormActivation(Module):
+    """``activation(norm(conv(x)))`` with the batch norm's affine map computed once: a frozen step.
+
+    Parameters
+    ----------
+    conv : Conv2d
+    norm : BatchNorm2d in evaluation mode with running statistics, ``num_features == conv.out_channels``
+    activation : ReLU, ReLU6, Hardswish or None
+
+    Shapes
+    ------
+    x : (N, C_in, H, W) -> y : (N, C_out, H_out, W_out), as ``conv``; the parameters' dtype.
+
+    The layers' outputs are bit-identical to :func:`tinycnn.nn.fusion.conv_norm_clip`, the step that
+    ``no_grad()`` runs for the same three layers: ``y = clip(conv(x) * scale[c] + shift[c], low, high)``
+    (then hard swish), with ``scale`` and ``shift`` from ``norm._running_affine`` computed here instead
+    of on every call. The three layers stay children ``"0"``, ``"1"``, ``"2"`` (``Conv2dNormActivation``'s
+    names), so ``print`` shows what was merged and ``state_dict`` keeps their keys. Inference only: the
+    step always uses the statistics it was frozen with, whatever the layers' mode.
+    """
+
+    def __init__(self, conv, norm, activation=None):
+        super().__init__()
+        if _fusable_run([conv, norm] + ([] if activation is None else [activation]), 0) != 2 + (activation is not None):
+            raise ValueError(f"FrozenConvNormActivation merges a Conv2d, a BatchNorm2d in evaluation mode with "
+                             f"running statistics and as many channels, and optionally a ReLU, ReLU6 or Hardswish, "
+                             f"none of them hooked; got {type(conv).__name__}, {type(norm).__name__}, "
+                             f"{type(activation).__name__}")
+        self.add_module("0", conv)
+        self.add_module("1", norm)
+        if activation is not None:
+            self.add_module("2", activation)
+        dtype = conv._parameters["weight"].data.dtype
+        scale, shift, _ = norm._running_affine(dtype)                       # (C_out,) each, once
+        low, high, hardswish = (-np.inf, np.inf, False) if activation is None else _CONV_ACTIVATIONS[type(activation)]
+        self._epilogue = (scale, shift, low, high, hardswish)
+        self._weight = np.ascontiguousarray(conv._parameters["weight"].data)  # (C_out, C_in/groups, kH, kW)
+        bias = conv._parameters["bias"]
+        self._bias = None if bias is None else bias.data                     # (C_out,) or None
+
+    def forward(self, x):
+        conv = self._modules["0"]                   # the registry: Module.__getattr__ costs ~1.5 us a call
+        conv._check_input(x, channels=conv.in_channels)
+        if x.dtype != self._weight.dtype:                   # the conv was converted (.to) after freezing
+            raise TypeError(f"FrozenConvNormActivation was frozen with {self._weight.dtype} weights; got a "
+                            f"{x.dtype} input: freeze the model again after converting it")
+        x = np.ascontiguousarray(x)
+        with one_blas_thread():
+            return conv2d_kernels._forward(x, self._weight, self._bias, conv._geometry(x.shape),
+                                           epilogue=self._epilogue)
+
+    def backward(self, grad_out):
+        raise RuntimeError("FrozenConvNormActivation is part of a frozen model (tinycnn.nn.freeze), which is for "
+                           "inference only: train the original model and freeze it again")
+
+
+def _merge_runs(sequential):
+    """Replace each fusable Conv2d -> BatchNorm2d [-> activation] run among ``sequential``'s children by a
+    :class:`FrozenConvNormActivation` (named as the run's convolution)."""
+    named = list(sequential._modules.items())
+    layers = [layer for _, layer in named]
+    merged = OrderedDict()
+    index = 0
+    while index < len(named):
+        length = _fusable_run(layers, index) if isinstance(layers[index], Conv2d) else 0
+        if length:
+            merged[named[index][0]] = FrozenConvNormActivation(*layers[index:index + length])
+            index += length
+        else:
+            merged[named[index][0]] = layers[index]
+            index += 1
+    sequential._modules.clear()
+    sequential._modules.update(merged)
+
+
+def _is_plain_sequential(module):
+    return (isinstance(module, Sequential) and type(module).forward is Sequential.forward
+            and not module._forward_hooks and "forward" not in module.__dict__)
+
+
+def _freeze_tree(module):
+    """Merge the runs of every plain ``Sequential`` below ``module`` (children first), then put a merged
+    step in place of a plain ``Sequential`` that holds nothing else, when its parent is a plain ``Sequential``
+    too (which calls its children in order and nothing more)."""
+    for child in module._modules.values():
+        if child is not None:
+            _freeze_tree(child)
+    if not _is_plain_sequential(module):
+        return
+    _merge_runs(module)
+    for name, child in list(module._modules.items()):
+        if _is_plain_sequential(child) and len(child._modules) == 1:
+            only = next(iter(child._modules.values()))
+            if type(only) is FrozenConvNormActivation:
+                module._modules[name] = only
+
+
+def freeze(model):
+    """A frozen copy of ``model`` for inference: :class:`FrozenModel` (module docstring: what is done once).
+
+    Parameters
+    ----------
+    model : Module
+        Left unchanged (its training mode too).
+
+    Returns
+    -------
+    FrozenModel
+        ``frozen(x)`` equals ``model.eval()`` called on ``x`` inside ``no_grad()``, bit for bit, faster on
+        small inputs.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"freeze expects a tinycnn.nn.Module; got {type(model).__name__}")
+    snapshot = copy.deepcopy(model)
+    snapshot.train(False)
+    _freeze_tree(snapshot)
+    return FrozenModel(snapshot)
+
+
+class FrozenModel:
+    """A model frozen by :func:`freeze`: call it on an input; ``module`` is its rewritten copy.
+
+    ``frozen(x)`` runs ``module(x)`` inside :func:`~tinycnn.nn.no_grad`. There is no ``backward``,
+    ``train`` or ``load_state_dict``: a frozen model is a snapshot, freeze the original again after
+    changing it.
+    """
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self, x):
+        """``x`` (N, C, H, W) -> the model's output (``(N, num_classes)`` for a classifier)."""
+        with no_grad():
+            return self.module(x)
+
+    def __repr__(self):
+        return f"FrozenModel(\n  {repr(self.module).replace(chr(10), chr(10) + '  ')}\n)"
