@@ -8,8 +8,9 @@ def _fake_report(torch_ms):
     cell = {"ours_ms": 50.0, "torch_ms": torch_ms, "ratio": None if torch_ms is None else 50.0 / torch_ms}
     settings = {"batch": 64, "repeat": 3, "threads": 2, "cpu": "AMD EPYC", "vector_extensions": ["avx2", "fma"],
                 "torch_version": None if torch_ms is None else "2.x", "torchvision": torch_ms is not None}
+    frozen = dict(cell, ratio_to_eager_torch=None if torch_ms is None else 40.0 / torch_ms, ours_ms=40.0)
     return {"settings": settings, "models": [{"name": "mobilenet_v2_w0.5", "train": cell, "infer": cell,
-                                              "peak_rss_mb": 321.0}]}
+                                              "frozen": frozen, "peak_rss_mb": 321.0}]}
 
 
 def test_table_names_the_cpu_vector_extensions_threads_and_ratio():
@@ -17,6 +18,8 @@ def test_table_names_the_cpu_vector_extensions_threads_and_ratio():
     assert "AMD EPYC (avx2, fma), 2 threads" in table
     train_line = next(line for line in table.splitlines() if line.split()[:2] == ["mobilenet_v2_w0.5", "train"])
     assert train_line.split()[2:5] == ["50.0", "100.0", "0.50x"]
+    frozen_line = next(line for line in table.splitlines() if line.split()[:2] == ["mobilenet_v2_w0.5", "frozen"])
+    assert frozen_line.split()[2:6] == ["40.0", "100.0", "0.50x", "0.40x"]     # against torch frozen, then eager
     assert table.splitlines()[-1].split()[-1] == "321"          # peak RSS on the model's last line
 
 
@@ -71,3 +74,18 @@ def test_training_step_memory_measures_a_fresh_process():
 def test_training_step_memory_rejects_unknown_models_and_frameworks(label, framework, match):
     with pytest.raises(ValueError, match=match):
         bench_models.training_step_memory(label, framework)
+
+
+def test_measure_pairs_the_functions_and_leaves_missing_torch_functions_empty(monkeypatch):
+    monkeypatch.setattr(bench_models, "time_interleaved", lambda functions, repeat: [[float(f())] for f in functions])
+    ours, theirs, ours_frozen = (lambda: 8.0), (lambda: 16.0), (lambda: 6.0)
+    infer, frozen = bench_models._measure([ours, theirs, ours_frozen, None], repeat=1)
+    assert infer == {"ours_ms": 8.0, "torch_ms": 16.0, "ratio": 0.5}
+    assert frozen == {"ours_ms": 6.0, "torch_ms": None, "ratio": None}
+
+
+def test_inference_calls_give_our_frozen_model_the_eager_bits():
+    from tinycnn.models import get_model
+    ours = get_model("mobilenet_v3_small", num_classes=10)
+    forward, _, frozen_forward, _ = bench_models._inference_calls(ours, None, None, seed=0)
+    assert (frozen_forward() == forward()).all()

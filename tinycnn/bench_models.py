@@ -5,7 +5,11 @@
 * **train**: one training step as the Trainer runs it (zero the gradients, forward, cross-entropy,
   backward, Adam step) on a batch of ``batch`` x 3 x 32 x 32 images, 10 classes (the default
   ``tinycnn train`` shapes);
-* **infer**: one evaluation-mode forward pass of a single 3 x 224 x 224 image, 1000 classes.
+* **infer**: one evaluation-mode forward pass of a single 3 x 224 x 224 image, 1000 classes;
+* **frozen**: the same forward by each framework's model frozen for inference: ours by
+  :func:`tinycnn.nn.freeze`, PyTorch's by ``torch.jit.freeze(torch.jit.script(model))`` (TorchScript
+  folds each batch norm into its convolution's weights). Both rows come from one alternated series of
+  the four forwards; the frozen row also gives ours frozen against PyTorch's eager forward.
 
 When torch and torchvision are importable, torchvision's model gets the same weights (our model loads its
 ``state_dict``), the same input and the same thread count, and the two alternate run by run
@@ -130,27 +134,44 @@ def _training_steps(ours, theirs, torch, batch, seed):
 
 
 def _inference_calls(ours, theirs, torch, seed):
-    """Forward callables for one 3 x 224 x 224 image in evaluation mode, both without gradients
-    (``tinycnn.nn.no_grad()`` fuses convolution, batch norm and ReLU/ReLU6; ``torch.no_grad()``)."""
-    from .nn import no_grad
+    """Forward callables for one 3 x 224 x 224 image in evaluation mode, all without gradients
+    (``tinycnn.nn.no_grad()`` fuses convolution, batch norm and ReLU/ReLU6; ``torch.no_grad()``):
+    ``(ours, theirs, ours frozen, theirs frozen)``, PyTorch's None without torchvision (the frozen one
+    also when TorchScript cannot compile the model)."""
+    from .nn import freeze, no_grad
 
     x = np.random.default_rng(seed).standard_normal((1, 3, 224, 224)).astype(np.float32)
     ours.eval()
+    frozen = freeze(ours)
 
     def our_forward():
         with no_grad():
             return ours(x)
 
     if theirs is None:
-        return our_forward, None
+        return our_forward, None, lambda: frozen(x), None
     theirs.eval()
     x_torch = torch.from_numpy(x)
+    their_frozen = _torchscript_frozen(theirs, torch)
 
     def their_forward():
         with torch.no_grad():
             return theirs(x_torch)
 
-    return our_forward, their_forward
+    def their_frozen_forward():
+        with torch.no_grad():
+            return their_frozen(x_torch)
+
+    return our_forward, their_forward, lambda: frozen(x), None if their_frozen is None else their_frozen_forward
+
+
+def _torchscript_frozen(model, torch):
+    """``torch.jit.freeze(torch.jit.script(model))`` in evaluation mode, or None when TorchScript fails."""
+    try:
+        with torch.no_grad():
+            return torch.jit.freeze(torch.jit.script(model.eval()))
+    except Exception:               # noqa: BLE001 -- TorchScript is optional here; the row shows "-"
+        return None
 
 
 def _paired_models(label, name, arguments, builder, num_classes, torchvision_models):
@@ -163,10 +184,16 @@ def _paired_models(label, name, arguments, builder, num_classes, torchvision_mod
 
 
 def _measure(functions, repeat):
-    times = time_interleaved([f for f in functions if f is not None], repeat)
-    ours_ms = statistics.median(times[0])
-    torch_ms = statistics.median(times[1]) if len(times) > 1 else None
-    return {"ours_ms": ours_ms, "torch_ms": torch_ms, "ratio": None if torch_ms is None else ours_ms / torch_ms}
+    """Medians of ``(ours, theirs, ...)`` timed in turns, as cells ``{"ours_ms", "torch_ms", "ratio"}``: one
+    per pair of functions (a None function of PyTorch's gives None entries)."""
+    present = [function for function in functions if function is not None]
+    medians = iter([statistics.median(times) for times in time_interleaved(present, repeat)])
+    medians = [None if function is None else next(medians) for function in functions]
+    cells = []
+    for ours_ms, torch_ms in zip(medians[::2], medians[1::2]):
+        cells.append({"ours_ms": ours_ms, "torch_ms": torch_ms,
+                      "ratio": None if torch_ms is None else ours_ms / torch_ms})
+    return cells
 
 
 def run_model_benchmark(only=None, batch=64, repeat=10, use_torch=True, progress=None, seed=0, memory=False):
@@ -192,9 +219,12 @@ def run_model_benchmark(only=None, batch=64, repeat=10, use_torch=True, progress
     for label, name, arguments, builder in chosen:
         row = {"name": label}
         ours, theirs = _paired_models(label, name, arguments, builder, 10, torchvision_models)
-        row["train"] = _measure(_training_steps(ours, theirs, torch, batch, seed), repeat)
+        row["train"], = _measure(_training_steps(ours, theirs, torch, batch, seed), repeat)
         ours, theirs = _paired_models(label, name, arguments, builder, 1000, torchvision_models)
-        row["infer"] = _measure(_inference_calls(ours, theirs, torch, seed), repeat)
+        row["infer"], row["frozen"] = _measure(_inference_calls(ours, theirs, torch, seed), repeat)
+        eager_torch_ms = row["infer"]["torch_ms"]
+        row["frozen"]["ratio_to_eager_torch"] = (None if eager_torch_ms is None
+                                                 else row["frozen"]["ours_ms"] / eager_torch_ms)
         row["peak_rss_mb"] = _peak_rss_mb()
         if memory:
             row["memory"] = {framework: training_step_memory(label, framework, batch, seed=seed)
@@ -306,18 +336,23 @@ def format_model_table(report):
     lines = [f"tinycnn model benchmark: {settings['cpu']} ({', '.join(settings['vector_extensions']) or 'no SIMD flags'}), "
              f"{settings['threads']} threads, median of {settings['repeat']} runs",
              f"train = one Adam step, batch {settings['batch']} x 3 x 32 x 32, 10 classes; "
-             f"infer = eval forward, 1 x 3 x 224 x 224"]
+             f"infer = eval forward, 1 x 3 x 224 x 224; frozen = the same by nn.freeze(model) and "
+             f"torch.jit.freeze(torch.jit.script(model)), and ours frozen / torch's eager infer"]
     if settings["torch_version"] is None or not settings["torchvision"]:
         lines.append("PyTorch/torchvision not available: our times only")
-    header = f"{'model':<22}{'workload':<8}{'ours ms':>10}{'torch ms':>10}{'ours/torch':>12}{'peak RSS MiB':>14}"
+    header = (f"{'model':<22}{'workload':<8}{'ours ms':>10}{'torch ms':>10}{'ours/torch':>12}{'/eager torch':>14}"
+              f"{'peak RSS MiB':>14}")
     lines += [header, "-" * len(header)]
     for row in report["models"]:
-        for workload in ("train", "infer"):
+        for workload in ("train", "infer", "frozen"):
             cell = row[workload]
             torch_ms = "-" if cell["torch_ms"] is None else f"{cell['torch_ms']:.1f}"
             ratio = "-" if cell["ratio"] is None else f"{cell['ratio']:.2f}x"
-            rss = f"{row['peak_rss_mb']:.0f}" if workload == "infer" else ""
-            lines.append(f"{row['name']:<22}{workload:<8}{cell['ours_ms']:>10.1f}{torch_ms:>10}{ratio:>12}{rss:>14}")
+            to_eager = cell.get("ratio_to_eager_torch", "")
+            to_eager = "-" if to_eager is None else to_eager if to_eager == "" else f"{to_eager:.2f}x"
+            rss = f"{row['peak_rss_mb']:.0f}" if workload == "frozen" else ""
+            lines.append(f"{row['name']:<22}{workload:<8}{cell['ours_ms']:>10.1f}{torch_ms:>10}{ratio:>12}"
+                         f"{to_eager:>14}{rss:>14}")
     memory_rows = [row for row in report["models"] if "memory" in row]
     if memory_rows:
         lines += ["", f"training step alone in a fresh process (batch {settings['batch']}): peak RSS MiB, and what "

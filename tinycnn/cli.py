@@ -117,7 +117,8 @@ def _add_bench_parser(subparsers):
         "models", help="MobileNet training step and batch-1 inference vs PyTorch",
         description=("Time one training step (Adam, batch B x 3 x 32 x 32, 10 classes) and one batch-1\n"
                      "224 x 224 evaluation forward of MobileNet V2 (width 0.5, 1.0), V3-Small and V3-Large;\n"
-                     "against torchvision's models with the same weights when torch is installed.\n"
+                     "against torchvision's models with the same weights when torch is installed; and the\n"
+                     "same forward by each framework's frozen model (nn.freeze, torch.jit.freeze).\n"
                      "Prints the CPU's vector extensions, thread count and peak memory (--memory: each\n"
                      "framework's training step alone in a fresh process, peak RSS)."),
         formatter_class=argparse.RawDescriptionHelpFormatter)
