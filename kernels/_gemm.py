@@ -22,7 +22,8 @@ A matrix-vector product (a squeeze-and-excitation gate, a batch-1 classifier) is
 (``cblas_sgemv`` / ``cblas_dgemv``, found beside gemm): gemm would copy ("pack") the whole matrix for a
 single vector, and a large one is read in row blocks from numba's threads in the same way.
 
-The entry points are :func:`batched_matmul` and :func:`matrix_vector`.
+The entry points are :func:`batched_matmul` and :func:`matrix_vector`; :func:`prepare_matmul_per_image`
+is :func:`batched_matmul` with its decisions made once, for weights and shapes that do not change.
 """
 import ctypes
 import functools
@@ -183,17 +184,62 @@ def batched_matmul(a, b, out, epilogue=None):
     a, trans_a, lda = _operand(a)
     b, trans_b, ldb = _operand(b)
     count, by_rows, size = _blocks(M, N, K)
-    if epilogue is None:
-        scale, shift, low, high, hardswish = _NO_EPILOGUE[out.dtype]
-    else:
-        scale, shift, low, high, hardswish = unpack_epilogue(epilogue)
-        low, high = out.dtype.type(low), out.dtype.type(high)
     ldc = out.strides[1] // out.itemsize if out.shape[1] > 1 else N     # one row: any stride will do
     if out.dtype not in _SIGNATURES_FIXED_FOR:
         _fix_kernel_signatures(out.dtype)
-    _batched_matmul_kernel(function, a, trans_a, lda, b, trans_b, ldb, out, ldc,
-                           products // outputs, count, by_rows, size, scale, shift, low, high, hardswish)
+    _batched_matmul_kernel(function, a, trans_a, lda, b, trans_b, ldb, out, ldc, products // outputs, count,
+                           by_rows, size, *_kernel_epilogue(epilogue, out.dtype))
     return out
+
+
+def _kernel_epilogue(epilogue, dtype):
+    """``(scale, shift, low, high, hardswish)`` as :func:`_batched_matmul_kernel` takes them (the "none"
+    arguments for None)."""
+    if epilogue is None:
+        return _NO_EPILOGUE[dtype]
+    scale, shift, low, high, hardswish = unpack_epilogue(epilogue)
+    return scale, shift, dtype.type(low), dtype.type(high), hardswish
+
+
+def prepare_matmul_per_image(a, images, columns, epilogue=None):
+    """:func:`batched_matmul` for one fixed ``a`` and shape, with every decision made once: ``run(b, out)``.
+
+    Parameters
+    ----------
+    a : ndarray (G, M, K)
+        The weights, used cyclically: product ``i`` is ``a[i % G] @ b[i]``.
+    images : int
+        ``B``, the number of products (a multiple of ``G``: images x groups).
+    columns : int
+        ``N``, the columns of each ``b[i]`` and ``out[i]`` (the pixels of a pointwise convolution).
+    epilogue : as :func:`batched_matmul`'s, or None
+
+    Returns
+    -------
+    run : callable ``run(b, out)`` for C-contiguous ``b`` (B, K, N) and ``out`` (B, M, N), or None when
+        :func:`batched_matmul` would not call its blocked kernel for these shapes (no CBLAS, an empty or
+        matrix-vector product): then call :func:`batched_matmul` itself.
+
+    ``run`` makes exactly the kernel call :func:`batched_matmul` makes (same blocks, same epilogue), so the
+    results are the same bits; what it saves is the analysis of the arguments (~5-10 us a call, measured
+    on a 2-core AMD EPYC), which a frozen model (``tinycnn.nn.freeze``) would repeat on every call for the
+    same weights and shapes. Call it inside :func:`kernels._jit.one_blas_thread`.
+    """
+    M, K = a.shape[1:]
+    function = _CBLAS.get(a.dtype)
+    if function is None or images * M * columns == 0 or K == 0 or images == 1 and (M == 1 or columns == 1):
+        return None
+    a, trans_a, lda = _operand(a)
+    count, by_rows, size = _blocks(M, columns, K)
+    finish = _kernel_epilogue(epilogue, a.dtype)
+    if a.dtype not in _SIGNATURES_FIXED_FOR:
+        _fix_kernel_signatures(a.dtype)
+
+    def run(b, out):
+        _batched_matmul_kernel(function, a, trans_a, lda, b, NO_TRANS, columns, out, columns, 1, count, by_rows, size,
+                               *finish)
+
+    return run
 
 
 #: matrices of at least this many elements (1 MiB of float32) are multiplied with a vector in

@@ -20,7 +20,7 @@ BLAS forward+backward ~8.5 ms against PyTorch's ~11-25 ms (``tinycnn bench kerne
 """
 import numpy as np
 
-from ._gemm import batched_matmul
+from ._gemm import batched_matmul, prepare_matmul_per_image
 from ._jit import serial_blas
 from ._validate import check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor, conv_geometry
 from .batchnorm import finish_channels
@@ -167,6 +167,41 @@ def _forward(x, weight, bias, geometry, epilogue=None):
     _matmul_per_image(weight_matrices, x, y)                              # y[n] = W @ x[n] per group
     y += bias[None, :, None, None]
     return finish_channels(y, epilogue)
+
+
+def prepare_forward(weight, geometry, epilogue=None):
+    """The forward of a bias-free pointwise convolution with fixed ``weight`` and input shape, prepared once.
+
+    Parameters
+    ----------
+    weight : ndarray (C_out, C_in/groups, 1, 1), C-contiguous
+    geometry : the convolution's geometry for the input shape (N, C_in, H, W)
+    epilogue : as :func:`kernels.conv2d._forward`'s, or None
+
+    Returns
+    -------
+    forward : callable ``forward(x) -> y`` for a C-contiguous ``x`` (N, C_in, H, W) of ``weight``'s dtype,
+        ``y`` (N, C_out, H, W) the same bits as ``_forward(x, weight, None, geometry, epilogue)``; or None
+        where that path is not one blocked product per image and group (1 x 1 maps, no CBLAS).
+
+    Used by ``tinycnn.nn.freeze``: ``y[n] = W @ x[n]`` per group through
+    :func:`kernels._gemm.prepare_matmul_per_image`, without re-deciding anything on each call.
+    """
+    N, _, H, W = geometry.input_shape
+    groups, P = geometry.groups, H * W
+    weight_matrices = _grouped_weight(weight, groups)                  # (G, Co/G, Ci/G)
+    _, C_out_g, C_in_g = weight_matrices.shape
+    run = None if P == 1 else prepare_matmul_per_image(weight_matrices, N * groups, P, epilogue)
+    if run is None:
+        return None
+    output_shape, dtype = geometry.output_shape, weight.dtype
+
+    def forward(x):
+        y = np.empty(output_shape, dtype=dtype)
+        run(x.reshape(N * groups, C_in_g, P), y.reshape(N * groups, C_out_g, P))    # y[n, g] = W[g] @ x[n, g]
+        return y
+
+    return forward
 
 
 def _backward_input(grad_out, weight, geometry):

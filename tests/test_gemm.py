@@ -231,3 +231,33 @@ def test_a_large_matrix_vector_product_runs_in_row_blocks_with_the_same_bits_on_
     np.testing.assert_allclose(results[0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     for result in results[1:]:
         np.testing.assert_array_equal(result, results[0])
+
+
+@pytest.mark.skipif(not _gemm._CBLAS, reason="needs NumPy's OpenBLAS")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups, images, M, K, N", [(1, 1, 96, 16, 3136), (1, 3, 5, 7, 9), (2, 4, 8, 6, 49),
+                                                     (1, 1, 1280, 320, 49)])
+@pytest.mark.parametrize("with_epilogue", [False, True])
+def test_a_prepared_product_makes_batched_matmuls_kernel_call(groups, images, M, K, N, with_epilogue, dtype, rng):
+    a = rng.standard_normal((groups, M, K)).astype(dtype)
+    b = rng.standard_normal((images * groups, K, N)).astype(dtype)
+    epilogue = None
+    if with_epilogue:
+        epilogue = (rng.uniform(0.5, 2, groups * M).astype(dtype), rng.standard_normal(groups * M).astype(dtype),
+                    0.0, 6.0, True)
+    expected, prepared = np.empty((images * groups, M, N), dtype), np.full((images * groups, M, N), np.nan, dtype)
+    with one_blas_thread():
+        _gemm.batched_matmul(a, b, expected, epilogue)
+        run = _gemm.prepare_matmul_per_image(a, images * groups, N, epilogue)
+        run(b, prepared)
+        run(b, prepared)                                        # reusable: the same bits again
+    np.testing.assert_array_equal(prepared, expected)
+
+
+def test_a_product_batched_matmul_would_not_block_is_not_prepared(rng, monkeypatch):
+    a = rng.standard_normal((1, 144, 576)).astype(np.float32)
+    assert _gemm.prepare_matmul_per_image(a, 1, 1) is None                     # matrix-vector: gemv
+    assert _gemm.prepare_matmul_per_image(a[:, :1], 1, 49) is None            # one row: gemv too
+    assert _gemm.prepare_matmul_per_image(a, 0, 49) is None                    # nothing to compute
+    monkeypatch.setattr(_gemm, "_CBLAS", {})
+    assert _gemm.prepare_matmul_per_image(a, 2, 49) is None                    # no CBLAS: np.matmul

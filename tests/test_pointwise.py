@@ -218,3 +218,24 @@ def test_pointwise_non_contiguous_inputs_give_same_result_as_contiguous(layout, 
                                   pointwise_conv2d_backward_input(grad_out, weight, x.shape, groups))
     np.testing.assert_array_equal(pointwise_conv2d_backward_weight(grad_out_view, x_view, weight.shape, groups),
                                   pointwise_conv2d_backward_weight(grad_out, x, weight.shape, groups))
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, groups, with_bias, dtype", GRID)
+def test_a_prepared_forward_gives_the_bits_of_the_forward(x_shape, weight_shape, groups, with_bias, dtype, rng):
+    """``prepare_forward`` (used by ``nn.freeze``): the same kernel call with its decisions made once, or None
+    where the forward takes another path (1 x 1 maps: images as rows; one image of one output channel per
+    group: a matrix-vector product)."""
+    from kernels.conv2d import _geometry
+    from kernels._jit import one_blas_thread
+
+    x, weight, _, _ = make_inputs(x_shape, weight_shape, False, dtype, rng)
+    geometry = _geometry(x.shape, weight.shape, 1, 0, 1, groups)
+    C_out = weight_shape[0]
+    epilogue = (rng.uniform(0.5, 2, C_out).astype(dtype), rng.standard_normal(C_out).astype(dtype), 0.0, np.inf,
+                with_bias)                                      # the grid's bias flag picks hard swish here
+    forward = P.prepare_forward(weight, geometry, epilogue)
+    if x_shape[2:] == (1, 1) or x_shape[0] * groups == 1 and C_out == groups:
+        assert forward is None
+        return
+    with one_blas_thread():
+        np.testing.assert_array_equal(forward(x), P._forward(x, weight, None, geometry, epilogue))

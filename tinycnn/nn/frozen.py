@@ -39,6 +39,7 @@ from collections import OrderedDict
 import numpy as np
 
 import kernels.conv2d as conv2d_kernels
+import kernels.pointwise as pointwise_kernels
 from kernels._jit import one_blas_thread
 
 from .containers import Sequential
@@ -87,6 +88,7 @@ class FrozenConvNormActivation(Module):
         self._weight = np.ascontiguousarray(conv._parameters["weight"].data)  # (C_out, C_in/groups, kH, kW)
         bias = conv._parameters["bias"]
         self._bias = None if bias is None else bias.data                     # (C_out,) or None
+        self._forwards = {}                         # input shape -> its prepared forward (see _prepare)
 
     def forward(self, x):
         conv = self._modules["0"]                   # the registry: Module.__getattr__ costs ~1.5 us a call
@@ -95,9 +97,22 @@ class FrozenConvNormActivation(Module):
             raise TypeError(f"FrozenConvNormActivation was frozen with {self._weight.dtype} weights; got a "
                             f"{x.dtype} input: freeze the model again after converting it")
         x = np.ascontiguousarray(x)
+        forward = self._forwards.get(x.shape)
+        if forward is None:
+            forward = self._forwards[x.shape] = self._prepare(conv._geometry(x.shape))
         with one_blas_thread():
-            return conv2d_kernels._forward(x, self._weight, self._bias, conv._geometry(x.shape),
-                                           epilogue=self._epilogue)
+            return forward(x)
+
+    def _prepare(self, geometry):
+        """The forward for one input shape: a bias-free pointwise convolution's matrix products with their
+        blocks and epilogue worked out once (:func:`kernels.pointwise.prepare_forward`), any other the
+        convolution's kernels with the geometry checked once. Both are ``conv2d._forward``'s arithmetic."""
+        if self._bias is None and conv2d_kernels._is_pointwise(geometry):
+            forward = pointwise_kernels.prepare_forward(self._weight, geometry, self._epilogue)
+            if forward is not None:
+                return forward
+        weight, bias, epilogue = self._weight, self._bias, self._epilogue
+        return lambda x: conv2d_kernels._forward(x, weight, bias, geometry, epilogue=epilogue)
 
     def backward(self, grad_out):
         raise RuntimeError("FrozenConvNormActivation is part of a frozen model (tinycnn.nn.freeze), which is for "
