@@ -290,28 +290,70 @@ def depthwise_conv2d_backward_weight(grad_out, x, weight_shape, stride=1, paddin
 def _forward(x, weight, bias, geometry, epilogue=None):
     """Allocate the output and run the forward kernel that suits the geometry; ``epilogue`` as
     :func:`kernels.conv2d._forward`'s (the flat and channels-last kernels apply it before writing their
-    output, the others in one pass after it)."""
-    y = np.empty(geometry.output_shape, dtype=x.dtype)
+    output, the others in one pass after it). The same as ``prepare_forward(weight, bias, geometry,
+    epilogue)(x)``."""
+    return prepare_forward(weight, bias, geometry, epilogue)(x)
+
+
+def prepare_forward(weight, bias, geometry, epilogue=None):
+    """The depthwise forward for fixed weights and input shape: ``forward(x) -> y``, its kernel chosen once.
+
+    Parameters
+    ----------
+    weight : ndarray (C_out, 1, kH, kW), C-contiguous
+    bias : ndarray (C_out,) or None
+    geometry : the checked geometry of the input shape (N, C_in, H, W)
+    epilogue : as :func:`kernels.conv2d._forward`'s, or None
+
+    Returns
+    -------
+    forward : callable, C-contiguous ``x`` (N, C_in, H, W) of ``weight``'s dtype -> ``y`` (N, C_out, H_out,
+        W_out), a new array.
+
+    :func:`_forward` is this, prepared and called at once; ``tinycnn.nn.freeze`` keeps the prepared
+    function of each input shape instead of choosing the kernel and packing its arguments on every call.
+    """
+    dtype, output_shape = weight.dtype, geometry.output_shape
     if bias is None:
-        bias = _empty_bias(x.dtype)
+        bias = _empty_bias(dtype)
+    loop = _loop_arguments(geometry)                                  # sh, sw, ph, pw, dh, dw
     if _use_one_pixel(geometry):
-        _forward_one_pixel_kernel(x, _weight_taps(weight), bias, y, ONE_PIXEL_BLOCK, *_loop_arguments(geometry)[2:])
-        return finish_channels(y, epilogue)
+        taps = _weight_taps(weight)                                   # (kH, kW, C)
+
+        def one_pixel_forward(x):
+            y = np.empty(output_shape, dtype=dtype)
+            _forward_one_pixel_kernel(x, taps, bias, y, ONE_PIXEL_BLOCK, *loop[2:])
+            return finish_channels(y, epilogue)
+
+        return one_pixel_forward
     scale, shift, low, high, hardswish = (unpack_epilogue(epilogue) if epilogue is not None
                                           else (bias[:0], bias[:0], -np.inf, np.inf, False))
-    finish = (scale, shift, x.dtype.type(low), x.dtype.type(high), hardswish)
+    finish = (scale, shift, dtype.type(low), dtype.type(high), hardswish)
     if _use_flat(geometry):
-        _forward_flat_kernel(x, weight, bias, y, *_loop_arguments(geometry), *finish)
-        return y
+
+        def flat_forward(x):                                          # the epilogue inside the kernel
+            y = np.empty(output_shape, dtype=dtype)
+            _forward_flat_kernel(x, weight, bias, y, *loop, *finish)
+            return y
+
+        return flat_forward
     if _use_channels_last(geometry):
-        _forward_channels_last_kernel(x, weight, bias, y, _forward_block(geometry), *_loop_arguments(geometry),
-                                      *finish)
-        return y
-    if _use_row_fast_path(geometry):
-        _forward_rows_kernel(x, weight, bias, y, *_loop_arguments(geometry))
-    else:
-        _forward_generic_kernel(x, weight, bias, y, *_loop_arguments(geometry))
-    return finish_channels(y, epilogue)
+        block = _forward_block(geometry)
+
+        def channels_last_forward(x):                                 # the epilogue inside the kernel
+            y = np.empty(output_shape, dtype=dtype)
+            _forward_channels_last_kernel(x, weight, bias, y, block, *loop, *finish)
+            return y
+
+        return channels_last_forward
+    kernel = _forward_rows_kernel if _use_row_fast_path(geometry) else _forward_generic_kernel
+
+    def plane_forward(x):                                             # the epilogue in a pass of its own
+        y = np.empty(output_shape, dtype=dtype)
+        kernel(x, weight, bias, y, *loop)
+        return finish_channels(y, epilogue)
+
+    return plane_forward
 
 
 def _backward_input(grad_out, weight, geometry):

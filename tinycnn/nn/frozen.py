@@ -39,6 +39,7 @@ from collections import OrderedDict
 import numpy as np
 
 import kernels.conv2d as conv2d_kernels
+import kernels.depthwise as depthwise_kernels
 import kernels.pointwise as pointwise_kernels
 from kernels._jit import one_blas_thread
 
@@ -104,14 +105,18 @@ class FrozenConvNormActivation(Module):
             return forward(x)
 
     def _prepare(self, geometry):
-        """The forward for one input shape: a bias-free pointwise convolution's matrix products with their
-        blocks and epilogue worked out once (:func:`kernels.pointwise.prepare_forward`), any other the
-        convolution's kernels with the geometry checked once. Both are ``conv2d._forward``'s arithmetic."""
-        if self._bias is None and conv2d_kernels._is_pointwise(geometry):
-            forward = pointwise_kernels.prepare_forward(self._weight, geometry, self._epilogue)
+        """The forward for one input shape, each ``conv2d._forward``'s arithmetic: a bias-free pointwise
+        convolution's matrix products with their blocks and epilogue worked out once
+        (:func:`kernels.pointwise.prepare_forward`), a depthwise convolution's kernel chosen and its
+        arguments packed once (:func:`kernels.depthwise.prepare_forward`), any other convolution's kernels
+        with the geometry checked once."""
+        weight, bias, epilogue = self._weight, self._bias, self._epilogue
+        if conv2d_kernels._is_pointwise(geometry):
+            forward = None if bias is not None else pointwise_kernels.prepare_forward(weight, geometry, epilogue)
             if forward is not None:
                 return forward
-        weight, bias, epilogue = self._weight, self._bias, self._epilogue
+        elif conv2d_kernels._is_depthwise(geometry):
+            return depthwise_kernels.prepare_forward(weight, bias, geometry, epilogue)
         return lambda x: conv2d_kernels._forward(x, weight, bias, geometry, epilogue=epilogue)
 
     def backward(self, grad_out):
