@@ -103,6 +103,17 @@ def test_layers_no_grad_would_not_merge_stay_as_they_are(rng):
     assert [type(layer) for layer in second.children()] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU6]
     assert [type(layer) for layer in third.children()] == [nn.FrozenConvNormActivation, nn.LeakyReLU]
     assert type(fourth) is nn.FrozenConvNormActivation
+    assert type(first) is type(second) is nn.Sequential         # batch norm -> ReLU(6) still merge at run time
+    assert type(third) is type(frozen.module) is nn.FrozenSequential       # nothing left to merge: a loop
+
+
+def test_a_frozen_model_that_is_a_sequential_becomes_a_frozen_sequential(rng):
+    model = _randomise_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten()), rng)
+    x = rng.standard_normal((2, 3, 6, 6))
+    frozen = nn.freeze(model.to(np.float64))
+    assert type(frozen.module) is nn.FrozenSequential and not frozen.module.training
+    assert [type(layer) for layer in frozen.module.children()] == [nn.FrozenConvNormActivation, nn.Flatten]
+    np.testing.assert_array_equal(frozen(x), _eval_output(model, x))
 
 
 def test_a_frozen_step_is_for_inference_only_and_checks_its_input(rng):

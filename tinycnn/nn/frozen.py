@@ -21,7 +21,11 @@ taken as constants, and the graph is rewritten around them. :func:`freeze` does 
    ``BatchNorm2d`` (running statistics) [-> ``ReLU``/``ReLU6``/``Hardswish``], becomes one
    :class:`FrozenConvNormActivation`, whose batch-norm ``scale`` and ``shift`` are computed here, once;
 3. a ``Sequential`` left holding just that one step (every ``Conv2dNormActivation``) is replaced by the
-   step in the ``Sequential`` around it.
+   step in the ``Sequential`` around it, and one with no run left to merge by a
+   :class:`FrozenSequential`, which calls its layers without looking for runs;
+4. each step prepares, on the first input of each shape, the kernel call it will make (which kernel,
+   its blocks and arguments: :func:`kernels.pointwise.prepare_forward`,
+   :func:`kernels.depthwise.prepare_forward`), and makes only that call afterwards.
 
 The arithmetic is untouched: a frozen model gives the same bits as the model in evaluation mode inside
 ``no_grad()`` (the same kernels with the same ``scale``, ``shift`` and clip), so ``freeze`` changes
@@ -143,26 +147,45 @@ def _merge_runs(sequential):
     sequential._modules.update(merged)
 
 
+class FrozenSequential(Sequential):
+    """A ``Sequential`` of a frozen model with no run of layers left to merge: it calls its layers in turn.
+
+    A ``Sequential`` looks for runs to merge on every call (:func:`tinycnn.nn.fusion.fused_chain_forward`);
+    once :func:`freeze` has merged them, there is nothing left to find. Same layers, same names, same
+    results; inference only (its frozen steps have no ``backward``).
+    """
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x
+
+
 def _is_plain_sequential(module):
     return (isinstance(module, Sequential) and type(module).forward is Sequential.forward
             and not module._forward_hooks and "forward" not in module.__dict__)
 
 
 def _freeze_tree(module):
-    """Merge the runs of every plain ``Sequential`` below ``module`` (children first), then put a merged
-    step in place of a plain ``Sequential`` that holds nothing else, when its parent is a plain ``Sequential``
-    too (which calls its children in order and nothing more)."""
-    for child in module._modules.values():
+    """``module`` frozen, children first: in every plain ``Sequential`` the runs merged; a plain ``Sequential``
+    holding just one merged step replaced by that step in the ``Sequential`` around it (which calls its
+    children in order and nothing more); a ``Sequential`` with no run left replaced by a
+    :class:`FrozenSequential`. Returns ``module`` or what replaces it."""
+    for name, child in list(module._modules.items()):
         if child is not None:
-            _freeze_tree(child)
+            module._modules[name] = _freeze_tree(child)
     if not _is_plain_sequential(module):
-        return
+        return module
     _merge_runs(module)
     for name, child in list(module._modules.items()):
-        if _is_plain_sequential(child) and len(child._modules) == 1:
+        if (type(child) is FrozenSequential or _is_plain_sequential(child)) and len(child._modules) == 1:
             only = next(iter(child._modules.values()))
             if type(only) is FrozenConvNormActivation:
                 module._modules[name] = only
+    layers = list(module._modules.values())
+    if type(module) is Sequential and not any(_fusable_run(layers, index) for index in range(len(layers))):
+        return FrozenSequential(OrderedDict(module._modules)).train(False)
+    return module
 
 
 def freeze(model):
@@ -183,8 +206,7 @@ def freeze(model):
         raise TypeError(f"freeze expects a tinycnn.nn.Module; got {type(model).__name__}")
     snapshot = copy.deepcopy(model)
     snapshot.train(False)
-    _freeze_tree(snapshot)
-    return FrozenModel(snapshot)
+    return FrozenModel(_freeze_tree(snapshot))
 
 
 class FrozenModel:
