@@ -29,7 +29,8 @@ def _model(name, rng, dtype=np.float32, **arguments):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name, arguments", [("mobilenet_v2", {"width_mult": 0.5}), ("mobilenet_v3_small", {}),
-                                             ("resnet18", {"width_mult": 0.25}), ("mobilenext", {"width_mult": 0.5})])
+                                             ("resnet18", {"width_mult": 0.25}), ("mobilenext", {"width_mult": 0.5}),
+                                             ("ghostnet", {"width_mult": 0.5})])    # its SE layers renamed (timm)
 def test_no_grad_gives_the_same_bits_as_the_layers_one_by_one(name, arguments, dtype, rng):
     model = _model(name, rng, dtype, **arguments)
     x = rng.standard_normal((2, 3, 40, 40)).astype(dtype)

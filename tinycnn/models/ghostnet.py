@@ -134,6 +134,7 @@ class GhostSqueezeExcite(nn.SqueezeExcitation):
     the parent's ``forward``/``backward`` find the layers under their role names.
     """
 
+    _LAYER_NAMES = tuple(_TIMM_SE_NAMES.get(name, name) for name in nn.SqueezeExcitation._LAYER_NAMES)
     fc1 = property(lambda self: self.conv_reduce)
     fc2 = property(lambda self: self.conv_expand)
     activation = property(lambda self: self.act1)

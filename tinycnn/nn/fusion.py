@@ -213,9 +213,8 @@ def squeeze_excitation_without_grad(se, x):
     block is one compiled call (:func:`_one_image_block`; V3-Small's batch-1 blocks 90-160 us each
     before). The five layers are marked as having run without gradients.
     """
-    layers = se._modules                # the registry, not se.fc1 (Conv2d._convolve says why)
-    pool, fc1, fc2 = layers["avgpool"], layers["fc1"], layers["fc2"]
-    activation_layer, gate_layer = layers["activation"], layers["scale_activation"]
+    # the registry, not se.fc1 (Conv2d._convolve says why), under the block's own names
+    pool, fc1, activation_layer, fc2, gate_layer = (se._modules[name] for name in se._LAYER_NAMES)
     activation, gate_activation = _layer_function(activation_layer), _layer_function(gate_layer)
     if (activation is None or gate_activation is None or not _plain(fc1, Conv2d) or not _plain(fc2, Conv2d)
             or not _plain(pool, AdaptiveAvgPool2d) or pool._size != (1, 1)):

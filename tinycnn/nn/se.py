@@ -43,6 +43,11 @@ class SqueezeExcitation(Module):
     checks and caches (:func:`tinycnn.nn.fusion.squeeze_excitation_without_grad`; same bits).
     """
 
+    #: the registry names of (avgpool, fc1, activation, fc2, scale_activation), for code that reads the
+    #: registry directly (:func:`tinycnn.nn.fusion.squeeze_excitation_without_grad`); a subclass that renames
+    #: its children lists its own (GhostNet's timm names)
+    _LAYER_NAMES = ("avgpool", "fc1", "activation", "fc2", "scale_activation")
+
     def __init__(self, input_channels, squeeze_channels, activation=ReLU, scale_activation=Sigmoid):
         super().__init__()
         self.avgpool = AdaptiveAvgPool2d(1)
