@@ -42,6 +42,7 @@ def _frozen_steps(frozen):
     ("resnet18", {"width_mult": 0.25}, 3),                  # blocks with their own forward: only downsample
     ("mobilenext", {"width_mult": 0.5}, None),
     ("shufflenet_v2_x0_5", {}, None),
+    ("ghostnet", {"width_mult": 0.5}, None),                 # squeeze-and-excitation with a ReLU gate
 ])
 def test_a_frozen_model_gives_the_bits_of_eval_mode_under_no_grad(name, arguments, merged, dtype, rng):
     model = _model(name, rng, dtype, **arguments)
@@ -137,3 +138,29 @@ def test_a_frozen_step_is_for_inference_only_and_checks_its_input(rng):
         nn.FrozenConvNormActivation(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(5).eval())
     with pytest.raises(TypeError, match="tinycnn.nn.Module"):
         nn.freeze(lambda x: x)
+
+
+def test_residual_blocks_become_frozen_shortcut_blocks_with_their_children_and_errors(rng):
+    model = _model("mobilenet_v3_small", rng)
+    frozen = nn.freeze(model)
+    blocks = [m for m in frozen.module.modules() if isinstance(m, nn.FrozenShortcutBlock)]
+    assert len(blocks) == 11 and sum(block._identity for block in blocks) == 6     # V3-Small: 6 add their input
+    assert set(frozen.module.state_dict()) == set(model.state_dict())             # every key kept
+    with pytest.raises(ValueError, match="expects 16 input channels"):
+        blocks[0](np.zeros((1, 8, 8, 8), np.float32))
+
+    projection = nn.Residual(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1))    # a projection shortcut
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    frozen = nn.freeze(projection)
+    assert type(frozen.module) is nn.FrozenShortcutBlock
+    np.testing.assert_array_equal(frozen(x), _eval_output(projection, x))
+    mismatched = nn.freeze(nn.Residual(nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 1)))   # 3 x 3 without padding
+    with pytest.raises(ValueError, match=r"branch output \(2, 4, 3, 3\) and shortcut output \(2, 4, 5, 5\)"):
+        mismatched(x)
+
+
+def test_blocks_with_their_own_forward_rule_are_not_rewritten(rng):
+    frozen = nn.freeze(_model("resnet18", rng, width_mult=0.25))        # a ReLU after the add
+    assert not any(isinstance(m, nn.FrozenShortcutBlock) for m in frozen.module.modules())
+    frozen = nn.freeze(_model("mobilenext", rng, width_mult=0.5))       # identity on some channels only
+    assert not any(isinstance(m, nn.FrozenShortcutBlock) for m in frozen.module.modules())

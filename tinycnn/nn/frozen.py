@@ -22,7 +22,8 @@ taken as constants, and the graph is rewritten around them. :func:`freeze` does 
    :class:`FrozenConvNormActivation`, whose batch-norm ``scale`` and ``shift`` are computed here, once;
 3. a ``Sequential`` left holding just that one step (every ``Conv2dNormActivation``) is replaced by the
    step in the ``Sequential`` around it, and one with no run left to merge by a
-   :class:`FrozenSequential`, which calls its layers without looking for runs;
+   :class:`FrozenSequential`, which calls its layers without looking for runs, and a residual block
+   that follows :class:`~tinycnn.nn.ShortcutBlock`'s rule unchanged by a :class:`FrozenShortcutBlock`;
 4. each step prepares, on the first input of each shape, the kernel call it will make (which kernel,
    its blocks and arguments: :func:`kernels.pointwise.prepare_forward`,
    :func:`kernels.depthwise.prepare_forward`), and makes only that call afterwards.
@@ -47,6 +48,7 @@ import kernels.depthwise as depthwise_kernels
 import kernels.pointwise as pointwise_kernels
 from kernels._jit import one_blas_thread
 
+from .blocks import ShortcutBlock
 from .containers import Sequential
 from .conv import Conv2d
 from .fusion import _CONV_ACTIVATIONS, _fusable_run
@@ -161,6 +163,55 @@ class FrozenSequential(Sequential):
         return x
 
 
+class FrozenShortcutBlock(Module):
+    """A residual block of a frozen model, ``y = branch(x) [+ shortcut(x)]``: its branch's layers called in turn.
+
+    Made by :func:`freeze` from a :class:`~tinycnn.nn.ShortcutBlock` (MobileNet V2/V3's inverted
+    residuals, ResNet's blocks without an activation after the add, GhostNet's bottleneck) that keeps the
+    base class's forward and hooks and adds all of its identity or a projection shortcut, or none. The
+    block's children are kept under their names (``state_dict`` keys unchanged); what is dropped is the
+    per-call bookkeeping of the block (the branch as a chain that looks for runs, the residual decision).
+    Same results; inference only.
+
+    Shapes
+    ------
+    x : (N, C_in, H, W) -> y : (N, C_out, H/s, W/s), as the block.
+    """
+
+    def __init__(self, block):
+        super().__init__()
+        for name, child in block._modules.items():
+            self.add_module(name, child)
+        self._branch = tuple(block._branch_layers())
+        self._shortcut = block._shortcut_layer()                  # a projection layer, or None
+        self._identity = self._shortcut is None and block.has_shortcut
+        self._input_ndim, self.in_channels = block._input_ndim, block.in_channels
+        self._block_name = type(block).__name__
+
+    def forward(self, x):
+        self._check_input(x, ndim=self._input_ndim, channels=self.in_channels)
+        y = x
+        for layer in self._branch:                                # (N, C_out, H/s, W/s) at the end
+            y = layer(y)
+        if self._shortcut is None and not self._identity:
+            return y
+        skip = x if self._shortcut is None else self._shortcut(x)
+        if y.shape != skip.shape:
+            raise ValueError(f"{self._block_name}: branch output {y.shape} and shortcut output {skip.shape} must have "
+                             f"the same shape to be added (input shape {x.shape})")
+        return y + skip
+
+
+def _is_frozen_shortcut_candidate(block):
+    """A :class:`ShortcutBlock` whose forward is the base class's residual rule, unchanged: same hooks,
+    no activation after the add, and an identity shortcut (if any) on all channels."""
+    kind = type(block)
+    return (isinstance(block, ShortcutBlock) and not block._forward_hooks and "forward" not in block.__dict__
+            and all(getattr(kind, name) is getattr(ShortcutBlock, name)
+                    for name in ("forward", "_branch_forward", "_shortcut_forward", "_after_add_forward"))
+            and block.identity_channels is None)
+
+
 def _is_plain_sequential(module):
     return (isinstance(module, Sequential) and type(module).forward is Sequential.forward
             and not module._forward_hooks and "forward" not in module.__dict__)
@@ -174,6 +225,8 @@ def _freeze_tree(module):
     for name, child in list(module._modules.items()):
         if child is not None:
             module._modules[name] = _freeze_tree(child)
+    if _is_frozen_shortcut_candidate(module):
+        return FrozenShortcutBlock(module).train(False)
     if not _is_plain_sequential(module):
         return module
     _merge_runs(module)
