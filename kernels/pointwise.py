@@ -182,7 +182,8 @@ def prepare_forward(weight, geometry, epilogue=None):
     -------
     forward : callable ``forward(x) -> y`` for a C-contiguous ``x`` (N, C_in, H, W) of ``weight``'s dtype,
         ``y`` (N, C_out, H, W) the same bits as ``_forward(x, weight, None, geometry, epilogue)``; or None
-        where that path is not one blocked product per image and group (1 x 1 maps, no CBLAS).
+        where that path is not one blocked product per image and group (1 x 1 maps, a single
+        matrix-vector product, no CBLAS).
 
     Used by ``tinycnn.nn.freeze``: ``y[n] = W @ x[n]`` per group through
     :func:`kernels._gemm.prepare_matmul_per_image`, without re-deciding anything on each call.

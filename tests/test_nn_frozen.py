@@ -153,6 +153,7 @@ def test_residual_blocks_become_frozen_shortcut_blocks_with_their_children_and_e
     x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
     frozen = nn.freeze(projection)
     assert type(frozen.module) is nn.FrozenShortcutBlock
+    assert list(frozen.module.state_dict()) == list(projection.state_dict())     # the shortcut once, by its name
     np.testing.assert_array_equal(frozen(x), _eval_output(projection, x))
     mismatched = nn.freeze(nn.Residual(nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 1)))   # 3 x 3 without padding
     with pytest.raises(ValueError, match=r"branch output \(2, 4, 3, 3\) and shortcut output \(2, 4, 5, 5\)"):

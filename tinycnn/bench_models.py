@@ -348,8 +348,9 @@ def format_model_table(report):
             cell = row[workload]
             torch_ms = "-" if cell["torch_ms"] is None else f"{cell['torch_ms']:.1f}"
             ratio = "-" if cell["ratio"] is None else f"{cell['ratio']:.2f}x"
-            to_eager = cell.get("ratio_to_eager_torch", "")
-            to_eager = "-" if to_eager is None else to_eager if to_eager == "" else f"{to_eager:.2f}x"
+            to_eager = ""                                         # only the frozen row has this ratio
+            if "ratio_to_eager_torch" in cell:
+                to_eager = "-" if cell["ratio_to_eager_torch"] is None else f"{cell['ratio_to_eager_torch']:.2f}x"
             rss = f"{row['peak_rss_mb']:.0f}" if workload == "frozen" else ""
             lines.append(f"{row['name']:<22}{workload:<8}{cell['ours_ms']:>10.1f}{torch_ms:>10}{ratio:>12}"
                          f"{to_eager:>14}{rss:>14}")
