@@ -165,3 +165,32 @@ def test_blocks_with_their_own_forward_rule_are_not_rewritten(rng):
     assert not any(isinstance(m, nn.FrozenShortcutBlock) for m in frozen.module.modules())
     frozen = nn.freeze(_model("mobilenext", rng, width_mult=0.5))       # identity on some channels only
     assert not any(isinstance(m, nn.FrozenShortcutBlock) for m in frozen.module.modules())
+
+
+def test_mobilenet_v3_squeeze_excitation_blocks_become_one_kernel_call_on_one_image(rng, monkeypatch):
+    model = _model("mobilenet_v3_small", rng)
+    frozen = nn.freeze(model)
+    blocks = [m for m in frozen.module.modules() if isinstance(m, nn.FrozenSqueezeExcitation)]
+    assert len(blocks) == 9                                             # every SE block of V3-Small
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    import tinycnn.nn.frozen as frozen_module
+    calls = []
+    real = frozen_module.squeeze_excitation_clip_hardsigmoid
+    monkeypatch.setattr(frozen_module, "squeeze_excitation_clip_hardsigmoid",
+                        lambda *args, **kwargs: calls.append(args[0].shape) or real(*args, **kwargs))
+    np.testing.assert_array_equal(frozen(x), _eval_output(model, x))   # one image: the kernel
+    assert len(calls) == 9
+    np.testing.assert_array_equal(frozen(np.repeat(x, 2, axis=0)), _eval_output(model, np.repeat(x, 2, axis=0)))
+    assert len(calls) == 9                                              # two images: the block itself
+
+
+def test_other_squeeze_excitation_blocks_are_left_to_no_grad(rng):
+    sigmoid_gate = nn.SqueezeExcitation(8, 4)                           # SENet's sigmoid gate
+    hooked = nn.SqueezeExcitation(8, 4, scale_activation=nn.Hardsigmoid)
+    hooked.register_forward_hook(lambda module, inputs, output: None)
+    for block in (sigmoid_gate, hooked):
+        model = nn.Sequential(block, nn.Flatten())
+        frozen = nn.freeze(model)
+        assert not any(isinstance(m, nn.FrozenSqueezeExcitation) for m in frozen.module.modules())
+        x = rng.standard_normal((1, 8, 3, 3)).astype(np.float32)
+        np.testing.assert_array_equal(frozen(x), _eval_output(model, x))

@@ -19,7 +19,8 @@ from .blocks import ChannelSplit, Concat, Conv2dNormActivation, Residual, Shortc
 from .containers import ModuleList, Sequential, chain_backward, chain_forward
 from .conv import Conv2d, ConvTranspose2d
 from .deformable import DeformConv2d
-from .frozen import FrozenConvNormActivation, FrozenModel, FrozenSequential, FrozenShortcutBlock, freeze
+from .frozen import (FrozenConvNormActivation, FrozenModel, FrozenSequential, FrozenShortcutBlock,
+                     FrozenSqueezeExcitation, freeze)
 from .grad_mode import is_grad_enabled, no_grad
 from .linear import Linear
 from .misc import ChannelShuffle, Dropout, Flatten, Identity, Upsample
@@ -30,7 +31,7 @@ from .se import SqueezeExcitation
 
 __all__ = [
     "init", "no_grad", "is_grad_enabled", "freeze", "FrozenModel", "FrozenConvNormActivation",
-    "FrozenSequential", "FrozenShortcutBlock",
+    "FrozenSequential", "FrozenShortcutBlock", "FrozenSqueezeExcitation",
     "Module", "Parameter", "Sequential", "ModuleList", "chain_forward", "chain_backward",
     "Conv2d", "ConvTranspose2d", "BatchNorm2d", "Linear",
     "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Hardsigmoid", "Hardswish", "SiLU",
