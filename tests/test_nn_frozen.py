@@ -173,14 +173,16 @@ def test_mobilenet_v3_squeeze_excitation_blocks_become_one_kernel_call_on_one_im
     blocks = [m for m in frozen.module.modules() if isinstance(m, nn.FrozenSqueezeExcitation)]
     assert len(blocks) == 9                                             # every SE block of V3-Small
     x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
-    import tinycnn.nn.frozen as frozen_module
+    from tinycnn.nn import fusion
     calls = []
-    real = frozen_module.squeeze_excitation_clip_hardsigmoid
-    monkeypatch.setattr(frozen_module, "squeeze_excitation_clip_hardsigmoid",
+    real = fusion.squeeze_excitation_clip_hardsigmoid
+    monkeypatch.setattr(fusion, "squeeze_excitation_clip_hardsigmoid",
                         lambda *args, **kwargs: calls.append(args[0].shape) or real(*args, **kwargs))
-    np.testing.assert_array_equal(frozen(x), _eval_output(model, x))   # one image: the kernel
+    expected, expected_two = _eval_output(model, x), _eval_output(model, np.repeat(x, 2, axis=0))
+    calls.clear()                                                       # (evaluation mode takes it too)
+    np.testing.assert_array_equal(frozen(x), expected)                 # one image: the kernel
     assert len(calls) == 9
-    np.testing.assert_array_equal(frozen(np.repeat(x, 2, axis=0)), _eval_output(model, np.repeat(x, 2, axis=0)))
+    np.testing.assert_array_equal(frozen(np.repeat(x, 2, axis=0)), expected_two)
     assert len(calls) == 9                                              # two images: the block itself
 
 
@@ -194,3 +196,5 @@ def test_other_squeeze_excitation_blocks_are_left_to_no_grad(rng):
         assert not any(isinstance(m, nn.FrozenSqueezeExcitation) for m in frozen.module.modules())
         x = rng.standard_normal((1, 8, 3, 3)).astype(np.float32)
         np.testing.assert_array_equal(frozen(x), _eval_output(model, x))
+        with pytest.raises(ValueError, match="Hardsigmoid gate"):
+            nn.FrozenSqueezeExcitation(block)

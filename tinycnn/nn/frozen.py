@@ -51,16 +51,13 @@ import kernels.conv2d as conv2d_kernels
 import kernels.depthwise as depthwise_kernels
 import kernels.pointwise as pointwise_kernels
 from kernels._jit import one_blas_thread
-from kernels.squeeze_excitation import squeeze_excitation_clip_hardsigmoid
 
-from .activation import Hardsigmoid, ReLU, ReLU6
 from .blocks import ShortcutBlock
 from .containers import Sequential
 from .conv import Conv2d
-from .fusion import _CONV_ACTIVATIONS, _fusable_run, _layer_function, _plain
+from .fusion import _CONV_ACTIVATIONS, _fusable_run, one_image_block_arguments, run_one_image_block
 from .grad_mode import no_grad
 from .module import Module
-from .pooling import AdaptiveAvgPool2d
 from .se import SqueezeExcitation
 
 
@@ -214,13 +211,13 @@ class FrozenShortcutBlock(Module):
 
 class FrozenSqueezeExcitation(Module):
     """MobileNet V3's squeeze-and-excitation block in a frozen model: one image goes straight to its compiled
-    kernel (:func:`kernels.squeeze_excitation.squeeze_excitation_clip_hardsigmoid`) with the weights taken
-    once; anything else runs the block itself (under ``no_grad()``, its layers' kernels called directly).
+    kernel (:func:`tinycnn.nn.fusion.run_one_image_block`) with the weights taken once; anything else runs
+    the block itself (under ``no_grad()``, its layers' kernels called directly).
 
-    Made by :func:`freeze` from a plain :class:`~tinycnn.nn.SqueezeExcitation` (or a subclass that only
-    renames its children, GhostNet's) whose activation is ReLU or ReLU6, whose gate is a hard sigmoid, and
-    whose two convolutions have biases: the block that ``no_grad()`` runs as one call on one image
-    (:func:`tinycnn.nn.fusion._one_image_block`), so the bits are the same. The children keep their names.
+    Made by :func:`freeze` from a :class:`~tinycnn.nn.SqueezeExcitation` with the class's forward (GhostNet's
+    subclass only renames the children) that ``no_grad()`` would run as that one call on one image
+    (:func:`tinycnn.nn.fusion.one_image_block_arguments`: ReLU or ReLU6, a hard-sigmoid gate, biases), so
+    the bits are the same. The children keep their names.
 
     Shapes
     ------
@@ -229,39 +226,31 @@ class FrozenSqueezeExcitation(Module):
 
     def __init__(self, se):
         super().__init__()
+        if not _is_frozen_squeeze_excitation_candidate(se):
+            raise ValueError(f"FrozenSqueezeExcitation takes a SqueezeExcitation block with a ReLU or ReLU6, a "
+                             f"Hardsigmoid gate and biases, neither the block nor its layers hooked; got {se!r}")
+        arguments = one_image_block_arguments(se)
         for name, child in se._modules.items():
             self.add_module(name, child)
         self.__dict__["_block"] = se                  # a plain reference (see FrozenShortcutBlock)
-        _, fc1, activation, fc2, _ = (se._modules[name] for name in se._LAYER_NAMES)
-        self.in_channels = fc1.in_channels
-        self._weights = tuple(np.ascontiguousarray(parameter.data) for parameter in
-                              (fc1._parameters["weight"], fc1._parameters["bias"], fc2._parameters["weight"],
-                               fc2._parameters["bias"]))              # (S, C, 1, 1), (S,), (C, S, 1, 1), (C,)
-        self._high = activation.HIGH                  # the clip after fc1: inf (ReLU) or 6 (ReLU6)
+        self.in_channels = se._modules[se._LAYER_NAMES[1]].in_channels
+        *weights, high = arguments                    # (S, C, 1, 1), (S,), (C, S, 1, 1), (C,); inf or 6
+        self._arguments = (*(np.ascontiguousarray(weight) for weight in weights), high)
 
     def forward(self, x):
         self._check_input(x, channels=self.in_channels)
-        if x.shape[0] == 1 and x.dtype == self._weights[0].dtype:
-            with one_blas_thread():
-                y = squeeze_excitation_clip_hardsigmoid(x, *self._weights, high=self._high)
+        if x.shape[0] == 1 and x.dtype == self._arguments[0].dtype:
+            y = run_one_image_block(self._arguments, x)
             if y is not None:                         # None: no BLAS gemv, or convolutions too large for it
                 return y
         return self._block(x)
 
 
 def _is_frozen_squeeze_excitation_candidate(se):
-    """A squeeze-and-excitation block that ``no_grad()`` would run as one compiled call on one image."""
-    if not (isinstance(se, SqueezeExcitation) and type(se).forward is SqueezeExcitation.forward
-            and not se._forward_hooks and "forward" not in se.__dict__):
-        return False
-    pool, fc1, activation, fc2, gate = (se._modules[name] for name in se._LAYER_NAMES)
-    layers_plain = (_layer_function(activation) is not None and _layer_function(gate) is not None
-                    and _plain(fc1, Conv2d) and _plain(fc2, Conv2d) and _plain(pool, AdaptiveAvgPool2d)
-                    and pool._size == (1, 1))
-    parameters = [fc1._parameters["weight"], fc1._parameters["bias"], fc2._parameters["weight"],
-                  fc2._parameters["bias"]]
-    return (layers_plain and type(activation) in (ReLU, ReLU6) and type(gate) is Hardsigmoid
-            and None not in parameters and len({parameter.data.dtype for parameter in parameters}) == 1)
+    """A squeeze-and-excitation block with the class's forward, unhooked, that ``no_grad()`` would run as one
+    compiled call on one image."""
+    return (isinstance(se, SqueezeExcitation) and type(se).forward is SqueezeExcitation.forward
+            and not se._forward_hooks and "forward" not in se.__dict__ and one_image_block_arguments(se) is not None)
 
 
 def _is_frozen_shortcut_candidate(block):

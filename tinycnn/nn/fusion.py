@@ -210,39 +210,75 @@ def squeeze_excitation_without_grad(se, x):
     On a V3 block's ``(1, 576, 1, 1)`` gate each layer call's bookkeeping (checks, caches, geometry) costs
     more than its arithmetic; called directly, the block on (1, 576, 7, 7) took 127 instead of 140 us
     (alternated in one process, a 2-core AMD EPYC). One image through a ReLU/ReLU6 and hard-sigmoid
-    block is one compiled call (:func:`_one_image_block`; V3-Small's batch-1 blocks 90-160 us each
+    block is one compiled call (:func:`run_one_image_block`; V3-Small's batch-1 blocks 90-160 us each
     before). The five layers are marked as having run without gradients.
     """
-    # the registry, not se.fc1 (Conv2d._convolve says why), under the block's own names
-    pool, fc1, activation_layer, fc2, gate_layer = (se._modules[name] for name in se._LAYER_NAMES)
-    activation, gate_activation = _layer_function(activation_layer), _layer_function(gate_layer)
-    if (activation is None or gate_activation is None or not _plain(fc1, Conv2d) or not _plain(fc2, Conv2d)
-            or not _plain(pool, AdaptiveAvgPool2d) or pool._size != (1, 1)):
+    layers = _plain_squeeze_excitation_layers(se)
+    if layers is None:
         return None
+    pool, fc1, activation_layer, fc2, gate_layer = layers
     if x.shape[0] == 1:
-        y = _one_image_block(fc1, activation_layer, fc2, gate_layer, x)
-        if y is not None:
-            _mark_without_grad(pool, fc1, activation_layer, fc2, gate_layer)
-            return y
+        arguments = _one_image_arguments(layers)
+        if arguments is not None and arguments[0].dtype == x.dtype:   # (else the layers raise their error)
+            y = run_one_image_block(arguments, x)
+            if y is not None:
+                _mark_without_grad(*layers)
+                return y
+    activation, gate_activation = _layer_function(activation_layer), _layer_function(gate_layer)
     squeezed = global_avg_pool2d_forward(x)                                     # (N, C, 1, 1)
     hidden = activation(fc1._convolve(fc1._check_input(squeezed, channels=fc1.in_channels)))    # (N, S, 1, 1)
     gate = gate_activation(fc2._convolve(fc2._check_input(hidden, channels=fc2.in_channels)))   # (N, C, 1, 1)
-    _mark_without_grad(pool, fc1, activation_layer, fc2, gate_layer)
+    _mark_without_grad(*layers)
     return gate * x                                                             # broadcast over H, W
 
 
-def _one_image_block(fc1, activation, fc2, gate, x):
-    """MobileNet V3's block (ReLU or ReLU6, hard-sigmoid gate, both convolutions with a bias) on one image
-    as one compiled call (:func:`kernels.squeeze_excitation.squeeze_excitation_clip_hardsigmoid`, same bits
-    as the layers); None for any other block, or when the dtypes differ (the layers then raise their error)."""
+def _plain_squeeze_excitation_layers(se):
+    """``(avgpool, fc1, activation, fc2, scale_activation)`` of ``se`` when every one is the plain kind
+    (:func:`_plain`, :func:`_layer_function`), else None."""
+    # the registry, not se.fc1 (Conv2d._convolve says why), under the block's own names
+    pool, fc1, activation, fc2, gate = layers = tuple(se._modules[name] for name in se._LAYER_NAMES)
+    if (_layer_function(activation) is None or _layer_function(gate) is None or not _plain(fc1, Conv2d)
+            or not _plain(fc2, Conv2d) or not _plain(pool, AdaptiveAvgPool2d) or pool._size != (1, 1)):
+        return None
+    return layers
+
+
+def one_image_block_arguments(se):
+    """The arguments of the one-image kernel for MobileNet V3's block ``se``, or None for any other block.
+
+    Returns
+    -------
+    ``(fc1_weight (S, C, 1, 1), fc1_bias (S,), fc2_weight (C, S, 1, 1), fc2_bias (C,), high)``: the block's
+    own arrays, all of one dtype, and the clip after ``fc1`` (``inf`` for ReLU, 6 for ReLU6); None unless
+    its layers are plain, the activation is ReLU or ReLU6, the gate a hard sigmoid, and both convolutions
+    have a bias. ``no_grad()`` runs such a block on one image as one compiled call
+    (:func:`run_one_image_block`), and so does a frozen model (``tinycnn.nn.freeze``).
+    """
+    return _one_image_arguments(_plain_squeeze_excitation_layers(se))
+
+
+def _one_image_arguments(layers):
+    """:func:`one_image_block_arguments` for the block's plain layers (or None)."""
+    if layers is None:
+        return None
+    _, fc1, activation, fc2, gate = layers
     if type(activation) not in (ReLU, ReLU6) or type(gate) is not Hardsigmoid:
         return None
-    fc1_weight, fc1_bias = fc1._parameters["weight"], fc1._parameters["bias"]
-    fc2_weight, fc2_bias = fc2._parameters["weight"], fc2._parameters["bias"]
-    if fc1_bias is None or fc2_bias is None:
+    parameters = (fc1._parameters["weight"], fc1._parameters["bias"], fc2._parameters["weight"],
+                  fc2._parameters["bias"])
+    if any(parameter is None for parameter in parameters):
         return None
-    weights = (fc1_weight.data, fc1_bias.data, fc2_weight.data, fc2_bias.data)
-    if any(weight.dtype != x.dtype for weight in weights):
+    weights = tuple(parameter.data for parameter in parameters)
+    if len({weight.dtype for weight in weights}) != 1:
         return None
+    return (*weights, activation.HIGH)
+
+
+def run_one_image_block(arguments, x):
+    """MobileNet V3's block on one image (1, C, H, W) of the weights' dtype as one compiled call
+    (:func:`kernels.squeeze_excitation.squeeze_excitation_clip_hardsigmoid`, same bits as the layers), with
+    ``arguments`` from :func:`one_image_block_arguments`; None when that kernel declines (no BLAS gemv,
+    convolutions too large)."""
+    *weights, high = arguments
     with one_blas_thread():
-        return squeeze_excitation_clip_hardsigmoid(x, *weights, high=activation.HIGH)
+        return squeeze_excitation_clip_hardsigmoid(x, *weights, high=high)
