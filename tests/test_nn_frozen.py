@@ -42,7 +42,7 @@ def _frozen_steps(frozen):
     ("resnet18", {"width_mult": 0.25}, 3),                  # blocks with their own forward: only downsample
     ("mobilenext", {"width_mult": 0.5}, None),
     ("shufflenet_v2_x0_5", {}, None),
-    ("ghostnet", {"width_mult": 0.5}, None),                 # squeeze-and-excitation with a ReLU gate
+    ("ghostnet", {"width_mult": 0.5}, None),                 # its SE layers under timm's names
 ])
 def test_a_frozen_model_gives_the_bits_of_eval_mode_under_no_grad(name, arguments, merged, dtype, rng):
     model = _model(name, rng, dtype, **arguments)
