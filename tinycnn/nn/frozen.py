@@ -158,13 +158,15 @@ class FrozenSequential(Sequential):
     """A ``Sequential`` of a frozen model with no run of layers left to merge: it calls its layers in turn.
 
     A ``Sequential`` looks for runs to merge on every call (:func:`tinycnn.nn.fusion.fused_chain_forward`);
-    once :func:`freeze` has merged them, there is nothing left to find. Same layers, same names, same
-    results; inference only (its frozen steps have no ``backward``).
+    once :func:`freeze` has merged them, there is nothing left to find. Like
+    :func:`~tinycnn.nn.chain_forward`, it holds one BLAS scope around its layers. Same layers, same names,
+    same results; inference only (its frozen steps have no ``backward``).
     """
 
     def forward(self, x):
-        for layer in self._modules.values():
-            x = layer(x)
+        with one_blas_thread():                     # one scope for the whole loop, as chain_forward holds
+            for layer in self._modules.values():
+                x = layer(x)
         return x
 
 
@@ -318,7 +320,8 @@ def freeze(model):
 class FrozenModel:
     """A model frozen by :func:`freeze`: call it on an input; ``module`` is its rewritten copy.
 
-    ``frozen(x)`` runs ``module(x)`` inside :func:`~tinycnn.nn.no_grad`. There is no ``backward``,
+    ``frozen(x)`` runs ``module(x)`` inside :func:`~tinycnn.nn.no_grad` (and one
+    :func:`kernels._jit.one_blas_thread` scope). There is no ``backward``,
     ``train`` or ``load_state_dict``: a frozen model is a snapshot, freeze the original again after
     changing it.
     """
@@ -328,7 +331,9 @@ class FrozenModel:
 
     def __call__(self, x):
         """``x`` (N, C, H, W) -> the model's output (``(N, num_classes)`` for a classifier)."""
-        with no_grad():
+        # one BLAS scope for the whole forward: each step's own scope is then a nested one, which costs
+        # nothing, where an outermost one reads and sets the BLAS thread count (~4 us, kernels/_jit.py)
+        with no_grad(), one_blas_thread():
             return self.module(x)
 
     def __repr__(self):
