@@ -198,3 +198,20 @@ def test_other_squeeze_excitation_blocks_are_left_to_no_grad(rng):
         np.testing.assert_array_equal(frozen(x), _eval_output(model, x))
         with pytest.raises(ValueError, match="Hardsigmoid gate"):
             nn.FrozenSqueezeExcitation(block)
+
+
+def test_a_frozen_sequential_runs_its_layers_inside_one_blas_scope(rng):
+    """As chain_forward: the layers' own scopes are then nested ones (an outermost one costs ~4 us)."""
+    from kernels import _jit
+    depths = []
+    flatten = nn.Flatten()
+    flatten.register_forward_hook(lambda module, inputs, output: depths.append(getattr(_jit._BLAS_LIMIT, "depth", 0)))
+    model = _randomise_statistics(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), flatten), rng)
+    frozen = nn.freeze(model)
+    assert type(frozen.module) is nn.FrozenSequential
+    x = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
+    with nn.no_grad():
+        frozen.module(x)                                                # the Sequential alone
+    frozen(x)                                                           # through the frozen model
+    assert depths == [1, 2]
+    assert getattr(_jit._BLAS_LIMIT, "depth", 0) == 0                   # and closed afterwards
