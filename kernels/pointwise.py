@@ -189,17 +189,16 @@ def prepare_forward(weight, geometry, epilogue=None):
     :func:`kernels._gemm.prepare_matmul_per_image`, without re-deciding anything on each call.
     """
     N, _, H, W = geometry.input_shape
-    groups, P = geometry.groups, H * W
+    groups = geometry.groups
     weight_matrices = _grouped_weight(weight, groups)                  # (G, Co/G, Ci/G)
-    _, C_out_g, C_in_g = weight_matrices.shape
-    run = None if P == 1 else prepare_matmul_per_image(weight_matrices, N * groups, P, epilogue)
+    run = None if H * W == 1 else prepare_matmul_per_image(weight_matrices, N * groups, H * W, epilogue)
     if run is None:
         return None
     output_shape, dtype = geometry.output_shape, weight.dtype
 
     def forward(x):
         y = np.empty(output_shape, dtype=dtype)
-        run(x.reshape(N * groups, C_in_g, P), y.reshape(N * groups, C_out_g, P))    # y[n, g] = W[g] @ x[n, g]
+        run(_per_image_matrices(x, groups), _per_image_matrices(y, groups))    # y[n, g] = W[g] @ x[n, g]
         return y
 
     return forward
