@@ -156,8 +156,8 @@ def test_residual_blocks_become_frozen_shortcut_blocks_with_their_children_and_e
     assert list(frozen.module.state_dict()) == list(projection.state_dict())     # the shortcut once, by its name
     np.testing.assert_array_equal(frozen(x), _eval_output(projection, x))
     mismatched = nn.freeze(nn.Residual(nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 1)))   # 3 x 3 without padding
-    with pytest.raises(ValueError, match=r"branch output \(2, 4, 3, 3\) and shortcut output \(2, 4, 5, 5\)"):
-        mismatched(x)
+    with pytest.raises(ValueError, match=r"Residual: body output \(2, 4, 3, 3\) and shortcut output \(2, 4, 5, 5\)"):
+        mismatched(x)                                                   # the words of the block itself
 
 
 def test_blocks_with_their_own_forward_rule_are_not_rewritten(rng):

@@ -43,6 +43,14 @@ def _check_same_batch_and_space(outputs, what):
                          f"got shapes {shapes}")
 
 
+def check_shapes_to_add(block_name, branch_name, y, skip, x):
+    """A residual block's branch output ``y`` and shortcut output ``skip`` must have one shape to be added
+    (NumPy would broadcast some mismatches, e.g. a (N, C, 1, 1) branch, without a word); ``x`` is the input."""
+    if y.shape != skip.shape:
+        raise ValueError(f"{block_name}: {branch_name} output {y.shape} and shortcut output {skip.shape} must have "
+                         f"the same shape to be added (input shape {x.shape})")
+
+
 class ShortcutBlock(Module):
     """Base of every residual block: ``y = after_add(branch(x) + shortcut(x))``, written once.
 
@@ -145,9 +153,7 @@ class ShortcutBlock(Module):
         y = self._branch_forward(x)                          # (N, C_out, H/s, W/s)
         if self.has_shortcut:
             skip = self._shortcut_forward(x)                 # the fork: x is used twice
-            if y.shape != skip.shape:
-                raise ValueError(f"{type(self).__name__}: {self._branch_name} output {y.shape} and shortcut output "
-                                 f"{skip.shape} must have the same shape to be added (input shape {x.shape})")
+            check_shapes_to_add(type(self).__name__, self._branch_name, y, skip, x)
             k = self.identity_channels
             if k is None or k == y.shape[1]:
                 y = y + skip

@@ -52,7 +52,7 @@ import kernels.depthwise as depthwise_kernels
 import kernels.pointwise as pointwise_kernels
 from kernels._jit import one_blas_thread
 
-from .blocks import ShortcutBlock
+from .blocks import ShortcutBlock, check_shapes_to_add
 from .containers import Sequential
 from .conv import Conv2d
 from .fusion import _CONV_ACTIVATIONS, _fusable_run, one_image_block_arguments, run_one_image_block
@@ -195,7 +195,7 @@ class FrozenShortcutBlock(Module):
         self.__dict__["_shortcut"] = block._shortcut_layer()
         self._identity = self._shortcut is None and block.has_shortcut
         self._input_ndim, self.in_channels = block._input_ndim, block.in_channels
-        self._block_name = type(block).__name__
+        self._block_name, self._branch_name = type(block).__name__, block._branch_name     # for its errors
 
     def forward(self, x):
         self._check_input(x, ndim=self._input_ndim, channels=self.in_channels)
@@ -205,9 +205,7 @@ class FrozenShortcutBlock(Module):
         if self._shortcut is None and not self._identity:
             return y
         skip = x if self._shortcut is None else self._shortcut(x)
-        if y.shape != skip.shape:
-            raise ValueError(f"{self._block_name}: branch output {y.shape} and shortcut output {skip.shape} must have "
-                             f"the same shape to be added (input shape {x.shape})")
+        check_shapes_to_add(self._block_name, self._branch_name, y, skip, x)
         return y + skip
 
 
