@@ -148,8 +148,11 @@ def _inference_calls(ours, theirs, torch, seed):
         with no_grad():
             return ours(x)
 
+    def our_frozen_forward():
+        return frozen(x)
+
     if theirs is None:
-        return our_forward, None, lambda: frozen(x), None
+        return our_forward, None, our_frozen_forward, None
     theirs.eval()
     x_torch = torch.from_numpy(x)
     their_frozen = _torchscript_frozen(theirs, torch)
@@ -162,7 +165,7 @@ def _inference_calls(ours, theirs, torch, seed):
         with torch.no_grad():
             return their_frozen(x_torch)
 
-    return our_forward, their_forward, lambda: frozen(x), None if their_frozen is None else their_frozen_forward
+    return our_forward, their_forward, our_frozen_forward, None if their_frozen is None else their_frozen_forward
 
 
 def _torchscript_frozen(model, torch):
