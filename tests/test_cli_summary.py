@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tinycnn import cli
+from tinycnn import cli, nn
 from tinycnn.models import get_model, list_models
 from tinycnn.profile import profile
 
@@ -34,10 +34,23 @@ def assert_one_line_error(code, err, *fragments):
 def test_summary_table_works_for_every_model(name, capsys):
     code, out, err = run_summary(capsys, name)
     assert code == 0 and err == ""
-    expected = profile(get_model(name), (1, 3, 224, 224))
+    with nn.init.skip_init():                           # the counts need the shapes only
+        expected = profile(get_model(name), (1, 3, 224, 224))
     assert out.startswith(f"{name}, input 1x3x224x224")
     assert f"{expected.params:,}" in out and f"{expected.macs:,}" in out and f"{expected.flops:,}" in out
     assert "by kind" in out and "warning" not in out
+
+
+def test_summary_draws_no_weights_unless_it_times_them(capsys, monkeypatch):
+    """The counts need only the shapes (VGG-16 would spend seconds drawing 138M numbers); ``--time``
+    runs the layers, so there the weights are drawn as usual."""
+    draws = []
+    monkeypatch.setattr(nn.init, "_fill_in_chunks", lambda *args: draws.append(args[0].shape))
+    code, out, _ = run_summary(capsys, "mobilenet_v1", "--width-mult", "0.25", "--resolution", "32")
+    assert code == 0 and "mobilenet_v1" in out and draws == []
+    code, out, _ = run_summary(capsys, "mobilenet_v1", "--width-mult", "0.25", "--resolution", "32", "--time",
+                               "--repeat", "1")
+    assert code == 0 and len(draws) > 0
 
 
 def test_summary_json_has_the_profile_numbers(capsys):

@@ -14,6 +14,8 @@ def _small(name, **kwargs):
     extra = SMALL if "width_mult" in model_arguments(name) else {}
     if name == "shufflenet_v1":
         extra = {"width_mult": 0.5}           # Stage 2 must stay wider than the 24-channel stem
+    if "hidden" in model_arguments(name):
+        extra = {"hidden": 64}                # AlexNet, VGG-16: a narrow classifier (VGG's would be 120M weights)
     nn.init.manual_seed(0)
     return get_model(name, **extra, **kwargs)
 

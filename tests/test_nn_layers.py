@@ -286,6 +286,51 @@ def test_kaiming_normal_fan_out_has_the_he_standard_deviation():
     np.testing.assert_allclose(weight.data.std(), np.sqrt(2 / (64 * 9)), rtol=0.05)
 
 
+@pytest.mark.parametrize("fill, draw", [(nn.init.uniform_, "uniform"), (nn.init.normal_, "normal")])
+def test_random_fills_give_the_bits_of_one_draw_whatever_the_chunks(fill, draw, monkeypatch):
+    """The fills draw a chunk at a time (no float64 copy of a whole large weight); the values must be
+    those of a single ``rng.uniform``/``rng.normal`` call, also for a strided view and a chunk edge."""
+    monkeypatch.setattr(nn.init, "DRAW_CHUNK", 7)                     # 3 x 5 x 4 = 60: 8 full chunks + 4
+    weight = np.zeros((3, 5, 4), dtype=np.float32)
+    fill(weight, 0.5, 2.0, rng=np.random.default_rng(4))
+    expected = getattr(np.random.default_rng(4), draw)(0.5, 2.0, size=(3, 5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(weight, expected)
+    strided = np.zeros((6, 5), dtype=np.float32)
+    fill(strided[::2], 0.5, 2.0, rng=np.random.default_rng(4))       # rows 0, 2, 4 only
+    expected = getattr(np.random.default_rng(4), draw)(0.5, 2.0, size=(3, 5)).astype(np.float32)
+    np.testing.assert_array_equal(strided[::2], expected)
+    assert not strided[1::2].any()
+
+
+def test_skip_init_builds_zero_weights_without_moving_the_generator_and_ends_on_error():
+    nn.init.manual_seed(5)
+    with nn.init.skip_init():
+        skipped = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2))
+        nn.init.kaiming_normal_(skipped[0].weight, mode="fan_out")
+    assert not any(p.data.any() for name, p in skipped.named_parameters() if name != "1.weight")
+    np.testing.assert_array_equal(skipped[1].weight.data, 1)         # constants still fill
+    drawn = nn.Conv2d(3, 4, 3)                                         # the generator is where the seed left it
+    nn.init.manual_seed(5)
+    np.testing.assert_array_equal(drawn.weight.data, nn.Conv2d(3, 4, 3).weight.data)
+    with pytest.raises(ZeroDivisionError):
+        with nn.init.skip_init():
+            1 / 0
+    assert nn.Conv2d(3, 4, 3).weight.data.any()                        # drawing again after the error
+
+
+def test_skip_init_nests_and_profiles_the_same_as_a_drawn_model():
+    from tinycnn.models import get_model
+    from tinycnn.profile import profile
+
+    with nn.init.skip_init():
+        with nn.init.skip_init():
+            pass
+        skipped = get_model("mobilenet_v2", width_mult=0.5)           # still skipping after the inner block
+    assert not skipped.features[0][0].weight.data.any()
+    drawn = get_model("mobilenet_v2", width_mult=0.5)
+    assert profile(skipped, (1, 3, 64, 64)).rows == profile(drawn, (1, 3, 64, 64)).rows
+
+
 # ---------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("name, factory, x_shape", LAYERS, ids=LAYER_IDS)
 def test_backward_before_forward_raises_a_clear_runtime_error(name, factory, x_shape):

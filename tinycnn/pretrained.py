@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from . import io
+from . import io, nn
 from .data.imagenet import IMAGENET_CLASSES, ImageNetPreprocess
 from .evaluate import find_classifier
 from .models import get_model
@@ -42,7 +42,8 @@ def pretrained_model(name, weights, num_classes=1000, **model_kwargs):
     Raises ``ValueError`` if the weights do not fit the model (the message names the first keys or shapes
     that differ), and the errors of :func:`tinycnn.io.read_torch_file` for unreadable files.
     """
-    model = get_model(name, num_classes=num_classes, **model_kwargs)
+    with nn.init.skip_init():             # every parameter is replaced below: no random draws to throw away
+        model = get_model(name, num_classes=num_classes, **model_kwargs)
     if isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith((".pth", ".pt")):
         state = io.convert_torch_state_dict(weights)
     elif isinstance(weights, (str, os.PathLike)):

@@ -120,6 +120,7 @@ True`` (it only chains, concatenates, splits or slices: ``Sequential``, ``Concat
 model file needs no edit here. A block type that does neither is reported in ``Profile.unaccounted``
 (and in the table's footer): its own arithmetic, if any, is missing.
 """
+import contextlib
 import csv
 import io
 import json
@@ -1178,8 +1179,13 @@ def profile_zoo(resolution=224, names=None, **profile_options):
     """
     from . import models
     names = models.list_models() if names is None else list(names)
-    return {name: profile(models.get_model(name), (1, 3, resolution, resolution), **profile_options)
-            for name in names}
+    shapes_only = profile_options.get("mode", "shapes") == "shapes"
+    profiles = {}
+    for name in names:
+        with nn.init.skip_init() if shapes_only else contextlib.nullcontext():     # shapes need no weights
+            model = models.get_model(name)
+        profiles[name] = profile(model, (1, 3, resolution, resolution), **profile_options)
+    return profiles
 
 
 def time_forward(model, input_shape, repeat=5, warmup=1, dtype=np.float32, seed=0):

@@ -21,6 +21,7 @@ Default layer initialisation (PyTorch's ``reset_parameters``): convolution and l
 ``kaiming_uniform_(w, a=sqrt(5))``, i.e. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, and so does their bias;
 batch norm starts at ``weight = 1, bias = 0``, ``running_mean = 0, running_var = 1``.
 """
+import contextlib
 import math
 
 import numpy as np
@@ -31,6 +32,7 @@ from .module import Parameter
 DEFAULT_SEED = 0
 
 _generator = np.random.default_rng(DEFAULT_SEED)
+_skipping_draws = False
 
 
 def manual_seed(seed):
@@ -49,13 +51,38 @@ def default_generator():
     return _generator
 
 
+@contextlib.contextmanager
+def skip_init():
+    """Build layers without drawing their random initial weights (PyTorch: ``torch.nn.utils.skip_init``).
+
+    Inside the ``with`` block the random initialisers (:func:`uniform_`, :func:`normal_` and every one
+    built on them) leave their tensor as it is -- zeros for a fresh layer -- and draw nothing, so the
+    shared generator is left where it was. Constant initialisers still fill (batch norm keeps
+    ``weight = 1``). For models built only for their shapes: ``tinycnn summary vgg16`` would otherwise
+    spend seconds drawing VGG-16's 138M weights it never reads.
+
+        >>> from tinycnn.nn import init, Linear
+        >>> with init.skip_init():
+        ...     layer = Linear(4, 3)
+        >>> bool((layer.weight.data == 0).all())
+        True
+    """
+    global _skipping_draws
+    outer = _skipping_draws
+    _skipping_draws = True
+    try:
+        yield
+    finally:
+        _skipping_draws = outer
+
+
 def _resolve(rng):
     return _generator if rng is None else rng
 
 
 def _array_of(tensor):
     """The ndarray behind a Parameter (its ``.data``) or the array itself."""
-    array = getattr(tensor, "data", tensor)
+    array = tensor.data if isinstance(tensor, Parameter) else tensor     # (an ndarray's own .data is a buffer)
     if not isinstance(array, np.ndarray):
         raise TypeError(f"expected a Parameter or numpy.ndarray; got {type(tensor).__name__}")
     return array
@@ -104,17 +131,39 @@ def _fan(shape, mode):
     return fan_in if mode == "fan_in" else fan_out
 
 
+DRAW_CHUNK = 1 << 20
+
+
+def _fill_in_chunks(array, draw, first, second):
+    """``array[...] = draw(first, second, size=array.shape)`` a million numbers at a time.
+
+    The generator fills in order, so the values are the same bits as one draw; but the float64 draws
+    never stand in memory all at once (VGG-16's 103M-weight layer would need 0.8 GB for them).
+    """
+    if not array.flags.c_contiguous:            # a strided view: reshape would copy, fill it in one draw
+        array[...] = draw(first, second, size=array.shape)
+        return
+    flat = array.reshape(-1)                    # a view of the same memory
+    for start in range(0, flat.size, DRAW_CHUNK):
+        stop = min(start + DRAW_CHUNK, flat.size)
+        flat[start:stop] = draw(first, second, size=stop - start)
+
+
 def uniform_(tensor, a=0.0, b=1.0, rng=None):
-    """Fill ``tensor`` in place with draws from ``U(a, b)``; returns it."""
+    """Fill ``tensor`` in place with draws from ``U(a, b)``; returns it (unchanged under :func:`skip_init`)."""
     array = _array_of(tensor)
-    array[...] = _resolve(rng).uniform(a, b, size=array.shape)
+    if _skipping_draws:
+        return tensor
+    _fill_in_chunks(array, _resolve(rng).uniform, a, b)
     return tensor
 
 
 def normal_(tensor, mean=0.0, std=1.0, rng=None):
-    """Fill ``tensor`` in place with draws from ``N(mean, std^2)``; returns it."""
+    """Fill ``tensor`` in place with draws from ``N(mean, std^2)``; returns it (unchanged under :func:`skip_init`)."""
     array = _array_of(tensor)
-    array[...] = _resolve(rng).normal(mean, std, size=array.shape)
+    if _skipping_draws:
+        return tensor
+    _fill_in_chunks(array, _resolve(rng).normal, mean, std)
     return tensor
 
 
@@ -171,8 +220,8 @@ def new_weight_and_bias(weight_shape, bias_size, bias=True, rng=None):
     bias_size : int, C_out (out_features)
     """
     count = math.prod(weight_shape)
-    # value + gradient (float32) + the float64 random draw that fills it: refuse before allocating
-    check_fits(count * (4 + 4 + 8), f"a weight of shape {tuple(weight_shape)} ({count:,} numbers)")
+    # value + gradient (float32): refuse before allocating
+    check_fits(count * (4 + 4), f"a weight of shape {tuple(weight_shape)} ({count:,} numbers)")
     weight = Parameter(np.zeros(weight_shape, dtype=np.float32))
     bias = Parameter(np.zeros(bias_size, dtype=np.float32)) if bias else None
     default_weight_and_bias_(weight, bias, rng=rng)

@@ -91,11 +91,11 @@ class Parameter:
     __slots__ = ("data", "grad")
 
     def __init__(self, data):
-        data = np.array(data, copy=True)
+        data = np.array(data, copy=True, order="C")
         if data.dtype not in _FLOAT_DTYPES:
             data = data.astype(np.float32)
         self.data = data
-        self.grad = np.zeros_like(data)
+        self.grad = np.zeros(data.shape, data.dtype)    # not zeros_like: fresh zero pages, no pass writing them
 
     @property
     def shape(self):
