@@ -336,7 +336,8 @@ def test_channels_last_forward_gives_the_same_bits_for_any_channel_block(name, r
     for block in (8, 32, D.CHANNEL_BLOCK):
         y = np.empty(geometry.output_shape, dtype=np.float32)
         no_epilogue = (bias[:0], bias[:0], np.float32(-np.inf), np.float32(np.inf), False)
-        D._forward_channels_last_kernel(x, weight, bias, y, block, *D._loop_arguments(geometry), *no_epilogue)
+        w_tiled = D._tile_weight(weight, block, geometry.output_shape[3])
+        D._forward_channels_last_kernel(x, w_tiled, bias, y, block, *D._loop_arguments(geometry), *no_epilogue)
         outputs.append(y)
     np.testing.assert_array_equal(outputs[0], outputs[2])
     np.testing.assert_array_equal(outputs[1], outputs[2])
