@@ -268,6 +268,22 @@ def test_squeeze_excitation_without_grad_calls_its_kernels_directly_with_the_sam
             layer.backward(np.ones((batch, 12, 1, 1), dtype=dtype))
 
 
+def test_the_one_image_squeeze_excitation_kernel_gives_the_same_bits_on_one_and_two_threads(rng, monkeypatch,
+                                                                                           restore_numba_threads):
+    """Its means and scaling are parallel loops over the channels: each channel's arithmetic must not
+    depend on the thread count (64 channels of 9x9: several channels per thread)."""
+    import numba
+
+    block = _squeeze_excitation(nn.Hardsigmoid, rng, np.float32, channels=64)
+    x = 3 * rng.standard_normal((1, 64, 9, 9)).astype(np.float32)
+    expected = block(x)                                             # the layers one by one
+    monkeypatch.setattr(nn.SqueezeExcitation, "_gate", lambda self, x: pytest.fail("layers called one by one"))
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        with nn.no_grad():
+            np.testing.assert_array_equal(block(x), expected)
+
+
 def test_a_hooked_or_replaced_squeeze_excitation_layer_runs_the_layers_one_by_one(rng):
     block = _squeeze_excitation(nn.Hardsigmoid, rng)
     x = rng.standard_normal((1, 12, 4, 4)).astype(np.float32)
