@@ -86,6 +86,10 @@ FLAT_BACKWARD_MIN_PIXELS = 16 * 16
 #: 2, weight gradient against the register-row kernel: (8, 144, 56, 56) 3.42 -> 2.35 ms, (8, 72, 56, 56)
 #: 5x5 4.86 -> 1.68, (2, 32, 33, 33) 0.09 -> 0.07; input gradient: :func:`_backward_input_phases_kernel`.
 LARGE_PLANE_GRADIENTS_MIN_PIXELS = CHANNELS_LAST_MAX_PIXELS + 1
+#: one image's weight gradient takes the channels-last kernel up to this plane size (28x28), not the flat
+#: one (:func:`_use_flat_weight_gradient`); at 32x32 the flat kernel is faster again ((1, 96, 32, 32) 245
+#: against 327 us on a 2-core AMD EPYC)
+ONE_IMAGE_CHANNELS_LAST_WEIGHT_GRADIENT_MAX_PIXELS = 28 * 28
 #: channels per iteration of the channels-last kernels (a multiple of the vector width)
 CHANNEL_BLOCK = 64
 #: ... or half of it when there are fewer than this many (image, block) iterations per thread
@@ -159,8 +163,18 @@ def _use_flat_backward(geometry):
 def _use_flat_weight_gradient(geometry):
     """The flat-run weight gradient (:func:`_backward_weight_flat_kernel`): where :func:`_use_flat_backward`
     holds, and at any stride on planes of at least :data:`LARGE_PLANE_GRADIENTS_MIN_PIXELS` pixels (one
-    output channel per input channel)."""
-    _, C, H, W = geometry.input_shape
+    output channel per input channel); but not for one image on a plane the channels-last kernels take.
+
+    One image gives the flat kernel one plane per channel to fold its block partial sums for, where the
+    channels-last kernel sums a tap across a block of channels at once. Measured on a 2-core AMD EPYC
+    (AVX2), both gradients of one image, alternated (the input gradient flat in both): (1, 192, 28, 28)
+    700 -> 556 us, (1, 240, 28, 28) 5x5 1542 -> 1044, (1, 128, 16, 16) 265 -> 125, (1, 96, 32, 32) 306 ->
+    285, (1, 144, 28, 28) 535 -> 535; with two images or more the flat kernel stays ahead ((8, 192, 28,
+    28) 3196 against 3569, (64, 48, 16, 16) 1370 against 1556).
+    """
+    N, C, H, W = geometry.input_shape
+    if N == 1 and H * W <= ONE_IMAGE_CHANNELS_LAST_WEIGHT_GRADIENT_MAX_PIXELS and _use_channels_last(geometry):
+        return False
     return (_use_flat_backward(geometry)
             or (geometry.weight_shape[0] == C and H * W >= LARGE_PLANE_GRADIENTS_MIN_PIXELS))
 
@@ -181,11 +195,12 @@ def _use_channels_last(geometry):
     return geometry.weight_shape[0] == C and H * W <= CHANNELS_LAST_MAX_PIXELS
 
 
-def _forward_block(geometry):
-    """Channels per iteration of the channels-last forward: ``CHANNEL_BLOCK``, or half of it when that
+def _channel_block(geometry):
+    """Channels per iteration of the channels-last kernels: ``CHANNEL_BLOCK``, or half of it when that
     leaves each thread fewer than ``MIN_TASKS_PER_THREAD`` iterations (batch-1 inference: (1, 192, 28, 28)
-    has 3 blocks of 64 for 2 threads; 6 blocks of 32 take 0.36 instead of 0.42 ms on a 2-core AMD EPYC).
-    Each output is the same sum of taps in the same order whatever the block, so the bits do not change."""
+    has 3 blocks of 64 for 2 threads; 6 blocks of 32 take 0.36 instead of 0.42 ms on a 2-core AMD EPYC,
+    and its weight gradient 253 instead of 308 us, both gradients 503 instead of 642 us). Each output and
+    each weight gradient is the same sum in the same order whatever the block, so the bits do not change."""
     N, C = geometry.input_shape[:2]
     if N * -(-C // CHANNEL_BLOCK) < MIN_TASKS_PER_THREAD * num_threads():
         return CHANNEL_BLOCK // 2
@@ -338,7 +353,7 @@ def prepare_forward(weight, bias, geometry, epilogue=None):
 
         return flat_forward
     if _use_channels_last(geometry):
-        block = _forward_block(geometry)
+        block = _channel_block(geometry)
         w_tiled = _tile_weight(weight, block, output_shape[3])       # (blocks, kH, kW, W_out*block), once
 
         def channels_last_forward(x):                                 # the epilogue inside the kernel
@@ -420,18 +435,19 @@ def _backward_channels_last(grad_out, x, weight, geometry, want_input, want_weig
     N, C, H, W = geometry.input_shape
     _, _, kH, kW = geometry.weight_shape
     dtype = grad_out.dtype
-    blocks = (C + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    block = _channel_block(geometry)
+    blocks = (C + block - 1) // block
     # numba needs arrays in every argument: unused ones are empty stand-ins of the right rank
     grad_x = np.empty(geometry.input_shape if want_input else (0, 0, 0, 0), dtype=dtype)
-    partial = np.empty((N, blocks, kH, kW, CHANNEL_BLOCK) if want_weight else (0, 0, 0, 0, 0), dtype=dtype)
+    partial = np.empty((N, blocks, kH, kW, block) if want_weight else (0, 0, 0, 0, 0), dtype=dtype)
     x = x if want_weight else np.empty((0, 0, 0, 0), dtype=dtype)
     weight = weight if want_input else np.empty((0, 0, 0, 0), dtype=dtype)
-    _backward_channels_last_kernel(grad_out, x, weight, grad_x, partial, CHANNEL_BLOCK, want_input, want_weight,
+    _backward_channels_last_kernel(grad_out, x, weight, grad_x, partial, block, want_input, want_weight,
                                    H, W, kH, kW, *_loop_arguments(geometry))
     grad_weight = None
     if want_weight:
         grad_weight = np.empty(geometry.weight_shape, dtype=dtype)
-        _sum_weight_partials_kernel(partial, grad_weight, CHANNEL_BLOCK)
+        _sum_weight_partials_kernel(partial, grad_weight, block)
     return (grad_x if want_input else None), grad_weight
 
 

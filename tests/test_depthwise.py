@@ -289,6 +289,8 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
 
 @pytest.mark.parametrize("x_shape, weight_shape, expected", [
     ((1, 2, 32, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
+    ((1, 2, 28, 28), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_channels_last_kernel"]),
+    ((2, 2, 28, 28), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
     ((1, 2, 11, 11), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((1, 2, 10, 10), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 8, 8), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
@@ -329,7 +331,7 @@ CHANNELS_LAST_CASES = {
 
 @pytest.mark.parametrize("name", list(CHANNELS_LAST_CASES))
 def test_channels_last_forward_gives_the_same_bits_for_any_channel_block(name, rng):
-    """Batch-1 inference takes blocks of 32 channels instead of 64 (``_forward_block``); every output is the
+    """Batch-1 inference takes blocks of 32 channels instead of 64 (``_channel_block``); every output is the
     same sum of taps in the same order, so blocks of 8, 32 and 64 give identical bits."""
     x, weight, bias, _, geometry, _ = channels_last_inputs(name, np.float32, rng)
     outputs = []
@@ -343,11 +345,25 @@ def test_channels_last_forward_gives_the_same_bits_for_any_channel_block(name, r
     np.testing.assert_array_equal(outputs[1], outputs[2])
 
 
-def test_batch_one_forward_takes_half_blocks_when_threads_would_idle():
+@pytest.mark.parametrize("name", list(CHANNELS_LAST_CASES))
+def test_channels_last_backward_gives_the_same_bits_for_any_channel_block(name, rng, monkeypatch):
+    """The backward takes ``_channel_block``'s block too: each channel's input and weight gradients are
+    the same sums in the same order for blocks of 8, 32 and 64."""
+    x, weight, _, grad_out, geometry, _ = channels_last_inputs(name, np.float32, rng)
+    results = []
+    for block in (8, 32, D.CHANNEL_BLOCK):
+        monkeypatch.setattr(D, "_channel_block", lambda geometry, block=block: block)
+        results.append(D._backward_channels_last(grad_out, x, weight, geometry, want_input=True, want_weight=True))
+    for grad_x, grad_weight in results[:2]:
+        np.testing.assert_array_equal(grad_x, results[2][0])
+        np.testing.assert_array_equal(grad_weight, results[2][1])
+
+
+def test_batch_one_channels_last_kernels_take_half_blocks_when_threads_would_idle():
     small = D._depthwise_geometry((1, 192, 28, 28), (192, 1, 3, 3), 1, 1, 1)
     training = D._depthwise_geometry((64, 192, 4, 4), (192, 1, 3, 3), 2, 1, 1)
-    assert D._forward_block(training) == D.CHANNEL_BLOCK
-    assert D._forward_block(small) == (D.CHANNEL_BLOCK // 2 if 3 < D.MIN_TASKS_PER_THREAD * numba.get_num_threads()
+    assert D._channel_block(training) == D.CHANNEL_BLOCK
+    assert D._channel_block(small) == (D.CHANNEL_BLOCK // 2 if 3 < D.MIN_TASKS_PER_THREAD * numba.get_num_threads()
                                        else D.CHANNEL_BLOCK)
 
 
@@ -600,6 +616,7 @@ def test_flat_backward_is_not_used_when_the_padding_exceeds_the_kernels_reach():
 def test_flat_weight_gradient_at_any_stride_matches_the_reference(x_shape, kernel, stride, padding, dilation,
                                                                   dtype, rng, kernel_calls, monkeypatch):
     monkeypatch.setattr(D, "LARGE_PLANE_GRADIENTS_MIN_PIXELS", 1)        # small planes, to keep the test fast
+    monkeypatch.setattr(D, "CHANNELS_LAST_MAX_PIXELS", 0)                # (one image would take channels-last)
     x = rng.standard_normal(x_shape).astype(dtype)
     weight_shape = (x_shape[1], 1, *kernel)
     options = dict(stride=stride, padding=padding, dilation=dilation)
