@@ -161,6 +161,17 @@ def test_classify_images_ranks_the_models_softmax_of_the_preprocessed_photo(tmp_
     np.testing.assert_allclose([p for _, p in ranked], probabilities[order], rtol=1e-6)
 
 
+def test_pretrained_model_draws_no_weights_it_replaces(tmp_path, monkeypatch):
+    """Every parameter comes from the file: building the model first draws nothing (``skip_init``)."""
+    path, model = _tiny_weights(tmp_path)
+    draws = []
+    monkeypatch.setattr(nn.init, "_fill_in_chunks", lambda *args: draws.append(args[0].shape))
+    loaded = pretrained_model("mobilenet_v2", path, num_classes=3, width_mult=0.25)
+    assert draws == []
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[key], value, err_msg=key)
+
+
 def test_pretrained_model_names_what_does_not_fit(tmp_path):
     path, _ = _tiny_weights(tmp_path)
     with pytest.raises(ValueError, match=r"tiny.npz do not fit mobilenet_v2 with 1000 classes: .*different shape: "

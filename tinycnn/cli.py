@@ -223,9 +223,8 @@ def _model_arguments(name, num_classes, width_mult):
 
 def _run_summary(args):
     from tinycnn import models
-    from tinycnn.profile import profile
-
     from tinycnn.nn import init
+    from tinycnn.profile import profile
 
     if args.backward and not args.time:
         raise ValueError("--backward needs --time")

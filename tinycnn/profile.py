@@ -1175,7 +1175,8 @@ def _backward_own_ms(first_pass, backward_records, passes):
 def profile_zoo(resolution=224, names=None, **profile_options):
     """``{name: Profile}`` for every model of :func:`tinycnn.models.list_models` (or ``names``).
 
-    Each model is built with its default arguments and profiled on ``(1, 3, resolution, resolution)``.
+    Each model is built with its default arguments and profiled on ``(1, 3, resolution, resolution)``;
+    for shapes only (the default mode) without drawing its weights (:func:`tinycnn.nn.init.skip_init`).
     """
     from . import models
     names = models.list_models() if names is None else list(names)

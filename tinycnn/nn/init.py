@@ -131,6 +131,7 @@ def _fan(shape, mode):
     return fan_in if mode == "fan_in" else fan_out
 
 
+#: random fills draw this many numbers at a time (8 MiB of float64): :func:`_fill_in_chunks`
 DRAW_CHUNK = 1 << 20
 
 
