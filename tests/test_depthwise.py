@@ -308,9 +308,12 @@ def test_public_depthwise_functions_pick_flat_channels_last_or_plane_kernels_by_
     x, weight = rng.standard_normal(x_shape), rng.standard_normal(weight_shape)
     y = depthwise_conv2d_forward(x, weight, padding=1)
     grad_out = rng.standard_normal(y.shape)
-    depthwise_conv2d_backward_input(grad_out, weight, x.shape, padding=1)
-    depthwise_conv2d_backward_weight(grad_out, x, weight.shape, padding=1)
+    grad_x = depthwise_conv2d_backward_input(grad_out, weight, x.shape, padding=1)
+    grad_weight = depthwise_conv2d_backward_weight(grad_out, x, weight.shape, padding=1)
     assert kernel_calls == expected
+    assert_close(y, R.depthwise_conv2d_forward(x, weight, padding=1), np.float64)      # whichever kernel it was
+    assert_close(grad_x, R.depthwise_conv2d_backward_input(grad_out, weight, x.shape, padding=1), np.float64)
+    assert_close(grad_weight, R.depthwise_conv2d_backward_weight(grad_out, x, weight.shape, padding=1), np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------
