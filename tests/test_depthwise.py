@@ -703,7 +703,7 @@ def test_flat_weight_gradient_gives_the_same_bits_on_one_and_two_threads(rng, re
 
 
 @pytest.mark.nojit
-def test_flat_kernels_small_case_runs_as_python_too(rng):
+def test_flat_kernels_small_case_runs_as_python_too(rng, kernel_calls):
     """Small enough for NUMBA_DISABLE_JIT=1: the flat-run forward (stride 1 and 2, with the batch-norm
     epilogue and hard swish) and both flat gradients (the weight gradient at stride 1 and 2), and the
     phase-by-phase input gradient at stride 2, as plain Python, against the reference."""
@@ -720,19 +720,22 @@ def test_flat_kernels_small_case_runs_as_python_too(rng):
     strided = np.empty(geometry.output_shape)
     D._forward_flat_kernel(x, weight, nothing, strided, 2, 2, 1, 1, 1, 1, nothing, nothing, -np.inf, np.inf, False)
     assert_close(strided, R.depthwise_conv2d_forward(x, weight, stride=2, padding=1), np.float64)
-    flat = D._depthwise_geometry((1, 2, 16, 16), weight.shape, 1, 1, 1)
-    x16, g16 = rng.standard_normal((1, 2, 16, 16)), rng.standard_normal((1, 2, 16, 16))
+    flat = D._depthwise_geometry((2, 2, 16, 16), weight.shape, 1, 1, 1)     # two images: both gradients flat
+    x16, g16 = rng.standard_normal((2, 2, 16, 16)), rng.standard_normal((2, 2, 16, 16))
+    kernel_calls.clear()
     grad_x, grad_weight = D._backward(g16, x16, weight, flat)
+    assert kernel_calls == ["_forward_flat_kernel", "_backward_weight_flat_kernel"]   # (turned filter: forward)
     assert_close(grad_x, R.depthwise_conv2d_backward_input(g16, weight, x16.shape, padding=1), np.float64)
     assert_close(grad_weight, R.depthwise_conv2d_backward_weight(g16, x16, weight.shape, padding=1), np.float64)
+    grad_out = np.ascontiguousarray(grad_out[:, :, :4, :4])    # stride 2's output (contiguous, as the layers pass)
     strided_input = np.empty(x.shape)
-    D._backward_input_phases_kernel(grad_out[:, :, :4, :4], weight, strided_input, 2, 2, 1, 1, 1, 1)
-    assert_close(strided_input, R.depthwise_conv2d_backward_input(grad_out[:, :, :4, :4], weight, x.shape, stride=2,
-                                                                  padding=1), np.float64)
+    D._backward_input_phases_kernel(grad_out, weight, strided_input, 2, 2, 1, 1, 1, 1)
+    assert_close(strided_input, R.depthwise_conv2d_backward_input(grad_out, weight, x.shape, stride=2, padding=1),
+                 np.float64)
     strided_weight = np.empty(weight.shape)
-    D._backward_weight_flat_kernel(grad_out[:, :, :4, :4], x, strided_weight, 2, 2, 1, 1, 1, 1)
-    assert_close(strided_weight, R.depthwise_conv2d_backward_weight(grad_out[:, :, :4, :4], x, weight.shape, stride=2,
-                                                                    padding=1), np.float64)
+    D._backward_weight_flat_kernel(grad_out, x, strided_weight, 2, 2, 1, 1, 1, 1)
+    assert_close(strided_weight, R.depthwise_conv2d_backward_weight(grad_out, x, weight.shape, stride=2, padding=1),
+                 np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------
