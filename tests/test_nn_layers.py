@@ -326,7 +326,11 @@ def test_skip_init_nests_and_profiles_the_same_as_a_drawn_model():
         with nn.init.skip_init():
             pass
         skipped = get_model("mobilenet_v2", width_mult=0.5)           # still skipping after the inner block
+        with nn.init.skip_init(False):                                 # an outer skip is not undone
+            assert not nn.Conv2d(3, 4, 3).weight.data.any()
     assert not skipped.features[0][0].weight.data.any()
+    with nn.init.skip_init(False):                                     # skip=False: the block changes nothing
+        assert nn.Conv2d(3, 4, 3).weight.data.any()
     drawn = get_model("mobilenet_v2", width_mult=0.5)
     assert profile(skipped, (1, 3, 64, 64)).rows == profile(drawn, (1, 3, 64, 64)).rows
 

@@ -18,7 +18,6 @@ code 1, its message prefixed by the exception's type. ``--debug`` (anywhere on t
 the full traceback instead.
 """
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -229,8 +228,7 @@ def _run_summary(args):
     if args.backward and not args.time:
         raise ValueError("--backward needs --time")
     # the counts need only the shapes: a model that is not timed is built without drawing its weights
-    drawing = contextlib.nullcontext() if args.time else init.skip_init()
-    with drawing:
+    with init.skip_init(not args.time):
         model = models.get_model(args.model, **_model_arguments(args.model, args.num_classes, args.width_mult))
     timing = {"mode": "time", "backward": args.backward, "repeat": args.repeat} if args.time else {}
     result = profile(model, (args.batch, 3, args.resolution, args.resolution), bias=not args.no_bias,

@@ -120,7 +120,6 @@ True`` (it only chains, concatenates, splits or slices: ``Sequential``, ``Concat
 model file needs no edit here. A block type that does neither is reported in ``Profile.unaccounted``
 (and in the table's footer): its own arithmetic, if any, is missing.
 """
-import contextlib
 import csv
 import io
 import json
@@ -1183,7 +1182,7 @@ def profile_zoo(resolution=224, names=None, **profile_options):
     shapes_only = profile_options.get("mode", "shapes") == "shapes"
     profiles = {}
     for name in names:
-        with nn.init.skip_init() if shapes_only else contextlib.nullcontext():     # shapes need no weights
+        with nn.init.skip_init(shapes_only):                            # shapes need no weights
             model = models.get_model(name)
         profiles[name] = profile(model, (1, 3, resolution, resolution), **profile_options)
     return profiles

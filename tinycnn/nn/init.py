@@ -52,10 +52,11 @@ def default_generator():
 
 
 @contextlib.contextmanager
-def skip_init():
+def skip_init(skip=True):
     """Build layers without drawing their random initial weights (PyTorch: ``torch.nn.utils.skip_init``).
 
-    Inside the ``with`` block the random initialisers (:func:`uniform_`, :func:`normal_` and every one
+    ``skip=False`` makes the block change nothing, for callers that skip only sometimes (``tinycnn
+    summary`` draws the weights when it times the layers). Inside a skipping ``with`` block the random initialisers (:func:`uniform_`, :func:`normal_` and every one
     built on them) leave their tensor as it is -- zeros for a fresh layer -- and draw nothing, so the
     shared generator is left where it was. Constant initialisers still fill (batch norm keeps
     ``weight = 1``). For models built only for their shapes: ``tinycnn summary vgg16`` would otherwise
@@ -69,7 +70,7 @@ def skip_init():
     """
     global _skipping_draws
     outer = _skipping_draws
-    _skipping_draws = True
+    _skipping_draws = outer or bool(skip)
     try:
         yield
     finally:
