@@ -702,6 +702,39 @@ def test_flat_weight_gradient_gives_the_same_bits_on_one_and_two_threads(rng, re
     np.testing.assert_array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("kernel_size, stride, dilation", [(3, 1, 1), (3, 2, 1), (5, 2, 1), (3, 1, 2)])
+def test_flat_forward_channels_sharing_buffers_give_the_same_bits(rng, kernel_size, stride, dilation):
+    """The flat forward's channels that share an iteration share its padded buffers: whatever the number of
+    iterations the channels are cut into, each channel's output is the same, and the reference's."""
+    x = rng.standard_normal((1, 7, 13, 11)).astype(np.float32)
+    weight = rng.standard_normal((7, 1, kernel_size, kernel_size)).astype(np.float32)
+    padding = dilation * (kernel_size // 2)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, stride, padding, dilation)
+    nothing = np.empty(0, dtype=np.float32)
+    outputs = []
+    for chunks in (7, 3, 1):
+        y = np.empty(geometry.output_shape, dtype=np.float32)
+        D._forward_flat_kernel(x, weight, nothing, y, chunks, stride, stride, padding, padding, dilation, dilation,
+                               nothing, nothing, np.float32(-np.inf), np.float32(np.inf), False)
+        outputs.append(y)
+    for y in outputs[1:]:
+        np.testing.assert_array_equal(y, outputs[0])
+    expected = R.depthwise_conv2d_forward(x.astype(np.float64), weight.astype(np.float64), stride=stride,
+                                          padding=padding, dilation=dilation)
+    assert_close(outputs[0], expected, np.float32)
+
+
+def test_flat_forward_cuts_one_image_into_chunks_of_channels(monkeypatch):
+    """One image: a multiple of the thread count of iterations, at most about FLAT_CHANNEL_CHUNK channels
+    each, never more iterations than channels; several images: one channel per iteration."""
+    monkeypatch.setattr(D, "num_threads", lambda: 2)
+    assert D._channel_chunks(1, 96) == 12
+    assert D._channel_chunks(1, 72) == 10                      # 7 or 8 channels each, 36 per thread
+    assert D._channel_chunks(1, 16) == 2
+    assert D._channel_chunks(1, 1) == 1
+    assert D._channel_chunks(8, 96) == 96
+
+
 @pytest.mark.nojit
 def test_flat_kernels_small_case_runs_as_python_too(rng, kernel_calls):
     """Small enough for NUMBA_DISABLE_JIT=1: the flat-run forward (stride 1 and 2, with the batch-norm
@@ -713,12 +746,13 @@ def test_flat_kernels_small_case_runs_as_python_too(rng, kernel_calls):
     nothing = np.empty(0)
     scale, shift = rng.standard_normal(2), rng.standard_normal(2)
     finished = np.empty(x.shape)
-    D._forward_flat_kernel(x, weight, nothing, finished, 1, 1, 1, 1, 1, 1, scale, shift, -np.inf, np.inf, True)
+    D._forward_flat_kernel(x, weight, nothing, finished, 2, 1, 1, 1, 1, 1, 1, scale, shift, -np.inf, np.inf, True)
     v = R.depthwise_conv2d_forward(x, weight, padding=1) * scale[None, :, None, None] + shift[None, :, None, None]
     assert_close(finished, v * np.clip(v + 3, 0, 6) / 6, np.float64)          # batch norm, hard swish
     geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
     strided = np.empty(geometry.output_shape)
-    D._forward_flat_kernel(x, weight, nothing, strided, 2, 2, 1, 1, 1, 1, nothing, nothing, -np.inf, np.inf, False)
+    D._forward_flat_kernel(x, weight, nothing, strided, 1, 2, 2, 1, 1, 1, 1, nothing, nothing, -np.inf, np.inf,
+                           False)                                      # one iteration: both channels share buffers
     assert_close(strided, R.depthwise_conv2d_forward(x, weight, stride=2, padding=1), np.float64)
     flat = D._depthwise_geometry((2, 2, 16, 16), weight.shape, 1, 1, 1)     # two images: both gradients flat
     x16, g16 = rng.standard_normal((2, 2, 16, 16)), rng.standard_normal((2, 2, 16, 16))
