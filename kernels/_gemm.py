@@ -10,8 +10,8 @@ fight the spinning ones for the cores; so tinycnn runs NumPy's BLAS on one threa
 Here the product is cut into independent blocks of rows or columns of the output, and each block is
 one single-threaded BLAS call (``cblas_sgemm`` / ``cblas_dgemm``) made from a ``prange`` iteration, so
 the cores are shared by *one* pool of threads, numba's. The BLAS is the one NumPy itself loaded
-(found through threadpoolctl; numba calls it through a ctypes function pointer passed as an argument,
-which keeps the compiled kernel cacheable). Measured on a 2-core AMD EPYC (AVX2), float32, one BLAS
+(found through threadpoolctl; a kernel takes the function's address as an integer argument, which keeps
+it cacheable, and calls it through :mod:`kernels._blas`). Measured on a 2-core AMD EPYC (AVX2), float32, one BLAS
 thread vs two blocks on numba's two threads: (96, 16) @ (16, 12544) 0.83 -> 0.46 ms, (144, 24) @
 (24, 3136) 0.39 -> 0.23 ms, (1280, 320) @ (320, 49) 0.65 -> 0.45 ms.
 
@@ -32,6 +32,7 @@ import threading
 import numba
 import numpy as np
 
+from ._blas import cblas_gemm, cblas_gemv, function_address
 from ._jit import parallel_jit, prange
 from .activation import clip_value, hardswish_value
 from .batchnorm import unpack_epilogue
@@ -45,8 +46,9 @@ MAX_BLOCKS = 4
 
 
 def _find_cblas():
-    """``({dtype: cblas_?gemm}, {dtype: cblas_?gemv})`` as ctypes functions of NumPy's OpenBLAS, or empty
-    dicts if not found.
+    """``({dtype: cblas_?gemm}, {dtype: cblas_?gemv}, integer)`` as ctypes functions of NumPy's OpenBLAS
+    and a zero of their integer type (``np.int64`` or ``np.int32``), or empty dicts (and None) if not
+    found.
 
     Only symbols whose integer width is certain are used: scipy-openblas's ``scipy_cblas_?gemm64_``
     (64-bit integers, what NumPy 2 wheels ship) and ``scipy_cblas_?gemm`` (32-bit), and OpenBLAS's
@@ -57,10 +59,11 @@ def _find_cblas():
         from threadpoolctl import threadpool_info
         paths = [info["filepath"] for info in threadpool_info() if info.get("internal_api") == "openblas"]
     except Exception:                        # threadpoolctl cannot inspect this process: use np.matmul
-        return {}, {}
+        return {}, {}, None
     paths.sort(key=lambda path: "numpy" not in path)          # NumPy's own copy first
     candidates = [("scipy_cblas_{}{}64_", ctypes.c_int64), ("cblas_{}{}64_", ctypes.c_int64),
                   ("scipy_cblas_{}{}", ctypes.c_int32)]
+    zeros = {ctypes.c_int64: np.int64(0), ctypes.c_int32: np.int32(0)}
     for path in paths:
         try:
             library = ctypes.CDLL(path)
@@ -84,8 +87,9 @@ def _find_cblas():
                                                  ctypes.c_void_p, integer)
                     gemv[np.dtype(dtype)] = prototype((pattern.format(letter, "gemv"), library))
             if len(gemm) == 2 and all(_gives_matmul(f, dtype) for dtype, f in gemm.items()):
-                return gemm, {dtype: f for dtype, f in gemv.items() if _gives_matrix_vector(f, dtype)}
-    return {}, {}
+                gemv = {dtype: f for dtype, f in gemv.items() if _gives_matrix_vector(f, dtype)}
+                return gemm, gemv, zeros[integer]
+    return {}, {}, None
 
 
 def _gives_matmul(function, dtype):
@@ -107,7 +111,7 @@ def _gives_matrix_vector(function, dtype):
     return np.array_equal(out, a @ x)
 
 
-_CBLAS, _CBLAS_GEMV = _find_cblas()
+_CBLAS, _CBLAS_GEMV, _CBLAS_INTEGER = _find_cblas()
 
 
 def _operand(matrix_stack):
@@ -187,8 +191,8 @@ def batched_matmul(a, b, out, epilogue=None):
     ldc = out.strides[1] // out.itemsize if out.shape[1] > 1 else N     # one row: any stride will do
     if out.dtype not in _SIGNATURES_FIXED_FOR:
         _fix_kernel_signatures(out.dtype)
-    _batched_matmul_kernel(function, a, trans_a, lda, b, trans_b, ldb, out, ldc, products // outputs, count,
-                           by_rows, size, *_kernel_epilogue(epilogue, out.dtype))
+    _batched_matmul_kernel(function_address(function), _CBLAS_INTEGER, a, trans_a, lda, b, trans_b, ldb, out, ldc,
+                           products // outputs, count, by_rows, size, *_kernel_epilogue(epilogue, out.dtype))
     return out
 
 
@@ -235,9 +239,11 @@ def prepare_matmul_per_image(a, images, columns, epilogue=None):
     if a.dtype not in _SIGNATURES_FIXED_FOR:
         _fix_kernel_signatures(a.dtype)
 
+    address = function_address(function)
+
     def run(b, out):
-        _batched_matmul_kernel(function, a, trans_a, lda, b, NO_TRANS, columns, out, columns, 1, count, by_rows, size,
-                               *finish)
+        _batched_matmul_kernel(address, _CBLAS_INTEGER, a, trans_a, lda, b, NO_TRANS, columns, out, columns, 1, count,
+                               by_rows, size, *finish)
 
     return run
 
@@ -268,7 +274,8 @@ def matrix_vector(matrix, vector):
     matrix, vector = np.ascontiguousarray(matrix), np.ascontiguousarray(vector)
     rows, columns = matrix.shape
     if rows * columns >= PARALLEL_MATRIX_VECTOR_MIN_ELEMENTS:
-        _matrix_vector_blocks_kernel(gemv, matrix, vector, result, MATRIX_VECTOR_BLOCKS)
+        _matrix_vector_blocks_kernel(function_address(gemv), _CBLAS_INTEGER, matrix, vector, result,
+                                     MATRIX_VECTOR_BLOCKS)
     else:
         gemv(ROW_MAJOR, NO_TRANS, rows, columns, 1.0, matrix.ctypes.data, max(columns, 1), vector.ctypes.data, 1,
              0.0, result.ctypes.data, 1)
@@ -276,15 +283,17 @@ def matrix_vector(matrix, vector):
 
 
 @parallel_jit
-def _matrix_vector_blocks_kernel(gemv, matrix, vector, result, blocks):
-    """``result = matrix @ vector`` as one gemv call per block of rows: (R, K) @ (K,) -> (R,)."""
+def _matrix_vector_blocks_kernel(gemv, integer, matrix, vector, result, blocks):
+    """``result = matrix @ vector`` as one gemv call per block of rows: (R, K) @ (K,) -> (R,); ``gemv`` the
+    address of ``cblas_?gemv``, ``integer`` a zero of its integer type (:mod:`kernels._blas`)."""
     R, K = matrix.shape
+    one, zero = matrix.dtype.type(1), matrix.dtype.type(0)
     size = (R + blocks - 1) // blocks
     for block in prange(blocks):                        # disjoint blocks of rows
         r0, r1 = block * size, min(R, (block + 1) * size)
         if r1 > r0:
-            gemv(ROW_MAJOR, NO_TRANS, r1 - r0, K, 1.0, matrix[r0:r1].ctypes, max(K, 1), vector.ctypes, 1, 0.0,
-                 result[r0:r1].ctypes, 1)
+            cblas_gemv(gemv, integer, ROW_MAJOR, NO_TRANS, r1 - r0, K, one, matrix[r0:r1].ctypes.data, max(K, 1),
+                       vector.ctypes.data, 1, zero, result[r0:r1].ctypes.data, 1)
 
 
 #: the kernel's arguments for "no epilogue", per dtype (empty scale and shift: never written, so shared)
@@ -323,9 +332,9 @@ def _fix_kernel_signatures(dtype):
             try:
                 for out_layout in ("C", "A"):
                     _batched_matmul_kernel.compile(
-                        (numba.typeof(_CBLAS[dtype]), operand, types.int64, types.int64, operand, types.int64,
-                         types.int64, types.Array(real, 3, out_layout), types.int64, types.int64, types.int64,
-                         types.boolean, types.int64, vector, vector, real, real, types.boolean))
+                        (types.int64, numba.typeof(_CBLAS_INTEGER), operand, types.int64, types.int64, operand,
+                         types.int64, types.int64, types.Array(real, 3, out_layout), types.int64, types.int64,
+                         types.int64, types.boolean, types.int64, vector, vector, real, real, types.boolean))
             finally:
                 _batched_matmul_kernel.disable_compile()
         _SIGNATURES_FIXED_FOR.add(dtype)
@@ -357,16 +366,19 @@ def _finish_rows_numpy(out, epilogue):
 
 
 @parallel_jit
-def _batched_matmul_kernel(gemm, a, trans_a, lda, b, trans_b, ldb, out, ldc, sums, count, by_rows, size,
+def _batched_matmul_kernel(gemm, integer, a, trans_a, lda, b, trans_b, ldb, out, ldc, sums, count, by_rows, size,
                            scale, shift, low, high, hardswish):
     """One CBLAS call per (output matrix, block, summed product); ``prange`` over disjoint output blocks.
 
-    With a non-empty ``scale``, each block's rows are then finished in place (``batched_matmul``'s epilogue).
+    ``gemm`` is the address of ``cblas_?gemm`` and ``integer`` a zero of its integer type
+    (:mod:`kernels._blas`). With a non-empty ``scale``, each block's rows are then finished in place
+    (``batched_matmul``'s epilogue).
     """
     outputs, M, N = out.shape
     K = a.shape[2]
     groups = scale.shape[0] // M
-    zero, three, six = out.dtype.type(0), out.dtype.type(3), out.dtype.type(6)      # hard swish's constants
+    zero, one = out.dtype.type(0), out.dtype.type(1)
+    three, six = out.dtype.type(3), out.dtype.type(6)                   # hard swish's constants, with zero
     for task in prange(outputs * count):                 # disjoint (output matrix, block) pairs
         j, block = task // count, task % count
         m0, m1, n0, n1 = 0, M, 0, N
@@ -376,11 +388,11 @@ def _batched_matmul_kernel(gemm, a, trans_a, lda, b, trans_b, ldb, out, ldc, sum
             n0, n1 = block * size, min(N, (block + 1) * size)
         for r in range(sums):                            # products summed into out[j], in order
             i = r * outputs + j
-            beta = 0.0 if r == 0 else 1.0
-            gemm(ROW_MAJOR, trans_a, trans_b, m1 - m0, n1 - n0, K, 1.0,
-                 a[i % a.shape[0], m0:m1, :].ctypes, lda,   # (m1-m0, K) block of a
-                 b[i, :, n0:n1].ctypes, ldb,                 # (K, n1-n0) block of b
-                 beta, out[j, m0:m1, n0:n1].ctypes, ldc)     # (m1-m0, n1-n0) block of out
+            beta = zero if r == 0 else one
+            cblas_gemm(gemm, integer, ROW_MAJOR, trans_a, trans_b, m1 - m0, n1 - n0, K, one,
+                       a[i % a.shape[0], m0:m1, :].ctypes.data, lda,    # (m1-m0, K) block of a
+                       b[i, :, n0:n1].ctypes.data, ldb,                  # (K, n1-n0) block of b
+                       beta, out[j, m0:m1, n0:n1].ctypes.data, ldc)      # (m1-m0, n1-n0) block of out
         if groups > 0:                                   # epilogue: scale, shift, clip each row
             for m in range(m0, m1):
                 channel = (j % groups) * M + m

@@ -25,7 +25,8 @@ V3-Small 6.00 -> 5.95 ms; no block got slower.
 """
 import numpy as np
 
-from ._gemm import _CBLAS_GEMV, NO_TRANS, PARALLEL_MATRIX_VECTOR_MIN_ELEMENTS, ROW_MAJOR
+from ._blas import cblas_gemv, function_address
+from ._gemm import _CBLAS_GEMV, _CBLAS_INTEGER, NO_TRANS, PARALLEL_MATRIX_VECTOR_MIN_ELEMENTS, ROW_MAJOR
 from ._jit import parallel_jit, prange
 from .activation import clip_value, hardsigmoid_value
 from .pooling import plane_mean
@@ -60,14 +61,16 @@ def squeeze_excitation_clip_hardsigmoid(x, fc1_weight, fc1_bias, fc2_weight, fc2
         return None                 # (the layers would take matrix_vector's blocks, with other bits)
     x_planes = np.ascontiguousarray(x).reshape(C, H * W)
     y = np.empty_like(x_planes)
-    _squeeze_excitation_kernel(gemv, x_planes, np.ascontiguousarray(fc1_weight).reshape(S, C), fc1_bias,
+    _squeeze_excitation_kernel(function_address(gemv), _CBLAS_INTEGER, x_planes,
+                               np.ascontiguousarray(fc1_weight).reshape(S, C), fc1_bias,
                                np.ascontiguousarray(fc2_weight).reshape(C, S), fc2_bias, x.dtype.type(high), y)
     return y.reshape(x.shape)
 
 
 @parallel_jit
-def _squeeze_excitation_kernel(gemv, x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, high, y):
+def _squeeze_excitation_kernel(gemv, integer, x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, high, y):
     """The block on ``x`` (C, P) into ``y`` (C, P): (S, C) and (C, S) weights; the channel loops in parallel.
+    ``gemv`` is the address of ``cblas_?gemv``, ``integer`` a zero of its integer type (:mod:`kernels._blas`).
 
     Each step is the same arithmetic, in the same dtype, as the layer that does it: the plane means as
     the pooling kernel (float64 partial sums, stored in ``x``'s dtype), the products by the same gemv
@@ -76,16 +79,18 @@ def _squeeze_excitation_kernel(gemv, x, fc1_weight, fc1_bias, fc2_weight, fc2_bi
     """
     C, P = x.shape
     S = fc1_weight.shape[0]
-    zero, three, six = x.dtype.type(0), x.dtype.type(3), x.dtype.type(6)
+    zero, one, three, six = x.dtype.type(0), x.dtype.type(1), x.dtype.type(3), x.dtype.type(6)
     squeezed = np.empty(C, dtype=x.dtype)
     for c in prange(C):                                 # squeeze: one mean per channel (disjoint writes)
         squeezed[c] = plane_mean(x[c])
     hidden = np.empty(S, dtype=x.dtype)                 # (S,) = fc1_weight @ squeezed
-    gemv(ROW_MAJOR, NO_TRANS, S, C, 1.0, fc1_weight.ctypes, max(C, 1), squeezed.ctypes, 1, 0.0, hidden.ctypes, 1)
+    cblas_gemv(gemv, integer, ROW_MAJOR, NO_TRANS, S, C, one, fc1_weight.ctypes.data, max(C, 1), squeezed.ctypes.data,
+               1, zero, hidden.ctypes.data, 1)
     for s in range(S):
         hidden[s] = clip_value(hidden[s] + fc1_bias[s], zero, high)              # ReLU (high = inf) or ReLU6
     gate = np.empty(C, dtype=x.dtype)                   # (C,) = fc2_weight @ hidden
-    gemv(ROW_MAJOR, NO_TRANS, C, S, 1.0, fc2_weight.ctypes, max(S, 1), hidden.ctypes, 1, 0.0, gate.ctypes, 1)
+    cblas_gemv(gemv, integer, ROW_MAJOR, NO_TRANS, C, S, one, fc2_weight.ctypes.data, max(S, 1), hidden.ctypes.data,
+               1, zero, gate.ctypes.data, 1)
     for c in prange(C):                                 # excite: scale each channel by its gate (disjoint)
         channel_gate = hardsigmoid_value(gate[c] + fc2_bias[c], zero, three, six)
         plane, out = x[c], y[c]

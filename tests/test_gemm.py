@@ -1,9 +1,12 @@
-"""``kernels._gemm.batched_matmul``: NumPy's BLAS called block by block from numba's threads."""
+"""``kernels._gemm.batched_matmul``: NumPy's BLAS called block by block from numba's threads (by its address,
+``kernels._blas``)."""
+import ctypes
+
 import numpy as np
 import pytest
 
-from kernels import _gemm
-from kernels._jit import one_blas_thread
+from kernels import _blas, _gemm
+from kernels._jit import jit, one_blas_thread
 
 
 def _stack(rng, batch, rows, cols, dtype, transposed):
@@ -177,7 +180,7 @@ with one_blas_thread():
         a, b = a.astype(np.float32), b.astype(np.float32)
         _gemm.batched_matmul(a, b, np.zeros((2, 5, 9), dtype=np.float32))
         _gemm.batched_matmul(a, b, np.zeros((2, 5, 12), dtype=np.float32)[:, :, :9])
-print(sorted({str(signature[7]) for signature in _gemm._batched_matmul_kernel.signatures}))
+print(sorted({str(signature[8]) for signature in _gemm._batched_matmul_kernel.signatures}))
 """
 
 
@@ -185,7 +188,7 @@ print(sorted({str(signature[7]) for signature in _gemm._batched_matmul_kernel.si
                     reason="needs numba's compiled kernel and NumPy's OpenBLAS")
 def test_a_float32_process_compiles_only_the_two_float32_signatures():
     # a float32 training run should not pay for float64's signatures (a fresh process: this one may have
-    # fixed float64 already); the output's type is the 8th argument
+    # fixed float64 already); the output's type is the 9th argument
     import subprocess
     import sys
     result = subprocess.run([sys.executable, "-c", _ONE_DTYPE_SCRIPT], capture_output=True, text=True, timeout=300,
@@ -261,3 +264,43 @@ def test_a_product_batched_matmul_would_not_block_is_not_prepared(rng, monkeypat
     assert _gemm.prepare_matmul_per_image(a, 0, 49) is None                    # nothing to compute
     monkeypatch.setattr(_gemm, "_CBLAS", {})
     assert _gemm.prepare_matmul_per_image(a, 2, 49) is None                    # no CBLAS: np.matmul
+
+
+@pytest.mark.nojit
+@pytest.mark.skipif(not _gemm._CBLAS or not _gemm._CBLAS_GEMV, reason="needs NumPy's OpenBLAS gemm and gemv")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blas_called_by_address_from_compiled_code_gives_numpys_products(dtype, rng):
+    # kernels._blas: the address and integer width found at import, a transposed operand, beta = 1 adding
+    # to what is there, and gemv; the same arithmetic as BLAS called through ctypes, so to rounding NumPy's
+    a = rng.standard_normal((6, 4)).astype(dtype)
+    b_t = rng.standard_normal((5, 4)).astype(dtype)                # b = b_t.T, read as CBLAS's TRANS
+    start = rng.standard_normal((6, 5)).astype(dtype)
+    c, y = start.copy(), np.empty(6, dtype=dtype)
+    vector = rng.standard_normal(4).astype(dtype)
+    _blas_products(_blas.function_address(_gemm._CBLAS[np.dtype(dtype)]),
+                   _blas.function_address(_gemm._CBLAS_GEMV[np.dtype(dtype)]), _gemm._CBLAS_INTEGER, a, b_t, c,
+                   vector, y)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c, 2 * a @ b_t.T + start, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(y, a @ vector, rtol=tolerance, atol=tolerance)
+
+
+@jit
+def _blas_products(gemm, gemv, integer, a, b_t, c, vector, y):
+    """``c = 2 a @ b_t^T + c`` and ``y = a @ vector`` through :mod:`kernels._blas` (plain Python without JIT)."""
+    M, K = a.shape
+    N = b_t.shape[0]
+    zero, one, two = a.dtype.type(0), a.dtype.type(1), a.dtype.type(2)
+    _blas.cblas_gemm(gemm, integer, _gemm.ROW_MAJOR, _gemm.NO_TRANS, _gemm.TRANS, M, N, K, two, a.ctypes.data, K,
+                     b_t.ctypes.data, K, one, c.ctypes.data, N)
+    _blas.cblas_gemv(gemv, integer, _gemm.ROW_MAJOR, _gemm.NO_TRANS, M, K, one, a.ctypes.data, K, vector.ctypes.data,
+                     1, zero, y.ctypes.data, 1)
+
+
+def test_a_blas_function_address_is_looked_up_once_per_function():
+    if not _gemm._CBLAS:
+        pytest.skip("needs NumPy's OpenBLAS")
+    function = _gemm._CBLAS[np.dtype(np.float32)]
+    address = _blas.function_address(function)
+    assert isinstance(address, int) and address == ctypes.cast(function, ctypes.c_void_p).value
+    assert _blas._ADDRESSES[id(function)] == (function, address)
