@@ -304,3 +304,40 @@ def test_a_blas_function_address_is_looked_up_once_per_function():
     address = _blas.function_address(function)
     assert isinstance(address, int) and address == ctypes.cast(function, ctypes.c_void_p).value
     assert _blas._ADDRESSES[id(function)] == (function, address)
+
+
+@pytest.mark.nojit
+@pytest.mark.parametrize("integer", [np.int32(0), np.int64(0)])
+def test_blas_by_address_passes_integers_of_the_blas_width_and_reals_of_alpha_type(integer):
+    # a BLAS with 32-bit integers (scipy_cblas_sgemm) is not the one found here: a recording C callback of
+    # the CBLAS prototype stands in for it, and sees what compiled code passes through kernels._blas
+    width = ctypes.c_int32 if integer.dtype == np.int32 else ctypes.c_int64
+    seen = []
+    prototype = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_int, width, width, width, ctypes.c_float,
+                                 ctypes.c_void_p, width, ctypes.c_void_p, width, ctypes.c_float, ctypes.c_void_p, width)
+    callback = prototype(lambda *arguments: seen.append(arguments))
+    a = np.arange(6, dtype=np.float32)
+    _call_gemm_with(_blas.function_address(callback), integer, a)
+    order, trans_a, trans_b, M, N, K, alpha, a_address, lda, b_address, ldb, beta, c_address, ldc = seen[0]
+    assert (order, trans_a, trans_b, M, N, K, lda, ldb, ldc) == (101, 111, 112, 2, 3, 1 << 20, 4, 5, 6)
+    assert (alpha, beta) == (0.5, 2.0)
+    assert a_address == b_address == c_address == a.ctypes.data
+
+
+@jit
+def _call_gemm_with(address, integer, a):
+    """One :func:`kernels._blas.cblas_gemm` call with recognisable arguments (``a`` for every matrix)."""
+    _blas.cblas_gemm(address, integer, 101, 111, 112, 2, 3, 1 << 20, np.float32(0.5), a.ctypes.data, 4,
+                     a.ctypes.data, 5, np.float32(2.0), a.ctypes.data, 6)
+
+
+@pytest.mark.skipif(not _gemm._CBLAS or not hasattr(_gemm._batched_matmul_kernel, "signatures"),
+                    reason="needs numba's compiled kernel and NumPy's OpenBLAS")
+def test_the_blas_integer_width_is_part_of_the_kernel_signature(rng):
+    # a kernel compiled (and cached) for a BLAS of one integer width is never called for the other one
+    import numba
+    with one_blas_thread():
+        _gemm.batched_matmul(rng.standard_normal((1, 8, 8)), rng.standard_normal((1, 8, 8)), np.empty((1, 8, 8)))
+    assert _gemm._batched_matmul_kernel.signatures
+    for signature in _gemm._batched_matmul_kernel.signatures:
+        assert signature[0] == numba.types.int64 and signature[1] == numba.typeof(_gemm._CBLAS_INTEGER)
