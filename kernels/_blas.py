@@ -10,8 +10,8 @@ Here the kernel takes the address as a plain integer instead, and :func:`cblas_g
 turned into a pointer to a function of the CBLAS prototype. The BLAS's integer width (32 or 64 bits,
 :func:`kernels._gemm._find_cblas` finds which) comes in as the type of the argument ``integer``, a
 zero of ``np.int32`` or ``np.int64``: it is part of the kernel's signature, so a cached kernel is never
-reused for a BLAS of the other width. The real type (``float`` for ``?=s``, ``double`` for ``d``) is the
-type of ``alpha``, so pass ``alpha`` and ``beta`` in the arrays' dtype. Matrices are passed as
+reused for a BLAS of the other width. The real type (``float`` for ``sgemm``, ``double`` for ``dgemm``)
+is the type of ``alpha``, so pass ``alpha`` and ``beta`` in the arrays' dtype. Matrices are passed as
 addresses (``array.ctypes.data``).
 
 Under ``NUMBA_DISABLE_JIT=1`` the two are plain Python functions making the same call through ctypes.
