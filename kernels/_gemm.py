@@ -10,10 +10,10 @@ fight the spinning ones for the cores; so tinycnn runs NumPy's BLAS on one threa
 Here the product is cut into independent blocks of rows or columns of the output, and each block is
 one single-threaded BLAS call (``cblas_sgemm`` / ``cblas_dgemm``) made from a ``prange`` iteration, so
 the cores are shared by *one* pool of threads, numba's. The BLAS is the one NumPy itself loaded
-(found through threadpoolctl; a kernel takes the function's address as an integer argument, which keeps
-it cacheable, and calls it through :mod:`kernels._blas`). Measured on a 2-core AMD EPYC (AVX2), float32, one BLAS
-thread vs two blocks on numba's two threads: (96, 16) @ (16, 12544) 0.83 -> 0.46 ms, (144, 24) @
-(24, 3136) 0.39 -> 0.23 ms, (1280, 320) @ (320, 49) 0.65 -> 0.45 ms.
+(found through threadpoolctl; a kernel takes the function's address as an integer argument, which
+keeps it cacheable, and calls it through :mod:`kernels._blas`). Measured on a 2-core AMD EPYC (AVX2),
+float32, one BLAS thread vs two blocks on numba's two threads: (96, 16) @ (16, 12544) 0.83 -> 0.46 ms,
+(144, 24) @ (24, 3136) 0.39 -> 0.23 ms, (1280, 320) @ (320, 49) 0.65 -> 0.45 ms.
 
 Blocks depend only on the shapes, never on the number of threads, so results are bit-identical on 1 or
 2 threads. Where no such BLAS is found (another BLAS vendor) the same products run through ``np.matmul``.
