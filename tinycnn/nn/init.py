@@ -55,12 +55,13 @@ def default_generator():
 def skip_init(skip=True):
     """Build layers without drawing their random initial weights (PyTorch: ``torch.nn.utils.skip_init``).
 
-    ``skip=False`` makes the block change nothing, for callers that skip only sometimes (``tinycnn
-    summary`` draws the weights when it times the layers). Inside a skipping ``with`` block the random initialisers (:func:`uniform_`, :func:`normal_` and every one
+    Inside the ``with`` block the random initialisers (:func:`uniform_`, :func:`normal_` and every one
     built on them) leave their tensor as it is -- zeros for a fresh layer -- and draw nothing, so the
     shared generator is left where it was. Constant initialisers still fill (batch norm keeps
     ``weight = 1``). For models built only for their shapes: ``tinycnn summary vgg16`` would otherwise
-    spend seconds drawing VGG-16's 138M weights it never reads.
+    spend seconds drawing VGG-16's 138M weights it never reads. ``skip=False`` makes the block change
+    nothing (an outer skipping block still skips), for callers that skip only sometimes: ``tinycnn
+    summary`` draws the weights when it times the layers.
 
         >>> from tinycnn.nn import init, Linear
         >>> with init.skip_init():
