@@ -39,12 +39,23 @@ def function_address(function):
 _ADDRESSES = {}     # id(function) -> (function, its address); the function is kept, so its id stays its own
 
 
+#: the CBLAS prototypes, one letter per argument: ``e`` an enum (C int), ``i`` the BLAS's integer, ``r`` a real,
+#: ``p`` a pointer. gemm: order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc
+GEMM_ARGUMENTS = "eeeiiirpipirpi"
+#: gemv: order, trans, M, N, alpha, A, lda, x, incx, beta, y, incy
+GEMV_ARGUMENTS = "eeiirpipirpi"
+
+
+def cblas_prototype(argument_kinds, integer, real):
+    """The ctypes function type of a CBLAS routine: ``argument_kinds`` as :data:`GEMM_ARGUMENTS`, ``integer``
+    and ``real`` ctypes types (``c_int32``/``c_int64``, ``c_float``/``c_double``); it returns nothing."""
+    ctype = {"e": ctypes.c_int, "i": integer, "r": real, "p": ctypes.c_void_p}
+    return ctypes.CFUNCTYPE(None, *(ctype[kind] for kind in argument_kinds))
+
+
 def _python_call(address, argument_kinds, integer, real, arguments):
-    """Call the C function at ``address`` from Python: ``argument_kinds`` is a string, one letter per
-    argument (``e`` enum (C int), ``i`` BLAS integer, ``r`` real, ``p`` pointer)."""
-    ctype = {"e": ctypes.c_int, "i": _INTEGERS[np.dtype(type(integer))], "r": _REALS[np.dtype(type(real))],
-             "p": ctypes.c_void_p}
-    prototype = ctypes.CFUNCTYPE(None, *(ctype[kind] for kind in argument_kinds))
+    """Call the C function at ``address`` from Python (``integer``, ``real``: values of the types it takes)."""
+    prototype = cblas_prototype(argument_kinds, _INTEGERS[np.dtype(type(integer))], _REALS[np.dtype(type(real))])
     prototype(address)(*arguments)
 
 
@@ -71,21 +82,15 @@ def _llvm_call(context, builder, signature, arguments, argument_kinds):
     return context.get_dummy_value()
 
 
-#: order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc
-_GEMM_KINDS = "eeeiiirpipirpi"
-#: order, trans, M, N, alpha, A, lda, x, incx, beta, y, incy
-_GEMV_KINDS = "eeiirpipirpi"
-
-
 if numba.config.DISABLE_JIT:
     def cblas_gemm(address, integer, order, trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc):
         """``C = alpha * op(A) @ op(B) + beta * C`` by the ``cblas_?gemm`` at ``address`` (plain Python)."""
-        _python_call(address, _GEMM_KINDS, integer, alpha,
+        _python_call(address, GEMM_ARGUMENTS, integer, alpha,
                      (order, trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc))
 
     def cblas_gemv(address, integer, order, trans, M, N, alpha, a, lda, x, incx, beta, y, incy):
         """``y = alpha * op(A) @ x + beta * y`` by the ``cblas_?gemv`` at ``address`` (plain Python)."""
-        _python_call(address, _GEMV_KINDS, integer, alpha, (order, trans, M, N, alpha, a, lda, x, incx, beta, y,
+        _python_call(address, GEMV_ARGUMENTS, integer, alpha, (order, trans, M, N, alpha, a, lda, x, incx, beta, y,
                                                             incy))
 else:
     @intrinsic
@@ -95,11 +100,11 @@ else:
         101, ``trans`` 111 / 112; ``a``, ``b``, ``c`` addresses; integers of ``integer``'s type)."""
         signature = types.void(address, integer, order, trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c,
                                ldc)
-        return signature, lambda context, builder, sig, args: _llvm_call(context, builder, sig, args, _GEMM_KINDS)
+        return signature, lambda context, builder, sig, args: _llvm_call(context, builder, sig, args, GEMM_ARGUMENTS)
 
     @intrinsic
     def cblas_gemv(typingctx, address, integer, order, trans, M, N, alpha, a, lda, x, incx, beta, y, incy):
         """``y = alpha * op(A) @ x + beta * y`` by the ``cblas_?gemv`` at ``address`` (arguments as
         :func:`cblas_gemm`'s)."""
         signature = types.void(address, integer, order, trans, M, N, alpha, a, lda, x, incx, beta, y, incy)
-        return signature, lambda context, builder, sig, args: _llvm_call(context, builder, sig, args, _GEMV_KINDS)
+        return signature, lambda context, builder, sig, args: _llvm_call(context, builder, sig, args, GEMV_ARGUMENTS)

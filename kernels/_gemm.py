@@ -32,7 +32,7 @@ import threading
 import numba
 import numpy as np
 
-from ._blas import cblas_gemm, cblas_gemv, function_address
+from ._blas import GEMM_ARGUMENTS, GEMV_ARGUMENTS, cblas_gemm, cblas_gemv, cblas_prototype, function_address
 from ._jit import parallel_jit, prange
 from .activation import clip_value, hardswish_value
 from .batchnorm import unpack_epilogue
@@ -74,17 +74,10 @@ def _find_cblas():
             for letter, dtype, real in (("s", np.float32, ctypes.c_float), ("d", np.float64, ctypes.c_double)):
                 if not hasattr(library, pattern.format(letter, "gemm")):
                     break
-                # one prototype (a ctypes class of its own) per dtype: numba remembers the type of a ctypes
-                # function per class, so two functions of one class would both pass for the first one's
-                prototype = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_int, integer, integer,
-                                             integer, real, ctypes.c_void_p, integer, ctypes.c_void_p, integer,
-                                             real, ctypes.c_void_p, integer)
+                prototype = cblas_prototype(GEMM_ARGUMENTS, integer, real)
                 gemm[np.dtype(dtype)] = prototype((pattern.format(letter, "gemm"), library))
                 if hasattr(library, pattern.format(letter, "gemv")):
-                    # order, trans, M, N, alpha, A, lda, x, incx, beta, y, incy
-                    prototype = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, integer, integer, real,
-                                                 ctypes.c_void_p, integer, ctypes.c_void_p, integer, real,
-                                                 ctypes.c_void_p, integer)
+                    prototype = cblas_prototype(GEMV_ARGUMENTS, integer, real)
                     gemv[np.dtype(dtype)] = prototype((pattern.format(letter, "gemv"), library))
             if len(gemm) == 2 and all(_gives_matmul(f, dtype) for dtype, f in gemm.items()):
                 gemv = {dtype: f for dtype, f in gemv.items() if _gives_matrix_vector(f, dtype)}
