@@ -68,6 +68,32 @@ def row_taps5(y, x0, x1, x2, x3, x4, w0, w1, w2, w3, w4, n, s):
             y[j] += w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i] + w4 * x4[i]
 
 
+
+@inline_jit
+def run_add_taps3(total, x0, x1, x2, w0, w1, w2, n):
+    """``total[j] = ((total[j] + w0*x0[j]) + w1*x1[j]) + w2*x2[j]`` for ``j < n``: three taps, in order.
+
+    The additions happen in the order of three separate ``total[j] += w_k * x_k[j]`` loops, so the bits
+    are theirs; ``total`` is read and written once instead of three times (the flat-run kernels, whose
+    loops are bound by those loads and stores).
+    """
+    for j in range(n):
+        total[j] = ((total[j] + w0 * x0[j]) + w1 * x1[j]) + w2 * x2[j]
+
+
+@inline_jit
+def run_add_taps2(total, x0, x1, w0, w1, n):
+    """``total[j] = (total[j] + w0*x0[j]) + w1*x1[j]`` for ``j < n``: two taps, in order (as run_add_taps3)."""
+    for j in range(n):
+        total[j] = (total[j] + w0 * x0[j]) + w1 * x1[j]
+
+
+@inline_jit
+def run_add_tap(total, x0, w0, n):
+    """``total[j] += w0 * x0[j]`` for ``j < n``: one tap over a whole run."""
+    for j in range(n):
+        total[j] += w0 * x0[j]
+
 @inline_jit
 def row_multiply_accumulate(acc, g, x, n, s):
     """``acc[j] += g[j] * x[j*s]``: one tap's weight-gradient terms, kept per column.
