@@ -559,6 +559,22 @@ def test_flat_forward_splits_strided_planes_into_phases_correctly(x_shape, kerne
                  dtype)
 
 
+@pytest.mark.parametrize("kernel_width", [1, 2, 3, 4, 5, 7])
+def test_flat_forward_adds_the_taps_of_a_row_in_order_whatever_their_grouping(kernel_width, rng):
+    """The flat kernel adds up to three taps per loop (3+3+1 for a row of 7, 2+2 for 4): the same bits as
+    one pass per tap, ``total += w[kh, kw] * tap`` in row-major tap order (NumPy, float32 like the kernel)."""
+    x = rng.standard_normal((1, 2, 12, 13)).astype(np.float32)
+    weight = rng.standard_normal((2, 1, 3, kernel_width)).astype(np.float32)
+    padding = (1, kernel_width // 2)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, padding, 1)
+    assert D._use_flat(geometry)
+    _, _, H_out, W_out = geometry.output_shape
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (padding[1], padding[1])))
+    expected = np.zeros(geometry.output_shape, dtype=np.float32)
+    for kh, kw in itertools.product(range(3), range(kernel_width)):
+        expected += weight[None, :, 0, kh, kw, None, None] * padded[:, :, kh:kh + H_out, kw:kw + W_out]
+    np.testing.assert_array_equal(depthwise_conv2d_forward(x, weight, padding=padding), expected)
+
 @pytest.mark.parametrize("low, high, hardswish", [(-np.inf, np.inf, False), (0.0, 6.0, False), (-np.inf, np.inf, True)])
 def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(low, high, hardswish, rng):
     """The flat kernel finishes each output with clip(y * scale + shift), then hard swish if asked, as it
