@@ -11,7 +11,13 @@ an AVX-512 machine with numba 0.6x:
   already start at the first element (``x_row[first_input_column:]``), one view per kernel tap: even
   ``x[j + d]`` with a runtime dilation ``d`` brings the check back.
 * the loop is contiguous: a runtime stride ``x[j*s]`` is not vectorised, so each helper has a
-  separate ``s == 1`` loop.
+  separate ``s == 1`` loop. The view's *type* must say so too: a row of a C-contiguous 2-D array
+  (``a[i, k:]``) is typed contiguous, but a row of a column slice (``a[:, k:][i]``) has "any" layout
+  in numba's types, and its loop compiles without vectors (a flat-run kernel measured 3-8x slower on a
+  2-core AMD EPYC): pass the offset ``k`` along instead of slicing first.
+
+The ``run_add_tap*`` helpers are the loops of the flat-run kernels (:mod:`kernels.depthwise`), where a
+whole zero-padded plane is one run and up to three taps share a pass over it.
 
 Notation: ``n`` elements, input stride ``s`` (the convolution stride).
 """
@@ -68,7 +74,6 @@ def row_taps5(y, x0, x1, x2, x3, x4, w0, w1, w2, w3, w4, n, s):
             y[j] += w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i] + w4 * x4[i]
 
 
-
 @inline_jit
 def run_add_taps3(total, x0, x1, x2, w0, w1, w2, n):
     """``total[j] = ((total[j] + w0*x0[j]) + w1*x1[j]) + w2*x2[j]`` for ``j < n``: three taps, in order.
@@ -93,6 +98,7 @@ def run_add_tap(total, x0, w0, n):
     """``total[j] += w0 * x0[j]`` for ``j < n``: one tap over a whole run."""
     for j in range(n):
         total[j] += w0 * x0[j]
+
 
 @inline_jit
 def row_multiply_accumulate(acc, g, x, n, s):

@@ -632,7 +632,8 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
 @inline_jit
 def _flat_tap_run(phases, kh, kw, sh, sw, dh, dw, phase_width, run):
     """Tap ``(kh, kw)``'s inputs for the ``run`` outputs of :func:`_flat_forward_plane`: a view of the phase
-    ``(kh*dh % sh, kw*dw % sw)`` from ``(kh*dh // sh, kw*dw // sw)`` on (the class docstring's offsets)."""
+    ``(kh*dh % sh, kw*dw % sw)`` from ``(kh*dh // sh, kw*dw // sw)`` on (:func:`_forward_flat_kernel`'s
+    offsets)."""
     qh, rh = divmod(kh * dh, sh)
     qw, rw = divmod(kw * dw, sw)
     start = qh * phase_width + qw
