@@ -575,6 +575,7 @@ def test_flat_forward_adds_the_taps_of_a_row_in_order_whatever_their_grouping(ke
         expected += weight[None, :, 0, kh, kw, None, None] * padded[:, :, kh:kh + H_out, kw:kw + W_out]
     np.testing.assert_array_equal(depthwise_conv2d_forward(x, weight, padding=padding), expected)
 
+
 @pytest.mark.parametrize("low, high, hardswish", [(-np.inf, np.inf, False), (0.0, 6.0, False), (-np.inf, np.inf, True)])
 def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(low, high, hardswish, rng):
     """The flat kernel finishes each output with clip(y * scale + shift), then hard swish if asked, as it
