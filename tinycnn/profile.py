@@ -952,11 +952,13 @@ def profile(model, input_shape, *, dtype=np.float32, mode="shapes", bias=True, b
 
     Example
     -------
-    >>> p = profile(tinycnn.models.mobilenet_v1(), (1, 3, 224, 224))
+    >>> from tinycnn.models import mobilenet_v1
+    >>> p = profile(mobilenet_v1(), (1, 3, 224, 224))
     >>> p.params, p.macs                       # the paper's Table 8: 4.2M parameters, 569M Mult-Adds
     (4231976, 568740352)
-    >>> p.receptive_field                      # of the last layer (the classifier sees everything)
-    >>> print(p.table())                       # one row per layer, totals, breakdown by kind
+    >>> p.receptive_field                      # of the last layer: more than the image (it sees everything)
+    (507, 507)
+    >>> print(p.table())                       # one row per layer, totals, breakdown by kind  # doctest: +SKIP
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a tinycnn.nn.Module; got {type(model).__name__}")

@@ -10,8 +10,8 @@ How randomness works in ``tinycnn.nn`` (one rule, as in PyTorch):
 * :func:`manual_seed` restarts it: ``manual_seed(0); model = mobilenet_v2()`` is reproducible.
 
     >>> from tinycnn.nn import init, Linear
-    >>> init.manual_seed(0); a = Linear(4, 3).weight.data
-    >>> init.manual_seed(0); b = Linear(4, 3).weight.data
+    >>> _ = init.manual_seed(0); a = Linear(4, 3).weight.data
+    >>> _ = init.manual_seed(0); b = Linear(4, 3).weight.data
     >>> bool((a == b).all())
     True
 
