@@ -16,7 +16,7 @@ an AVX-512 machine with numba 0.6x:
   in numba's types, and its loop compiles without vectors (a flat-run kernel measured 3-8x slower on a
   2-core AMD EPYC): pass the offset ``k`` along instead of slicing first.
 
-The ``run_add_tap*`` helpers are the loops of the flat-run kernels (:mod:`kernels.depthwise`), where a
+The ``run_add_taps*`` helpers are the loops of the flat-run kernels (:mod:`kernels.depthwise`), where a
 whole zero-padded plane is one run and up to three taps share a pass over it.
 
 Notation: ``n`` elements, input stride ``s`` (the convolution stride).
@@ -78,9 +78,10 @@ def row_taps5(y, x0, x1, x2, x3, x4, w0, w1, w2, w3, w4, n, s):
 def run_add_taps3(total, x0, x1, x2, w0, w1, w2, n):
     """``total[j] = ((total[j] + w0*x0[j]) + w1*x1[j]) + w2*x2[j]`` for ``j < n``: three taps, in order.
 
-    The additions happen in the order of three separate ``total[j] += w_k * x_k[j]`` loops, so the bits
-    are theirs; ``total`` is read and written once instead of three times (the flat-run kernels, whose
-    loops are bound by those loads and stores).
+    The additions happen in the order of three separate ``total[j] += w_k * x_k[j]`` loops (:func:`row_axpy`),
+    so the bits are theirs; ``total`` is read and written once instead of three times (the flat-run
+    kernels, whose loops are bound by those loads and stores). :func:`row_taps3` sums the three products
+    first, which gives other bits.
     """
     for j in range(n):
         total[j] = ((total[j] + w0 * x0[j]) + w1 * x1[j]) + w2 * x2[j]
@@ -91,13 +92,6 @@ def run_add_taps2(total, x0, x1, w0, w1, n):
     """``total[j] = (total[j] + w0*x0[j]) + w1*x1[j]`` for ``j < n``: two taps, in order (as run_add_taps3)."""
     for j in range(n):
         total[j] = (total[j] + w0 * x0[j]) + w1 * x1[j]
-
-
-@inline_jit
-def run_add_tap(total, x0, w0, n):
-    """``total[j] += w0 * x0[j]`` for ``j < n``: one tap over a whole run."""
-    for j in range(n):
-        total[j] += w0 * x0[j]
 
 
 @inline_jit

@@ -45,8 +45,8 @@ Parallel iterations never write to the same memory. Six kinds of loops appear:
 import numpy as np
 
 from ._index import valid_output_range
-from ._rows import (row_multiply_accumulate3, row_taps3, row_taps5, run_add_tap, run_add_taps2, run_add_taps3,
-                    tap_axpy, tap_multiply_accumulate, tap_scatter_axpy)
+from ._rows import (row_axpy, row_multiply_accumulate3, row_taps3, row_taps5, run_add_taps2, run_add_taps3, tap_axpy,
+                    tap_multiply_accumulate, tap_scatter_axpy)
 from ._jit import inline_jit, jit, num_threads, parallel_jit, prange
 from ._validate import (check_bias, check_depthwise_weight_shape, check_grad_out, check_same_dtype, check_shape,
                         check_tensor, conv_geometry)
@@ -601,7 +601,7 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
                 run_add_taps2(total, tap0, _flat_tap_run(phases, kh, kw + 1, sh, sw, dh, dw, phase_width, run),
                               weight[c, 0, kh, kw], weight[c, 0, kh, kw + 1], run)
             else:
-                run_add_tap(total, tap0, weight[c, 0, kh, kw], run)
+                row_axpy(total, tap0, weight[c, 0, kh, kw], run, 1)
             kw += taps
     channel_bias = bias[c] if has_bias else total.dtype.type(0)
     if finished:                                    # y_plane: (H_out, W_out), this iteration's only
