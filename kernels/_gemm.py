@@ -16,7 +16,12 @@ float32, one BLAS thread vs two blocks on numba's two threads: (96, 16) @ (16, 1
 (144, 24) @ (24, 3136) 0.39 -> 0.23 ms, (1280, 320) @ (320, 49) 0.65 -> 0.45 ms.
 
 Blocks depend only on the shapes, never on the number of threads, so results are bit-identical on 1 or
-2 threads. Where no such BLAS is found (another BLAS vendor) the same products run through ``np.matmul``.
+2 threads. They must: OpenBLAS's sums depend on the block it is given, not only on the product (measured
+with NumPy's OpenBLAS on a 2-core AMD EPYC, float32: (32, 27) @ (27, 3136) computed in column blocks of
+1568, 784, 512, 64 or 16 differs in the last bits from one call, and so do row blocks of 8 of (576, 96) @
+(96, 196)), so a change to :func:`_blocks` or its constants changes results in the last bits, and two
+paths that promise the same bits (a frozen model and evaluation mode) must cut a product the same way.
+Where no such BLAS is found (another BLAS vendor) the same products run through ``np.matmul``.
 
 A matrix-vector product (a squeeze-and-excitation gate, a batch-1 classifier) is BLAS's gemv instead
 (``cblas_sgemv`` / ``cblas_dgemv``, found beside gemm): gemm would copy ("pack") the whole matrix for a
