@@ -4,6 +4,7 @@ Helper functions live in ``tests/helpers.py`` so that test files can import them
 (``from helpers import assert_close, directional_gradcheck``); this file makes that import work and
 re-exports them, and defines the fixtures.
 """
+import os
 import pathlib
 import sys
 
@@ -14,6 +15,10 @@ TESTS_DIR = pathlib.Path(__file__).resolve().parent
 FIXTURES_DIR = TESTS_DIR / "fixtures"
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
+
+# no helper process compiling gradient kernels beside the training runs of the tests (and of the processes
+# they start): tests/test_compile_ahead.py turns it on where it tests it
+os.environ["TINYCNN_COMPILE_AHEAD"] = "0"
 
 from helpers import TOLERANCES, assert_close, directional_gradcheck  # noqa: E402  (re-exported)
 

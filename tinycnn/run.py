@@ -31,7 +31,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import io, losses, models, nn
+from . import compile_ahead, io, losses, models, nn
 from .data import (Compose, DataLoader, Normalize, RandomCrop, RandomHorizontalFlip, compute_mean_std,
                    load_dataset, parse_data_spec, to_float32)
 from .evaluate import evaluate_model
@@ -332,20 +332,28 @@ def _run_training_locked(config, out_dir, resume, progress, log, plots, tsne, fe
             raise ValueError(f"{last} is not a tinycnn training checkpoint")
         config = TrainConfig.from_dict(checkpoint["extra"]["config"])
     config = (TrainConfig() if config is None else config).resolved()
-    if log is not None and checkpoint is None:
-        width = "" if config.width_mult is None else f" (width {config.width_mult:g})"
-        log(f"training {config.model}{width} on {config.data} at {config.image_size}x{config.image_size} for "
-            f"{config.epochs} epochs -> {out_dir}")
-    trainer, data, info = _make_trainer(config, out_dir, progress, log)
-    if checkpoint is not None:
-        trainer.load_state_dict(checkpoint)
-        if log is not None:
-            log(f"resuming {out_dir} at epoch {trainer.epoch + 1}"
-                + (f", batch {trainer.train_loader.state_dict()['batch'] + 1}" if trainer._partial else ""))
-    setup_seconds = time.perf_counter() - started
-    if log is not None and not _kernels_compiled():
-        log("compiling kernels, once per machine (numba caches them; the first batches wait a minute or two)...")
-    trainer.fit()
+    cold = not _kernels_compiled()
+    # on a cold numba cache a second process compiles the gradient kernels meanwhile (tinycnn.compile_ahead),
+    # started before the data are loaded, so that it is ahead
+    helper = compile_ahead.start(config) if cold else None
+    try:
+        if log is not None and checkpoint is None:
+            width = "" if config.width_mult is None else f" (width {config.width_mult:g})"
+            log(f"training {config.model}{width} on {config.data} at {config.image_size}x{config.image_size} for "
+                f"{config.epochs} epochs -> {out_dir}")
+        trainer, data, info = _make_trainer(config, out_dir, progress, log)
+        if checkpoint is not None:
+            trainer.load_state_dict(checkpoint)
+            if log is not None:
+                log(f"resuming {out_dir} at epoch {trainer.epoch + 1}"
+                    + (f", batch {trainer.train_loader.state_dict()['batch'] + 1}" if trainer._partial else ""))
+        setup_seconds = time.perf_counter() - started
+        if log is not None and cold:
+            log("compiling kernels, once per machine (numba caches them; the first batches wait a minute or two"
+                + (", a second process helps" if helper is not None else "") + ")...")
+        trainer.fit()
+    finally:
+        compile_ahead.stop(helper)
 
     files = [out_dir / LAST_CHECKPOINT, out_dir / BEST_CHECKPOINT, out_dir / HISTORY_JSON, out_dir / HISTORY_CSV]
     best_evaluation = trainer.best_evaluation

@@ -1,0 +1,159 @@
+"""``tinycnn.compile_ahead``: on a cold numba cache a second process compiles the gradient kernels.
+
+The suite itself runs with ``TINYCNN_COMPILE_AHEAD=0`` (conftest.py); these tests turn it back on where
+they need it. How much it saves is a measurement (the module docstring), not a test.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+from numba.core.dispatcher import Dispatcher
+
+from tinycnn import compile_ahead, run
+from tinycnn.compile_ahead import CompileFilter
+
+
+def _kernels():
+    """Three fresh kernels (not cached: each test compiles its own): ``first``, ``second`` (which calls
+    ``callee``) and ``callee``, each writing its own mark into ``a[0]``."""
+    @numba.njit
+    def callee(a):
+        return a[0] + 1.0
+
+    @numba.njit
+    def first(a):
+        a[0] = 10.0
+
+    @numba.njit
+    def second(a):
+        a[0] = callee(a) + 100.0
+
+    return first, second, callee
+
+
+def test_the_filter_skips_the_kernels_met_before_start_and_compiles_the_others():
+    first, second, callee = _kernels()
+    originals = [Dispatcher.__dict__.get(name) for name in CompileFilter._METHODS]
+    a = np.zeros(1)
+    with CompileFilter() as compiles:
+        first(a)                                    # not compiled: skipped, it did not run
+        assert a[0] == 0 and first.signatures == []
+        compiles.start()
+        first(a)                                    # met before start(): still skipped
+        second(a)                                   # new: compiled and run, with its callee
+        assert a[0] == 101.0
+        assert first.signatures == [] and len(second.signatures) == 1 and len(callee.signatures) == 1
+    assert compiles.skipped == {first}
+    assert [Dispatcher.__dict__.get(name) for name in CompileFilter._METHODS] == originals
+    first(a)                                        # after the filter numba compiles as usual
+    assert a[0] == 10.0 and len(first.signatures) == 1
+
+
+def test_the_filter_skips_an_explicit_compile_and_keeps_the_kernel_open():
+    """kernels._gemm compiles its kernel's signatures with ``compile`` and then closes it to new ones; in
+    the helper's first step both must do nothing, or its gradients' products would find the kernel closed."""
+    first, _, _ = _kernels()
+    with CompileFilter():
+        first.compile("void(float64[::1])")
+        first.disable_compile()
+        assert first.signatures == []
+    a = np.zeros(1)
+    first(a)                                        # still open: compiles now
+    assert a[0] == 10.0
+
+
+def test_a_kernel_compiled_before_the_filter_runs_inside_it():
+    first, _, _ = _kernels()
+    a = np.zeros(1)
+    first(a)
+    a[0] = 0
+    with CompileFilter() as compiles:
+        first(a)
+    assert a[0] == 10.0 and compiles.skipped == set()
+
+
+def test_the_helper_step_restores_numba_and_names_what_it_skipped():
+    settings = run.TrainConfig(width_mult=0.25, image_size=16, batch_size=4).resolved().to_dict()
+    originals = [Dispatcher.__dict__.get(name) for name in CompileFilter._METHODS]
+    skipped = compile_ahead.compile_training_step_gradients(settings)
+    assert all(isinstance(name, str) for name in skipped) and skipped == sorted(skipped)
+    assert [Dispatcher.__dict__.get(name) for name in CompileFilter._METHODS] == originals
+
+
+@pytest.mark.parametrize("switch, config", [
+    ("0", run.TrainConfig()),                                               # turned off
+    ("1", run.TrainConfig(weights="base.npz", freeze_backbone=True)),       # the backward stops at the classifier
+])
+def test_start_launches_nothing_when_off_or_when_there_is_no_backward_to_compile(switch, config, monkeypatch):
+    monkeypatch.setenv(compile_ahead.ENVIRONMENT_SWITCH, switch)
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: pytest.fail("no process expected"))
+    assert compile_ahead.start(config) is None
+
+
+def test_start_runs_the_helper_module_with_the_config_and_stop_ends_it(monkeypatch):
+    launched = []
+
+    class FakeProcess:
+        def __init__(self, command, **options):
+            launched.append((command, options))
+
+    monkeypatch.setenv(compile_ahead.ENVIRONMENT_SWITCH, "1")
+    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    config = run.TrainConfig(epochs=3).resolved()
+    assert isinstance(compile_ahead.start(config), FakeProcess)
+    (command, options), = launched
+    assert command[:3] == [sys.executable, "-m", "tinycnn.compile_ahead"]
+    assert run.TrainConfig.from_dict(json.loads(command[3])) == config
+    assert options["stdout"] == options["stderr"] == subprocess.DEVNULL
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(compile_ahead.__file__)))
+    assert options["env"]["PYTHONPATH"].split(os.pathsep)[0] == package_parent    # this tinycnn, this kernels
+
+
+def test_stop_ends_a_running_process_and_accepts_none_or_a_finished_one():
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    compile_ahead.stop(sleeper)
+    assert sleeper.poll() is not None
+    compile_ahead.stop(sleeper)                     # already finished: nothing to do
+    compile_ahead.stop(None)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_cold_run_starts_the_helper_says_so_and_stops_it_even_when_training_fails(fails, tmp_path, monkeypatch):
+    events = []
+    monkeypatch.setattr(run, "_kernels_compiled", lambda: False)
+    monkeypatch.setattr(compile_ahead, "start", lambda config: events.append(("start", config.model)) or "helper")
+    monkeypatch.setattr(compile_ahead, "stop", lambda helper: events.append(("stop", helper)))
+    if fails:
+        monkeypatch.setattr(run.Trainer, "fit", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
+    config = run.TrainConfig(data="shapes:40", width_mult=0.25, image_size=16, epochs=1, batch_size=16)
+    lines = []
+    if fails:
+        with pytest.raises(RuntimeError, match="boom"):
+            run.run_training(config, tmp_path, progress=False, log=lines.append, plots=False)
+    else:
+        run.run_training(config, tmp_path, progress=False, log=lines.append, plots=False)
+    assert events == [("start", "mobilenet_v2"), ("stop", "helper")]
+    assert any("compiling kernels, once per machine" in line and "a second process helps" in line for line in lines)
+
+
+def test_a_warm_run_starts_no_helper(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "_kernels_compiled", lambda: True)
+    monkeypatch.setattr(compile_ahead, "start", lambda config: pytest.fail("no helper on a warm cache"))
+    config = run.TrainConfig(data="shapes:40", width_mult=0.25, image_size=16, epochs=1, batch_size=16)
+    lines = []
+    run.run_training(config, tmp_path, progress=False, log=lines.append, plots=False)
+    assert not any("compiling kernels" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_the_helper_process_makes_its_step_and_exits_cleanly():
+    """The process :func:`compile_ahead.start` launches, run to its end (its kernels are in numba's cache once
+    the suite or the README's main job has compiled them; on a cold cache it compiles the gradient ones)."""
+    settings = run.TrainConfig(width_mult=0.25, image_size=16, batch_size=4).resolved().to_dict()
+    done = subprocess.run([sys.executable, "-m", "tinycnn.compile_ahead", json.dumps(settings)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
