@@ -16,9 +16,11 @@ It builds the run's model and makes one training step on random data of the run'
 2. the backward, the optimizer step and an evaluation forward, compiling every kernel met for the first
    time there; a kernel of step 1 (the matrix product serves both directions) is skipped again.
 
-Measured on a 2-core AMD EPYC (AVX2), fresh cache, the default model's first step (MobileNet V2 width 0.5,
-batch 64, 32 x 32, then the evaluation forward): 71 s alone (forward 34, backward 30, Adam 2.6, evaluation
-3.3), 48 s with the helper (forward 37, backward 6.8, Adam 0.4, evaluation 3.4). The helper runs at the lowest
+Measured on a 2-core AMD EPYC (AVX2) with an empty cache, alternated: the default model's first step
+(MobileNet V2 width 0.5, batch 64, 32 x 32, then an evaluation forward) took 70 and 81 s alone (forward 34
+and 39 s, backward 30 and 35), 49 and 46 s with the helper (forward 37 and 32, backward 6.2 and 7.5: the
+helper had compiled most of it); the whole default ``tinycnn train`` 160 and 166 s alone, 127 and 118 s
+with the helper (94.0% validation accuracy in all four runs). The helper runs at the lowest
 priority, writes nothing but numba's cache, exits when its step is done or its parent is gone, and
 :func:`stop` ends it when training ends. ``TINYCNN_COMPILE_AHEAD=0`` turns it off.
 
