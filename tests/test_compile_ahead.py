@@ -76,11 +76,28 @@ def test_a_kernel_compiled_before_the_filter_runs_inside_it():
     assert a[0] == 10.0 and compiles.skipped == set()
 
 
-def test_the_helper_step_restores_numba_and_names_what_it_skipped():
-    settings = run.TrainConfig(width_mult=0.25, image_size=16, batch_size=4).resolved().to_dict()
+def test_allocations_are_zeros_inside_the_helper_step_and_numpys_own_after():
+    empty, empty_like = np.empty, np.empty_like
+    with compile_ahead._zero_filled_allocations():
+        assert not np.empty((64, 64)).any() and not np.empty_like(np.ones(1000)).any()
+        assert np.empty((2, 3), dtype=np.int64).dtype == np.int64
+    assert (np.empty, np.empty_like) == (empty, empty_like)
+
+
+@pytest.mark.parametrize("model, width, refused", [
+    ("mobilenet_v2", 0.25, []),
+    # a max pool whose forward was skipped leaves argmax zeros, which its backward's check refuses (when the
+    # pool kernel is not compiled yet in this process: then its backward runs on real indices)
+    ("resnet18", None, ["backward"]),
+])
+def test_the_helper_step_restores_numba_and_names_what_it_skipped(model, width, refused):
+    from kernels import pooling
+    settings = run.TrainConfig(model=model, width_mult=width, image_size=16, batch_size=4).resolved().to_dict()
     originals = [Dispatcher.__dict__.get(name) for name in CompileFilter._METHODS]
-    skipped = compile_ahead.compile_training_step_gradients(settings)
+    pool_compiled = any(str(types[0].dtype) == "float32" for types in pooling._max_pool_forward_kernel.signatures)
+    skipped, refused_parts = compile_ahead.compile_training_step_gradients(settings)
     assert all(isinstance(name, str) for name in skipped) and skipped == sorted(skipped)
+    assert refused_parts == ([] if pool_compiled else refused)
     assert [Dispatcher.__dict__.get(name) for name in CompileFilter._METHODS] == originals
 
 

@@ -11,8 +11,8 @@ process reaches them it loads them from there (a few milliseconds each) instead 
 It builds the run's model and makes one training step on random data of the run's shapes:
 
 1. the forward with every kernel call skipped (:class:`CompileFilter`): nothing is compiled, the outputs are
-   left as allocated (a compile needs only their types), and the kernels met are noted: the training process
-   compiles those itself, first thing;
+   left as allocated, zeros (a compile needs only their types), and the kernels met are noted: the training
+   process compiles those itself, first thing;
 2. the backward, the optimizer step and an evaluation forward, compiling every kernel met for the first
    time there; a kernel of step 1 (the matrix product serves both directions) is skipped again.
 
@@ -27,6 +27,7 @@ priority, writes nothing but numba's cache, exits when its step is done or its p
 Where numba changes the two methods the filter replaces, the helper compiles nothing and exits: the training
 process then compiles everything itself, as without it.
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -159,7 +160,10 @@ def compile_training_step_gradients(settings, seed=0):
 
     Returns
     -------
-    list of str, sorted: the names of the kernels skipped.
+    skipped : list of str, sorted: the names of the kernels skipped
+    refused : list of str: the parts (``"backward"``, ``"optimizer step"``, ``"evaluation"``) that a check
+        ended early, refusing the zeros a skipped kernel left (a max pool's argmax): each part before the
+        check compiled its kernels, and the next part still runs
 
     The step is the Trainer's (:meth:`tinycnn.train.Trainer.train_epoch`, then
     :meth:`~tinycnn.train.Trainer.evaluate` on a validation batch of ``max(batch_size, 128)`` images), so
@@ -180,17 +184,40 @@ def compile_training_step_gradients(settings, seed=0):
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
     y = rng.integers(0, classes, batch)
     x_val = rng.standard_normal((max(batch, 128), 3, size, size)).astype(np.float32)
-    with CompileFilter() as compiles, one_blas_thread(), np.errstate(all="ignore"):
-        model.train()
-        model.zero_grad()
-        criterion(model(x), y)                  # (the outputs of skipped kernels are whatever np.empty held)
-        compiles.start()
-        model.backward(criterion.backward())
-        optimizer.step()
+    def evaluate():
         model.eval()
         with nn.no_grad():
             model(x_val)
-    return sorted(dispatcher.py_func.__qualname__ for dispatcher in compiles.skipped)
+
+    refused = []
+    with CompileFilter() as compiles, _zero_filled_allocations(), one_blas_thread(), np.errstate(all="ignore"):
+        model.train()
+        model.zero_grad()
+        criterion(model(x), y)                  # the outputs of the skipped kernels stay zeros
+        compiles.start()
+        for name, part in (("backward", lambda: model.backward(criterion.backward())),
+                           ("optimizer step", optimizer.step), ("evaluation", evaluate)):
+            try:
+                part()
+            except ValueError:
+                # a check refused what a skipped kernel left: a max pool's argmax of zeros is outside most
+                # windows (kernels._validate); the kernels met before it are compiled, the next part goes on
+                refused.append(name)
+    return sorted(dispatcher.py_func.__qualname__ for dispatcher in compiles.skipped), refused
+
+
+@contextlib.contextmanager
+def _zero_filled_allocations():
+    """``np.empty`` and ``np.empty_like`` give zeros meanwhile: a skipped kernel leaves its output as
+    allocated, and what a later kernel reads from it must be harmless (a max pool's argmax indices as zeros
+    point into the input; left as ``np.empty`` found them, the max-unpooling or the pool's backward would
+    write anywhere in memory). Only in the helper process, around its one step."""
+    empty, empty_like = np.empty, np.empty_like
+    np.empty, np.empty_like = np.zeros, np.zeros_like
+    try:
+        yield
+    finally:
+        np.empty, np.empty_like = empty, empty_like
 
 
 def _exit_with_parent():
