@@ -24,8 +24,8 @@ with the helper (94.0% validation accuracy in all four runs). The helper runs at
 priority, writes nothing but numba's cache, exits when its step is done or its parent is gone, and
 :func:`stop` ends it when training ends. ``TINYCNN_COMPILE_AHEAD=0`` turns it off.
 
-Where numba changes the two methods the filter replaces, the helper compiles nothing and exits: the training
-process then compiles everything itself, as without it.
+Where numba no longer has the methods the filter replaces, the helper compiles nothing and exits: the
+training process then compiles everything itself, as without it.
 """
 import contextlib
 import json
@@ -41,13 +41,14 @@ ENVIRONMENT_SWITCH = "TINYCNN_COMPILE_AHEAD"
 
 
 def start(config):
-    """Launch the helper for the resolved ``config`` (a :class:`tinycnn.run.TrainConfig`, whose ``to_dict()``
-    it is given: :func:`compile_training_step_gradients`); return its process,
-    or None when it has nothing to do: numba's JIT is off, ``TINYCNN_COMPILE_AHEAD=0``, or a frozen backbone
-    (the backward stops at the classifier). Call it only when the cache is cold; never raises."""
+    """Launch the helper for the resolved ``config`` (a :class:`tinycnn.run.TrainConfig`; the helper gets its
+    ``to_dict()``, :func:`compile_training_step_gradients`) and return its process; or return None when it
+    has nothing to do (numba's JIT is off, ``TINYCNN_COMPILE_AHEAD=0``, or a frozen backbone, where the
+    backward stops at the classifier) or cannot start. Call it only when the cache is cold; never raises."""
     import numba
 
-    if numba.config.DISABLE_JIT or os.environ.get(ENVIRONMENT_SWITCH) == "0" or config.freeze_backbone:
+    if (numba.config.DISABLE_JIT or os.environ.get(ENVIRONMENT_SWITCH) == "0" or config.freeze_backbone
+            or not sys.executable):
         return None
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))       # holds tinycnn/ and kernels/
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
@@ -184,6 +185,7 @@ def compile_training_step_gradients(settings, seed=0):
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
     y = rng.integers(0, classes, batch)
     x_val = rng.standard_normal((max(batch, 128), 3, size, size)).astype(np.float32)
+
     def evaluate():
         model.eval()
         with nn.no_grad():
@@ -209,9 +211,8 @@ def compile_training_step_gradients(settings, seed=0):
 @contextlib.contextmanager
 def _zero_filled_allocations():
     """``np.empty`` and ``np.empty_like`` give zeros meanwhile: a skipped kernel leaves its output as
-    allocated, and what a later kernel reads from it must be harmless (a max pool's argmax indices as zeros
-    point into the input; left as ``np.empty`` found them, the max-unpooling or the pool's backward would
-    write anywhere in memory). Only in the helper process, around its one step."""
+    allocated, and later kernels and checks read it; zeros are finite numbers and indices inside the array,
+    where ``np.empty``'s leftovers could be anything. Only in the helper process, around its one step."""
     empty, empty_like = np.empty, np.empty_like
     np.empty, np.empty_like = np.zeros, np.zeros_like
     try:
