@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numba
 import numpy as np
@@ -123,7 +124,7 @@ def test_start_runs_the_helper_module_with_the_config_and_stop_ends_it(monkeypat
     config = run.TrainConfig(epochs=3).resolved()
     assert isinstance(compile_ahead.start(config), FakeProcess)
     (command, options), = launched
-    assert command[:3] == [sys.executable, "-m", "tinycnn.compile_ahead"]
+    assert command[:3] == [sys.executable, "-m", "tinycnn.compile_ahead"] and command[4] == str(os.getpid())
     assert run.TrainConfig.from_dict(json.loads(command[3])) == config
     assert options["stdout"] == options["stderr"] == subprocess.DEVNULL
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(compile_ahead.__file__)))
@@ -174,3 +175,26 @@ def test_the_helper_process_makes_its_step_and_exits_cleanly():
     done = subprocess.run([sys.executable, "-m", "tinycnn.compile_ahead", json.dumps(settings)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads a process's state from /proc (Linux)")
+def test_the_helper_exits_when_the_process_that_started_it_is_gone():
+    """A killed training run must not leave its helper compiling: the helper watches its parent."""
+    # the parent is gone before the child has imported anything: the child is told its parent's pid
+    child = ("import os, sys, time; from tinycnn.compile_ahead import _exit_with_parent; "
+             "_exit_with_parent(int(sys.argv[1])); time.sleep(60)")
+    parent = (f"import os, subprocess, sys; process = subprocess.Popen([sys.executable, '-c', {child!r}, "
+              "str(os.getpid())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(process.pid)")
+    pid = int(subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60).stdout)
+
+    def running():
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                return not any(line.split()[:2] == ["State:", "Z"] for line in status)  # a zombie has exited
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running()

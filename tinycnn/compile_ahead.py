@@ -7,7 +7,8 @@ under one lock). A step calls its forward kernels first and its gradient kernels
 can compile the gradient kernels meanwhile on the other core, into the same on-disk cache; when the training
 process reaches them it loads them from there (a few milliseconds each) instead of compiling them.
 
-:func:`start` launches that helper, ``python -m tinycnn.compile_ahead SETTINGS_JSON``, when the cache is cold.
+:func:`start` launches that helper, ``python -m tinycnn.compile_ahead SETTINGS_JSON PARENT_PID``, when the
+cache is cold.
 It builds the run's model and makes one training step on random data of the run's shapes:
 
 1. the forward with every kernel call skipped (:class:`CompileFilter`): nothing is compiled, the outputs are
@@ -54,7 +55,8 @@ def start(config):
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))       # holds tinycnn/ and kernels/
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     try:
-        return subprocess.Popen([sys.executable, "-m", "tinycnn.compile_ahead", json.dumps(config.to_dict())],
+        return subprocess.Popen([sys.executable, "-m", "tinycnn.compile_ahead", json.dumps(config.to_dict()),
+                                 str(os.getpid())],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=environment)
     except OSError:                             # no process to spare: the training process compiles everything
@@ -222,10 +224,9 @@ def _zero_filled_allocations():
         np.empty, np.empty_like = empty, empty_like
 
 
-def _exit_with_parent():
-    """Exit as soon as the process that started this one is gone (a killed training run)."""
-    parent = os.getppid()
-
+def _exit_with_parent(parent):
+    """Exit as soon as process ``parent`` (the training run that started this one) is no longer this
+    process's parent: it has ended, or was killed (also before this process got here)."""
     def watch():
         while os.getppid() == parent:
             threading.Event().wait(0.5)
@@ -235,9 +236,9 @@ def _exit_with_parent():
 
 
 def main(argv=None):
-    """``python -m tinycnn.compile_ahead SETTINGS_JSON``: the helper process (see :func:`start`)."""
+    """``python -m tinycnn.compile_ahead SETTINGS_JSON [PARENT_PID]``: the helper process (see :func:`start`)."""
     argv = sys.argv[1:] if argv is None else argv
-    _exit_with_parent()
+    _exit_with_parent(int(argv[1]) if len(argv) > 1 else os.getppid())
     if hasattr(os, "nice"):
         os.nice(19)                             # the training process comes first once it trains
     if not CompileFilter.supported():
