@@ -85,6 +85,20 @@ def test_allocations_are_zeros_inside_the_helper_step_and_numpys_own_after():
     assert (np.empty, np.empty_like) == (empty, empty_like)
 
 
+def test_the_helper_compiles_nothing_while_allocations_are_zeros(monkeypatch):
+    """numba compiles a kernel's ``np.empty`` as whatever the name holds at that moment (a kernel compiled
+    with ``np.empty = np.zeros`` in place is typed ``Function(zeros)``, seen with ``inspect_types``), so the
+    zero-filled allocations must end before the helper starts compiling: else the gradient kernels would go
+    into numba's cache filling their buffers with zeros, and the training process would load them so."""
+    empty = np.empty
+    seen = []
+    real_start = CompileFilter.start
+    monkeypatch.setattr(CompileFilter, "start", lambda self: seen.append(np.empty is empty) or real_start(self))
+    settings = run.TrainConfig(width_mult=0.25, image_size=16, batch_size=4).resolved().to_dict()
+    compile_ahead.compile_training_step_gradients(settings)
+    assert seen == [True]
+
+
 @pytest.mark.parametrize("model, width, refused", [
     ("mobilenet_v2", 0.25, []),
     # a max pool whose forward was skipped leaves argmax zeros, which its backward's check refuses (when the

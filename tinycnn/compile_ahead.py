@@ -12,8 +12,8 @@ cache is cold.
 It builds the run's model and makes one training step on random data of the run's shapes:
 
 1. the forward with every kernel call skipped (:class:`CompileFilter`): nothing is compiled, the outputs are
-   left as allocated, zeros (a compile needs only their types), and the kernels met are noted: the training
-   process compiles those itself, first thing;
+   left as allocated, zeros here (a compile needs only their types), and the kernels met are noted: the
+   training process compiles those itself, first thing;
 2. the backward, the optimizer step and an evaluation forward, compiling every kernel met for the first
    time there; a kernel of step 1 (the matrix product serves both directions) is skipped again.
 
@@ -195,10 +195,11 @@ def compile_training_step_gradients(settings, seed=0):
             model(x_val)
 
     refused = []
-    with CompileFilter() as compiles, _zero_filled_allocations(), one_blas_thread(), np.errstate(all="ignore"):
+    with CompileFilter() as compiles, one_blas_thread(), np.errstate(all="ignore"):
         model.train()
         model.zero_grad()
-        criterion(model(x), y)                  # the outputs of the skipped kernels stay zeros
+        with _zero_filled_allocations():        # the outputs of the skipped kernels stay zeros
+            criterion(model(x), y)
         compiles.start()
         for name, part in (("backward", lambda: model.backward(criterion.backward())),
                            ("optimizer step", optimizer.step), ("evaluation", evaluate)):
@@ -214,8 +215,12 @@ def compile_training_step_gradients(settings, seed=0):
 @contextlib.contextmanager
 def _zero_filled_allocations():
     """``np.empty`` and ``np.empty_like`` give zeros meanwhile: a skipped kernel leaves its output as
-    allocated, and later kernels and checks read it; zeros are finite numbers and indices inside the array,
-    where ``np.empty``'s leftovers could be anything. Only in the helper process, around its one step."""
+    allocated, and later kernels and checks read it; zeros are finite numbers and indices inside the array
+    (a max pool's argmax), where ``np.empty``'s leftovers could be anything.
+
+    Only around the helper's forward, where nothing compiles: numba takes a kernel's ``np.empty`` for
+    whatever the name holds when it compiles, so a kernel compiled inside would fill its buffers with zeros,
+    and keep doing so from numba's cache in the training process."""
     empty, empty_like = np.empty, np.empty_like
     np.empty, np.empty_like = np.zeros, np.zeros_like
     try:
