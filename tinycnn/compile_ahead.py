@@ -20,9 +20,9 @@ It builds the run's model and makes one training step on random data of the run'
 Measured on a 2-core AMD EPYC (AVX2) with an empty cache, alternated: the default model's first step
 (MobileNet V2 width 0.5, batch 64, 32 x 32, then an evaluation forward) took 70 and 81 s alone (forward 34
 and 39 s, backward 30 and 35), 49 and 46 s with the helper (forward 37 and 32, backward 6.2 and 7.5: the
-helper had compiled most of it); the whole default ``tinycnn train`` 160 and 166 s alone, 127 and 118 s
-with the helper (94.0% validation accuracy in all four runs); MobileNet V3-Small for one epoch on 1000
-images, 86 and 78 s alone, 53 and 54 s with the helper (start to summary, as above). The helper runs at
+helper had compiled most of it); the whole default ``tinycnn train`` 165 and 173 s alone, 137 and 129 s
+with the helper (start to summary; 94.0% validation accuracy in all four runs); MobileNet V3-Small for one
+epoch on 1000 images, 79 and 73 s alone, 51 and 49 s with the helper. The helper runs at
 the lowest priority, writes nothing but numba's cache, exits when its step is done or its parent is gone,
 and :func:`stop` ends it when training ends. ``TINYCNN_COMPILE_AHEAD=0`` turns it off.
 
