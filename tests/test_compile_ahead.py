@@ -126,7 +126,7 @@ def test_start_launches_nothing_when_off_or_when_there_is_no_backward_to_compile
     assert compile_ahead.start(config) is None
 
 
-def test_start_runs_the_helper_module_with_the_config_and_stop_ends_it(monkeypatch):
+def test_start_runs_the_helper_module_with_the_config_and_this_process_id(monkeypatch):
     launched = []
 
     class FakeProcess:
