@@ -317,7 +317,8 @@ def _fix_kernel_signatures(dtype):
     disabled, numba converts a C- or F-contiguous array to the 'A' version instead of compiling another
     one (a safe conversion, same call cost). One dtype at a time: a float32 training run compiles two
     signatures, not also float64's two (measured on a 2-core AMD EPYC, cold cache: 9.6 s for all four).
-    ``cache=True`` still applies: on a warm machine ``compile`` loads them from disk.
+    ``cache=True`` still applies: on a warm machine ``compile`` loads them from disk. A dtype counts as fixed
+    only once its signatures exist, so a compile that was skipped is tried again on the next call.
     """
     with _SIGNATURES_LOCK:
         if dtype in _SIGNATURES_FIXED_FOR:
@@ -335,6 +336,8 @@ def _fix_kernel_signatures(dtype):
                          types.int64, types.boolean, types.int64, vector, vector, real, real, types.boolean))
             finally:
                 _batched_matmul_kernel.disable_compile()
+            if not any(signature[8].dtype == real for signature in _batched_matmul_kernel.signatures):
+                return          # nothing compiled (tinycnn.compile_ahead's filter skips compiles): not fixed yet
         _SIGNATURES_FIXED_FOR.add(dtype)
 
 

@@ -67,6 +67,19 @@ def test_the_filter_skips_an_explicit_compile_and_keeps_the_kernel_open():
     assert a[0] == 10.0
 
 
+def test_a_matrix_product_kernel_skipped_by_the_filter_is_not_counted_as_fixed(monkeypatch):
+    """kernels._gemm compiles its kernel's signatures once per dtype and remembers the dtype; under the filter
+    the compile is skipped, and the dtype must not be remembered, or the process would later compile the
+    kernel for any layout instead of its two fixed signatures."""
+    from kernels import _gemm
+    monkeypatch.setattr(_gemm, "_SIGNATURES_FIXED_FOR", set())
+    # a fresh dispatcher of the kernel, with no signature yet in this process (never compiled here: skipped)
+    monkeypatch.setattr(_gemm, "_batched_matmul_kernel", numba.njit(_gemm._batched_matmul_kernel.py_func))
+    with CompileFilter():
+        _gemm._fix_kernel_signatures(np.dtype(np.float32))
+    assert _gemm._SIGNATURES_FIXED_FOR == set() and _gemm._batched_matmul_kernel.signatures == []
+
+
 def test_a_kernel_compiled_before_the_filter_runs_inside_it():
     first, _, _ = _kernels()
     a = np.zeros(1)

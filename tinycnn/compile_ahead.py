@@ -8,8 +8,7 @@ can compile the gradient kernels meanwhile on the other core, into the same on-d
 process reaches them it loads them from there (a few milliseconds each) instead of compiling them.
 
 :func:`start` launches that helper, ``python -m tinycnn.compile_ahead SETTINGS_JSON PARENT_PID``, when the
-cache is cold.
-It builds the run's model and makes one training step on random data of the run's shapes:
+cache is cold. It builds the run's model and makes one training step on random data of the run's shapes:
 
 1. the forward with every kernel call skipped (:class:`CompileFilter`): nothing is compiled, the outputs are
    left as allocated, zeros here (a compile needs only their types), and the kernels met are noted: the
