@@ -68,11 +68,12 @@ def pytest_collection_finish(session):
     at the lowest priority, its output discarded, its results ignored (the suite itself runs those tests).
 
     numba compiles a kernel on its first call, on one core, and keeps the machine code on disk
-    (``cache=True``); a cold test suite spends about half of its time compiling, mostly the kernel tests'
-    float64 kernels. The warm-up process compiles them into the same on-disk cache on the other core, and
+    (``cache=True``); on a cold cache the three kernel test files spend ~170 s of the suite's ~510 s
+    compiling (after the main job, CI's order), mostly float64 kernels. The warm-up process compiles them into the same on-disk cache on the other core, and
     the suite loads them from there when it gets to them. Measured on a 2-core AMD EPYC (AVX2), the
-    README's test command after the main job (CI's order), alternated: 508 s without, 416 s with it
-    (test_conv2d 117 -> 45 s, test_depthwise 30 -> 2 s). In the warm-up process this hook starts a thread
+    README's test command after the main job (CI's order), two pairs of runs one after the other: 508 and
+    552 s without, 416 and 516 s with it (test_conv2d 117 -> 45 and 69 s, test_depthwise 30 and 36 -> 2
+    and 4 s; the other files within the VM's drift). In the warm-up process this hook starts a thread
     that ends it if the suite is gone, and lowers its priority."""
     global _warmup
     if os.environ.get(_WARMUP_CHILD):
@@ -81,7 +82,7 @@ def pytest_collection_finish(session):
         if hasattr(os, "nice"):
             os.nice(19)                         # the suite's own tests come first
         return
-    if not _should_warm_up(session.items):
+    if session.config.option.collectonly or not _should_warm_up(session.items):
         return
     import subprocess
     import tempfile

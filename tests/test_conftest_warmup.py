@@ -14,8 +14,11 @@ class _Item:
 
 
 class _Session:
-    def __init__(self, names):
+    """What the hooks read of a pytest session: its items and whether it only collects."""
+
+    def __init__(self, names, collect_only=False):
         self.items = [_Item(name) for name in names]
+        self.config = type("Config", (), {"option": type("Options", (), {"collectonly": collect_only})()})()
 
 
 def _cold_two_core_machine(monkeypatch):
@@ -89,12 +92,13 @@ def test_collection_starts_the_process_on_the_kernel_tests_and_the_session_end_s
     assert process.stopped and not temporary.exists()
 
 
-def test_no_process_and_nothing_to_stop_on_a_warm_cache(monkeypatch):
+def test_no_process_and_nothing_to_stop_on_a_warm_cache_or_when_only_collecting(monkeypatch):
     _cold_two_core_machine(monkeypatch)
-    monkeypatch.setattr(conftest, "compiled_on_this_machine", lambda *dispatchers: True)
     monkeypatch.setattr(conftest, "_warmup", None)
     monkeypatch.setattr(subprocess, "Popen", _FakeProcess)
     _FakeProcess.started.clear()
+    conftest.pytest_collection_finish(_Session(conftest.WARMUP_FILES, collect_only=True))      # --collect-only
+    monkeypatch.setattr(conftest, "compiled_on_this_machine", lambda *dispatchers: True)
     conftest.pytest_collection_finish(_Session(conftest.WARMUP_FILES))
     conftest.pytest_sessionfinish(None, 0)
     assert _FakeProcess.started == []
