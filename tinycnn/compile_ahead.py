@@ -229,9 +229,9 @@ def _zero_filled_allocations():
 
 
 def _exit_with_parent(parent):
-    """Exit as soon as process ``parent`` (the training run that started this one; also the test suite's
-    warm-up process, ``tests/conftest.py``) is no longer this process's parent: it has ended, or was killed
-    (also before this process got here)."""
+    """Exit as soon as process ``parent`` (the training run that started this one, or the test suite that
+    started its warm-up process, ``tests/conftest.py``) is no longer this process's parent: it has ended, or
+    was killed (also before this process got here)."""
     def watch():
         while os.getppid() == parent:
             threading.Event().wait(0.5)
