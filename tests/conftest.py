@@ -77,10 +77,8 @@ def pytest_collection_finish(session):
     that ends it if the suite is gone, and lowers its priority."""
     global _warmup
     if os.environ.get(_WARMUP_CHILD):
-        from tinycnn.compile_ahead import _exit_with_parent
-        _exit_with_parent(int(os.environ[_WARMUP_CHILD]))
-        if hasattr(os, "nice"):
-            os.nice(19)                         # the suite's own tests come first
+        from tinycnn.compile_ahead import run_as_background_helper
+        run_as_background_helper(int(os.environ[_WARMUP_CHILD]))           # the suite's own tests come first
         return
     if session.config.option.collectonly or not _should_warm_up(session.items):
         return

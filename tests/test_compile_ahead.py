@@ -225,3 +225,11 @@ def test_the_helper_exits_when_the_process_that_started_it_is_gone():
     while running() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not running()
+
+
+def test_a_background_helper_runs_at_the_lowest_priority():
+    code = ("import os; from tinycnn.compile_ahead import run_as_background_helper; "
+            "run_as_background_helper(os.getppid()); print(os.nice(0))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["19"]

@@ -229,9 +229,8 @@ def _zero_filled_allocations():
 
 
 def _exit_with_parent(parent):
-    """Exit as soon as process ``parent`` (the training run that started this one, or the test suite that
-    started its warm-up process, ``tests/conftest.py``) is no longer this process's parent: it has ended, or
-    was killed (also before this process got here)."""
+    """Exit as soon as process ``parent`` (the one that started this one) is no longer this process's
+    parent: it has ended, or was killed (also before this process got here)."""
     def watch():
         while os.getppid() == parent:
             threading.Event().wait(0.5)
@@ -240,12 +239,19 @@ def _exit_with_parent(parent):
     threading.Thread(target=watch, daemon=True).start()
 
 
+def run_as_background_helper(parent):
+    """Make this process a helper in the background of process ``parent``, which started it: it exits as soon
+    as ``parent`` is gone (:func:`_exit_with_parent`) and runs at the lowest priority, so the process it helps
+    comes first. The helper here (:func:`main`) and the test suite's warm-up process (``tests/conftest.py``)."""
+    _exit_with_parent(parent)
+    if hasattr(os, "nice"):
+        os.nice(19)
+
+
 def main(argv=None):
     """``python -m tinycnn.compile_ahead SETTINGS_JSON [PARENT_PID]``: the helper process (see :func:`start`)."""
     argv = sys.argv[1:] if argv is None else argv
-    _exit_with_parent(int(argv[1]) if len(argv) > 1 else os.getppid())
-    if hasattr(os, "nice"):
-        os.nice(19)                             # the training process comes first once it trains
+    run_as_background_helper(int(argv[1]) if len(argv) > 1 else os.getppid())
     if not CompileFilter.supported():
         return 0
     compile_training_step_gradients(json.loads(argv[0]))
