@@ -48,6 +48,10 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112      # the CBLAS enum values
 MIN_BLOCK_WORK = 1 << 17
 #: most blocks one product is cut into (enough for 4 threads; more only adds calls)
 MAX_BLOCKS = 4
+#: most blocks of *rows* one product is cut into (see :func:`_blocks`)
+MAX_ROW_BLOCKS = 2
+#: outputs of at least this many rows are cut by rows, however many columns they have (see :func:`_blocks`)
+ROW_BLOCKS_MIN_ROWS = 32
 
 
 def _find_cblas():
@@ -130,12 +134,27 @@ def _operand(matrix_stack):
 
 @functools.lru_cache(maxsize=4096)
 def _blocks(M, N, K):
-    """Cut an (M, N) output of a K-deep product into row or column blocks: ``(count, by_rows, size)``."""
-    count = int(min(MAX_BLOCKS, max(1, (M * N * K) // MIN_BLOCK_WORK)))
-    if M >= N:                                      # rows, in multiples of 8
-        size = -(-M // count)
+    """Cut an (M, N) output of a K-deep product into row or column blocks: ``(count, by_rows, size)``.
+
+    By rows, at most :data:`MAX_ROW_BLOCKS` of them in multiples of 8 rows, when the output has at least
+    :data:`ROW_BLOCKS_MIN_ROWS` rows or no more rows than columns; else by columns, at most
+    :data:`MAX_BLOCKS` in multiples of 16. Each thread then writes one contiguous part of the output (and
+    finishes it with the epilogue) rather than a strip of every row. Measured on a 2-core AMD EPYC (AVX2),
+    float32 with a ReLU6 epilogue, the 72 products of the batch-1 224 x 224 pointwise layers of MobileNet V2
+    (width 0.5, 1.0), V3-Small and V3-Large, each alternated against the rule before (rows only when
+    M >= N, up to 4 blocks): 16.7 -> 15.3 ms in all, e.g. (192, 32) @ (32, 784) 131 -> 109 us,
+    (144, 24) @ (24, 3136) 300 -> 259 us, (96, 576) @ (576, 196) 225 -> 171 us. In the models (two
+    alternated runs each): a frozen batch-1 forward 1-9% faster, evaluation mode 2-5%, the training step
+    (batch 64, 32 x 32) within 1%. Two row blocks beat four here; outputs of 16 or 24 rows and thousands
+    of columns (the projections of the first blocks) stay faster in column blocks (e.g. (24, 144) @
+    (144, 3136) 221-226 us in 4 column blocks, 297 in 2 row blocks).
+    """
+    work_blocks = max(1, (M * N * K) // MIN_BLOCK_WORK)
+    if M >= N or M >= ROW_BLOCKS_MIN_ROWS:          # rows, in multiples of 8
+        size = -(-M // int(min(MAX_ROW_BLOCKS, work_blocks)))
         size = -(-size // 8) * 8
         return -(-M // size), True, size
+    count = int(min(MAX_BLOCKS, work_blocks))
     size = -(-N // count)                           # columns, in multiples of 16 (64 bytes of float32)
     size = -(-size // 16) * 16
     return -(-N // size), False, size
