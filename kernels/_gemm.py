@@ -12,8 +12,9 @@ one single-threaded BLAS call (``cblas_sgemm`` / ``cblas_dgemm``) made from a ``
 the cores are shared by *one* pool of threads, numba's. The BLAS is the one NumPy itself loaded
 (found through threadpoolctl; a kernel takes the function's address as an integer argument, which
 keeps it cacheable, and calls it through :mod:`kernels._blas`). Measured on a 2-core AMD EPYC (AVX2),
-float32, one BLAS thread vs two blocks on numba's two threads: (96, 16) @ (16, 12544) 0.83 -> 0.46 ms,
-(144, 24) @ (24, 3136) 0.39 -> 0.23 ms, (1280, 320) @ (320, 49) 0.65 -> 0.45 ms.
+float32, one BLAS thread vs blocks on numba's two threads: (96, 16) @ (16, 12544) 0.83 -> 0.46 ms,
+(144, 24) @ (24, 3136) 0.39 -> 0.23 ms, (1280, 320) @ (320, 49) 0.65 -> 0.45 ms (the first two cut into
+column blocks then; :func:`_blocks` says how products are cut now, and why).
 
 Blocks depend only on the shapes, never on the number of threads, so results are bit-identical on 1 or
 2 threads. They must: OpenBLAS's sums depend on the block it is given, not only on the product (measured

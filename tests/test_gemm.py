@@ -77,6 +77,18 @@ def test_blocks_depend_on_the_shape_only_and_cover_the_output():
         assert (count - 1) * size < extent <= count * size         # every block non-empty, all covered
 
 
+def test_outputs_of_many_rows_are_cut_into_row_halves_and_short_wide_ones_into_columns():
+    """Each thread writes one contiguous part of a tall output (see ``_blocks``); 16-24 rows stay in columns."""
+    assert _gemm._blocks(144, 3136, 24) == (2, True, 72)            # MobileNet V2's 56 x 56 expansion
+    assert _gemm._blocks(192, 784, 32) == (2, True, 96)             # its 28 x 28 expansion, once in column strips
+    assert _gemm._blocks(1280, 49, 320) == (2, True, 640)           # taller than wide: rows, as before
+    assert _gemm._blocks(24, 3136, 144) == (4, False, 784)          # a projection to 24 channels: columns
+    rows = _gemm.ROW_BLOCKS_MIN_ROWS
+    assert _gemm._blocks(rows, 10**5, 8)[:2] == (_gemm.MAX_ROW_BLOCKS, True)
+    assert _gemm._blocks(rows - 8, 10**5, 8)[1] is False
+    assert _gemm._blocks(32, 64, 16) == (1, True, 32)               # 2^15 multiply-adds: not cut
+
+
 def test_batched_matmul_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
     import numba
     a, b = _stack(rng, 1, 144, 24, np.float32, False), _stack(rng, 64, 24, 256, np.float32, True)
