@@ -47,7 +47,7 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112      # the CBLAS enum values
 
 #: multiply-adds a block should hold at least: below it, a product is not cut (one call costs ~1 us)
 MIN_BLOCK_WORK = 1 << 17
-#: most blocks one product is cut into (enough for 4 threads; more only adds calls)
+#: most blocks of columns one product is cut into (enough for 4 threads; more only adds calls)
 MAX_BLOCKS = 4
 #: most blocks of *rows* one product is cut into (see :func:`_blocks`)
 MAX_ROW_BLOCKS = 2
@@ -145,10 +145,11 @@ def _blocks(M, N, K):
     (width 0.5, 1.0), V3-Small and V3-Large, each alternated against the rule before (rows only when
     M >= N, up to 4 blocks): 16.7 -> 15.3 ms in all, e.g. (192, 32) @ (32, 784) 131 -> 109 us,
     (144, 24) @ (24, 3136) 300 -> 259 us, (96, 576) @ (576, 196) 225 -> 171 us. In the models (two
-    alternated runs each): a frozen batch-1 forward 1-9% faster, evaluation mode 2-5%, the training step
-    (batch 64, 32 x 32) within 1%. Two row blocks beat four here; outputs of 16 or 24 rows and thousands
-    of columns (the projections of the first blocks) stay faster in column blocks (e.g. (24, 144) @
-    (144, 3136) 221-226 us in 4 column blocks, 297 in 2 row blocks).
+    alternated runs each): a frozen batch-1 forward 1-9% faster, evaluation mode 2-5%; the training step
+    (batch 64, 32 x 32) the same within the VM's noise (the products it cuts differently: 2.94 -> 2.78 ms
+    a step). Two row blocks beat four here; outputs of 16 or 24 rows and thousands of columns (the
+    projections of the first blocks) stay faster in column blocks (e.g. (24, 144) @ (144, 3136) 221-226
+    us in 4 column blocks, 297 in 2 row blocks).
     """
     work_blocks = max(1, (M * N * K) // MIN_BLOCK_WORK)
     if M >= N or M >= ROW_BLOCKS_MIN_ROWS:          # rows, in multiples of 8
