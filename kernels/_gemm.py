@@ -151,13 +151,12 @@ def _blocks(M, N, K):
     projections of the first blocks) stay faster in column blocks (e.g. (24, 144) @ (144, 3136) 221-226
     us in 4 column blocks, 297 in 2 row blocks).
     """
-    work_blocks = max(1, (M * N * K) // MIN_BLOCK_WORK)
+    work_blocks = int(max(1, (M * N * K) // MIN_BLOCK_WORK))     # blocks of at least MIN_BLOCK_WORK each
     if M >= N or M >= ROW_BLOCKS_MIN_ROWS:          # rows, in multiples of 8
-        size = -(-M // int(min(MAX_ROW_BLOCKS, work_blocks)))
+        size = -(-M // min(MAX_ROW_BLOCKS, work_blocks))
         size = -(-size // 8) * 8
         return -(-M // size), True, size
-    count = int(min(MAX_BLOCKS, work_blocks))
-    size = -(-N // count)                           # columns, in multiples of 16 (64 bytes of float32)
+    size = -(-N // min(MAX_BLOCKS, work_blocks))    # columns, in multiples of 16 (64 bytes of float32)
     size = -(-size // 16) * 16
     return -(-N // size), False, size
 

@@ -69,12 +69,12 @@ def pytest_collection_finish(session):
 
     numba compiles a kernel on its first call, on one core, and keeps the machine code on disk
     (``cache=True``); on a cold cache the three kernel test files spend ~170 s of the suite's ~510 s
-    compiling (after the main job, CI's order), mostly float64 kernels. The warm-up process compiles them into the same on-disk cache on the other core, and
-    the suite loads them from there when it gets to them. Measured on a 2-core AMD EPYC (AVX2), the
-    README's test command after the main job (CI's order), two pairs of runs one after the other: 508 and
-    552 s without, 416 and 516 s with it (test_conv2d 117 -> 45 and 69 s, test_depthwise 30 and 36 -> 2
-    and 4 s; the other files within the VM's drift). In the warm-up process this hook starts a thread
-    that ends it if the suite is gone, and lowers its priority."""
+    compiling (after the main job, CI's order), mostly float64 kernels. The warm-up process compiles them
+    into the same on-disk cache on the other core, and the suite loads them from there when it gets to
+    them. Measured on a 2-core AMD EPYC (AVX2), the README's test command after the main job (CI's order),
+    two pairs of runs one after the other: 508 and 552 s without, 416 and 516 s with it (test_conv2d 117
+    -> 45 and 69 s, test_depthwise 30 and 36 -> 2 and 4 s; the other files within the VM's drift). In the
+    warm-up process this hook starts a thread that ends it if the suite is gone, and lowers its priority."""
     global _warmup
     if os.environ.get(_WARMUP_CHILD):
         from tinycnn.compile_ahead import run_as_background_helper
