@@ -95,6 +95,38 @@ def run_add_taps2(total, x0, x1, w0, w1, n):
 
 
 @inline_jit
+def stride2_kernel3(y, x0, x1, x2, w, n):
+    """``y[j] = sum_(kh, kw) w[kh, kw] * x_kh[2j + kw]`` for ``j < n``: a whole 3x3 kernel at stride 2 in
+    registers, each output computed in one go and stored once.
+
+    ``x_kh`` is input row ``kh`` of the output row's window, seen from the first tap's column. The
+    products are added in the order of the flat-run kernel's passes (``_rows.run_add_taps3``: kernel
+    rows in turn, taps of a row in turn, from zero), so the bits are that kernel's. The stride is the
+    literal 2, so LLVM can read each row as interleaved vectors (a runtime stride ``x[j*s]`` compiles
+    to scalar loads, module docstring). The weights are read into locals first: ``y``'s stores could
+    alias ``w`` as far as LLVM knows, so ``w[...]`` inside the loop would be read again for every output.
+    """
+    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+    zero = y.dtype.type(0)
+    for j in range(n):
+        i = 2 * j
+        v = ((zero + w00 * x0[i]) + w01 * x0[i + 1]) + w02 * x0[i + 2]
+        v = ((v + w10 * x1[i]) + w11 * x1[i + 1]) + w12 * x1[i + 2]
+        y[j] = ((v + w20 * x2[i]) + w21 * x2[i + 1]) + w22 * x2[i + 2]
+
+
+@inline_jit
+def kernel_row_taps(value, w_row, x_row, first, kw_lo, kw_hi):
+    """``value + w_row[kw] * x_row[first + kw]`` for ``kw`` in ``[kw_lo, kw_hi)``, added one at a time in
+    order: one kernel row of a border output, its taps outside the image skipped."""
+    for kw in range(kw_lo, kw_hi):
+        value = value + w_row[kw] * x_row[first + kw]
+    return value
+
+
+@inline_jit
 def row_multiply_accumulate(acc, g, x, n, s):
     """``acc[j] += g[j] * x[j*s]``: one tap's weight-gradient terms, kept per column.
 

@@ -12,14 +12,19 @@ Cost for an output of ``H_out x W_out``::
     depthwise:  kH*kW * C * H_out*W_out               multiply-accumulates (MACs)
     standard:   kH*kW * C_in * C_out * H_out*W_out    -> depthwise is 1/C_out of it
 
-Parallel iterations never write to the same memory. Six kinds of loops appear:
+Parallel iterations never write to the same memory. Seven kinds of loops appear:
 
-* the **flat-run** path (stride 1 from 7x7 planes for one image and from 12x12 for a batch, strided
-  planes above 32x32; both gradients at stride 1 from 16x16): each plane is copied zero-padded into
+* the **flat-run** path (stride 1 from 11x11 planes for one image and from 12x12 for a batch, strided
+  planes above 32x32 but for 3x3 at stride 2; both gradients at stride 1 from 16x16): each plane is copied zero-padded into
   one flat array, where output ``(oh, ow)`` sits at ``oh*Wp + ow`` and every tap reads at a fixed
   offset from it, so one tap is *one* vectorised loop over the whole plane (a stride is first split
   into phases, inside which it is stride 1 again). The input gradient at stride 1 is the same kernel
   with the filter turned by 180 degrees.
+
+* the **stride-2** path for 3x3 kernels on planes from 24x24 (MobileNet's stride-2 layers at 224, and
+  above 32x32 with several images): output row by output row, each output is computed from its nine
+  taps at once and stored once, the input rows read at a *literal* stride 2, which LLVM vectorises
+  with shuffles; no copy of the plane.
 
 * the **generic** path, tap by tap: for each kernel tap ``(kh, kw)`` add ``w[kh, kw] * x[shifted]`` to
   the output rows. The innermost loop runs over output columns with no branch, so LLVM vectorises it.
@@ -45,8 +50,9 @@ Parallel iterations never write to the same memory. Six kinds of loops appear:
 import numpy as np
 
 from ._index import valid_output_range
-from ._rows import (row_axpy, row_multiply_accumulate3, row_taps3, row_taps5, run_add_taps2, run_add_taps3, tap_axpy,
-                    tap_multiply_accumulate, tap_scatter_axpy)
+from ._rows import (kernel_row_taps, row_axpy, row_multiply_accumulate3, row_taps3, row_taps5, run_add_taps2,
+                    run_add_taps3, stride2_kernel3, tap_axpy, tap_multiply_accumulate,
+                    tap_scatter_axpy)
 from ._jit import inline_jit, jit, num_threads, parallel_jit, prange
 from ._validate import (check_bias, check_depthwise_weight_shape, check_grad_out, check_same_dtype, check_shape,
                         check_tensor, conv_geometry)
@@ -90,6 +96,15 @@ LARGE_PLANE_GRADIENTS_MIN_PIXELS = CHANNELS_LAST_MAX_PIXELS + 1
 #: one (:func:`_use_flat_weight_gradient`); at 32x32 the flat kernel is faster again ((1, 96, 32, 32) 245
 #: against 327 us on a 2-core AMD EPYC)
 ONE_IMAGE_CHANNELS_LAST_WEIGHT_GRADIENT_MAX_PIXELS = 28 * 28
+#: 3x3 stride-2 planes of one image take the stride-2 kernel from this many pixels (24x24), those of several
+#: images above CHANNELS_LAST_MAX_PIXELS (:func:`_use_stride2`). Measured on a 2-core AMD EPYC (AVX2),
+#: forward of a prepared layer, alternated against the kernel each took before: (1, 96, 112, 112) 411 -> 303
+#: us, (1, 144, 56, 56) 216 -> 201, (1, 192, 28, 28) 121 -> 95, (1, 256, 24, 24) 110 -> 100 (flat or
+#: channels-last before); (1, 256, 20, 20) 79 -> 82 and (1, 576, 14, 14) 91 -> 91, where the channels-last
+#: kernel stays; (4, 96, 112, 112) 1.80 -> 1.32 ms, (8, 144, 56, 56) 1.73 -> 1.57, (64, 32, 34, 34) 1.43 ->
+#: 1.26. The same loops for 5x5 (25 weights in registers, more than AVX2's 16) were 2.3-2.6x slower than
+#: the flat kernel: 5x5 keeps it.
+STRIDE2_MIN_PIXELS = 24 * 24
 #: channels per iteration of the flat-run forward kernel on one image, which share one set of buffers
 #: (:func:`_channel_chunks`)
 FLAT_CHANNEL_CHUNK = 8
@@ -142,6 +157,16 @@ def _use_flat(geometry):
     if H * W > CHANNELS_LAST_MAX_PIXELS:
         return True
     return geometry.stride == (1, 1) and (N == 1 or H * W >= FLAT_MIN_PIXELS_BATCHED)
+
+
+def _use_stride2(geometry):
+    """The stride-2 kernel (:func:`_forward_stride2_3x3_kernel`): 3x3 kernels at stride 2, dilation 1, one
+    output channel per input channel, on planes of at least :data:`STRIDE2_MIN_PIXELS` pixels for one
+    image and above :data:`CHANNELS_LAST_MAX_PIXELS` for several."""
+    N, C, H, W = geometry.input_shape
+    return (geometry.weight_shape[0] == C and geometry.kernel_size == (3, 3) and geometry.stride == (2, 2)
+            and geometry.dilation == (1, 1)
+            and H * W >= (STRIDE2_MIN_PIXELS if N == 1 else CHANNELS_LAST_MAX_PIXELS + 1))
 
 
 def _use_one_pixel(geometry):
@@ -347,6 +372,18 @@ def prepare_forward(weight, bias, geometry, epilogue=None):
     scale, shift, low, high, hardswish = (unpack_epilogue(epilogue) if epilogue is not None
                                           else (bias[:0], bias[:0], -np.inf, np.inf, False))
     finish = (scale, shift, dtype.type(low), dtype.type(high), hardswish)
+    if _use_stride2(geometry):
+        chunks = _channel_chunks(*output_shape[:2])
+        W, W_out, (ph, pw) = geometry.input_shape[3], output_shape[3], geometry.padding
+        in_lo, in_hi = _interior_columns(W_out, W, 2, pw, 3)
+        zeros = np.zeros(W, dtype=dtype)                              # an input row of the zero padding
+
+        def stride2_forward(x):                                       # the epilogue inside the kernel
+            y = np.empty(output_shape, dtype=dtype)
+            _forward_stride2_3x3_kernel(x, weight, bias, y, chunks, ph, pw, in_lo, in_hi, zeros, *finish)
+            return y
+
+        return stride2_forward
     if _use_flat(geometry):
         chunks = _channel_chunks(*output_shape[:2])
 
@@ -497,6 +534,14 @@ def _column_ranges(W_out, W, s, p, d, k):
     return tap_lo, tap_hi, in_lo, in_hi
 
 
+def _interior_columns(W_out, W, s, p, k):
+    """``[in_lo, in_hi)``: the output columns where all ``k`` taps of a kernel row (stride ``s``, padding
+    ``p``, dilation 1) read inside the image; the others are border columns (Python twin of
+    :func:`_column_ranges`' last two results)."""
+    in_lo = valid_output_range(W_out, W, s, -p)[0]
+    return in_lo, max(in_lo, valid_output_range(W_out, W, s, k - 1 - p)[1])
+
+
 @inline_jit
 def _border_run(side, tap_lo, tap_hi, in_lo, in_hi):
     """Columns of one tap outside the interior: ``side`` 0 is the left run, 1 the right run."""
@@ -603,30 +648,33 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
             else:
                 row_axpy(total, tap0, weight[c, 0, kh, kw], run, 1)
             kw += taps
-    channel_bias = bias[c] if has_bias else total.dtype.type(0)
-    if finished:                                    # y_plane: (H_out, W_out), this iteration's only
+    for oh in range(H_out):                         # y_plane: (H_out, W_out), this iteration's only
+        _write_out_row(total[oh * phase_width:], y_plane[oh], c, bias, has_bias, finished, scale, shift, low, high)
+    if finished and hardswish:                      # a second pass over the plane, still in cache, as one run
+        zero, three, six = total.dtype.type(0), total.dtype.type(3), total.dtype.type(6)
+        plane = y_plane.reshape(H_out * W_out)
+        for j in range(H_out * W_out):
+            plane[j] = hardswish_value(plane[j], zero, three, six)
+
+
+@inline_jit
+def _write_out_row(source, out_row, c, bias, has_bias, finished, scale, shift, low, high):
+    """``out_row[ow] = source[ow]`` plus channel ``c``'s bias and, when ``finished``, the epilogue's batch
+    norm and clip (``clip((source + bias) * scale[c] + shift[c], low, high)``); ``source`` may be
+    ``out_row`` itself. One loop per case (finished, bias, neither) rather than branches inside one."""
+    channel_bias = bias[c] if has_bias else out_row.dtype.type(0)
+    if finished:
         channel_scale, channel_shift = scale[c], shift[c]
-        for oh in range(H_out):
-            source, out_row = total[oh * phase_width:], y_plane[oh]
-            for ow in range(W_out):
-                value = source[ow] + channel_bias if has_bias else source[ow]
-                value = value * channel_scale + channel_shift
-                out_row[ow] = clip_value(value, low, high)
-        if hardswish:                               # a second pass over the plane, still in cache, as one run
-            zero, three, six = total.dtype.type(0), total.dtype.type(3), total.dtype.type(6)
-            plane = y_plane.reshape(H_out * W_out)
-            for j in range(H_out * W_out):
-                plane[j] = hardswish_value(plane[j], zero, three, six)
+        for ow in range(out_row.shape[0]):
+            value = source[ow] + channel_bias if has_bias else source[ow]
+            value = value * channel_scale + channel_shift
+            out_row[ow] = clip_value(value, low, high)
     elif has_bias:
-        for oh in range(H_out):
-            source, out_row = total[oh * phase_width:], y_plane[oh]
-            for ow in range(W_out):
-                out_row[ow] = source[ow] + channel_bias
+        for ow in range(out_row.shape[0]):
+            out_row[ow] = source[ow] + channel_bias
     else:
-        for oh in range(H_out):
-            source, out_row = total[oh * phase_width:], y_plane[oh]
-            for ow in range(W_out):
-                out_row[ow] = source[ow]
+        for ow in range(out_row.shape[0]):
+            out_row[ow] = source[ow]
 
 
 @inline_jit
@@ -799,6 +847,63 @@ def _forward_rows_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
                         iw = ow * sw + kw * dw - pw
                         for oh in range(oh_lo, oh_hi):
                             y_plane[oh, ow] += w_tap * x_plane[oh * sh + kh * dh - ph, iw]
+
+
+@parallel_jit
+def _forward_stride2_3x3_kernel(x, weight, bias, y, chunks, ph, pw, in_lo, in_hi, zeros, scale, shift, low, high,
+                                hardswish):
+    """3x3 kernels at stride 2 (dilation 1, one output channel per input channel): output row by output
+    row, each output computed from its nine taps at once.
+
+    Output ``(oh, ow)`` reads input rows ``2*oh - ph + kh`` and columns ``2*ow - pw + kw``. An output row
+    takes its three input rows (``zeros``, a row of the zero padding, where one lies outside) and, over
+    the columns ``[in_lo, in_hi)`` where all three taps of a row lie inside the image, computes each
+    output from its nine taps in registers and stores it once (``_rows.stride2_kernel3``, which reads
+    the rows at the literal stride 2, so LLVM vectorises it); the border columns (one per side at most
+    for ``pw = 1``) add their taps inside the image one at a time. The products are added in the
+    flat-run kernel's order, so the bits are its bits (the taps that read the zero padding add ``+-0``
+    there and nothing here: a zero's sign at most), without that kernel's copy of the plane into four
+    phases. ``in_lo``, ``in_hi`` come from :func:`_interior_columns`.
+
+    ``scale``, ``shift``, ``low``, ``high``, ``hardswish``: the epilogue, as :func:`_forward_flat_kernel`'s,
+    applied to each output row as soon as it is computed.
+    """
+    N, C, H, W = x.shape
+    _, _, H_out, W_out = y.shape
+    has_bias = bias.shape[0] > 0
+    finished = scale.shape[0] > 0
+    first = 2 * in_lo - pw                              # input column of tap 0 for output column in_lo
+    zero, three, six = y.dtype.type(0), y.dtype.type(3), y.dtype.type(6)
+    for chunk in prange(chunks):                        # a few channels, all their images, per iteration
+        for c in range(chunk * C // chunks, (chunk + 1) * C // chunks):
+            taps = weight[c, 0]                         # (3, 3)
+            for n in range(N):
+                x_plane = x[n, c]                       # (H, W)
+                for oh in range(H_out):
+                    y_row = y[n, c, oh]                 # (W_out,): written by this iteration only
+                    x0 = _input_row(x_plane, 2 * oh - ph, zeros)        # the input rows of kernel rows 0..2
+                    x1 = _input_row(x_plane, 2 * oh - ph + 1, zeros)
+                    x2 = _input_row(x_plane, 2 * oh - ph + 2, zeros)
+                    stride2_kernel3(y_row[in_lo:], x0[first:], x1[first:], x2[first:], taps, in_hi - in_lo)
+                    for side in range(2):               # border columns: their taps inside the image
+                        start, stop = (0, in_lo) if side == 0 else (in_hi, W_out)
+                        for ow in range(start, stop):
+                            left = 2 * ow - pw          # input column of tap 0
+                            kw_lo, kw_hi = max(0, -left), min(3, W - left)
+                            value = kernel_row_taps(zero, taps[0], x0, left, kw_lo, kw_hi)
+                            value = kernel_row_taps(value, taps[1], x1, left, kw_lo, kw_hi)
+                            y_row[ow] = kernel_row_taps(value, taps[2], x2, left, kw_lo, kw_hi)
+                    if has_bias or finished:
+                        _write_out_row(y_row, y_row, c, bias, has_bias, finished, scale, shift, low, high)
+                    if finished and hardswish:
+                        for ow in range(W_out):
+                            y_row[ow] = hardswish_value(y_row[ow], zero, three, six)
+
+
+@inline_jit
+def _input_row(x_plane, row, zeros):
+    """Row ``row`` of ``x_plane``, or ``zeros`` (a row of the zero padding) when it lies outside."""
+    return x_plane[row] if 0 <= row < x_plane.shape[0] else zeros
 
 
 # ----------------------------------------------------------------------------------------------------

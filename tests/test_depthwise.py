@@ -255,7 +255,7 @@ def kernel_calls(monkeypatch):
              "_backward_input_generic_kernel", "_backward_weight_rows_kernel", "_backward_weight_generic_kernel",
              "_forward_channels_last_kernel", "_backward_channels_last_kernel", "_forward_flat_kernel",
              "_backward_weight_flat_kernel", "_forward_one_pixel_kernel", "_backward_one_pixel_kernel",
-             "_backward_input_phases_kernel"]
+             "_backward_input_phases_kernel", "_forward_stride2_3x3_kernel"]
     for name in names:
         original = getattr(D, name)
 
@@ -548,7 +548,8 @@ def test_flat_forward_matches_the_reference(x_shape, kernel, padding, dilation, 
     ((1, 2, 35, 31), (3, 4), (3, 2), (0, 3), (2, 1)),     # uneven strides, dilation, one-sided padding
 ])
 def test_flat_forward_splits_strided_planes_into_phases_correctly(x_shape, kernel, stride, padding, dilation,
-                                                                  dtype, rng):
+                                                                  dtype, rng, monkeypatch):
+    monkeypatch.setattr(D, "_use_stride2", lambda geometry: False)     # which would take the 3x3 case
     x = rng.standard_normal(x_shape).astype(dtype)
     weight = rng.standard_normal((x_shape[1], 1, *kernel)).astype(dtype)
     bias = rng.standard_normal(x_shape[1]).astype(dtype)
@@ -787,6 +788,102 @@ def test_flat_kernels_small_case_runs_as_python_too(rng, kernel_calls):
     D._backward_weight_flat_kernel(grad_out, x, strided_weight, 2, 2, 1, 1, 1, 1)
     assert_close(strided_weight, R.depthwise_conv2d_backward_weight(grad_out, x, weight.shape, stride=2, padding=1),
                  np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The stride-2 3x3 kernel (one image from STRIDE2_MIN_PIXELS, several above CHANNELS_LAST_MAX_PIXELS)
+# ----------------------------------------------------------------------------------------------------
+def _flat_forward(x, weight, bias, stride, padding, epilogue=(None, None, -np.inf, np.inf, False)):
+    """The flat-run kernel's output, called directly (the stride-2 kernel promises its bits)."""
+    geometry = D._depthwise_geometry(x.shape, weight.shape, stride, padding, 1)
+    dtype = x.dtype
+    nothing = np.empty(0, dtype=dtype)
+    scale, shift, low, high, hardswish = epilogue
+    y = np.empty(geometry.output_shape, dtype=dtype)
+    D._forward_flat_kernel(x, weight, nothing if bias is None else bias, y, D._channel_chunks(*y.shape[:2]), stride,
+                           stride, padding, padding, 1, 1, nothing if scale is None else scale,
+                           nothing if shift is None else shift, dtype.type(low), dtype.type(high), hardswish)
+    return y
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, padding", [
+    ((1, 3, 112, 112), 1),        # MobileNet's 112 x 112 stride-2 layer: one border column (left)
+    ((1, 5, 25, 24), 1),          # odd height; the smallest one-image plane it takes is 24 x 24
+    ((1, 2, 27, 31), 1),          # odd width: the last output column reads one tap past the image (right border)
+    ((2, 3, 33, 34), 1),          # several images: from 33 x 33 (CHANNELS_LAST_MAX_PIXELS + 1)
+    ((1, 2, 30, 29), 0),          # no padding: no border column on the left
+    ((1, 3, 26, 28), 2),          # padding 2: a whole kernel row in the padding on top, two border columns
+])
+def test_stride2_kernel_matches_the_reference_and_gives_the_flat_kernels_bits(x_shape, padding, dtype, rng):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal((x_shape[1], 1, 3, 3)).astype(dtype)
+    bias = rng.standard_normal(x_shape[1]).astype(dtype)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 2, padding, 1)
+    assert D._use_stride2(geometry)
+    y = depthwise_conv2d_forward(x, weight, bias, stride=2, padding=padding)
+    assert_close(y, R.depthwise_conv2d_forward(*as64(x, weight, bias), stride=2, padding=padding), dtype)
+    np.testing.assert_array_equal(y, _flat_forward(x, weight, bias, 2, padding))
+
+
+def test_stride2_kernel_takes_3x3_stride2_planes_from_24x24_for_one_image_and_above_32x32_for_several(
+        rng, kernel_calls):
+    def forward_kernel(x_shape, kernel=3, stride=2, dilation=1):
+        kernel_calls.clear()
+        depthwise_conv2d_forward(rng.standard_normal(x_shape).astype(np.float32),
+                                 rng.standard_normal((x_shape[1], 1, kernel, kernel)).astype(np.float32),
+                                 stride=stride, padding=dilation * (kernel // 2), dilation=dilation)
+        return kernel_calls[0]
+
+    assert forward_kernel((1, 2, 24, 24)) == "_forward_stride2_3x3_kernel"
+    assert forward_kernel((1, 2, 23, 24)) == "_forward_channels_last_kernel"
+    assert forward_kernel((2, 2, 33, 32)) == "_forward_stride2_3x3_kernel"
+    assert forward_kernel((2, 2, 32, 32)) == "_forward_channels_last_kernel"
+    assert forward_kernel((1, 2, 40, 40), kernel=5) == "_forward_flat_kernel"          # 3x3 only
+    assert forward_kernel((1, 2, 40, 40), dilation=2) == "_forward_flat_kernel"        # dilation 1 only
+    assert forward_kernel((1, 2, 40, 40), stride=1) == "_forward_flat_kernel"
+
+
+@pytest.mark.parametrize("low, high, hardswish", [(0.0, 6.0, False), (-np.inf, np.inf, True)])
+def test_stride2_kernel_epilogue_gives_the_flat_kernels_bits(low, high, hardswish, rng):
+    """With a bias and a batch norm + ReLU6 / hard swish epilogue, each output row finished as soon as it is
+    computed: the flat kernel's bits, and those of the convolution followed by a separate pass."""
+    from kernels.batchnorm import finish_channels
+    x = 3 * rng.standard_normal((1, 4, 28, 28)).astype(np.float32)
+    weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    epilogue = (rng.standard_normal(4).astype(np.float32), rng.standard_normal(4).astype(np.float32), low, high,
+                hardswish)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
+    assert D._use_stride2(geometry)
+    fused = D._forward(x, weight, bias, geometry, epilogue)
+    np.testing.assert_array_equal(fused, _flat_forward(x, weight, bias, 2, 1, epilogue))
+    np.testing.assert_array_equal(fused, finish_channels(D._forward(x, weight, bias, geometry), epilogue))
+
+
+def test_stride2_kernel_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
+    """Each (image, channel) plane is computed by one iteration alone; the number of iterations one image's
+    channels are cut into depends on the thread count, the results do not."""
+    x = rng.standard_normal((1, 37, 30, 30)).astype(np.float32)
+    weight = rng.standard_normal((37, 1, 3, 3)).astype(np.float32)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        results.append(depthwise_conv2d_forward(x, weight, stride=2, padding=1))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.nojit
+def test_stride2_kernel_small_case_runs_as_python_too(rng):
+    """Small enough for NUMBA_DISABLE_JIT=1: the stride-2 kernel with its epilogue, as plain Python."""
+    x, weight, bias = rng.standard_normal((1, 2, 7, 8)), rng.standard_normal((2, 1, 3, 3)), rng.standard_normal(2)
+    scale, shift = rng.standard_normal(2), rng.standard_normal(2)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
+    in_lo, in_hi = D._interior_columns(4, 8, 2, 1, 3)                 # W_out, W, stride, padding, kernel
+    y = np.empty(geometry.output_shape)
+    D._forward_stride2_3x3_kernel(x, weight, bias, y, 2, 1, 1, in_lo, in_hi, np.zeros(8), scale, shift, 0.0, 6.0, False)
+    expected = R.depthwise_conv2d_forward(x, weight, bias, stride=2, padding=1)
+    assert_close(y, np.clip(expected * scale[None, :, None, None] + shift[None, :, None, None], 0, 6), np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------
