@@ -95,6 +95,29 @@ def run_add_taps2(total, x0, x1, w0, w1, n):
 
 
 @inline_jit
+def run_multiply_taps3(total, x0, x1, x2, w0, w1, w2, n):
+    """``total[j] = ((total[j] + w0[j]*x0[j]) + w1[j]*x1[j]) + w2[j]*x2[j]`` for ``j < n``: three taps whose
+    weights vary along the run, added in order (the bits of :func:`run_add_taps3` where ``w_k[j]`` is that
+    function's ``w_k``)."""
+    for j in range(n):
+        total[j] = ((total[j] + w0[j] * x0[j]) + w1[j] * x1[j]) + w2[j] * x2[j]
+
+
+@inline_jit
+def run_multiply_taps2(total, x0, x1, w0, w1, n):
+    """``total[j] = (total[j] + w0[j]*x0[j]) + w1[j]*x1[j]`` for ``j < n``: two taps, weights along the run."""
+    for j in range(n):
+        total[j] = (total[j] + w0[j] * x0[j]) + w1[j] * x1[j]
+
+
+@inline_jit
+def run_multiply_tap(total, x0, w0, n):
+    """``total[j] = total[j] + w0[j]*x0[j]`` for ``j < n``: one tap, weights along the run."""
+    for j in range(n):
+        total[j] = total[j] + w0[j] * x0[j]
+
+
+@inline_jit
 def stride2_kernel3(y, x0, x1, x2, w, n):
     """``y[j] = sum_(kh, kw) w[kh, kw] * x_kh[2j + kw]`` for ``j < n``: a whole 3x3 kernel at stride 2 in
     registers, each output computed in one go and stored once.

@@ -255,7 +255,7 @@ def kernel_calls(monkeypatch):
              "_backward_input_generic_kernel", "_backward_weight_rows_kernel", "_backward_weight_generic_kernel",
              "_forward_channels_last_kernel", "_backward_channels_last_kernel", "_forward_flat_kernel",
              "_backward_weight_flat_kernel", "_forward_one_pixel_kernel", "_backward_one_pixel_kernel",
-             "_backward_input_phases_kernel", "_forward_stride2_3x3_kernel"]
+             "_backward_input_phases_kernel", "_forward_stride2_3x3_kernel", "_forward_across_channels_kernel"]
     for name in names:
         original = getattr(D, name)
 
@@ -293,8 +293,8 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
     ((2, 2, 28, 28), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
     ((1, 2, 11, 11), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((1, 2, 10, 10), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
-    ((2, 2, 8, 8), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
-    ((2, 2, 11, 11), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((2, 2, 8, 8), (2, 1, 3, 3), ["_forward_across_channels_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((2, 2, 11, 11), (2, 1, 3, 3), ["_forward_across_channels_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 12, 12), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 16, 16), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
     ((2, 2, 1, 1), (2, 1, 3, 3), ["_forward_one_pixel_kernel"] + ["_backward_one_pixel_kernel"] * 2),
@@ -884,6 +884,106 @@ def test_stride2_kernel_small_case_runs_as_python_too(rng):
     D._forward_stride2_3x3_kernel(x, weight, bias, y, 2, 1, 1, in_lo, in_hi, np.zeros(8), scale, shift, 0.0, 6.0, False)
     expected = R.depthwise_conv2d_forward(x, weight, bias, stride=2, padding=1)
     assert_close(y, np.clip(expected * scale[None, :, None, None] + shift[None, :, None, None], 0, 6), np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The across-channels forward (several images, stride 1, "same" planes below FLAT_MIN_PIXELS_BATCHED)
+# ----------------------------------------------------------------------------------------------------
+def _channels_last_forward(x, weight, bias, geometry, epilogue=None, monkeypatch=None):
+    """The channels-last kernel's output for the same layer (the across-channels kernel promises its bits)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(D, "_use_across_channels", lambda geometry: False)
+        return D._forward(x, weight, bias, geometry, epilogue)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, kernel, padding, dilation", [
+    ((3, 70, 8, 8), (3, 3), (1, 1), (1, 1)),      # MobileNet V2 at 32 x 32: 8 x 8 planes, 70 channels
+    ((4, 5, 4, 4), (3, 3), (1, 1), (1, 1)),       # 4 x 4 planes: a run of 80 values per image
+    ((2, 3, 2, 2), (3, 3), (1, 1), (1, 1)),       # 2 x 2: most taps read the padding
+    ((2, 4, 7, 7), (5, 5), (2, 2), (1, 1)),       # 5 x 5 (V3): taps in groups of 3 + 2
+    ((2, 3, 9, 10), (3, 3), (2, 2), (2, 2)),      # dilation 2
+    ((3, 2, 6, 5), (3, 5), (1, 2), (1, 1)),       # a non-square kernel, "same" in both directions
+    ((2, 3, 1, 7), (3, 3), (1, 1), (1, 1)),       # one row: every tap row but the middle one in the padding
+])
+def test_across_channels_forward_matches_the_reference_and_gives_the_channels_last_bits(
+        x_shape, kernel, padding, dilation, dtype, rng, monkeypatch):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal((x_shape[1], 1, *kernel)).astype(dtype)
+    bias = rng.standard_normal(x_shape[1]).astype(dtype)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, padding, dilation)
+    assert D._use_across_channels(geometry)
+    y = depthwise_conv2d_forward(x, weight, bias, padding=padding, dilation=dilation)
+    assert_close(y, R.depthwise_conv2d_forward(*as64(x, weight, bias), padding=padding, dilation=dilation), dtype)
+    np.testing.assert_array_equal(y, _channels_last_forward(x, weight, bias, geometry, monkeypatch=monkeypatch))
+
+
+@pytest.mark.parametrize("low, high, hardswish", [(0.0, 6.0, False), (-np.inf, np.inf, True)])
+def test_across_channels_forward_epilogue_gives_the_channels_last_bits(low, high, hardswish, rng, monkeypatch):
+    x = 3 * rng.standard_normal((4, 6, 8, 8)).astype(np.float32)
+    weight = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(6).astype(np.float32)
+    epilogue = (rng.standard_normal(6).astype(np.float32), rng.standard_normal(6).astype(np.float32), low, high,
+                hardswish)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, 1, 1)
+    assert D._use_across_channels(geometry)
+    np.testing.assert_array_equal(D._forward(x, weight, bias, geometry, epilogue),
+                                  _channels_last_forward(x, weight, bias, geometry, epilogue, monkeypatch))
+
+
+def test_across_channels_forward_recomputes_a_batch_with_an_input_that_is_not_finite(rng, kernel_calls,
+                                                                                     monkeypatch):
+    """A padding tap reads a neighbouring row, plane or image and multiplies it by 0: an infinite or nan
+    value there would make an output nan that does not depend on it. Such a batch goes to the channels-last
+    kernel, whose outputs are nan or infinite exactly where the input reaches them."""
+    x = rng.standard_normal((3, 4, 6, 6)).astype(np.float32)
+    x[0, 1, 2, 5] = np.inf                          # the last column: the next row's first output reads it at 0
+    x[1, 3, 5, 5] = np.nan                          # the last pixel of image 1: image 2's first rows read it at 0
+    x[2, 0, 0, 0] = -np.inf
+    weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, 1, 1)
+    assert D._use_across_channels(geometry)
+    y = depthwise_conv2d_forward(x, weight, padding=1)
+    assert kernel_calls == ["_forward_across_channels_kernel", "_forward_channels_last_kernel"]
+    np.testing.assert_array_equal(y, _channels_last_forward(x, weight, None, geometry, monkeypatch=monkeypatch))
+    kernel_calls.clear()
+    assert np.isfinite(y[0, 0]).all() and np.isfinite(y[0, 1, 4:]).all() and np.isfinite(y[2, 1:]).all()
+    assert not np.isfinite(y[0, 1, 1:4, 4:]).any()  # the 3 x 3 window around the infinite input, inside the plane
+    kernel_calls.clear()
+    depthwise_conv2d_forward(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), weight, padding=1)
+    assert kernel_calls == ["_forward_across_channels_kernel"]
+
+
+@pytest.mark.parametrize("x_shape, stride, padding, expected", [
+    ((2, 3, 8, 8), 1, 1, "_forward_across_channels_kernel"),
+    ((2, 3, 11, 11), 1, 1, "_forward_across_channels_kernel"),
+    ((2, 3, 12, 12), 1, 1, "_forward_flat_kernel"),            # FLAT_MIN_PIXELS_BATCHED
+    ((1, 3, 8, 8), 1, 1, "_forward_channels_last_kernel"),     # one image: the taps' table would not pay
+    ((2, 3, 8, 8), 1, 0, "_forward_channels_last_kernel"),     # not "same": the output is smaller
+    ((2, 3, 8, 8), 2, 1, "_forward_channels_last_kernel"),
+    ((2, 3, 1, 1), 1, 1, "_forward_one_pixel_kernel"),
+])
+def test_across_channels_forward_is_chosen_for_batches_of_small_same_planes_at_stride_1(
+        x_shape, stride, padding, expected, rng, kernel_calls):
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    depthwise_conv2d_forward(x, rng.standard_normal((x_shape[1], 1, 3, 3)).astype(np.float32), stride=stride,
+                             padding=padding)
+    assert kernel_calls == [expected]
+
+
+@pytest.mark.nojit
+def test_across_channels_forward_small_case_runs_as_python_too(rng):
+    """Small enough for NUMBA_DISABLE_JIT=1: the taps' table and the across-channels forward with its
+    epilogue, as plain Python, against the reference."""
+    x, weight, bias = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((3, 1, 3, 3)), rng.standard_normal(3)
+    scale, shift = rng.standard_normal(3), rng.standard_normal(3)
+    taps = np.empty((9, 3 * 4 * 5))
+    D._across_channels_taps_kernel(weight, 4, 5, 1, 1, 1, 1, taps)
+    y, nonfinite = np.empty(x.shape), np.empty(2, dtype=np.int64)
+    D._forward_across_channels_kernel(x, taps, bias, y, 3, 3, 1, 1, 1, 1, scale, shift, 0.0, 6.0, False, nonfinite)
+    expected = R.depthwise_conv2d_forward(x, weight, bias, padding=1)
+    assert_close(y, np.clip(expected * scale[None, :, None, None] + shift[None, :, None, None], 0, 6), np.float64)
+    assert nonfinite.tolist() == [0, 0]
 
 
 # ----------------------------------------------------------------------------------------------------
