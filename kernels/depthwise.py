@@ -42,22 +42,26 @@ Parallel iterations never write to the same memory. Eight kinds of loops appear:
   into column phases, so each tap's whole output row is one contiguous vectorised run
   whatever the stride and dilation. Both gradients come from one pass (``_backward``); weight-gradient
   partials per (image, block) are added in image order.
-* the **across-channels** forward for a batch of small "same" planes at stride 1 (below 12x12: MobileNets
-  trained at 32x32): an image's ``C*H*W`` values are contiguous and every tap reads them at one fixed
-  offset, so a tap is one vectorised loop over the whole image, its weight read from a table that holds
-  each output's weight for that tap (0 where the tap reads the padding). No copies, no transposes; an
-  input that is not finite sends the batch to the channels-last kernel (a ``0 * inf`` would be ``nan``).
+* the **across-channels** path for batches (16 images and more) of small "same" planes at stride 1 (below
+  12x12: MobileNets trained at 32x32): an image's ``C*H*W`` values are contiguous and every tap reads
+  them at one fixed offset, so a tap is one vectorised loop over the whole image, its weight read from a
+  table that holds each output's weight for that tap (0 where the tap reads the padding). No copies, no
+  transposes; an input that is not finite sends the batch to the channels-last kernel (a ``0 * inf``
+  would be ``nan``). The input gradient is the same kernel with the filter turned; the weight gradient
+  keeps per-value sums over runs of whole channels and adds each channel's pixels at the end.
 * the **one-pixel** path, for outputs of a single pixel per channel (MobileNet V2 trained at 32x32 ends
   on 1x1 planes, reached by a stride-2 layer on 2x2): each output is one short dot product of a
   channel's kernel with the taps that land inside the plane, vectorised across the channels of an
   image (``x[n, :, ih, iw]``).
 """
+import functools
+
 import numpy as np
 
 from ._index import valid_output_range
-from ._rows import (kernel_row_taps, row_axpy, row_multiply_accumulate3, row_taps3, row_taps5, run_add_taps2,
-                    run_add_taps3, run_multiply_tap, run_multiply_taps2, run_multiply_taps3, stride2_kernel3,
-                    tap_axpy, tap_multiply_accumulate, tap_scatter_axpy)
+from ._rows import (kernel_row_taps, row_axpy, row_multiply_accumulate, row_multiply_accumulate3, row_taps3,
+                    row_taps5, run_add_taps2, run_add_taps3, run_multiply_tap, run_multiply_taps2,
+                    run_multiply_taps3, stride2_kernel3, tap_axpy, tap_multiply_accumulate, tap_scatter_axpy)
 from ._jit import inline_jit, jit, num_threads, parallel_jit, prange
 from ._validate import (check_bias, check_depthwise_weight_shape, check_grad_out, check_same_dtype, check_shape,
                         check_tensor, conv_geometry)
@@ -125,6 +129,14 @@ CHANNEL_RUN_MIN_PIXELS = 32
 #: (64, 48, 16, 16) at stride 2: 2.0 -> 0.76 ms; smaller planes keep the direct copies (the two steps
 #: lost on 4x4 planes).
 PHASES_VIA_PIXELS_MIN_PIXELS = 8 * 8
+#: batches of at least this many images take the across-channels kernels (:func:`_use_across_channels`): a
+#: table of taps and each channel's final sums cost about as much as one image's convolution, so few images
+#: do not pay (measured on a 2-core AMD EPYC, both gradients against the channels-last kernel: (8, 576, 7,
+#: 7) 795 -> 1024 us, (2, 960, 7, 7) 5x5 708 -> 2528; (16, 96, 10, 10) 514 -> 478)
+ACROSS_CHANNELS_MIN_IMAGES = 16
+#: the across-channels weight gradient takes whole channels of about this many values per iteration (its
+#: per-value sums, one row per tap, stay in L1)
+WEIGHT_GRADIENT_RUN = 256
 #: channels per iteration of the one-pixel kernels
 ONE_PIXEL_BLOCK = 32
 #: the flat weight gradient keeps its partial sums for blocks of output rows of about this many values at
@@ -175,17 +187,19 @@ def _use_stride2(geometry):
 
 
 def _use_across_channels(geometry):
-    """The across-channels forward (:func:`_forward_across_channels_kernel`): several images, stride 1,
-    outputs the size of the input ("same" padding), one output channel per input channel, on the planes
-    where the channels-last kernel would run (below :data:`FLAT_MIN_PIXELS_BATCHED`).
+    """The across-channels kernels (:func:`_forward_across_channels_kernel`, :func:`_backward_across_channels`):
+    at least :data:`ACROSS_CHANNELS_MIN_IMAGES` images, stride 1, outputs the size of the input ("same"
+    padding), one output channel per input channel, on the planes where the channels-last kernels would
+    run (below :data:`FLAT_MIN_PIXELS_BATCHED`).
 
-    Measured on a 2-core AMD EPYC (AVX2), forward of a prepared layer, alternated against the channels-last
-    kernel: (64, 96, 8, 8) 515 -> 295 us, (64, 144, 8, 8) 789 -> 417, (64, 192, 4, 4) 281 -> 149, (64, 288,
-    2, 2) 171 -> 64, (64, 32, 11, 11) 325 -> 172, (8, 576, 7, 7) 264 -> 162; 5x5 (64, 240, 8, 8) 2.20 ->
-    1.60 ms, (2, 960, 7, 7) 199 -> 196 us (two images share one table of taps).
+    Measured on a 2-core AMD EPYC (AVX2), alternated against the channels-last kernels. Forward of a
+    prepared layer: (64, 96, 8, 8) 515 -> 295 us, (64, 144, 8, 8) 789 -> 417, (64, 192, 4, 4) 281 -> 149,
+    (64, 288, 2, 2) 171 -> 64, (64, 32, 11, 11) 325 -> 172; 5x5 (64, 240, 8, 8) 2.20 -> 1.60 ms. Both
+    gradients (``_backward``): (64, 96, 8, 8) 1363 -> 982 us, (64, 192, 4, 4) 837 -> 507, (64, 288, 2, 2)
+    622 -> 298, (64, 32, 11, 11) 834 -> 630; 5x5 (64, 120, 4, 4) 691 -> 485, (64, 240, 8, 8) 6.4 -> 5.9 ms.
     """
     N, C, H, W = geometry.input_shape
-    return (N > 1 and geometry.weight_shape[0] == C and geometry.stride == (1, 1)
+    return (N >= ACROSS_CHANNELS_MIN_IMAGES and geometry.weight_shape[0] == C and geometry.stride == (1, 1)
             and geometry.output_shape[2:] == (H, W) and 1 < H * W < FLAT_MIN_PIXELS_BATCHED)
 
 
@@ -448,6 +462,8 @@ def prepare_forward(weight, bias, geometry, epilogue=None):
 
 def _backward_input(grad_out, weight, geometry):
     """``grad_x`` from the kernel that suits the geometry."""
+    if _use_across_channels(geometry):
+        return _backward_across_channels(grad_out, None, weight, geometry, want_input=True, want_weight=False)[0]
     if _use_one_pixel(geometry):
         return _backward_one_pixel(grad_out, None, weight, geometry, want_input=True, want_weight=False)[0]
     if _use_flat_backward(geometry):
@@ -466,6 +482,8 @@ def _backward_input(grad_out, weight, geometry):
 
 def _backward_weight(grad_out, x, geometry):
     """``grad_weight`` from the kernel that suits the geometry."""
+    if _use_across_channels(geometry):
+        return _backward_across_channels(grad_out, x, None, geometry, want_input=False, want_weight=True)[1]
     if _use_one_pixel(geometry):
         return _backward_one_pixel(grad_out, x, None, geometry, want_input=False, want_weight=True)[1]
     if _use_flat_weight_gradient(geometry):
@@ -484,6 +502,8 @@ def _backward_weight(grad_out, x, geometry):
 
 def _backward(grad_out, x, weight, geometry):
     """``(grad_x, grad_weight)``; small planes compute both in one pass over ``grad_out``."""
+    if _use_across_channels(geometry):
+        return _backward_across_channels(grad_out, x, weight, geometry, want_input=True, want_weight=True)
     if _use_one_pixel(geometry):
         return _backward_one_pixel(grad_out, x, weight, geometry, want_input=True, want_weight=True)
     if _use_channels_last(geometry) and not _use_flat_backward(geometry):
@@ -503,6 +523,52 @@ def _backward_input_flat(grad_out, weight, geometry):
                          dh * (kH - 1) - ph, dw * (kW - 1) - pw, dh, dw,
                          nothing, nothing, weight.dtype.type(-np.inf), weight.dtype.type(np.inf), False)
     return grad_x
+
+
+def _backward_across_channels(grad_out, x, weight, geometry, want_input, want_weight):
+    """Both gradients of the across-channels layers (:func:`_use_across_channels`); one not asked for is None.
+
+    ``grad_x`` is the forward convolution of ``grad_out`` with the filter turned by 180 degrees (padding
+    ``d*(k - 1) - p``, which is ``p`` for a "same" layer), by :func:`_forward_across_channels_kernel`, or
+    by the channels-last kernel when ``grad_out`` is not finite (that kernel's ``0 * inf``); ``grad_weight``
+    by :func:`_weight_gradient_across_channels_kernel`, on runs of about :data:`WEIGHT_GRADIENT_RUN` values
+    (fewer channels when that would leave a thread fewer than ``MIN_TASKS_PER_THREAD`` runs).
+    """
+    N, C, H, W = geometry.input_shape
+    kH, kW = geometry.kernel_size
+    (ph, pw), (dh, dw) = geometry.padding, geometry.dilation
+    dtype = grad_out.dtype
+    grad_x = grad_weight = None
+    if want_input:
+        turned = np.ascontiguousarray(weight[:, :, ::-1, ::-1])
+        turned_ph, turned_pw = dh * (kH - 1) - ph, dw * (kW - 1) - pw
+        taps = np.empty((kH * kW, C * H * W), dtype=dtype)
+        _across_channels_taps_kernel(turned, H, W, turned_ph, turned_pw, dh, dw, taps)
+        grad_x = np.empty(geometry.input_shape, dtype=dtype)
+        nonfinite = np.empty(N, dtype=np.int64)
+        nothing = _empty_bias(dtype)
+        _forward_across_channels_kernel(grad_out, taps, nothing, grad_x, kH, kW, turned_ph, turned_pw, dh, dw, nothing,
+                                        nothing, dtype.type(-np.inf), dtype.type(np.inf), False, nonfinite)
+        if nonfinite.any():
+            grad_x = _backward_channels_last(grad_out, None, weight, geometry, want_input=True, want_weight=False)[0]
+    if want_weight:
+        grad_weight = np.empty(geometry.weight_shape, dtype=dtype)
+        per_thread = -(-C // (MIN_TASKS_PER_THREAD * num_threads()))       # channels
+        channels_per_run = max(1, min(-(-WEIGHT_GRADIENT_RUN // (H * W)), per_thread))
+        _weight_gradient_across_channels_kernel(grad_out, x, _taps_inside_plane(H, W, kH, kW, ph, pw, dh, dw),
+                                                channels_per_run, kH, kW, ph, pw, dh, dw, grad_weight)
+    return grad_x, grad_weight
+
+
+@functools.lru_cache(maxsize=256)
+def _taps_inside_plane(H, W, kH, kW, ph, pw, dh, dw):
+    """``inside[kh*kW + kw, oh*W + ow]``: whether tap ``(kh, kw)`` of output ``(oh, ow)`` reads inside an
+    ``H x W`` plane at stride 1, (kH*kW, H*W) booleans; cached per geometry and only ever read."""
+    rows = np.arange(H)[None, :, None] + (np.arange(kH) * dh - ph)[:, None, None]      # (kH, H, 1)
+    columns = np.arange(W)[None, None, :] + (np.arange(kW) * dw - pw)[:, None, None]   # (kW, 1, W)
+    rows_inside = (rows >= 0) & (rows < H)
+    columns_inside = (columns >= 0) & (columns < W)
+    return (rows_inside[:, None] & columns_inside[None, :]).reshape(kH * kW, H * W)
 
 
 def _backward_channels_last(grad_out, x, weight, geometry, want_input, want_weight):
@@ -1025,6 +1091,72 @@ def _forward_across_channels_kernel(x, taps, bias, y, kH, kW, ph, pw, dh, dw, sc
         for j in range(L):                              # y - y is 0 for a finite y, nan otherwise
             count_nonfinite += 1 if y_run[j] - y_run[j] != zero else 0
         nonfinite[n] = count_nonfinite
+@parallel_jit
+def _weight_gradient_across_channels_kernel(grad_out, x, inside, channels_per_run, kH, kW, ph, pw, dh, dw,
+                                            grad_weight):
+    """The weight gradient on runs of whole channels (as :func:`_forward_across_channels_kernel` reads):
+    ``grad_weight[c, 0, kh, kw] = sum_n sum_i g[n, c, i] * x[n, c, i + offset_t]`` over the pixels ``i`` whose
+    tap ``t = kh*kW + kw`` reads inside the plane.
+
+    One iteration takes ``channels_per_run`` channels, whose planes are one contiguous run of each image,
+    and keeps each tap's products per value of that run (``sums[t, j] += g[j] * x[j + offset_t]``,
+    element-wise, vectorised; ``offset_t = (kh*dh - ph)*W + kw*dw - pw``), images in order; then it adds
+    each channel's pixels with a select on ``inside`` (:func:`_taps_inside_plane`), in four interleaved
+    partial sums added at the end, ``(s0 + s1) + (s2 + s3)``: products whose read crossed into another row
+    or plane are left out there (so an infinite input cannot reach another channel's weights), and reads
+    outside the image are never made. Each channel's sums are the same whatever the run it falls in, so
+    the bits do not depend on ``channels_per_run`` or the thread count.
+    """
+    N, C, H, W = x.shape
+    HW, L = H * W, C * H * W
+    runs = (C + channels_per_run - 1) // channels_per_run
+    zero = x.dtype.type(0)
+    for run in prange(runs):                            # a few channels, all images, per iteration
+        c0 = run * channels_per_run
+        c1 = min(C, c0 + channels_per_run)
+        a, b = c0 * HW, c1 * HW                         # this run's values in an image: [a, b)
+        sums = np.zeros((kH * kW, b - a), dtype=x.dtype)
+        for n in range(N):                              # images in order
+            g_run, x_run = grad_out[n].reshape(L), x[n].reshape(L)
+            for kh in range(kH):
+                kw = 0
+                while kw < kW:                          # three taps per pass share the loads of g
+                    count = min(3, kW - kw)
+                    t = kh * kW + kw
+                    first = (kh * dh - ph) * W + kw * dw - pw
+                    last = first + (count - 1) * dw
+                    start = min(max(a, -first), b)      # [start, stop): every tap of the group inside
+                    stop = max(min(b, L - last), start)
+                    if count == 3:
+                        row_multiply_accumulate3(sums[t, start - a:], sums[t + 1, start - a:], sums[t + 2, start - a:],
+                                                 g_run[start:], x_run[start + first:], x_run[start + first + dw:],
+                                                 x_run[start + last:], stop - start, 1)
+                    else:
+                        for u in range(count):
+                            row_multiply_accumulate(sums[t + u, start - a:], g_run[start:],
+                                                    x_run[start + first + u * dw:], stop - start, 1)
+                    for side in range(2):               # the image's ends: reads outside it never made
+                        begin, end = (a, start) if side == 0 else (stop, b)
+                        for j in range(begin, end):
+                            for u in range(count):
+                                i = j + first + u * dw
+                                if 0 <= i < L:
+                                    sums[t + u, j - a] += g_run[j] * x_run[i]
+                    kw += count
+        for c in range(c0, c1):                         # each channel's pixels, the reads inside its plane
+            for t in range(kH * kW):
+                values, keep = sums[t, (c - c0) * HW:(c - c0 + 1) * HW], inside[t]
+                s0 = s1 = s2 = s3 = zero
+                for i in range(0, HW - 3, 4):
+                    s0 += values[i] if keep[i] else zero
+                    s1 += values[i + 1] if keep[i + 1] else zero
+                    s2 += values[i + 2] if keep[i + 2] else zero
+                    s3 += values[i + 3] if keep[i + 3] else zero
+                for i in range(HW - HW % 4, HW):
+                    s0 += values[i] if keep[i] else zero
+                grad_weight[c, 0, t // kW, t % kW] = (s0 + s1) + (s2 + s3)
+
+
 @inline_jit
 def _input_row(x_plane, row, zeros):
     """Row ``row`` of ``x_plane``, or ``zeros`` (a row of the zero padding) when it lies outside."""

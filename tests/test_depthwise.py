@@ -255,7 +255,8 @@ def kernel_calls(monkeypatch):
              "_backward_input_generic_kernel", "_backward_weight_rows_kernel", "_backward_weight_generic_kernel",
              "_forward_channels_last_kernel", "_backward_channels_last_kernel", "_forward_flat_kernel",
              "_backward_weight_flat_kernel", "_forward_one_pixel_kernel", "_backward_one_pixel_kernel",
-             "_backward_input_phases_kernel", "_forward_stride2_3x3_kernel", "_forward_across_channels_kernel"]
+             "_backward_input_phases_kernel", "_forward_stride2_3x3_kernel", "_forward_across_channels_kernel",
+             "_weight_gradient_across_channels_kernel"]
     for name in names:
         original = getattr(D, name)
 
@@ -293,8 +294,9 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
     ((2, 2, 28, 28), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
     ((1, 2, 11, 11), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((1, 2, 10, 10), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
-    ((2, 2, 8, 8), (2, 1, 3, 3), ["_forward_across_channels_kernel"] + ["_backward_channels_last_kernel"] * 2),
-    ((2, 2, 11, 11), (2, 1, 3, 3), ["_forward_across_channels_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((2, 2, 8, 8), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((2, 2, 11, 11), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
+    ((16, 2, 8, 8), (2, 1, 3, 3), ["_forward_across_channels_kernel"] * 2 + ["_weight_gradient_across_channels_kernel"]),
     ((2, 2, 12, 12), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 16, 16), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
     ((2, 2, 1, 1), (2, 1, 3, 3), ["_forward_one_pixel_kernel"] + ["_backward_one_pixel_kernel"] * 2),
@@ -898,13 +900,13 @@ def _channels_last_forward(x, weight, bias, geometry, epilogue=None, monkeypatch
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("x_shape, kernel, padding, dilation", [
-    ((3, 70, 8, 8), (3, 3), (1, 1), (1, 1)),      # MobileNet V2 at 32 x 32: 8 x 8 planes, 70 channels
-    ((4, 5, 4, 4), (3, 3), (1, 1), (1, 1)),       # 4 x 4 planes: a run of 80 values per image
-    ((2, 3, 2, 2), (3, 3), (1, 1), (1, 1)),       # 2 x 2: most taps read the padding
-    ((2, 4, 7, 7), (5, 5), (2, 2), (1, 1)),       # 5 x 5 (V3): taps in groups of 3 + 2
-    ((2, 3, 9, 10), (3, 3), (2, 2), (2, 2)),      # dilation 2
-    ((3, 2, 6, 5), (3, 5), (1, 2), (1, 1)),       # a non-square kernel, "same" in both directions
-    ((2, 3, 1, 7), (3, 3), (1, 1), (1, 1)),       # one row: every tap row but the middle one in the padding
+    ((16, 70, 8, 8), (3, 3), (1, 1), (1, 1)),     # MobileNet V2 at 32 x 32: 8 x 8 planes, 70 channels
+    ((16, 5, 4, 4), (3, 3), (1, 1), (1, 1)),      # 4 x 4 planes: a run of 80 values per image
+    ((17, 3, 2, 2), (3, 3), (1, 1), (1, 1)),      # 2 x 2: most taps read the padding
+    ((16, 4, 7, 7), (5, 5), (2, 2), (1, 1)),      # 5 x 5 (V3): taps in groups of 3 + 2
+    ((16, 3, 9, 10), (3, 3), (2, 2), (2, 2)),     # dilation 2
+    ((16, 2, 6, 5), (3, 5), (1, 2), (1, 1)),      # a non-square kernel, "same" in both directions
+    ((16, 3, 1, 7), (3, 3), (1, 1), (1, 1)),      # one row: every tap row but the middle one in the padding
 ])
 def test_across_channels_forward_matches_the_reference_and_gives_the_channels_last_bits(
         x_shape, kernel, padding, dilation, dtype, rng, monkeypatch):
@@ -920,7 +922,7 @@ def test_across_channels_forward_matches_the_reference_and_gives_the_channels_la
 
 @pytest.mark.parametrize("low, high, hardswish", [(0.0, 6.0, False), (-np.inf, np.inf, True)])
 def test_across_channels_forward_epilogue_gives_the_channels_last_bits(low, high, hardswish, rng, monkeypatch):
-    x = 3 * rng.standard_normal((4, 6, 8, 8)).astype(np.float32)
+    x = 3 * rng.standard_normal((16, 6, 8, 8)).astype(np.float32)
     weight = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(6).astype(np.float32)
     epilogue = (rng.standard_normal(6).astype(np.float32), rng.standard_normal(6).astype(np.float32), low, high,
@@ -936,7 +938,7 @@ def test_across_channels_forward_recomputes_a_batch_with_an_input_that_is_not_fi
     """A padding tap reads a neighbouring row, plane or image and multiplies it by 0: an infinite or nan
     value there would make an output nan that does not depend on it. Such a batch goes to the channels-last
     kernel, whose outputs are nan or infinite exactly where the input reaches them."""
-    x = rng.standard_normal((3, 4, 6, 6)).astype(np.float32)
+    x = rng.standard_normal((16, 4, 6, 6)).astype(np.float32)
     x[0, 1, 2, 5] = np.inf                          # the last column: the next row's first output reads it at 0
     x[1, 3, 5, 5] = np.nan                          # the last pixel of image 1: image 2's first rows read it at 0
     x[2, 0, 0, 0] = -np.inf
@@ -955,13 +957,13 @@ def test_across_channels_forward_recomputes_a_batch_with_an_input_that_is_not_fi
 
 
 @pytest.mark.parametrize("x_shape, stride, padding, expected", [
-    ((2, 3, 8, 8), 1, 1, "_forward_across_channels_kernel"),
-    ((2, 3, 11, 11), 1, 1, "_forward_across_channels_kernel"),
-    ((2, 3, 12, 12), 1, 1, "_forward_flat_kernel"),            # FLAT_MIN_PIXELS_BATCHED
-    ((1, 3, 8, 8), 1, 1, "_forward_channels_last_kernel"),     # one image: the taps' table would not pay
-    ((2, 3, 8, 8), 1, 0, "_forward_channels_last_kernel"),     # not "same": the output is smaller
-    ((2, 3, 8, 8), 2, 1, "_forward_channels_last_kernel"),
-    ((2, 3, 1, 1), 1, 1, "_forward_one_pixel_kernel"),
+    ((16, 3, 8, 8), 1, 1, "_forward_across_channels_kernel"),
+    ((16, 3, 11, 11), 1, 1, "_forward_across_channels_kernel"),
+    ((16, 3, 12, 12), 1, 1, "_forward_flat_kernel"),           # FLAT_MIN_PIXELS_BATCHED
+    ((15, 3, 8, 8), 1, 1, "_forward_channels_last_kernel"),    # ACROSS_CHANNELS_MIN_IMAGES: the table would not pay
+    ((16, 3, 8, 8), 1, 0, "_forward_channels_last_kernel"),    # not "same": the output is smaller
+    ((16, 3, 8, 8), 2, 1, "_forward_channels_last_kernel"),
+    ((16, 3, 1, 1), 1, 1, "_forward_one_pixel_kernel"),
 ])
 def test_across_channels_forward_is_chosen_for_batches_of_small_same_planes_at_stride_1(
         x_shape, stride, padding, expected, rng, kernel_calls):
@@ -969,6 +971,63 @@ def test_across_channels_forward_is_chosen_for_batches_of_small_same_planes_at_s
     depthwise_conv2d_forward(x, rng.standard_normal((x_shape[1], 1, 3, 3)).astype(np.float32), stride=stride,
                              padding=padding)
     assert kernel_calls == [expected]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, kernel, padding, dilation", [
+    ((16, 70, 8, 8), (3, 3), (1, 1), (1, 1)),
+    ((17, 3, 2, 2), (3, 3), (1, 1), (1, 1)),
+    ((16, 4, 7, 7), (5, 5), (2, 2), (1, 1)),
+    ((16, 3, 9, 10), (3, 3), (2, 2), (2, 2)),
+    ((16, 2, 6, 5), (3, 5), (1, 2), (1, 1)),
+    ((16, 3, 1, 7), (3, 3), (1, 1), (1, 1)),
+])
+def test_across_channels_gradients_match_the_reference(x_shape, kernel, padding, dilation, dtype, rng):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal((x_shape[1], 1, *kernel)).astype(dtype)
+    grad_out = rng.standard_normal(x_shape).astype(dtype)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, padding, dilation)
+    assert D._use_across_channels(geometry)
+    grad_x, grad_weight = D._backward(grad_out, x, weight, geometry)
+    params = dict(padding=padding, dilation=dilation)
+    assert_close(grad_x, R.depthwise_conv2d_backward_input(*as64(grad_out, weight), x.shape, **params), dtype)
+    assert_close(grad_weight, R.depthwise_conv2d_backward_weight(*as64(grad_out, x), weight.shape, **params), dtype)
+    np.testing.assert_array_equal(grad_x, depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params))
+    np.testing.assert_array_equal(grad_weight, depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params))
+
+
+def test_across_channels_gradients_keep_what_is_not_finite_where_it_belongs(rng, kernel_calls):
+    """An infinite input reaches only its own channel's weights (the per-channel sums select the reads
+    inside the plane); a grad_out that is not finite sends the input gradient to the channels-last kernel."""
+    x = rng.standard_normal((16, 4, 6, 6)).astype(np.float32)
+    grad_out = rng.standard_normal((16, 4, 6, 6)).astype(np.float32)
+    weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    x[0, 1, 2, 5] = np.inf                          # the next row's first output reads it, with a 0 weight
+    grad_weight = depthwise_conv2d_backward_weight(grad_out, x, weight.shape, padding=1)
+    assert np.isfinite(grad_weight[[0, 2, 3]]).all() and not np.isfinite(grad_weight[1]).all()
+    grad_out[3, 2, 0, 0] = np.nan
+    kernel_calls.clear()
+    grad_x = depthwise_conv2d_backward_input(grad_out, weight, x.shape, padding=1)
+    assert kernel_calls == ["_forward_across_channels_kernel", "_backward_channels_last_kernel"]
+    expected = R.depthwise_conv2d_backward_input(*as64(grad_out, weight), x.shape, padding=1)
+    np.testing.assert_array_equal(np.isnan(grad_x), np.isnan(expected))
+
+
+def test_across_channels_weight_gradient_does_not_depend_on_the_runs_or_the_threads(rng, restore_numba_threads):
+    """Each channel's per-value sums add the images in order whatever run of channels it falls in."""
+    x = rng.standard_normal((16, 37, 8, 8)).astype(np.float32)
+    grad_out = rng.standard_normal((16, 37, 8, 8)).astype(np.float32)
+    inside = D._taps_inside_plane(8, 8, 3, 3, 1, 1, 1, 1)
+    results = []
+    for channels_per_run in (1, 4, 37):
+        grad_weight = np.empty((37, 1, 3, 3), dtype=np.float32)
+        D._weight_gradient_across_channels_kernel(grad_out, x, inside, channels_per_run, 3, 3, 1, 1, 1, 1, grad_weight)
+        results.append(grad_weight)
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        results.append(depthwise_conv2d_backward_weight(grad_out, x, (37, 1, 3, 3), padding=1))
+    for result in results[1:]:
+        np.testing.assert_array_equal(result, results[0])
 
 
 @pytest.mark.nojit
@@ -984,6 +1043,10 @@ def test_across_channels_forward_small_case_runs_as_python_too(rng):
     expected = R.depthwise_conv2d_forward(x, weight, bias, padding=1)
     assert_close(y, np.clip(expected * scale[None, :, None, None] + shift[None, :, None, None], 0, 6), np.float64)
     assert nonfinite.tolist() == [0, 0]
+    grad_out, grad_weight = rng.standard_normal(x.shape), np.empty(weight.shape)
+    D._weight_gradient_across_channels_kernel(grad_out, x, D._taps_inside_plane(4, 5, 3, 3, 1, 1, 1, 1), 2, 3, 3, 1, 1,
+                                              1, 1, grad_weight)
+    assert_close(grad_weight, R.depthwise_conv2d_backward_weight(grad_out, x, weight.shape, padding=1), np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------
