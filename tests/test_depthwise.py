@@ -846,16 +846,21 @@ def test_stride2_kernel_takes_3x3_stride2_planes_from_24x24_for_one_image_and_ab
     assert forward_kernel((1, 2, 40, 40), stride=1) == "_forward_flat_kernel"
 
 
+def _epilogue_case(x_shape, low, high, hardswish, rng):
+    """float32 ``(x, weight, bias, epilogue)`` for a 3x3 layer with a batch norm + clip / hard swish epilogue."""
+    C = x_shape[1]
+    x = 3 * rng.standard_normal(x_shape).astype(np.float32)
+    weight, bias = rng.standard_normal((C, 1, 3, 3)).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    scale, shift = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    return x, weight, bias, (scale, shift, low, high, hardswish)
+
+
 @pytest.mark.parametrize("low, high, hardswish", [(0.0, 6.0, False), (-np.inf, np.inf, True)])
 def test_stride2_kernel_epilogue_gives_the_flat_kernels_bits(low, high, hardswish, rng):
     """With a bias and a batch norm + ReLU6 / hard swish epilogue, each output row finished as soon as it is
     computed: the flat kernel's bits, and those of the convolution followed by a separate pass."""
     from kernels.batchnorm import finish_channels
-    x = 3 * rng.standard_normal((1, 4, 28, 28)).astype(np.float32)
-    weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
-    bias = rng.standard_normal(4).astype(np.float32)
-    epilogue = (rng.standard_normal(4).astype(np.float32), rng.standard_normal(4).astype(np.float32), low, high,
-                hardswish)
+    x, weight, bias, epilogue = _epilogue_case((1, 4, 28, 28), low, high, hardswish, rng)
     geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
     assert D._use_stride2(geometry)
     fused = D._forward(x, weight, bias, geometry, epilogue)
@@ -922,11 +927,7 @@ def test_across_channels_forward_matches_the_reference_and_gives_the_channels_la
 
 @pytest.mark.parametrize("low, high, hardswish", [(0.0, 6.0, False), (-np.inf, np.inf, True)])
 def test_across_channels_forward_epilogue_gives_the_channels_last_bits(low, high, hardswish, rng, monkeypatch):
-    x = 3 * rng.standard_normal((16, 6, 8, 8)).astype(np.float32)
-    weight = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
-    bias = rng.standard_normal(6).astype(np.float32)
-    epilogue = (rng.standard_normal(6).astype(np.float32), rng.standard_normal(6).astype(np.float32), low, high,
-                hardswish)
+    x, weight, bias, epilogue = _epilogue_case((16, 6, 8, 8), low, high, hardswish, rng)
     geometry = D._depthwise_geometry(x.shape, weight.shape, 1, 1, 1)
     assert D._use_across_channels(geometry)
     np.testing.assert_array_equal(D._forward(x, weight, bias, geometry, epilogue),
