@@ -15,9 +15,9 @@ Cost for an output of ``H_out x W_out``::
 Parallel iterations never write to the same memory. Eight kinds of loops appear:
 
 * the **flat-run** path (stride 1 from 11x11 planes for one image and from 12x12 for a batch, strided
-  planes above 32x32 but for 3x3 at stride 2; both gradients at stride 1 from 16x16): each plane is copied zero-padded into
-  one flat array, where output ``(oh, ow)`` sits at ``oh*Wp + ow`` and every tap reads at a fixed
-  offset from it, so one tap is *one* vectorised loop over the whole plane (a stride is first split
+  planes above 32x32 but for 3x3 at stride 2; both gradients at stride 1 from 16x16): each plane is
+  copied zero-padded into one flat array, where output ``(oh, ow)`` sits at ``oh*Wp + ow`` and every tap
+  reads at a fixed offset from it, so one tap is *one* vectorised loop over the whole plane (a stride is first split
   into phases, inside which it is stride 1 again). The input gradient at stride 1 is the same kernel
   with the filter turned by 180 degrees.
 
@@ -960,9 +960,9 @@ def _forward_stride2_3x3_kernel(x, weight, bias, y, chunks, ph, pw, in_lo, in_hi
     output from its nine taps in registers and stores it once (``_rows.stride2_kernel3``, which reads
     the rows at the literal stride 2, so LLVM vectorises it); the border columns (one per side at most
     for ``pw = 1``) add their taps inside the image one at a time. The products are added in the
-    flat-run kernel's order, so the bits are its bits (the taps that read the zero padding add ``+-0``
-    there and nothing here: a zero's sign at most), without that kernel's copy of the plane into four
-    phases. ``in_lo``, ``in_hi`` come from :func:`_interior_columns`.
+    flat-run kernel's order, so the bits are its bits (a border column skips the taps that read the
+    zero padding, where that kernel adds ``+-0``: a zero's sign at most), without that kernel's copy of
+    the plane into four phases. ``in_lo``, ``in_hi`` come from :func:`_interior_columns`.
 
     ``scale``, ``shift``, ``low``, ``high``, ``hardswish``: the epilogue, as :func:`_forward_flat_kernel`'s,
     applied to each output row as soon as it is computed.
@@ -1029,11 +1029,13 @@ def _forward_across_channels_kernel(x, taps, bias, y, kH, kW, ph, pw, dh, dw, sc
     pixel) reads the input at ``j + (kh*dh - ph)*W + kw*dw - pw``: one fixed offset for the whole image.
     So a tap is one vectorised loop over ``C*H*W`` values (6,144 for 96 channels of 8 x 8), where the
     plane-by-plane loops would run 96 loops of 64 and the channels-last kernels transpose the planes in
-    and out. The weight varies along the run, so it is read from ``taps`` (:func:`_across_channels_taps_kernel`:
-    per output and tap, the channel's weight, 0 where the tap reads the padding), and a read that
-    crosses into the next row, plane or image adds ``0 * value``. Up to three taps of a kernel row share
-    a pass (``_rows.run_multiply_taps3``), added in the flat-run kernel's order, from zero: the bits of
-    the flat and channels-last kernels (``+-0`` where those add ``w * 0``: a zero's sign at most).
+    and out. The weight varies along the run, so it is read from ``taps``
+    (:func:`_across_channels_taps_kernel`: per output and tap, the channel's weight, 0 where the tap
+    reads the padding), and a read that crosses into the row or plane before or after adds ``0 * value``
+    (reads outside the image are not made: the run's ends add those taps one by one). Up to three taps
+    of a kernel row share a pass (``_rows.run_multiply_taps3``), added in the flat-run kernel's order,
+    from zero: the bits of the flat and channels-last kernels (``+-0`` where those add ``w * 0``: a
+    zero's sign at most).
 
     But ``0 * value`` is ``nan`` when ``value`` is infinite or nan, so an input that is not finite could
     make a neighbouring output, which does not read it, ``nan``: that output is then not finite, nan stays

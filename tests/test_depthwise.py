@@ -296,7 +296,8 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
     ((1, 2, 10, 10), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 8, 8), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 11, 11), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
-    ((16, 2, 8, 8), (2, 1, 3, 3), ["_forward_across_channels_kernel"] * 2 + ["_weight_gradient_across_channels_kernel"]),
+    ((16, 2, 8, 8), (2, 1, 3, 3), ["_forward_across_channels_kernel"] * 2
+                                   + ["_weight_gradient_across_channels_kernel"]),   # 16 images: across channels
     ((2, 2, 12, 12), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 16, 16), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
     ((2, 2, 1, 1), (2, 1, 3, 3), ["_forward_one_pixel_kernel"] + ["_backward_one_pixel_kernel"] * 2),
