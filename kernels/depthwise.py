@@ -999,6 +999,12 @@ def _forward_stride2_3x3_kernel(x, weight, bias, y, chunks, ph, pw, in_lo, in_hi
                             y_row[ow] = hardswish_value(y_row[ow], zero, three, six)
 
 
+@inline_jit
+def _input_row(x_plane, row, zeros):
+    """Row ``row`` of ``x_plane``, or ``zeros`` (a row of the zero padding) when it lies outside."""
+    return x_plane[row] if 0 <= row < x_plane.shape[0] else zeros
+
+
 @parallel_jit
 def _across_channels_taps_kernel(weight, H, W, ph, pw, dh, dw, taps):
     """``taps[t, c*H*W + i] = weight[c, 0, kh, kw]`` (tap ``t = kh*kW + kw``) where output pixel ``i`` of a
@@ -1093,6 +1099,8 @@ def _forward_across_channels_kernel(x, taps, bias, y, kH, kW, ph, pw, dh, dw, sc
         for j in range(L):                              # y - y is 0 for a finite y, nan otherwise
             count_nonfinite += 1 if y_run[j] - y_run[j] != zero else 0
         nonfinite[n] = count_nonfinite
+
+
 @parallel_jit
 def _weight_gradient_across_channels_kernel(grad_out, x, inside, channels_per_run, kH, kW, ph, pw, dh, dw,
                                             grad_weight):
@@ -1130,9 +1138,9 @@ def _weight_gradient_across_channels_kernel(grad_out, x, inside, channels_per_ru
                     start = min(max(a, -first), b)      # [start, stop): every tap of the group inside
                     stop = max(min(b, L - last), start)
                     if count == 3:
-                        row_multiply_accumulate3(sums[t, start - a:], sums[t + 1, start - a:], sums[t + 2, start - a:],
-                                                 g_run[start:], x_run[start + first:], x_run[start + first + dw:],
-                                                 x_run[start + last:], stop - start, 1)
+                        row_multiply_accumulate3(sums[t, start - a:], sums[t + 1, start - a:],
+                                                 sums[t + 2, start - a:], g_run[start:], x_run[start + first:],
+                                                 x_run[start + first + dw:], x_run[start + last:], stop - start, 1)
                     else:
                         for u in range(count):
                             row_multiply_accumulate(sums[t + u, start - a:], g_run[start:],
@@ -1157,12 +1165,6 @@ def _weight_gradient_across_channels_kernel(grad_out, x, inside, channels_per_ru
                 for i in range(HW - HW % 4, HW):
                     s0 += values[i] if keep[i] else zero
                 grad_weight[c, 0, t // kW, t % kW] = (s0 + s1) + (s2 + s3)
-
-
-@inline_jit
-def _input_row(x_plane, row, zeros):
-    """Row ``row`` of ``x_plane``, or ``zeros`` (a row of the zero padding) when it lies outside."""
-    return x_plane[row] if 0 <= row < x_plane.shape[0] else zeros
 
 
 # ----------------------------------------------------------------------------------------------------

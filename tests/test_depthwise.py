@@ -10,6 +10,9 @@ What is checked:
   including images smaller than the kernel's reach, where the branch-free interior is empty and every
   column is a border column;
 * the public functions pick the fast path exactly when it applies;
+* the stride-2 3x3 kernel and the across-channels kernels (batches of small "same" planes) equal the
+  reference and give the flat / channels-last kernels' bits, keep what is not finite where it belongs,
+  and are picked exactly above their thresholds;
 * gradients: finite differences and adjoint identities (float64);
 * determinism: bit-identical across runs and across numba thread counts;
 * non-contiguous inputs give the same result as contiguous copies.
