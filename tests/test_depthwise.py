@@ -898,7 +898,7 @@ def test_stride2_kernel_small_case_runs_as_python_too(rng):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The across-channels forward (several images, stride 1, "same" planes below FLAT_MIN_PIXELS_BATCHED)
+# The across-channels kernels (16 images and more, stride 1, "same" planes below FLAT_MIN_PIXELS_BATCHED)
 # ----------------------------------------------------------------------------------------------------
 def _channels_last_forward(x, weight, bias, geometry, epilogue=None, monkeypatch=None):
     """The channels-last kernel's output for the same layer (the across-channels kernel promises its bits)."""
@@ -953,7 +953,6 @@ def test_across_channels_forward_recomputes_a_batch_with_an_input_that_is_not_fi
     y = depthwise_conv2d_forward(x, weight, padding=1)
     assert kernel_calls == ["_forward_across_channels_kernel", "_forward_channels_last_kernel"]
     np.testing.assert_array_equal(y, _channels_last_forward(x, weight, None, geometry, monkeypatch=monkeypatch))
-    kernel_calls.clear()
     assert np.isfinite(y[0, 0]).all() and np.isfinite(y[0, 1, 4:]).all() and np.isfinite(y[2, 1:]).all()
     assert not np.isfinite(y[0, 1, 1:4, 4:]).any()  # the 3 x 3 window around the infinite input, inside the plane
     kernel_calls.clear()
@@ -1036,9 +1035,9 @@ def test_across_channels_weight_gradient_does_not_depend_on_the_runs_or_the_thre
 
 
 @pytest.mark.nojit
-def test_across_channels_forward_small_case_runs_as_python_too(rng):
-    """Small enough for NUMBA_DISABLE_JIT=1: the taps' table and the across-channels forward with its
-    epilogue, as plain Python, against the reference."""
+def test_across_channels_kernels_small_case_runs_as_python_too(rng):
+    """Small enough for NUMBA_DISABLE_JIT=1: the taps' table, the across-channels forward with its epilogue
+    and the weight gradient, as plain Python, against the reference."""
     x, weight, bias = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((3, 1, 3, 3)), rng.standard_normal(3)
     scale, shift = rng.standard_normal(3), rng.standard_normal(3)
     taps = np.empty((9, 3 * 4 * 5))
