@@ -409,7 +409,7 @@ def prepare_forward(weight, bias, geometry, epilogue=None):
     if _use_stride2(geometry):
         chunks = _channel_chunks(*output_shape[:2])
         W, W_out, (ph, pw) = geometry.input_shape[3], output_shape[3], geometry.padding
-        in_lo, in_hi = _interior_columns(W_out, W, 2, pw, 3)
+        _, _, in_lo, in_hi = _column_ranges(W_out, W, 2, pw, 1, 3)   # the columns all three taps reach
         zeros = np.zeros(W, dtype=dtype)                              # an input row of the zero padding
 
         def stride2_forward(x):                                       # the epilogue inside the kernel
@@ -441,7 +441,7 @@ def prepare_forward(weight, bias, geometry, epilogue=None):
         N, C, H, W = geometry.input_shape
         kH, kW = geometry.kernel_size
         taps = np.empty((kH * kW, C * H * W), dtype=dtype)            # (kH*kW, C*H*W): once per prepared forward
-        _across_channels_taps_kernel(weight, H, W, *loop[2:], taps)
+        _across_channels_taps_kernel(weight, _taps_inside_plane(H, W, kH, kW, *loop[2:]), taps)
 
         def across_channels_forward(x):                               # the epilogue inside the kernel
             y = np.empty(output_shape, dtype=dtype)
@@ -543,7 +543,7 @@ def _backward_across_channels(grad_out, x, weight, geometry, want_input, want_we
         turned = np.ascontiguousarray(weight[:, :, ::-1, ::-1])
         turned_ph, turned_pw = dh * (kH - 1) - ph, dw * (kW - 1) - pw
         taps = np.empty((kH * kW, C * H * W), dtype=dtype)
-        _across_channels_taps_kernel(turned, H, W, turned_ph, turned_pw, dh, dw, taps)
+        _across_channels_taps_kernel(turned, _taps_inside_plane(H, W, kH, kW, turned_ph, turned_pw, dh, dw), taps)
         grad_x = np.empty(geometry.input_shape, dtype=dtype)
         nonfinite = np.empty(N, dtype=np.int64)
         nothing = _empty_bias(dtype)
@@ -631,14 +631,6 @@ def _column_ranges(W_out, W, s, p, d, k):
     in_lo = tap_lo[0]
     in_hi = max(in_lo, tap_hi[k - 1])
     return tap_lo, tap_hi, in_lo, in_hi
-
-
-def _interior_columns(W_out, W, s, p, k):
-    """``[in_lo, in_hi)``: the output columns where all ``k`` taps of a kernel row (stride ``s``, padding
-    ``p``, dilation 1) read inside the image; the others are border columns (Python twin of
-    :func:`_column_ranges`' last two results)."""
-    in_lo = valid_output_range(W_out, W, s, -p)[0]
-    return in_lo, max(in_lo, valid_output_range(W_out, W, s, k - 1 - p)[1])
 
 
 @inline_jit
@@ -735,7 +727,7 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
     for kh in range(kH):
         kw = 0
         while kw < kW:                              # up to three taps of the row per pass over ``total``
-            taps = min(3, kW - kw) if kW - kw != 4 else 2   # a row of 4, 5 or 7: 2+2, 3+2, 3+3+1
+            taps = _taps_per_pass(kW - kw)
             tap0 = _flat_tap_run(phases, kh, kw, sh, sw, dh, dw, phase_width, run)   # every output's input
             if taps == 3:
                 run_add_taps3(total, tap0, _flat_tap_run(phases, kh, kw + 1, sh, sw, dh, dw, phase_width, run),
@@ -774,6 +766,13 @@ def _write_out_row(source, out_row, c, bias, has_bias, finished, scale, shift, l
     else:
         for ow in range(out_row.shape[0]):
             out_row[ow] = source[ow]
+
+
+@inline_jit
+def _taps_per_pass(remaining):
+    """How many of a kernel row's ``remaining`` taps the next pass over a run adds: up to three, and four as
+    2+2 rather than 3+1 (a row of 5 goes 3+2, of 7 3+3+1)."""
+    return min(3, remaining) if remaining != 4 else 2
 
 
 @inline_jit
@@ -962,7 +961,7 @@ def _forward_stride2_3x3_kernel(x, weight, bias, y, chunks, ph, pw, in_lo, in_hi
     for ``pw = 1``) add their taps inside the image one at a time. The products are added in the
     flat-run kernel's order, so the bits are its bits (a border column skips the taps that read the
     zero padding, where that kernel adds ``+-0``: a zero's sign at most), without that kernel's copy of
-    the plane into four phases. ``in_lo``, ``in_hi`` come from :func:`_interior_columns`.
+    the plane into four phases. ``in_lo``, ``in_hi`` come from :func:`_column_ranges`.
 
     ``scale``, ``shift``, ``low``, ``high``, ``hardswish``: the epilogue, as :func:`_forward_flat_kernel`'s,
     applied to each output row as soon as it is computed.
@@ -1006,24 +1005,21 @@ def _input_row(x_plane, row, zeros):
 
 
 @parallel_jit
-def _across_channels_taps_kernel(weight, H, W, ph, pw, dh, dw, taps):
+def _across_channels_taps_kernel(weight, inside, taps):
     """``taps[t, c*H*W + i] = weight[c, 0, kh, kw]`` (tap ``t = kh*kW + kw``) where output pixel ``i`` of a
-    "same" stride-1 plane reads that tap inside the plane, and 0 where it reads the zero padding.
+    "same" stride-1 plane reads that tap inside the plane (``inside[t, i]``, :func:`_taps_inside_plane`),
+    and 0 where it reads the zero padding.
 
     ``taps``: (kH*kW, C*H*W), filled here; the weights of :func:`_forward_across_channels_kernel`.
     """
     C, _, kH, kW = weight.shape
-    HW = H * W
+    HW = inside.shape[1]
     for c in prange(C):
-        for kh in range(kH):
-            for kw in range(kW):
-                w = weight[c, 0, kh, kw]
-                row = taps[kh * kW + kw, c * HW:(c + 1) * HW]   # (H*W,) this channel's pixels
-                for oh in range(H):
-                    ih = oh + kh * dh - ph
-                    for ow in range(W):
-                        iw = ow + kw * dw - pw
-                        row[oh * W + ow] = w if 0 <= ih < H and 0 <= iw < W else 0.0
+        for t in range(kH * kW):
+            w = weight[c, 0, t // kW, t % kW]
+            row, keep = taps[t, c * HW:(c + 1) * HW], inside[t]    # (H*W,) this channel's pixels
+            for i in range(HW):
+                row[i] = w if keep[i] else 0.0
 
 
 @parallel_jit
@@ -1063,7 +1059,7 @@ def _forward_across_channels_kernel(x, taps, bias, y, kH, kW, ph, pw, dh, dw, sc
         for kh in range(kH):
             kw = 0
             while kw < kW:                              # up to three taps of the row per pass, as flat
-                count = min(3, kW - kw) if kW - kw != 4 else 2
+                count = _taps_per_pass(kW - kw)
                 t = kh * kW + kw                        # the group's first tap
                 first = (kh * dh - ph) * W + kw * dw - pw   # tap t of output j reads x_run[j + first]
                 last = first + (count - 1) * dw

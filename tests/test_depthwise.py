@@ -890,7 +890,7 @@ def test_stride2_kernel_small_case_runs_as_python_too(rng):
     x, weight, bias = rng.standard_normal((1, 2, 7, 8)), rng.standard_normal((2, 1, 3, 3)), rng.standard_normal(2)
     scale, shift = rng.standard_normal(2), rng.standard_normal(2)
     geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
-    in_lo, in_hi = D._interior_columns(4, 8, 2, 1, 3)                 # W_out, W, stride, padding, kernel
+    _, _, in_lo, in_hi = D._column_ranges(4, 8, 2, 1, 1, 3)          # W_out, W, stride, padding, dilation, kernel
     y = np.empty(geometry.output_shape)
     D._forward_stride2_3x3_kernel(x, weight, bias, y, 2, 1, 1, in_lo, in_hi, np.zeros(8), scale, shift, 0.0, 6.0, False)
     expected = R.depthwise_conv2d_forward(x, weight, bias, stride=2, padding=1)
@@ -1041,7 +1041,7 @@ def test_across_channels_kernels_small_case_runs_as_python_too(rng):
     x, weight, bias = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((3, 1, 3, 3)), rng.standard_normal(3)
     scale, shift = rng.standard_normal(3), rng.standard_normal(3)
     taps = np.empty((9, 3 * 4 * 5))
-    D._across_channels_taps_kernel(weight, 4, 5, 1, 1, 1, 1, taps)
+    D._across_channels_taps_kernel(weight, D._taps_inside_plane(4, 5, 3, 3, 1, 1, 1, 1), taps)
     y, nonfinite = np.empty(x.shape), np.empty(2, dtype=np.int64)
     D._forward_across_channels_kernel(x, taps, bias, y, 3, 3, 1, 1, 1, 1, scale, shift, 0.0, 6.0, False, nonfinite)
     expected = R.depthwise_conv2d_forward(x, weight, bias, padding=1)
