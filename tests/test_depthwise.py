@@ -583,17 +583,25 @@ def test_flat_forward_adds_the_taps_of_a_row_in_order_whatever_their_grouping(ke
     np.testing.assert_array_equal(depthwise_conv2d_forward(x, weight, padding=padding), expected)
 
 
+@pytest.mark.parametrize("x_shape, kernel_size, stride", [
+    ((2, 5, 12, 12), 3, 1),       # a run of 12 x 14 values, finished in one pass before its rows are copied out
+    ((1, 3, 64, 64), 3, 1),       # 64 x 66 > FINISH_WHOLE_RUN_MAX_VALUES: finished row by row
+    ((1, 3, 40, 40), 5, 2),       # stride 2 (its phases), a whole-run finish
+])
 @pytest.mark.parametrize("low, high, hardswish", [(-np.inf, np.inf, False), (0.0, 6.0, False), (-np.inf, np.inf, True)])
-def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(low, high, hardswish, rng):
-    """The flat kernel finishes each output with clip(y * scale + shift), then hard swish if asked, as it
-    writes it: the same bits as the convolution followed by kernels.batchnorm.finish_channels."""
+def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(x_shape, kernel_size, stride, low, high, hardswish, rng):
+    """The flat kernel finishes each output with clip(y * scale + shift), then hard swish if asked, before it
+    writes it out: the same bits as the convolution followed by kernels.batchnorm.finish_channels."""
     from kernels.batchnorm import finish_channels
-    x = 3 * rng.standard_normal((2, 5, 12, 12)).astype(np.float32)
-    weight = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
-    bias = rng.standard_normal(5).astype(np.float32)
-    scale, shift = rng.standard_normal(5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
-    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, 1, 1)
-    assert D._use_flat(geometry)                        # (9 x 9 planes, in this test before, were not)
+    C = x_shape[1]
+    x = 3 * rng.standard_normal(x_shape).astype(np.float32)
+    weight = rng.standard_normal((C, 1, kernel_size, kernel_size)).astype(np.float32)
+    bias = rng.standard_normal(C).astype(np.float32)
+    scale, shift = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, stride, kernel_size // 2, 1)
+    assert D._use_flat(geometry) and not D._use_stride2(geometry)
+    run = geometry.output_shape[2] * -(-(x_shape[3] + 2 * (kernel_size // 2)) // stride)
+    assert (run > D.FINISH_WHOLE_RUN_MAX_VALUES) == (x_shape[2] == 64)
     fused = D._forward(x, weight, bias, geometry, (scale, shift, low, high, hardswish))
     separate = finish_channels(D._forward(x, weight, bias, geometry), (scale, shift, low, high, hardswish))
     np.testing.assert_array_equal(fused, separate)
