@@ -1,18 +1,20 @@
 """The one place where numba options are chosen for every kernel.
 
-Three decorators:
+Four decorators:
 
-* ``jit``           -- serial kernels: ``cache=True`` (``njit`` is always nopython).
-* ``parallel_jit``  -- kernels whose outer loop is a ``prange`` over *disjoint* writes:
-                       ``cache=True, parallel=True``.
-* ``inline_jit``    -- small helpers pasted into their callers (``inline="always"``).
+* ``jit``              -- serial kernels: ``cache=True`` (``njit`` is always nopython).
+* ``parallel_jit``     -- kernels whose outer loop is a ``prange`` over *disjoint* writes:
+                          ``cache=True, parallel=True``.
+* ``parallel_sum_jit`` -- the same for a kernel of dot products, whose sums LLVM may reorder (the one
+                          fastmath flag used, ``reassoc``; see its docstring for why it is harmless).
+* ``inline_jit``       -- small helpers pasted into their callers (``inline="always"``).
 
 and four helpers: ``one_blas_thread`` / ``serial_blas`` (one BLAS thread around a block / around our
 GEMM-based kernels), ``num_threads`` and ``compiled_on_this_machine`` (is the on-disk cache warm?).
 
 ``cache=True`` stores the compiled machine code next to the source (``__pycache__``), so a second
-process does not spend 1-12 s per kernel signature recompiling. ``fastmath`` is deliberately off:
-it would let LLVM reorder floating-point sums, and no test here proves that harmless.
+process does not spend 1-12 s per kernel signature recompiling. ``fastmath`` is off everywhere else: its
+other flags assume values finite or change roundings, and no test here proves those harmless.
 
 Setting the environment variable ``NUMBA_DISABLE_JIT=1`` turns every kernel back into plain Python
 (``prange`` becomes ``range``); the test suite runs a subset that way so the bodies stay readable and
@@ -37,6 +39,22 @@ def jit(function):
 def parallel_jit(function):
     """Compile ``function`` with numba; its ``prange`` loops run on all threads (cached)."""
     return numba.njit(parallel=True, **_COMMON_OPTIONS)(function)
+
+
+def parallel_sum_jit(function):
+    """:func:`parallel_jit` for a kernel made of dot products: LLVM may reorder the additions of a sum
+    (numba's ``fastmath={"reassoc"}``, that one flag only), so that ``s += a[j] * b[j]`` runs as vectors,
+    its partial sums in registers. Without it a sum is added strictly in order, one value at a time, and the
+    kernels keep a partial sum per value in memory instead (a load and a store for every product).
+
+    Only the order of the additions changes: no value is assumed finite, no product is fused or
+    approximated. The order is fixed by the compiled code, so reruns and thread counts give the same bits
+    on a machine (a machine with other vector units compiles another order, as its BLAS does). The tests
+    that make it harmless for the one kernel using it, ``kernels.depthwise._weight_gradient_dots_kernel``:
+    float32 and float64 agreement with the reference, bit-identical reruns and 1 vs 2 threads, and
+    infinite inputs reaching only the weights that read them (``tests/test_depthwise.py``).
+    """
+    return numba.njit(parallel=True, fastmath={"reassoc"}, cache=True, nogil=True)(function)
 
 
 def inline_jit(function):

@@ -17,7 +17,9 @@ an AVX-512 machine with numba 0.6x:
   2-core AMD EPYC): pass the offset ``k`` along instead of slicing first.
 
 The ``run_add_taps*`` helpers are the loops of the flat-run kernels (:mod:`kernels.depthwise`), where a
-whole zero-padded plane is one run and up to three taps share a pass over it.
+whole zero-padded plane is one run and up to three taps share a pass over it; the ``masked_dot*`` helpers
+are those of the depthwise weight gradient's dot products, which vectorise only inside a kernel that lets
+LLVM reorder a sum (``_jit.parallel_sum_jit``).
 
 Notation: ``n`` elements, input stride ``s`` (the convolution stride).
 """
@@ -115,6 +117,49 @@ def run_multiply_tap(total, x0, w0, n):
     """``total[j] = total[j] + w0[j]*x0[j]`` for ``j < n``: one tap, weights along the run."""
     for j in range(n):
         total[j] = total[j] + w0[j] * x0[j]
+
+
+@inline_jit
+def masked_dots3(g, x0, x1, x2, m0, m1, m2, n):
+    """``(s0, s1, s2)``, ``s_k = sum_(j < n, m_k[j]) g[j] * x_k[j]``: three taps' weight gradients over one run.
+
+    ``g`` is read once for the three. A product whose mask is false is replaced by 0 after it is made,
+    so an infinite or nan ``x_k[j]`` there adds nothing (``0 * inf`` would be nan). Meant for a
+    ``_jit.parallel_sum_jit`` kernel, where each sum runs as vectors; in strict order it would not.
+    """
+    zero = g.dtype.type(0)
+    s0, s1, s2 = zero, zero, zero
+    for j in range(n):
+        gj = g[j]
+        p0, p1, p2 = gj * x0[j], gj * x1[j], gj * x2[j]
+        s0 += p0 if m0[j] else zero
+        s1 += p1 if m1[j] else zero
+        s2 += p2 if m2[j] else zero
+    return s0, s1, s2
+
+
+@inline_jit
+def masked_dots2(g, x0, x1, m0, m1, n):
+    """``(s0, s1)``: two taps of :func:`masked_dots3`."""
+    zero = g.dtype.type(0)
+    s0, s1 = zero, zero
+    for j in range(n):
+        gj = g[j]
+        p0, p1 = gj * x0[j], gj * x1[j]
+        s0 += p0 if m0[j] else zero
+        s1 += p1 if m1[j] else zero
+    return s0, s1
+
+
+@inline_jit
+def masked_dot(g, x0, m0, n):
+    """``s0``: one tap of :func:`masked_dots3`."""
+    zero = g.dtype.type(0)
+    s0 = zero
+    for j in range(n):
+        p0 = g[j] * x0[j]
+        s0 += p0 if m0[j] else zero
+    return s0
 
 
 @inline_jit

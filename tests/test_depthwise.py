@@ -259,7 +259,7 @@ def kernel_calls(monkeypatch):
              "_forward_channels_last_kernel", "_backward_channels_last_kernel", "_forward_flat_kernel",
              "_backward_weight_flat_kernel", "_forward_one_pixel_kernel", "_backward_one_pixel_kernel",
              "_backward_input_phases_kernel", "_forward_stride2_3x3_kernel", "_forward_across_channels_kernel",
-             "_weight_gradient_across_channels_kernel"]
+             "_weight_gradient_across_channels_kernel", "_weight_gradient_dots_kernel"]
     for name in names:
         original = getattr(D, name)
 
@@ -292,20 +292,21 @@ def test_public_depthwise_functions_choose_the_row_kernels_when_they_apply(kerne
 
 
 @pytest.mark.parametrize("x_shape, weight_shape, expected", [
-    ((1, 2, 32, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
-    ((1, 2, 28, 28), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_channels_last_kernel"]),
-    ((2, 2, 28, 28), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
+    ((1, 2, 32, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_weight_gradient_dots_kernel"]),
+    ((1, 2, 32, 32), (2, 1, 5, 5), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),  # not "same"
+    ((1, 2, 28, 28), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_weight_gradient_dots_kernel"]),
+    ((2, 2, 28, 28), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_weight_gradient_dots_kernel"]),
     ((1, 2, 11, 11), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((1, 2, 10, 10), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 8, 8), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((2, 2, 11, 11), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
     ((16, 2, 8, 8), (2, 1, 3, 3), ["_forward_across_channels_kernel"] * 2
                                    + ["_weight_gradient_across_channels_kernel"]),   # 16 images: across channels
-    ((2, 2, 12, 12), (2, 1, 3, 3), ["_forward_flat_kernel"] + ["_backward_channels_last_kernel"] * 2),
-    ((2, 2, 16, 16), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
+    ((2, 2, 12, 12), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_weight_gradient_dots_kernel"]),
+    ((2, 2, 16, 16), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_weight_gradient_dots_kernel"]),
     ((2, 2, 1, 1), (2, 1, 3, 3), ["_forward_one_pixel_kernel"] + ["_backward_one_pixel_kernel"] * 2),
     ((1, 2, 4, 4), (2, 1, 3, 3), ["_forward_channels_last_kernel"] + ["_backward_channels_last_kernel"] * 2),
-    ((1, 2, 33, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_backward_weight_flat_kernel"]),
+    ((1, 2, 33, 32), (2, 1, 3, 3), ["_forward_flat_kernel"] * 2 + ["_weight_gradient_dots_kernel"]),
     ((1, 2, 8, 8), (4, 1, 3, 3), ["_forward_rows_kernel", "_backward_input_rows_stride1_kernel",
                                   "_backward_weight_rows_kernel"]),          # multiplier 2: plane loops
 ])
@@ -786,13 +787,13 @@ def test_flat_kernels_small_case_runs_as_python_too(rng, kernel_calls):
     D._forward_flat_kernel(x, weight, nothing, strided, 1, 2, 2, 1, 1, 1, 1, nothing, nothing, -np.inf, np.inf,
                            False)                                      # one iteration: both channels share buffers
     assert_close(strided, R.depthwise_conv2d_forward(x, weight, stride=2, padding=1), np.float64)
-    flat = D._depthwise_geometry((2, 2, 16, 16), weight.shape, 1, 1, 1)     # two images: both gradients flat
-    x16, g16 = rng.standard_normal((2, 2, 16, 16)), rng.standard_normal((2, 2, 16, 16))
+    flat = D._depthwise_geometry((2, 2, 16, 16), weight.shape, 1, 0, 1)     # two images, no padding: both flat
+    x16, g16 = rng.standard_normal((2, 2, 16, 16)), rng.standard_normal((2, 2, 14, 14))
     kernel_calls.clear()
     grad_x, grad_weight = D._backward(g16, x16, weight, flat)
     assert kernel_calls == ["_forward_flat_kernel", "_backward_weight_flat_kernel"]   # (turned filter: forward)
-    assert_close(grad_x, R.depthwise_conv2d_backward_input(g16, weight, x16.shape, padding=1), np.float64)
-    assert_close(grad_weight, R.depthwise_conv2d_backward_weight(g16, x16, weight.shape, padding=1), np.float64)
+    assert_close(grad_x, R.depthwise_conv2d_backward_input(g16, weight, x16.shape), np.float64)
+    assert_close(grad_weight, R.depthwise_conv2d_backward_weight(g16, x16, weight.shape), np.float64)
     grad_out = np.ascontiguousarray(grad_out[:, :, :4, :4])    # stride 2's output (contiguous, as the layers pass)
     strided_input = np.empty(x.shape)
     D._backward_input_phases_kernel(grad_out, weight, strided_input, 2, 2, 1, 1, 1, 1)
@@ -1059,6 +1060,95 @@ def test_across_channels_kernels_small_case_runs_as_python_too(rng):
     D._weight_gradient_across_channels_kernel(grad_out, x, D._taps_inside_plane(4, 5, 3, 3, 1, 1, 1, 1), 2, 3, 3, 1, 1,
                                               1, 1, grad_weight)
     assert_close(grad_weight, R.depthwise_conv2d_backward_weight(grad_out, x, weight.shape, padding=1), np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The dot-product weight gradient (stride-1 "same" planes from DOTS_WEIGHT_GRADIENT_MIN_PIXELS)
+# ----------------------------------------------------------------------------------------------------
+DOTS_CASES = {                              # x shape, kernel (kH, kW), padding, dilation
+    "12x12_3x3": ((2, 3, 12, 12), (3, 3), 1, 1),        # the smallest plane it takes
+    "odd_plane": ((1, 4, 13, 17), (3, 3), 1, 1),
+    "5x5": ((2, 3, 14, 14), (5, 5), 2, 1),              # a kernel row in two passes (3 + 2 taps)
+    "dilation_2": ((1, 2, 15, 12), (3, 3), 2, 2),       # taps two columns and two rows apart
+    "3x5_kernel": ((1, 2, 12, 16), (3, 5), (1, 2), 1),
+    "7x7_kernel": ((1, 2, 16, 16), (7, 7), 3, 1),       # 3 + 3 + 1 taps per kernel row
+    "one_row": ((2, 2, 1, 160), (3, 3), 1, 1),          # the top and bottom kernel rows read only padding
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", list(DOTS_CASES))
+def test_weight_gradient_dots_match_the_reference(case, dtype, rng, kernel_calls):
+    x_shape, kernel, padding, dilation = DOTS_CASES[case]
+    params = dict(padding=padding, dilation=dilation)
+    C = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal((C, 1) + kernel).astype(dtype)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, padding, dilation)
+    assert D._use_weight_gradient_dots(geometry)
+    grad_out = rng.standard_normal(geometry.output_shape).astype(dtype)
+    grad_weight = depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params)
+    assert kernel_calls == ["_weight_gradient_dots_kernel"]
+    assert_close(grad_weight, R.depthwise_conv2d_backward_weight(grad_out, x, weight.shape, **params), dtype)
+    grad_x, both_weight = D._backward(grad_out, x, weight, geometry)            # the layer's call
+    assert kernel_calls[1:] == ["_forward_flat_kernel", "_weight_gradient_dots_kernel"]
+    np.testing.assert_array_equal(both_weight, grad_weight)
+    assert_close(grad_x, R.depthwise_conv2d_backward_input(grad_out, weight, x.shape, **params), dtype)
+
+
+def test_weight_gradient_dots_give_the_same_bits_on_one_and_two_threads_and_in_reruns(rng, restore_numba_threads):
+    """The kernel may reorder each dot product's additions (``reassoc``), but the order is fixed by its
+    compiled code: one channel per iteration, the images in order."""
+    x = rng.standard_normal((3, 37, 14, 14)).astype(np.float32)
+    grad_out = rng.standard_normal((3, 37, 14, 14)).astype(np.float32)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS, 1):
+        numba.set_num_threads(threads)
+        results.append(depthwise_conv2d_backward_weight(grad_out, x, (37, 1, 3, 3), padding=1))
+    for result in results[1:]:
+        np.testing.assert_array_equal(result, results[0])
+
+
+def test_weight_gradient_dots_keep_what_is_not_finite_where_it_belongs(rng):
+    """A tap's read that crosses into the row before or after is made and its product dropped: an infinite
+    input there must not turn that tap's weight gradient into nan (``0 * inf``). Only the taps that read it
+    inside the plane are not finite, as in the reference."""
+    x = rng.standard_normal((2, 3, 12, 12))
+    grad_out = rng.standard_normal((2, 3, 12, 12))
+    x[0, 1, 4, 11] = np.inf                 # the last column: tap kw = 0 of the next row's first output crosses to it
+    x[1, 2, 0, 0] = np.nan                  # a corner: the first value of the plane's copy
+    grad_weight = depthwise_conv2d_backward_weight(grad_out, x, (3, 1, 3, 3), padding=1)
+    expected = R.depthwise_conv2d_backward_weight(grad_out, x, (3, 1, 3, 3), padding=1)
+    np.testing.assert_array_equal(np.isfinite(grad_weight), np.isfinite(expected))
+    assert np.isfinite(grad_weight[1, 0, :, 0]).all()    # the kw = 0 taps never read column 11 inside the plane
+    finite = np.isfinite(expected)
+    assert_close(grad_weight[finite], expected[finite], np.float64)
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, stride, padding, expected", [
+    ((1, 3, 12, 12), (3, 1, 3, 3), 1, 1, True),
+    ((1, 3, 11, 11), (3, 1, 3, 3), 1, 1, False),         # DOTS_WEIGHT_GRADIENT_MIN_PIXELS
+    ((8, 3, 14, 14), (3, 1, 5, 5), 1, 2, True),
+    ((1, 3, 14, 14), (3, 1, 3, 3), 1, 0, False),         # not "same": the output is smaller
+    ((1, 3, 14, 14), (3, 1, 3, 3), 2, 1, False),         # stride 2
+    ((1, 3, 14, 14), (6, 1, 3, 3), 1, 1, False),         # two output channels per input channel
+])
+def test_weight_gradient_dots_take_stride_1_same_planes_from_12x12(x_shape, weight_shape, stride, padding, expected):
+    geometry = D._depthwise_geometry(x_shape, weight_shape, stride, padding, 1)
+    assert D._use_weight_gradient_dots(geometry) is expected
+
+
+@pytest.mark.nojit
+def test_weight_gradient_dots_small_case_runs_as_python_too(rng):
+    """Small enough for NUMBA_DISABLE_JIT=1: the kernel as plain Python, 3x3 and 5x5, against the reference."""
+    for kernel, padding in ((3, 1), (5, 2)):
+        x = rng.standard_normal((2, 2, 12, 12))
+        grad_out = rng.standard_normal((2, 2, 12, 12))
+        grad_weight = np.empty((2, 1, kernel, kernel))
+        D._weight_gradient_dots_kernel(grad_out, x, D._taps_inside_plane(12, 12, kernel, kernel, padding, padding, 1, 1),
+                                       grad_weight, padding, padding, 1, 1)
+        assert_close(grad_weight, R.depthwise_conv2d_backward_weight(grad_out, x, grad_weight.shape, padding=padding),
+                     np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------
