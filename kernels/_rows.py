@@ -90,6 +90,17 @@ def run_add_taps3(total, x0, x1, x2, w0, w1, w2, n):
 
 
 @inline_jit
+def run_add_taps5(total, x, step, w, n):
+    """``total[j] = ((((total[j] + w[0]*x[j]) + w[1]*x[j + step]) + ...) + w[4]*x[j + 4*step]`` for ``j < n``:
+    a 5-tap kernel row in one pass, added in order (the bits of :func:`run_add_taps3` then
+    :func:`run_add_taps2`, which read and write ``total`` twice)."""
+    w0, w1, w2, w3, w4 = w[0], w[1], w[2], w[3], w[4]
+    x0, x1, x2, x3, x4 = x, x[step:], x[2 * step:], x[3 * step:], x[4 * step:]
+    for j in range(n):
+        total[j] = ((((total[j] + w0 * x0[j]) + w1 * x1[j]) + w2 * x2[j]) + w3 * x3[j]) + w4 * x4[j]
+
+
+@inline_jit
 def run_add_taps2(total, x0, x1, w0, w1, n):
     """``total[j] = (total[j] + w0*x0[j]) + w1*x1[j]`` for ``j < n``: two taps, in order (as run_add_taps3)."""
     for j in range(n):
@@ -117,6 +128,29 @@ def run_multiply_tap(total, x0, w0, n):
     """``total[j] = total[j] + w0[j]*x0[j]`` for ``j < n``: one tap, weights along the run."""
     for j in range(n):
         total[j] = total[j] + w0[j] * x0[j]
+
+
+@inline_jit
+def run_taps9(total, padded, row_step, column_step, w, n):
+    """``total[j] = sum_(kh, kw) w[kh, kw] * padded[j + kh*row_step + kw*column_step]`` for ``j < n``: a whole
+    3x3 kernel in one pass over a flat run, each output computed in one go and stored once.
+
+    The products are added in the order of :func:`run_add_taps3`'s three passes from zero (kernel rows in
+    turn, taps of a row in turn), so the bits are those passes'; the run is written once instead of read
+    and written three times. The weights are read into locals first (as in :func:`stride2_kernel3`).
+    """
+    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+    x00, x01, x02 = padded, padded[column_step:], padded[2 * column_step:]
+    x10, x11, x12 = padded[row_step:], padded[row_step + column_step:], padded[row_step + 2 * column_step:]
+    x20, x21 = padded[2 * row_step:], padded[2 * row_step + column_step:]
+    x22 = padded[2 * row_step + 2 * column_step:]
+    zero = total.dtype.type(0)
+    for j in range(n):
+        v = ((zero + w00 * x00[j]) + w01 * x01[j]) + w02 * x02[j]
+        v = ((v + w10 * x10[j]) + w11 * x11[j]) + w12 * x12[j]
+        total[j] = ((v + w20 * x20[j]) + w21 * x21[j]) + w22 * x22[j]
 
 
 @inline_jit

@@ -567,21 +567,28 @@ def test_flat_forward_splits_strided_planes_into_phases_correctly(x_shape, kerne
                  dtype)
 
 
-@pytest.mark.parametrize("kernel_width", [1, 2, 3, 4, 5, 7])
-def test_flat_forward_adds_the_taps_of_a_row_in_order_whatever_their_grouping(kernel_width, rng):
-    """The flat kernel adds up to three taps per loop (3+3+1 for a row of 7, 2+2 for 4): the same bits as
-    one pass per tap, ``total += w[kh, kw] * tap`` in row-major tap order (NumPy, float32 like the kernel)."""
+@pytest.mark.parametrize("kernel_height, kernel_width, dilation", [
+    (3, 1, 1), (3, 2, 1), (3, 3, 1), (3, 4, 1), (3, 5, 1), (3, 7, 1),
+    (5, 5, 1),                    # rows of five taps in one pass each
+    (3, 3, 2),                    # the one-pass 3x3 with its taps two rows and columns apart
+])
+def test_flat_forward_adds_the_taps_of_a_row_in_order_whatever_their_grouping(kernel_height, kernel_width, dilation,
+                                                                             rng):
+    """The flat kernel adds a 3x3 kernel in one pass, a row of five taps in one, other rows up to three taps
+    per loop (3+3+1 for a row of 7, 2+2 for 4): the same bits as one pass per tap, ``total += w[kh, kw] *
+    tap`` in row-major tap order (NumPy, float32 like the kernel)."""
     x = rng.standard_normal((1, 2, 12, 13)).astype(np.float32)
-    weight = rng.standard_normal((2, 1, 3, kernel_width)).astype(np.float32)
-    padding = (1, kernel_width // 2)
-    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, padding, 1)
+    weight = rng.standard_normal((2, 1, kernel_height, kernel_width)).astype(np.float32)
+    padding = (dilation * (kernel_height // 2), dilation * (kernel_width // 2))
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, padding, dilation)
     assert D._use_flat(geometry)
     _, _, H_out, W_out = geometry.output_shape
-    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (padding[1], padding[1])))
+    padded = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
     expected = np.zeros(geometry.output_shape, dtype=np.float32)
-    for kh, kw in itertools.product(range(3), range(kernel_width)):
-        expected += weight[None, :, 0, kh, kw, None, None] * padded[:, :, kh:kh + H_out, kw:kw + W_out]
-    np.testing.assert_array_equal(depthwise_conv2d_forward(x, weight, padding=padding), expected)
+    for kh, kw in itertools.product(range(kernel_height), range(kernel_width)):
+        rows, columns = kh * dilation, kw * dilation
+        expected += weight[None, :, 0, kh, kw, None, None] * padded[:, :, rows:rows + H_out, columns:columns + W_out]
+    np.testing.assert_array_equal(depthwise_conv2d_forward(x, weight, padding=padding, dilation=dilation), expected)
 
 
 @pytest.mark.parametrize("x_shape, kernel_size, stride", [
