@@ -131,21 +131,18 @@ def run_multiply_tap(total, x0, w0, n):
 
 
 @inline_jit
-def run_taps9(total, padded, row_step, column_step, w, n):
-    """``total[j] = sum_(kh, kw) w[kh, kw] * padded[j + kh*row_step + kw*column_step]`` for ``j < n``: a whole
-    3x3 kernel in one pass over a flat run, each output computed in one go and stored once.
+def run_taps9(total, x00, x01, x02, x10, x11, x12, x20, x21, x22, w, n):
+    """``total[j] = sum_(kh, kw) w[kh, kw] * x_khkw[j]`` for ``j < n``: a whole 3x3 kernel in one pass over a
+    flat run, each output computed in one go and stored once; ``x_khkw`` is tap ``(kh, kw)``'s run.
 
     The products are added in the order of :func:`run_add_taps3`'s three passes from zero (kernel rows in
     turn, taps of a row in turn), so the bits are those passes'; the run is written once instead of read
-    and written three times. The weights are read into locals first (as in :func:`stride2_kernel3`).
+    and written three times. The weights are read into locals first: ``total``'s stores could alias ``w``
+    as far as LLVM knows, so ``w[...]`` inside the loop would be read again for every output.
     """
     w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
     w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
     w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-    x00, x01, x02 = padded, padded[column_step:], padded[2 * column_step:]
-    x10, x11, x12 = padded[row_step:], padded[row_step + column_step:], padded[row_step + 2 * column_step:]
-    x20, x21 = padded[2 * row_step:], padded[2 * row_step + column_step:]
-    x22 = padded[2 * row_step + 2 * column_step:]
     zero = total.dtype.type(0)
     for j in range(n):
         v = ((zero + w00 * x00[j]) + w01 * x01[j]) + w02 * x02[j]
@@ -194,29 +191,6 @@ def masked_dot(g, x0, m0, n):
         p0 = g[j] * x0[j]
         s0 += p0 if m0[j] else zero
     return s0
-
-
-@inline_jit
-def stride2_kernel3(y, x0, x1, x2, w, n):
-    """``y[j] = sum_(kh, kw) w[kh, kw] * x_kh[2j + kw]`` for ``j < n``: a whole 3x3 kernel at stride 2 in
-    registers, each output computed in one go and stored once.
-
-    ``x_kh`` is input row ``kh`` of the output row's window, seen from the first tap's column. The
-    products are added in the order of the flat-run kernel's passes (``_rows.run_add_taps3``: kernel
-    rows in turn, taps of a row in turn, from zero), so the bits are that kernel's. The stride is the
-    literal 2, so LLVM can read each row as interleaved vectors (a runtime stride ``x[j*s]`` compiles
-    to scalar loads, module docstring). The weights are read into locals first: ``y``'s stores could
-    alias ``w`` as far as LLVM knows, so ``w[...]`` inside the loop would be read again for every output.
-    """
-    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
-    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
-    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-    zero = y.dtype.type(0)
-    for j in range(n):
-        i = 2 * j
-        v = ((zero + w00 * x0[i]) + w01 * x0[i + 1]) + w02 * x0[i + 2]
-        v = ((v + w10 * x1[i]) + w11 * x1[i + 1]) + w12 * x1[i + 2]
-        y[j] = ((v + w20 * x2[i]) + w21 * x2[i + 1]) + w22 * x2[i + 2]
 
 
 @inline_jit

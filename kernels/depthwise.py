@@ -12,19 +12,16 @@ Cost for an output of ``H_out x W_out``::
     depthwise:  kH*kW * C * H_out*W_out               multiply-accumulates (MACs)
     standard:   kH*kW * C_in * C_out * H_out*W_out    -> depthwise is 1/C_out of it
 
-Parallel iterations never write to the same memory. Eight kinds of loops appear:
+Parallel iterations never write to the same memory. Seven kinds of loops appear:
 
-* the **flat-run** path (stride 1 from 11x11 planes for one image and from 12x12 for a batch, strided
-  planes above 32x32 but for 3x3 at stride 2; both gradients at stride 1 from 16x16): each plane is
-  copied zero-padded into one flat array, where output ``(oh, ow)`` sits at ``oh*Wp + ow`` and every tap
-  reads at a fixed offset from it, so one tap is *one* vectorised loop over the whole plane (a stride is first split
-  into phases, inside which it is stride 1 again). The input gradient at stride 1 is the same kernel
-  with the filter turned by 180 degrees.
-
-* the **stride-2** path for 3x3 kernels on planes from 24x24 (MobileNet's stride-2 layers at 224, and
-  above 32x32 with several images): output row by output row, each output is computed from its nine
-  taps at once and stored once, the input rows read at a *literal* stride 2, which LLVM vectorises
-  with shuffles; no copy of the plane.
+* the **flat-run** path (stride 1 from 11x11 planes for one image and from 12x12 for a batch, 3x3 at
+  stride 2 from 20x20 for one image and 24x24 for a batch, other strided planes above 32x32; both
+  gradients at stride 1 from 12x12 "same" planes or 16x16 others): each plane is copied zero-padded into
+  one flat array, where output ``(oh, ow)`` sits at ``oh*Wp + ow`` and every tap reads at a fixed offset
+  from it, so one tap is *one* vectorised loop over the whole plane, and a 3x3 kernel one loop for all
+  nine taps (a stride is first split into phases, inside which it is stride 1 again; stride 2 copies them
+  with a literal stride, which LLVM vectorises). The input gradient at stride 1 is the same kernel with
+  the filter turned by 180 degrees.
 
 * the **generic** path, tap by tap: for each kernel tap ``(kh, kw)`` add ``w[kh, kw] * x[shifted]`` to
   the output rows. The innermost loop runs over output columns with no branch, so LLVM vectorises it.
@@ -35,7 +32,9 @@ Parallel iterations never write to the same memory. Eight kinds of loops appear:
 * the weight gradient is a *sum* over the batch and over all pixels. Without ``fastmath`` LLVM does not
   vectorise a scalar ``acc += a*b`` reduction, so each parallel iteration (one output channel, whose
   weights only it writes) accumulates into its own column buffer ``partial[kh, kw, ow] += ...``
-  (element-wise, vectorisable) and sums the buffer once at the end, in a fixed order.
+  (element-wise, vectorisable) and sums the buffer once at the end, in a fixed order. On stride-1
+  "same" planes from 12x12 each tap's gradient is instead one dot product over the flat plane, in the
+  one kernel allowed to reorder a sum (``reassoc``), whose partial sums then stay in registers.
 * the **channels-last** path for the small planes the flat runs leave (at most 32x32 pixels, multiplier
   1: MobileNets trained at 32x32 meet 16x16 .. 1x1), where a plane row is shorter than a vector: one
   (image, block of 64 channels) per iteration, copied into a zero-padded channels-last buffer split
@@ -61,9 +60,8 @@ import numpy as np
 from ._index import valid_output_range
 from ._rows import (kernel_row_taps, masked_dot, masked_dots2, masked_dots3, row_axpy, row_multiply_accumulate,
                     row_multiply_accumulate3, row_taps3, row_taps5, run_add_taps2, run_add_taps3, run_add_taps5,
-                    run_multiply_tap,
-                    run_multiply_taps2, run_multiply_taps3, run_taps9, stride2_kernel3, tap_axpy, tap_multiply_accumulate,
-                    tap_scatter_axpy)
+                    run_multiply_tap, run_multiply_taps2, run_multiply_taps3, run_taps9, tap_axpy,
+                    tap_multiply_accumulate, tap_scatter_axpy)
 from ._jit import inline_jit, jit, num_threads, parallel_jit, parallel_sum_jit, prange
 from ._validate import (check_bias, check_depthwise_weight_shape, check_grad_out, check_same_dtype, check_shape,
                         check_tensor, conv_geometry)
@@ -107,15 +105,18 @@ LARGE_PLANE_GRADIENTS_MIN_PIXELS = CHANNELS_LAST_MAX_PIXELS + 1
 #: one (:func:`_use_flat_weight_gradient`); at 32x32 the flat kernel is faster again ((1, 96, 32, 32) 245
 #: against 327 us on a 2-core AMD EPYC)
 ONE_IMAGE_CHANNELS_LAST_WEIGHT_GRADIENT_MAX_PIXELS = 28 * 28
-#: 3x3 stride-2 planes of one image take the stride-2 kernel from this many pixels (24x24), those of several
-#: images above CHANNELS_LAST_MAX_PIXELS (:func:`_use_stride2`). Measured on a 2-core AMD EPYC (AVX2),
-#: forward of a prepared layer, alternated against the kernel each took before: (1, 96, 112, 112) 411 -> 303
-#: us, (1, 144, 56, 56) 216 -> 201, (1, 192, 28, 28) 121 -> 95, (1, 256, 24, 24) 110 -> 100 (flat or
-#: channels-last before); (1, 256, 20, 20) 79 -> 82 and (1, 576, 14, 14) 91 -> 91, where the channels-last
-#: kernel stays; (4, 96, 112, 112) 1.80 -> 1.32 ms, (8, 144, 56, 56) 1.73 -> 1.57, (64, 32, 34, 34) 1.43 ->
-#: 1.26. The same loops for 5x5 (25 weights in registers, more than AVX2's 16) were 2.3-2.6x slower than
-#: the flat kernel: 5x5 keeps it.
-STRIDE2_MIN_PIXELS = 24 * 24
+#: 3x3 stride-2 planes (dilation 1) of one image take the flat-run kernel from this many pixels (20x20), those
+#: of several images from STRIDE2_FLAT_MIN_PIXELS_BATCHED (24x24), smaller ones the channels-last kernel
+#: (:func:`_use_flat`). There the phases are copied with the literal stride 2 (vectorised) and the nine taps
+#: added in one pass. Measured on a 2-core AMD EPYC (AVX2), prepared forward with a ReLU6 epilogue,
+#: alternated against the kernels these planes took before (a stride-2 kernel with the taps in registers, one
+#: output row at a time, from 24 x 24; channels-last below): (1, 96, 112, 112) 604 -> 452 us, (1, 144, 56,
+#: 56) 369 -> 235, (1, 192, 28, 28) 185 -> 126, (1, 256, 24, 24) 194 -> 130, (1, 256, 20, 20) 112 -> 100,
+#: (8, 144, 56, 56) 3.32 -> 2.37 ms, (64, 32, 34, 34) 3.04 -> 2.00, (8, 192, 28, 28) 1.28 -> 1.06, (8, 120,
+#: 24, 24) 546 -> 481 us; but (1, 256, 18, 18) 101 against 96, (1, 384, 16, 16) 108 against 110, (1, 576, 14,
+#: 14) 134 against 176, (64, 48, 16, 16) 693 against 823, where the channels-last kernel stays.
+STRIDE2_FLAT_MIN_PIXELS = 20 * 20
+STRIDE2_FLAT_MIN_PIXELS_BATCHED = 24 * 24
 #: the flat-run forward finishes a run of at most this many values (56 x 56 planes) in one pass before its rows
 #: are copied out, and larger ones row by row as they are copied (:func:`_finish_and_write_out`)
 FINISH_WHOLE_RUN_MAX_VALUES = 4096
@@ -172,8 +173,9 @@ def _use_row_fast_path(geometry):
 def _use_flat(geometry):
     """The flat-run forward kernel (:func:`_forward_flat_kernel`) for one output channel per input
     channel: at stride 1 on planes of at least :data:`FLAT_MIN_PIXELS` pixels (one image) or
-    :data:`FLAT_MIN_PIXELS_BATCHED` (several), at other strides on the planes too large for the
-    channels-last kernels."""
+    :data:`FLAT_MIN_PIXELS_BATCHED` (several), 3x3 kernels at stride 2 from :data:`STRIDE2_FLAT_MIN_PIXELS`
+    (one image) or :data:`STRIDE2_FLAT_MIN_PIXELS_BATCHED` (several), and otherwise on the planes too large
+    for the channels-last kernels."""
     N, C, H, W = geometry.input_shape
     if geometry.weight_shape[0] != C:
         return False
@@ -181,17 +183,9 @@ def _use_flat(geometry):
         return False
     if H * W > CHANNELS_LAST_MAX_PIXELS:
         return True
+    if geometry.stride == (2, 2) and geometry.kernel_size == (3, 3) and geometry.dilation == (1, 1):
+        return H * W >= (STRIDE2_FLAT_MIN_PIXELS if N == 1 else STRIDE2_FLAT_MIN_PIXELS_BATCHED)
     return geometry.stride == (1, 1) and (N == 1 or H * W >= FLAT_MIN_PIXELS_BATCHED)
-
-
-def _use_stride2(geometry):
-    """The stride-2 kernel (:func:`_forward_stride2_3x3_kernel`): 3x3 kernels at stride 2, dilation 1, one
-    output channel per input channel, on planes of at least :data:`STRIDE2_MIN_PIXELS` pixels for one
-    image and above :data:`CHANNELS_LAST_MAX_PIXELS` for several."""
-    N, C, H, W = geometry.input_shape
-    return (geometry.weight_shape[0] == C and geometry.kernel_size == (3, 3) and geometry.stride == (2, 2)
-            and geometry.dilation == (1, 1)
-            and H * W >= (STRIDE2_MIN_PIXELS if N == 1 else CHANNELS_LAST_MAX_PIXELS + 1))
 
 
 def _use_across_channels(geometry):
@@ -433,18 +427,6 @@ def prepare_forward(weight, bias, geometry, epilogue=None):
     scale, shift, low, high, hardswish = (unpack_epilogue(epilogue) if epilogue is not None
                                           else (bias[:0], bias[:0], -np.inf, np.inf, False))
     finish = (scale, shift, dtype.type(low), dtype.type(high), hardswish)
-    if _use_stride2(geometry):
-        chunks = _channel_chunks(*output_shape[:2])
-        W, W_out, (ph, pw) = geometry.input_shape[3], output_shape[3], geometry.padding
-        _, _, in_lo, in_hi = _column_ranges(W_out, W, 2, pw, 1, 3)   # the columns all three taps reach
-        zeros = np.zeros(W, dtype=dtype)                              # an input row of the zero padding
-
-        def stride2_forward(x):                                       # the epilogue inside the kernel
-            y = np.empty(output_shape, dtype=dtype)
-            _forward_stride2_3x3_kernel(x, weight, bias, y, chunks, ph, pw, in_lo, in_hi, zeros, *finish)
-            return y
-
-        return stride2_forward
     if _use_flat(geometry):
         chunks = _channel_chunks(*output_shape[:2])
 
@@ -767,6 +749,19 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
     phase_width = (W + 2 * pw + sw - 1) // sw
     run = total.shape[0]
     _pad_into_phases(x_plane, phases, sh, sw, ph, pw, phase_width)
+    if kH == 3 and kW == 3:                         # the whole kernel in one pass
+        run_taps9(total, _flat_tap_run(phases, 0, 0, sh, sw, dh, dw, phase_width, run),
+                  _flat_tap_run(phases, 0, 1, sh, sw, dh, dw, phase_width, run),
+                  _flat_tap_run(phases, 0, 2, sh, sw, dh, dw, phase_width, run),
+                  _flat_tap_run(phases, 1, 0, sh, sw, dh, dw, phase_width, run),
+                  _flat_tap_run(phases, 1, 1, sh, sw, dh, dw, phase_width, run),
+                  _flat_tap_run(phases, 1, 2, sh, sw, dh, dw, phase_width, run),
+                  _flat_tap_run(phases, 2, 0, sh, sw, dh, dw, phase_width, run),
+                  _flat_tap_run(phases, 2, 1, sh, sw, dh, dw, phase_width, run),
+                  _flat_tap_run(phases, 2, 2, sh, sw, dh, dw, phase_width, run), weight[c, 0], run)
+        _finish_and_write_out(total, y_plane, phase_width, c, bias, has_bias, finished, scale, shift, low, high,
+                              hardswish)
+        return
     total[:] = 0.0
     for kh in range(kH):
         kw = 0
@@ -815,7 +810,10 @@ def _flat_forward_plane_stride1(x_plane, weight, bias, y_plane, c, ph, pw, dh, d
         for w in range(W):
             padded_row[w] = source[w]
     if kH == 3 and kW == 3:                         # the whole kernel in one pass
-        run_taps9(total, padded, dh * padded_width, dw, weight[c, 0], run)
+        rows = dh * padded_width                    # one kernel row down
+        run_taps9(total, padded, padded[dw:], padded[2 * dw:], padded[rows:], padded[rows + dw:],
+                  padded[rows + 2 * dw:], padded[2 * rows:], padded[2 * rows + dw:], padded[2 * rows + 2 * dw:],
+                  weight[c, 0], run)
         _finish_and_write_out(total, y_plane, padded_width, c, bias, has_bias, finished, scale, shift, low, high,
                               hardswish)
         return
@@ -959,6 +957,15 @@ def _pad_into_phases(x_plane, phases, sh, sw, ph, pw, phase_width):
             padded_row, source = phases[0, (h + ph) * phase_width + pw:], x_plane[h]
             for w in range(W):
                 padded_row[w] = source[w]
+    elif sh == 2 and sw == 2:                       # the same loops with the literal stride 2: vectorised
+        for h in range(H):
+            i = h + ph
+            for rw in range(2):
+                w_first = (rw - pw) % 2
+                phase_row = phases[(i % 2) * 2 + rw, (i // 2) * phase_width + (w_first + pw) // 2:]
+                source = x_plane[h, w_first:]
+                for k in range((W - w_first + 1) // 2):
+                    phase_row[k] = source[2 * k]
     else:
         for h in range(H):
             i = h + ph                              # padded row
@@ -1133,63 +1140,6 @@ def _forward_rows_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
                         iw = ow * sw + kw * dw - pw
                         for oh in range(oh_lo, oh_hi):
                             y_plane[oh, ow] += w_tap * x_plane[oh * sh + kh * dh - ph, iw]
-
-
-@parallel_jit
-def _forward_stride2_3x3_kernel(x, weight, bias, y, chunks, ph, pw, in_lo, in_hi, zeros, scale, shift, low, high,
-                                hardswish):
-    """3x3 kernels at stride 2 (dilation 1, one output channel per input channel): output row by output
-    row, each output computed from its nine taps at once.
-
-    Output ``(oh, ow)`` reads input rows ``2*oh - ph + kh`` and columns ``2*ow - pw + kw``. An output row
-    takes its three input rows (``zeros``, a row of the zero padding, where one lies outside) and, over
-    the columns ``[in_lo, in_hi)`` where all three taps of a row lie inside the image, computes each
-    output from its nine taps in registers and stores it once (``_rows.stride2_kernel3``, which reads
-    the rows at the literal stride 2, so LLVM vectorises it); the border columns (one per side at most
-    for ``pw = 1``) add their taps inside the image one at a time. The products are added in the
-    flat-run kernel's order, so the bits are its bits (a border column skips the taps that read the
-    zero padding, where that kernel adds ``+-0``: a zero's sign at most), without that kernel's copy of
-    the plane into four phases. ``in_lo``, ``in_hi`` come from :func:`_column_ranges`.
-
-    ``scale``, ``shift``, ``low``, ``high``, ``hardswish``: the epilogue, as :func:`_forward_flat_kernel`'s,
-    applied to each output row as soon as it is computed.
-    """
-    N, C, H, W = x.shape
-    _, _, H_out, W_out = y.shape
-    has_bias = bias.shape[0] > 0
-    finished = scale.shape[0] > 0
-    first = 2 * in_lo - pw                              # input column of tap 0 for output column in_lo
-    zero, three, six = y.dtype.type(0), y.dtype.type(3), y.dtype.type(6)
-    for chunk in prange(chunks):                        # a few channels, all their images, per iteration
-        for c in range(chunk * C // chunks, (chunk + 1) * C // chunks):
-            taps = weight[c, 0]                         # (3, 3)
-            for n in range(N):
-                x_plane = x[n, c]                       # (H, W)
-                for oh in range(H_out):
-                    y_row = y[n, c, oh]                 # (W_out,): written by this iteration only
-                    x0 = _input_row(x_plane, 2 * oh - ph, zeros)        # the input rows of kernel rows 0..2
-                    x1 = _input_row(x_plane, 2 * oh - ph + 1, zeros)
-                    x2 = _input_row(x_plane, 2 * oh - ph + 2, zeros)
-                    stride2_kernel3(y_row[in_lo:], x0[first:], x1[first:], x2[first:], taps, in_hi - in_lo)
-                    for side in range(2):               # border columns: their taps inside the image
-                        start, stop = (0, in_lo) if side == 0 else (in_hi, W_out)
-                        for ow in range(start, stop):
-                            left = 2 * ow - pw          # input column of tap 0
-                            kw_lo, kw_hi = max(0, -left), min(3, W - left)
-                            value = kernel_row_taps(zero, taps[0], x0, left, kw_lo, kw_hi)
-                            value = kernel_row_taps(value, taps[1], x1, left, kw_lo, kw_hi)
-                            y_row[ow] = kernel_row_taps(value, taps[2], x2, left, kw_lo, kw_hi)
-                    if has_bias or finished:
-                        _write_out_row(y_row, y_row, c, bias, has_bias, finished, scale, shift, low, high)
-                    if finished and hardswish:
-                        for ow in range(W_out):
-                            y_row[ow] = hardswish_value(y_row[ow], zero, three, six)
-
-
-@inline_jit
-def _input_row(x_plane, row, zeros):
-    """Row ``row`` of ``x_plane``, or ``zeros`` (a row of the zero padding) when it lies outside."""
-    return x_plane[row] if 0 <= row < x_plane.shape[0] else zeros
 
 
 @parallel_jit

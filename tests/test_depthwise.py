@@ -258,7 +258,7 @@ def kernel_calls(monkeypatch):
              "_backward_input_generic_kernel", "_backward_weight_rows_kernel", "_backward_weight_generic_kernel",
              "_forward_channels_last_kernel", "_backward_channels_last_kernel", "_forward_flat_kernel",
              "_backward_weight_flat_kernel", "_forward_one_pixel_kernel", "_backward_one_pixel_kernel",
-             "_backward_input_phases_kernel", "_forward_stride2_3x3_kernel", "_forward_across_channels_kernel",
+             "_backward_input_phases_kernel", "_forward_across_channels_kernel",
              "_weight_gradient_across_channels_kernel", "_weight_gradient_dots_kernel"]
     for name in names:
         original = getattr(D, name)
@@ -556,7 +556,6 @@ def test_flat_forward_matches_the_reference(x_shape, kernel, padding, dilation, 
 ])
 def test_flat_forward_splits_strided_planes_into_phases_correctly(x_shape, kernel, stride, padding, dilation,
                                                                   dtype, rng, monkeypatch):
-    monkeypatch.setattr(D, "_use_stride2", lambda geometry: False)     # which would take the 3x3 case
     x = rng.standard_normal(x_shape).astype(dtype)
     weight = rng.standard_normal((x_shape[1], 1, *kernel)).astype(dtype)
     bias = rng.standard_normal(x_shape[1]).astype(dtype)
@@ -607,7 +606,7 @@ def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(x_shape, kernel_si
     bias = rng.standard_normal(C).astype(np.float32)
     scale, shift = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
     geometry = D._depthwise_geometry(x.shape, weight.shape, stride, kernel_size // 2, 1)
-    assert D._use_flat(geometry) and not D._use_stride2(geometry)
+    assert D._use_flat(geometry)
     run = geometry.output_shape[2] * -(-(x_shape[3] + 2 * (kernel_size // 2)) // stride)
     assert (run > D.FINISH_WHOLE_RUN_MAX_VALUES) == (x_shape[2] == 64)
     fused = D._forward(x, weight, bias, geometry, (scale, shift, low, high, hardswish))
@@ -813,43 +812,47 @@ def test_flat_kernels_small_case_runs_as_python_too(rng, kernel_calls):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The stride-2 3x3 kernel (one image from STRIDE2_MIN_PIXELS, several above CHANNELS_LAST_MAX_PIXELS)
+# 3x3 at stride 2 on the flat runs (one image from STRIDE2_FLAT_MIN_PIXELS, several from ..._BATCHED)
 # ----------------------------------------------------------------------------------------------------
-def _flat_forward(x, weight, bias, stride, padding, epilogue=(None, None, -np.inf, np.inf, False)):
-    """The flat-run kernel's output, called directly (the stride-2 kernel promises its bits)."""
-    geometry = D._depthwise_geometry(x.shape, weight.shape, stride, padding, 1)
-    dtype = x.dtype
-    nothing = np.empty(0, dtype=dtype)
-    scale, shift, low, high, hardswish = epilogue
-    y = np.empty(geometry.output_shape, dtype=dtype)
-    D._forward_flat_kernel(x, weight, nothing if bias is None else bias, y, D._channel_chunks(*y.shape[:2]), stride,
-                           stride, padding, padding, 1, 1, nothing if scale is None else scale,
-                           nothing if shift is None else shift, dtype.type(low), dtype.type(high), hardswish)
-    return y
+def _taps_in_order(x, weight, stride, padding):
+    """``sum_(kh, kw) w[kh, kw] * x_pad[kh + s*oh, kw + s*ow]`` in NumPy, in the dtype of ``x``, one tap after the
+    other from zero in row-major tap order: the bits the flat kernel promises."""
+    _, _, kH, kW = weight.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    H_out = (padded.shape[2] - kH) // stride + 1
+    W_out = (padded.shape[3] - kW) // stride + 1
+    total = np.zeros(x.shape[:2] + (H_out, W_out), dtype=x.dtype)
+    for kh, kw in itertools.product(range(kH), range(kW)):
+        tap = padded[:, :, kh:kh + stride * (H_out - 1) + 1:stride, kw:kw + stride * (W_out - 1) + 1:stride]
+        total += weight[None, :, 0, kh, kw, None, None] * tap
+    return total
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("x_shape, padding", [
-    ((1, 3, 112, 112), 1),        # MobileNet's 112 x 112 stride-2 layer: one border column (left)
-    ((1, 5, 25, 24), 1),          # odd height; the smallest one-image plane it takes is 24 x 24
-    ((1, 2, 27, 31), 1),          # odd width: the last output column reads one tap past the image (right border)
-    ((2, 3, 33, 34), 1),          # several images: from 33 x 33 (CHANNELS_LAST_MAX_PIXELS + 1)
-    ((1, 2, 30, 29), 0),          # no padding: no border column on the left
-    ((1, 3, 26, 28), 2),          # padding 2: a whole kernel row in the padding on top, two border columns
+    ((1, 3, 112, 112), 1),        # MobileNet's 112 x 112 stride-2 layer
+    ((1, 5, 21, 20), 1),          # odd height; the smallest one-image plane it takes is 20 x 20
+    ((1, 2, 27, 31), 1),          # odd width: the last output column reads one tap past the image
+    ((2, 3, 24, 25), 1),          # several images: from 24 x 24
+    ((1, 2, 30, 29), 0),          # no padding
+    ((1, 3, 26, 28), 2),          # padding 2: a whole kernel row in the padding on top
 ])
-def test_stride2_kernel_matches_the_reference_and_gives_the_flat_kernels_bits(x_shape, padding, dtype, rng):
+def test_flat_stride2_3x3_matches_the_reference_and_adds_the_taps_in_order(x_shape, padding, dtype, rng):
+    """The phases copied with the literal stride 2, the nine taps added in one pass: the reference, and
+    bit for bit the taps added one after the other (the bias after them)."""
     x = rng.standard_normal(x_shape).astype(dtype)
     weight = rng.standard_normal((x_shape[1], 1, 3, 3)).astype(dtype)
     bias = rng.standard_normal(x_shape[1]).astype(dtype)
     geometry = D._depthwise_geometry(x.shape, weight.shape, 2, padding, 1)
-    assert D._use_stride2(geometry)
+    assert D._use_flat(geometry)
     y = depthwise_conv2d_forward(x, weight, bias, stride=2, padding=padding)
     assert_close(y, R.depthwise_conv2d_forward(*as64(x, weight, bias), stride=2, padding=padding), dtype)
-    np.testing.assert_array_equal(y, _flat_forward(x, weight, bias, 2, padding))
+    expected = _taps_in_order(x, weight, 2, padding)
+    np.testing.assert_array_equal(depthwise_conv2d_forward(x, weight, stride=2, padding=padding), expected)
+    np.testing.assert_array_equal(y, expected + bias[None, :, None, None])
 
 
-def test_stride2_kernel_takes_3x3_stride2_planes_from_24x24_for_one_image_and_above_32x32_for_several(
-        rng, kernel_calls):
+def test_flat_kernel_takes_3x3_stride2_planes_from_20x20_for_one_image_and_24x24_for_several(rng, kernel_calls):
     def forward_kernel(x_shape, kernel=3, stride=2, dilation=1):
         kernel_calls.clear()
         depthwise_conv2d_forward(rng.standard_normal(x_shape).astype(np.float32),
@@ -857,13 +860,13 @@ def test_stride2_kernel_takes_3x3_stride2_planes_from_24x24_for_one_image_and_ab
                                  stride=stride, padding=dilation * (kernel // 2), dilation=dilation)
         return kernel_calls[0]
 
-    assert forward_kernel((1, 2, 24, 24)) == "_forward_stride2_3x3_kernel"
-    assert forward_kernel((1, 2, 23, 24)) == "_forward_channels_last_kernel"
-    assert forward_kernel((2, 2, 33, 32)) == "_forward_stride2_3x3_kernel"
-    assert forward_kernel((2, 2, 32, 32)) == "_forward_channels_last_kernel"
-    assert forward_kernel((1, 2, 40, 40), kernel=5) == "_forward_flat_kernel"          # 3x3 only
-    assert forward_kernel((1, 2, 40, 40), dilation=2) == "_forward_flat_kernel"        # dilation 1 only
-    assert forward_kernel((1, 2, 40, 40), stride=1) == "_forward_flat_kernel"
+    assert forward_kernel((1, 2, 20, 20)) == "_forward_flat_kernel"
+    assert forward_kernel((1, 2, 19, 20)) == "_forward_channels_last_kernel"
+    assert forward_kernel((2, 2, 24, 24)) == "_forward_flat_kernel"
+    assert forward_kernel((2, 2, 23, 24)) == "_forward_channels_last_kernel"
+    assert forward_kernel((1, 2, 28, 28), kernel=5) == "_forward_channels_last_kernel"  # 3x3 only ...
+    assert forward_kernel((1, 2, 28, 28), dilation=2) == "_forward_channels_last_kernel"  # ... dilation 1 only
+    assert forward_kernel((1, 2, 40, 40), kernel=5) == "_forward_flat_kernel"          # above 32 x 32: any kernel
 
 
 def _epilogue_case(x_shape, low, high, hardswish, rng):
@@ -876,19 +879,18 @@ def _epilogue_case(x_shape, low, high, hardswish, rng):
 
 
 @pytest.mark.parametrize("low, high, hardswish", [(0.0, 6.0, False), (-np.inf, np.inf, True)])
-def test_stride2_kernel_epilogue_gives_the_flat_kernels_bits(low, high, hardswish, rng):
-    """With a bias and a batch norm + ReLU6 / hard swish epilogue, each output row finished as soon as it is
-    computed: the flat kernel's bits, and those of the convolution followed by a separate pass."""
+def test_flat_stride2_3x3_epilogue_is_the_same_as_a_separate_pass(low, high, hardswish, rng):
+    """With a bias and a batch norm + ReLU6 / hard swish epilogue: the bits of the convolution followed by a
+    separate pass."""
     from kernels.batchnorm import finish_channels
     x, weight, bias, epilogue = _epilogue_case((1, 4, 28, 28), low, high, hardswish, rng)
     geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
-    assert D._use_stride2(geometry)
+    assert D._use_flat(geometry)
     fused = D._forward(x, weight, bias, geometry, epilogue)
-    np.testing.assert_array_equal(fused, _flat_forward(x, weight, bias, 2, 1, epilogue))
     np.testing.assert_array_equal(fused, finish_channels(D._forward(x, weight, bias, geometry), epilogue))
 
 
-def test_stride2_kernel_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
+def test_flat_stride2_3x3_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
     """Each (image, channel) plane is computed by one iteration alone; the number of iterations one image's
     channels are cut into depends on the thread count, the results do not."""
     x = rng.standard_normal((1, 37, 30, 30)).astype(np.float32)
@@ -898,19 +900,6 @@ def test_stride2_kernel_gives_the_same_bits_on_one_and_two_threads(rng, restore_
         numba.set_num_threads(threads)
         results.append(depthwise_conv2d_forward(x, weight, stride=2, padding=1))
     np.testing.assert_array_equal(results[0], results[1])
-
-
-@pytest.mark.nojit
-def test_stride2_kernel_small_case_runs_as_python_too(rng):
-    """Small enough for NUMBA_DISABLE_JIT=1: the stride-2 kernel with its epilogue, as plain Python."""
-    x, weight, bias = rng.standard_normal((1, 2, 7, 8)), rng.standard_normal((2, 1, 3, 3)), rng.standard_normal(2)
-    scale, shift = rng.standard_normal(2), rng.standard_normal(2)
-    geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
-    _, _, in_lo, in_hi = D._column_ranges(4, 8, 2, 1, 1, 3)          # W_out, W, stride, padding, dilation, kernel
-    y = np.empty(geometry.output_shape)
-    D._forward_stride2_3x3_kernel(x, weight, bias, y, 2, 1, 1, in_lo, in_hi, np.zeros(8), scale, shift, 0.0, 6.0, False)
-    expected = R.depthwise_conv2d_forward(x, weight, bias, stride=2, padding=1)
-    assert_close(y, np.clip(expected * scale[None, :, None, None] + shift[None, :, None, None], 0, 6), np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------
