@@ -767,16 +767,10 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
         kw = 0
         while kw < kW:                              # up to three taps of the row per pass over ``total``
             taps = _taps_per_pass(kW - kw)
-            tap0 = _flat_tap_run(phases, kh, kw, sh, sw, dh, dw, phase_width, run)   # every output's input
-            if taps == 3:
-                run_add_taps3(total, tap0, _flat_tap_run(phases, kh, kw + 1, sh, sw, dh, dw, phase_width, run),
-                              _flat_tap_run(phases, kh, kw + 2, sh, sw, dh, dw, phase_width, run),
-                              weight[c, 0, kh, kw], weight[c, 0, kh, kw + 1], weight[c, 0, kh, kw + 2], run)
-            elif taps == 2:
-                run_add_taps2(total, tap0, _flat_tap_run(phases, kh, kw + 1, sh, sw, dh, dw, phase_width, run),
-                              weight[c, 0, kh, kw], weight[c, 0, kh, kw + 1], run)
-            else:
-                row_axpy(total, tap0, weight[c, 0, kh, kw], run, 1)
+            _add_row_taps(total, taps, _flat_tap_run(phases, kh, kw, sh, sw, dh, dw, phase_width, run),
+                          _flat_tap_run(phases, kh, kw + 1, sh, sw, dh, dw, phase_width, run),
+                          _flat_tap_run(phases, kh, kw + 2, sh, sw, dh, dw, phase_width, run), weight[c, 0, kh],
+                          kw, run)
             kw += taps
     _finish_and_write_out(total, y_plane, phase_width, c, bias, has_bias, finished, scale, shift, low, high,
                           hardswish)
@@ -826,19 +820,24 @@ def _flat_forward_plane_stride1(x_plane, weight, bias, y_plane, c, ph, pw, dh, d
         while kw < kW:                              # up to three taps of the row per pass over ``total``
             taps = _taps_per_pass(kW - kw)
             start = kh * dh * padded_width + kw * dw    # tap (kh, kw) under output 0
-            tap0 = padded[start:start + run]
-            if taps == 3:
-                run_add_taps3(total, tap0, padded[start + dw:start + dw + run],
-                              padded[start + 2 * dw:start + 2 * dw + run],
-                              weight[c, 0, kh, kw], weight[c, 0, kh, kw + 1], weight[c, 0, kh, kw + 2], run)
-            elif taps == 2:
-                run_add_taps2(total, tap0, padded[start + dw:start + dw + run],
-                              weight[c, 0, kh, kw], weight[c, 0, kh, kw + 1], run)
-            else:
-                row_axpy(total, tap0, weight[c, 0, kh, kw], run, 1)
+            _add_row_taps(total, taps, padded[start:], padded[start + dw:], padded[start + 2 * dw:],
+                          weight[c, 0, kh], kw, run)
             kw += taps
     _finish_and_write_out(total, y_plane, padded_width, c, bias, has_bias, finished, scale, shift, low, high,
                           hardswish)
+
+
+@inline_jit
+def _add_row_taps(total, taps, x0, x1, x2, weight_row, kw, run):
+    """Add ``taps`` (1, 2 or 3) taps of a kernel row, from tap ``kw`` on, to the run ``total``: ``x0``, ``x1``,
+    ``x2`` are the runs those taps read (the ones past ``taps`` unused), ``weight_row`` the row's weights
+    (kW,). The taps are added in order, as one loop per tap would (``_rows.run_add_taps3``)."""
+    if taps == 3:
+        run_add_taps3(total, x0, x1, x2, weight_row[kw], weight_row[kw + 1], weight_row[kw + 2], run)
+    elif taps == 2:
+        run_add_taps2(total, x0, x1, weight_row[kw], weight_row[kw + 1], run)
+    else:
+        row_axpy(total, x0, weight_row[kw], run, 1)
 
 
 @inline_jit
