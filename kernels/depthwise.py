@@ -117,9 +117,6 @@ ONE_IMAGE_CHANNELS_LAST_WEIGHT_GRADIENT_MAX_PIXELS = 28 * 28
 #: 14) 134 against 176, (64, 48, 16, 16) 693 against 823, where the channels-last kernel stays.
 STRIDE2_FLAT_MIN_PIXELS = 20 * 20
 STRIDE2_FLAT_MIN_PIXELS_BATCHED = 24 * 24
-#: the flat-run forward finishes a run of at most this many values (56 x 56 planes) in one pass before its rows
-#: are copied out, and larger ones row by row as they are copied (:func:`_finish_and_write_out`)
-FINISH_WHOLE_RUN_MAX_VALUES = 4096
 #: channels per iteration of the flat-run forward kernel on one image, which share one set of buffers
 #: (:func:`_channel_chunks`)
 FLAT_CHANNEL_CHUNK = 8
@@ -694,9 +691,8 @@ def _forward_flat_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, sca
     start + run]`` to the whole run at once (a 14 x 14 plane is one loop of 224, instead of 14 rows
     shorter than two vectors); the ``Wp - W_out`` extra values per row are computed and dropped. The
     taps of a kernel row go up to three to a loop (``_rows.run_add_taps3``), which adds them in the
-    order of one loop per tap, the same bits, reading and writing the run once instead of three times
-    (at stride 1 a whole 3x3 kernel, or a row of five taps, goes in one loop:
-    :func:`_flat_forward_plane_stride1`).
+    order of one loop per tap, the same bits, reading and writing the run once instead of three times;
+    a whole 3x3 kernel goes in one loop (``_rows.run_taps9``), and at stride 1 a row of five taps too.
 
     Stride ``s``: the padded plane is first split into ``sh*sw`` phases (padded row ``i`` and column
     ``j`` go to phase ``(i % sh, j % sw)`` at ``(i // sh, j // sw)``). Tap offset ``kh*dh = qh*sh + rh``
@@ -715,30 +711,34 @@ def _forward_flat_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, sca
     _, _, H_out, W_out = y.shape
     has_bias = bias.shape[0] > 0
     finished = scale.shape[0] > 0
-    _, run, phase_size = _phase_layout(H, W, kW, H_out, sh, sw, ph, pw, dw)
+    phase_width, run, phase_size = _phase_layout(H, W, kW, H_out, sh, sw, ph, pw, dw)
     for chunk in prange(chunks):                        # a few channels, all their images, per iteration
         phases = np.zeros((sh * sw, phase_size), dtype=x.dtype)   # the padded plane, phase by phase
         total = np.empty(run, dtype=x.dtype)            # (H_out * Wq,)
         for c in range(chunk * C // chunks, (chunk + 1) * C // chunks):
             for n in range(N):                          # the borders stay zero, the rest is rewritten
                 if sh == 1 and sw == 1:
-                    _flat_forward_plane_stride1(x[n, c], weight, bias, y[n, c], c, ph, pw, dh, dw, phases[0], total,
-                                                has_bias, finished, scale, shift, low, high, hardswish)
+                    _flat_forward_plane_stride1(x[n, c], weight, c, ph, pw, dh, dw, phases[0], total)
+                    _finish_and_write_out(total, y[n, c], phase_width, c, bias, has_bias, finished, scale, shift,
+                                          low, high, hardswish)
                 else:
-                    _flat_forward_plane(x[n, c], weight, bias, y[n, c], c, sh, sw, ph, pw, dh, dw, phases, total,
-                                        has_bias, finished, scale, shift, low, high, hardswish)
+                    _flat_forward_plane(x[n, c], weight, c, sh, sw, ph, pw, dh, dw, phases, total)
+                    _finish_and_write_out(total, y[n, c], phase_width, c, bias, has_bias, finished, scale, shift,
+                                          low, high, hardswish)
 
 
 @inline_jit
-def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, dw, phases, total, has_bias,
-                        finished, scale, shift, low, high, hardswish):
-    """One (image, channel) plane of :func:`_forward_flat_kernel`, in the buffers ``phases`` and ``total``.
+def _flat_forward_plane(x_plane, weight, c, sh, sw, ph, pw, dh, dw, phases, total):
+    """The sums of one (image, channel) plane of :func:`_forward_flat_kernel` into ``total`` (H_out * Wq,),
+    through the buffer ``phases``; the kernel then finishes and writes them out (:func:`_finish_and_write_out`).
 
     The copies in and out take most of a small plane's time, so both have plain contiguous loops for the
-    common cases: stride 1 has a plane function of its own (:func:`_flat_forward_plane_stride1`), and the
-    write-out (:func:`_finish_and_write_out`) one loop per case (finished, bias, neither) rather than
-    branches. Measured on a 2-core AMD EPYC
-    (AVX2), alternated in one process: (1, 576, 14, 14) finished 0.27 -> 0.19 ms, (1, 960, 7, 7) 5x5
+    common cases: stride 1 has a plane function of its own (:func:`_flat_forward_plane_stride1`), stride 2
+    a phase copy with the literal stride (:func:`_pad_into_phases`), and the write-out
+    (:func:`_finish_and_write_out`) one loop per case (finished, bias, neither) rather than branches. A 3x3
+    kernel is added in one pass over the run (``_rows.run_taps9``; with the stride-2 copy, measured in
+    :data:`STRIDE2_FLAT_MIN_PIXELS`'s comment). Measured on a 2-core AMD EPYC (AVX2), alternated in one
+    process: (1, 576, 14, 14) finished 0.27 -> 0.19 ms, (1, 960, 7, 7) 5x5
     0.37 -> 0.30, (64, 48, 16, 16) 1.23 -> 0.96; the same bits. Three taps to a loop instead of one,
     same machine, alternated, with a ReLU6 epilogue: (1, 32, 112, 112) 372 -> 254 us, (1, 144, 56, 56)
     347 -> 302, (1, 120, 28, 28) 5x5 187 -> 162, stride 2 (1, 96, 112, 112) 627 -> 588; planes of 14 x 14
@@ -759,27 +759,23 @@ def _flat_forward_plane(x_plane, weight, bias, y_plane, c, sh, sw, ph, pw, dh, d
                   _flat_tap_run(phases, 2, 0, sh, sw, dh, dw, phase_width, run),
                   _flat_tap_run(phases, 2, 1, sh, sw, dh, dw, phase_width, run),
                   _flat_tap_run(phases, 2, 2, sh, sw, dh, dw, phase_width, run), weight[c, 0], run)
-        _finish_and_write_out(total, y_plane, phase_width, c, bias, has_bias, finished, scale, shift, low, high,
-                              hardswish)
-        return
-    total[:] = 0.0
-    for kh in range(kH):
-        kw = 0
-        while kw < kW:                              # up to three taps of the row per pass over ``total``
-            taps = _taps_per_pass(kW - kw)
-            _add_row_taps(total, taps, _flat_tap_run(phases, kh, kw, sh, sw, dh, dw, phase_width, run),
-                          _flat_tap_run(phases, kh, kw + 1, sh, sw, dh, dw, phase_width, run),
-                          _flat_tap_run(phases, kh, kw + 2, sh, sw, dh, dw, phase_width, run), weight[c, 0, kh],
-                          kw, run)
-            kw += taps
-    _finish_and_write_out(total, y_plane, phase_width, c, bias, has_bias, finished, scale, shift, low, high,
-                          hardswish)
+    else:
+        total[:] = 0.0
+        for kh in range(kH):
+            kw = 0
+            while kw < kW:                          # up to three taps of the row per pass over ``total``
+                taps = _taps_per_pass(kW - kw)
+                _add_row_taps(total, taps, _flat_tap_run(phases, kh, kw, sh, sw, dh, dw, phase_width, run),
+                              _flat_tap_run(phases, kh, kw + 1, sh, sw, dh, dw, phase_width, run),
+                              _flat_tap_run(phases, kh, kw + 2, sh, sw, dh, dw, phase_width, run),
+                              weight[c, 0, kh], kw, run)
+                kw += taps
 
 
 @inline_jit
-def _flat_forward_plane_stride1(x_plane, weight, bias, y_plane, c, ph, pw, dh, dw, padded, total, has_bias,
-                                finished, scale, shift, low, high, hardswish):
-    """One plane of :func:`_forward_flat_kernel` at stride 1: :func:`_flat_forward_plane` without phases.
+def _flat_forward_plane_stride1(x_plane, weight, c, ph, pw, dh, dw, padded, total):
+    """The sums of one plane of :func:`_forward_flat_kernel` at stride 1 into ``total``: :func:`_flat_forward_plane`
+    without phases.
 
     ``padded`` (1-D) is the zero-padded plane, rows of ``Wp = W + 2*pw`` values, and tap ``(kh, kw)``'s run
     starts at ``kh*dh*Wp + kw*dw``. The same sums in the same order as :func:`_flat_forward_plane` (the
@@ -808,23 +804,19 @@ def _flat_forward_plane_stride1(x_plane, weight, bias, y_plane, c, ph, pw, dh, d
         run_taps9(total, padded, padded[dw:], padded[2 * dw:], padded[rows:], padded[rows + dw:],
                   padded[rows + 2 * dw:], padded[2 * rows:], padded[2 * rows + dw:], padded[2 * rows + 2 * dw:],
                   weight[c, 0], run)
-        _finish_and_write_out(total, y_plane, padded_width, c, bias, has_bias, finished, scale, shift, low, high,
-                              hardswish)
-        return
-    total[:] = 0.0
-    for kh in range(kH):
-        if kW == 5:                                 # the kernel row in one pass
-            run_add_taps5(total, padded[kh * dh * padded_width:], dw, weight[c, 0, kh], run)
-            continue
-        kw = 0
-        while kw < kW:                              # up to three taps of the row per pass over ``total``
-            taps = _taps_per_pass(kW - kw)
-            start = kh * dh * padded_width + kw * dw    # tap (kh, kw) under output 0
-            _add_row_taps(total, taps, padded[start:], padded[start + dw:], padded[start + 2 * dw:],
-                          weight[c, 0, kh], kw, run)
-            kw += taps
-    _finish_and_write_out(total, y_plane, padded_width, c, bias, has_bias, finished, scale, shift, low, high,
-                          hardswish)
+    else:
+        total[:] = 0.0
+        for kh in range(kH):
+            if kW == 5:                             # the kernel row in one pass
+                run_add_taps5(total, padded[kh * dh * padded_width:], dw, weight[c, 0, kh], run)
+                continue
+            kw = 0
+            while kw < kW:                          # up to three taps of the row per pass over ``total``
+                taps = _taps_per_pass(kW - kw)
+                start = kh * dh * padded_width + kw * dw    # tap (kh, kw) under output 0
+                _add_row_taps(total, taps, padded[start:], padded[start + dw:], padded[start + 2 * dw:],
+                              weight[c, 0, kh], kw, run)
+                kw += taps
 
 
 @inline_jit
@@ -851,20 +843,15 @@ def _finish_and_write_out(total, y_plane, row_length, c, bias, has_bias, finishe
     row by row (the same bits). Measured on a 2-core AMD EPYC (AVX2) with a batch norm + ReLU6 epilogue,
     together with the stride-1 plane (:func:`_flat_forward_plane_stride1`), alternated: (1, 576, 14, 14) 175
     -> 111 us, (1, 192, 28, 28) 148 -> 128, (1, 144, 56, 56) 285 -> 262, 5x5 (1, 672, 14, 14) 433 -> 310;
-    hard swish (8, 384, 14, 14) 718 -> 478. Runs above :data:`FINISH_WHOLE_RUN_MAX_VALUES` are finished row
-    by row (rows long enough for vectors; the whole-run pass then copy made (1, 32, 112, 112) 1-5% slower).
+    hard swish (8, 384, 14, 14) 718 -> 478; (1, 32, 112, 112), whose rows are long enough for vectors,
+    1-5% slower (an extra pass over a plane larger than L1). Finishing those row by row instead, in a
+    second branch, cost more in compile time than it saved: each of the kernel's two call sites pastes
+    this function in (the flat forward's float32 signature took 98 s to compile with four pasted copies,
+    33 s with two copies of this one branch, 13 s before the whole-run finish and one-pass taps; measured
+    with an empty numba cache on a 2-core AMD EPYC).
     """
     H_out, W_out = y_plane.shape
     zero, three, six = total.dtype.type(0), total.dtype.type(3), total.dtype.type(6)
-    if total.shape[0] > FINISH_WHOLE_RUN_MAX_VALUES:    # a large plane: row by row, as it is written
-        for oh in range(H_out):                         # y_plane: this iteration's only
-            _write_out_row(total[oh * row_length:], y_plane[oh], c, bias, has_bias, finished, scale, shift, low,
-                           high)
-        if finished and hardswish:                      # a second pass over the plane, as one run
-            plane = y_plane.reshape(H_out * W_out)
-            for j in range(H_out * W_out):
-                plane[j] = hardswish_value(plane[j], zero, three, six)
-        return
     if has_bias or finished:
         _write_out_row(total, total, c, bias, has_bias, finished, scale, shift, low, high)
     if finished and hardswish:
@@ -949,7 +936,8 @@ def _pad_into_phases(x_plane, phases, sh, sw, ph, pw, phase_width):
     """Copy ``x_plane`` (H, W) into its zero-padded plane split in ``sh*sw`` phases (``phases``, (sh*sw,
     phase_size), borders already zero): padded row ``i`` and column ``j`` go to phase ``(i % sh, j % sw)``
     at ``(i // sh, j // sw)``, rows of ``phase_width`` values. Stride 1 is one phase, the padded plane,
-    and its rows are copied straight."""
+    and its rows are copied straight; stride 2 has the same loops as any stride with the stride written as
+    the literal 2 (``source[2*k]``), which LLVM vectorises, where ``source[k*sw]`` stays scalar."""
     H, W = x_plane.shape
     if sh == 1 and sw == 1:
         for h in range(H):
@@ -1049,7 +1037,9 @@ def _weight_gradient_dots_kernel(grad_out, x, inside, grad_weight, ph, pw, dh, d
     same for every output, so a tap is one loop over the plane: the outputs whose tap row lies above or
     below the plane are left out of its run, and a read that crosses into the row before or after is made
     (from a copy of the plane with ``pw`` zeros at each end, so no read leaves it) and its product dropped
-    by the mask (``_rows.masked_dots3``: up to three taps of a kernel row share a pass over ``g``).
+    by the mask (``_rows.masked_dots3``: up to three taps of a kernel row share a pass over ``g``). The
+    plane must be "same" (``2*ph = dh*(kH - 1)``, ``2*pw = dw*(kW - 1)``): the margins are sized for it
+    (:func:`_use_weight_gradient_dots`).
 
     Each sum is a dot product that LLVM vectorises with its partial sums in registers (this kernel may
     reorder a sum's additions: :func:`kernels._jit.parallel_sum_jit`), where :func:`_backward_weight_flat_kernel`

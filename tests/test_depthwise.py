@@ -592,8 +592,9 @@ def test_flat_forward_adds_the_taps_of_a_row_in_order_whatever_their_grouping(ke
 
 @pytest.mark.parametrize("x_shape, kernel_size, stride", [
     ((2, 5, 12, 12), 3, 1),       # a run of 12 x 14 values, finished in one pass before its rows are copied out
-    ((1, 3, 64, 64), 3, 1),       # 64 x 66 > FINISH_WHOLE_RUN_MAX_VALUES: finished row by row
+    ((1, 3, 64, 64), 3, 1),       # a run larger than L1 (64 x 66 values)
     ((1, 3, 40, 40), 5, 2),       # stride 2 (its phases), a whole-run finish
+    ((1, 4, 28, 28), 3, 2),       # 3x3 at stride 2: the nine taps in one pass
 ])
 @pytest.mark.parametrize("low, high, hardswish", [(-np.inf, np.inf, False), (0.0, 6.0, False), (-np.inf, np.inf, True)])
 def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(x_shape, kernel_size, stride, low, high, hardswish, rng):
@@ -607,8 +608,6 @@ def test_flat_forward_epilogue_is_the_same_as_a_separate_pass(x_shape, kernel_si
     scale, shift = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
     geometry = D._depthwise_geometry(x.shape, weight.shape, stride, kernel_size // 2, 1)
     assert D._use_flat(geometry)
-    run = geometry.output_shape[2] * -(-(x_shape[3] + 2 * (kernel_size // 2)) // stride)
-    assert (run > D.FINISH_WHOLE_RUN_MAX_VALUES) == (x_shape[2] == 64)
     fused = D._forward(x, weight, bias, geometry, (scale, shift, low, high, hardswish))
     separate = finish_channels(D._forward(x, weight, bias, geometry), (scale, shift, low, high, hardswish))
     np.testing.assert_array_equal(fused, separate)
@@ -869,27 +868,6 @@ def test_flat_kernel_takes_3x3_stride2_planes_from_20x20_for_one_image_and_24x24
     assert forward_kernel((1, 2, 40, 40), kernel=5) == "_forward_flat_kernel"          # above 32 x 32: any kernel
 
 
-def _epilogue_case(x_shape, low, high, hardswish, rng):
-    """float32 ``(x, weight, bias, epilogue)`` for a 3x3 layer with a batch norm + clip / hard swish epilogue."""
-    C = x_shape[1]
-    x = 3 * rng.standard_normal(x_shape).astype(np.float32)
-    weight, bias = rng.standard_normal((C, 1, 3, 3)).astype(np.float32), rng.standard_normal(C).astype(np.float32)
-    scale, shift = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
-    return x, weight, bias, (scale, shift, low, high, hardswish)
-
-
-@pytest.mark.parametrize("low, high, hardswish", [(0.0, 6.0, False), (-np.inf, np.inf, True)])
-def test_flat_stride2_3x3_epilogue_is_the_same_as_a_separate_pass(low, high, hardswish, rng):
-    """With a bias and a batch norm + ReLU6 / hard swish epilogue: the bits of the convolution followed by a
-    separate pass."""
-    from kernels.batchnorm import finish_channels
-    x, weight, bias, epilogue = _epilogue_case((1, 4, 28, 28), low, high, hardswish, rng)
-    geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
-    assert D._use_flat(geometry)
-    fused = D._forward(x, weight, bias, geometry, epilogue)
-    np.testing.assert_array_equal(fused, finish_channels(D._forward(x, weight, bias, geometry), epilogue))
-
-
 def test_flat_stride2_3x3_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
     """Each (image, channel) plane is computed by one iteration alone; the number of iterations one image's
     channels are cut into depends on the thread count, the results do not."""
@@ -932,6 +910,15 @@ def test_across_channels_forward_matches_the_reference_and_gives_the_channels_la
     y = depthwise_conv2d_forward(x, weight, bias, padding=padding, dilation=dilation)
     assert_close(y, R.depthwise_conv2d_forward(*as64(x, weight, bias), padding=padding, dilation=dilation), dtype)
     np.testing.assert_array_equal(y, _channels_last_forward(x, weight, bias, geometry, monkeypatch=monkeypatch))
+
+
+def _epilogue_case(x_shape, low, high, hardswish, rng):
+    """float32 ``(x, weight, bias, epilogue)`` for a 3x3 layer with a batch norm + clip / hard swish epilogue."""
+    C = x_shape[1]
+    x = 3 * rng.standard_normal(x_shape).astype(np.float32)
+    weight, bias = rng.standard_normal((C, 1, 3, 3)).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    scale, shift = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    return x, weight, bias, (scale, shift, low, high, hardswish)
 
 
 @pytest.mark.parametrize("low, high, hardswish", [(0.0, 6.0, False), (-np.inf, np.inf, True)])
@@ -1141,8 +1128,8 @@ def test_weight_gradient_dots_small_case_runs_as_python_too(rng):
         x = rng.standard_normal((2, 2, 12, 12))
         grad_out = rng.standard_normal((2, 2, 12, 12))
         grad_weight = np.empty((2, 1, kernel, kernel))
-        D._weight_gradient_dots_kernel(grad_out, x, D._taps_inside_plane(12, 12, kernel, kernel, padding, padding, 1, 1),
-                                       grad_weight, padding, padding, 1, 1)
+        inside = D._taps_inside_plane(12, 12, kernel, kernel, padding, padding, 1, 1)
+        D._weight_gradient_dots_kernel(grad_out, x, inside, grad_weight, padding, padding, 1, 1)
         assert_close(grad_weight, R.depthwise_conv2d_backward_weight(grad_out, x, grad_weight.shape, padding=padding),
                      np.float64)
 
