@@ -717,11 +717,11 @@ def _forward_flat_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, sca
         total = np.empty(run, dtype=x.dtype)            # (H_out * Wq,)
         for c in range(chunk * C // chunks, (chunk + 1) * C // chunks):
             for n in range(N):                          # the borders stay zero, the rest is rewritten
-                if sh == 1 and sw == 1:
+                if sh == 1 and sw == 1:                 # (the finish in each branch: one call after both
                     _flat_forward_plane_stride1(x[n, c], weight, c, ph, pw, dh, dw, phases[0], total)
                     _finish_and_write_out(total, y[n, c], phase_width, c, bias, has_bias, finished, scale, shift,
                                           low, high, hardswish)
-                else:
+                else:                                   # ran 7-13% slower on 14 x 14 planes)
                     _flat_forward_plane(x[n, c], weight, c, sh, sw, ph, pw, dh, dw, phases, total)
                     _finish_and_write_out(total, y[n, c], phase_width, c, bias, has_bias, finished, scale, shift,
                                           low, high, hardswish)
@@ -738,8 +738,8 @@ def _flat_forward_plane(x_plane, weight, c, sh, sw, ph, pw, dh, dw, phases, tota
     (:func:`_finish_and_write_out`) one loop per case (finished, bias, neither) rather than branches. A 3x3
     kernel is added in one pass over the run (``_rows.run_taps9``; with the stride-2 copy, measured in
     :data:`STRIDE2_FLAT_MIN_PIXELS`'s comment). Measured on a 2-core AMD EPYC (AVX2), alternated in one
-    process: (1, 576, 14, 14) finished 0.27 -> 0.19 ms, (1, 960, 7, 7) 5x5
-    0.37 -> 0.30, (64, 48, 16, 16) 1.23 -> 0.96; the same bits. Three taps to a loop instead of one,
+    process: (1, 576, 14, 14) finished 0.27 -> 0.19 ms, (1, 960, 7, 7) 5x5 0.37 -> 0.30, (64, 48, 16, 16)
+    1.23 -> 0.96; the same bits. Three taps to a loop instead of one,
     same machine, alternated, with a ReLU6 epilogue: (1, 32, 112, 112) 372 -> 254 us, (1, 144, 56, 56)
     347 -> 302, (1, 120, 28, 28) 5x5 187 -> 162, stride 2 (1, 96, 112, 112) 627 -> 588; planes of 14 x 14
     and less unchanged (their copies in and out cost more than their taps).
