@@ -194,15 +194,6 @@ def masked_dot(g, x0, m0, n):
 
 
 @inline_jit
-def kernel_row_taps(value, w_row, x_row, first, kw_lo, kw_hi):
-    """``value + w_row[kw] * x_row[first + kw]`` for ``kw`` in ``[kw_lo, kw_hi)``, added one at a time in
-    order: one kernel row of a border output, its taps outside the image skipped."""
-    for kw in range(kw_lo, kw_hi):
-        value = value + w_row[kw] * x_row[first + kw]
-    return value
-
-
-@inline_jit
 def row_multiply_accumulate(acc, g, x, n, s):
     """``acc[j] += g[j] * x[j*s]``: one tap's weight-gradient terms, kept per column.
 

@@ -58,7 +58,7 @@ import functools
 import numpy as np
 
 from ._index import valid_output_range
-from ._rows import (kernel_row_taps, masked_dot, masked_dots2, masked_dots3, row_axpy, row_multiply_accumulate,
+from ._rows import (masked_dot, masked_dots2, masked_dots3, row_axpy, row_multiply_accumulate,
                     row_multiply_accumulate3, row_taps3, row_taps5, run_add_taps2, run_add_taps3, run_add_taps5,
                     run_multiply_tap, run_multiply_taps2, run_multiply_taps3, run_taps9, tap_axpy,
                     tap_multiply_accumulate, tap_scatter_axpy)
