@@ -150,6 +150,19 @@ def run_taps9(total, x00, x01, x02, x10, x11, x12, x20, x21, x22, w, n):
         total[j] = ((v + w20 * x20[j]) + w21 * x21[j]) + w22 * x22[j]
 
 
+
+@inline_jit
+def run_add_taps9(total, x00, x01, x02, x10, x11, x12, x20, x21, x22, w, n):
+    """``total[j] += sum_(kh, kw) w[kh, kw] * x_khkw[j]`` for ``j < n``: a whole 3x3 kernel added to a run in
+    one pass (:func:`run_taps9`, accumulating), the products added to ``total[j]`` in tap order."""
+    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+    for j in range(n):
+        v = ((total[j] + w00 * x00[j]) + w01 * x01[j]) + w02 * x02[j]
+        v = ((v + w10 * x10[j]) + w11 * x11[j]) + w12 * x12[j]
+        total[j] = ((v + w20 * x20[j]) + w21 * x21[j]) + w22 * x22[j]
+
 @inline_jit
 def masked_dots3(g, x0, x1, x2, m0, m1, m2, n):
     """``(s0, s1, s2)``, ``s_k = sum_(j < n, m_k[j]) g[j] * x_k[j]``: three taps' weight gradients over one run.

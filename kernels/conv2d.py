@@ -2,11 +2,13 @@
 
 One function family covers standard, strided, *dilated* (holes between the taps: a larger receptive
 field at the same cost, arXiv:1511.07122) and *grouped* convolution (channels split into ``groups``
-independent convolutions: AlexNet, ResNeXt, ShuffleNet). Two special cases have their own kernels and
+independent convolutions: AlexNet, ResNeXt, ShuffleNet). Three special cases have their own kernels and
 ``conv2d_forward`` hands them over when the arguments fit:
 
 * ``groups == C_in`` with one input channel per group -> :mod:`kernels.depthwise`;
-* a 1x1 kernel at stride 1 without padding          -> :mod:`kernels.pointwise`.
+* a 1x1 kernel at stride 1 without padding          -> :mod:`kernels.pointwise`;
+* a network's stem, a 3x3 kernel over at most four input channels at stride 1 or 2 with at least 32 x 32
+  outputs (the forward only)                        -> :mod:`kernels.stem`.
 
 Everything else runs through **im2col + GEMM**:
 
@@ -33,7 +35,7 @@ from ._jit import serial_blas
 from ._validate import (check_bias, check_grad_out, check_same_dtype, check_shape, check_tensor,
                         conv_geometry)
 from .batchnorm import finish_channels
-from . import depthwise, pointwise
+from . import depthwise, pointwise, stem
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -99,6 +101,8 @@ def _forward(x, weight, bias, geometry, epilogue=None):
         return pointwise._forward(x, weight, bias, geometry, epilogue)
     if _is_depthwise(geometry):
         return depthwise._forward(x, weight, bias, geometry, epilogue)
+    if stem.use_stem(geometry):
+        return stem.prepare_forward(weight, bias, geometry, epilogue)(x)
     return _im2col_forward(x, weight, bias, geometry, epilogue)
 
 

@@ -46,7 +46,7 @@ def _frozen_steps(frozen):
 ])
 def test_a_frozen_model_gives_the_bits_of_eval_mode_under_no_grad(name, arguments, merged, dtype, rng):
     model = _model(name, rng, dtype, **arguments)
-    x = rng.standard_normal((2, 3, 40, 40)).astype(dtype)
+    x = rng.standard_normal((2, 3, 64, 64)).astype(dtype)      # 32 x 32 after a stem: kernels.stem takes it
     frozen = nn.freeze(model)
     np.testing.assert_array_equal(frozen(x), _eval_output(model, x))
     np.testing.assert_array_equal(frozen(x[:1]), _eval_output(model, x[:1]))      # a new input shape

@@ -50,6 +50,7 @@ import numpy as np
 import kernels.conv2d as conv2d_kernels
 import kernels.depthwise as depthwise_kernels
 import kernels.pointwise as pointwise_kernels
+import kernels.stem as stem_kernels
 from kernels._jit import one_blas_thread
 
 from .blocks import ShortcutBlock, check_shapes_to_add
@@ -128,6 +129,8 @@ class FrozenConvNormActivation(Module):
                 return forward
         elif conv2d_kernels._is_depthwise(geometry):
             return depthwise_kernels.prepare_forward(weight, bias, geometry, epilogue)
+        elif stem_kernels.use_stem(geometry):
+            return stem_kernels.prepare_forward(weight, bias, geometry, epilogue)
         return lambda x: conv2d_kernels._forward(x, weight, bias, geometry, epilogue=epilogue)
 
     def backward(self, grad_out):
