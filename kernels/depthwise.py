@@ -750,15 +750,9 @@ def _flat_forward_plane(x_plane, weight, c, sh, sw, ph, pw, dh, dw, phases, tota
     run = total.shape[0]
     _pad_into_phases(x_plane, phases, sh, sw, ph, pw, phase_width)
     if kH == 3 and kW == 3:                         # the whole kernel in one pass
-        run_taps9(total, _flat_tap_run(phases, 0, 0, sh, sw, dh, dw, phase_width, run),
-                  _flat_tap_run(phases, 0, 1, sh, sw, dh, dw, phase_width, run),
-                  _flat_tap_run(phases, 0, 2, sh, sw, dh, dw, phase_width, run),
-                  _flat_tap_run(phases, 1, 0, sh, sw, dh, dw, phase_width, run),
-                  _flat_tap_run(phases, 1, 1, sh, sw, dh, dw, phase_width, run),
-                  _flat_tap_run(phases, 1, 2, sh, sw, dh, dw, phase_width, run),
-                  _flat_tap_run(phases, 2, 0, sh, sw, dh, dw, phase_width, run),
-                  _flat_tap_run(phases, 2, 1, sh, sw, dh, dw, phase_width, run),
-                  _flat_tap_run(phases, 2, 2, sh, sw, dh, dw, phase_width, run), weight[c, 0], run)
+        taps = _flat_taps9(phases, sh, sw, dh, dw, phase_width, run)
+        run_taps9(total, taps[0], taps[1], taps[2], taps[3], taps[4], taps[5], taps[6], taps[7], taps[8], weight[c, 0],
+                  run)
     else:
         total[:] = 0.0
         for kh in range(kH):
@@ -899,6 +893,21 @@ def _flat_tap_run(phases, kh, kw, sh, sw, dh, dw, phase_width, run):
     qw, rw = divmod(kw * dw, sw)
     start = qh * phase_width + qw
     return phases[rh * sw + rw, start:start + run]
+
+
+@inline_jit
+def _flat_taps9(phases, sh, sw, dh, dw, phase_width, run):
+    """The nine runs a 3x3 kernel's taps read (:func:`_flat_tap_run`), in tap order ``(0, 0), (0, 1), ...,
+    (2, 2)``: the arguments of ``_rows.run_taps9`` and ``run_add_taps9`` between the total and the weights."""
+    return (_flat_tap_run(phases, 0, 0, sh, sw, dh, dw, phase_width, run),
+            _flat_tap_run(phases, 0, 1, sh, sw, dh, dw, phase_width, run),
+            _flat_tap_run(phases, 0, 2, sh, sw, dh, dw, phase_width, run),
+            _flat_tap_run(phases, 1, 0, sh, sw, dh, dw, phase_width, run),
+            _flat_tap_run(phases, 1, 1, sh, sw, dh, dw, phase_width, run),
+            _flat_tap_run(phases, 1, 2, sh, sw, dh, dw, phase_width, run),
+            _flat_tap_run(phases, 2, 0, sh, sw, dh, dw, phase_width, run),
+            _flat_tap_run(phases, 2, 1, sh, sw, dh, dw, phase_width, run),
+            _flat_tap_run(phases, 2, 2, sh, sw, dh, dw, phase_width, run))
 
 
 def _channel_chunks(N, C):

@@ -34,7 +34,7 @@ import numpy as np
 from ._jit import parallel_jit, prange
 from ._rows import run_add_taps9
 from .batchnorm import unpack_epilogue
-from .depthwise import _finish_and_write_out, _flat_tap_run, _pad_into_phases, _phase_layout
+from .depthwise import _finish_and_write_out, _flat_taps9, _pad_into_phases, _phase_layout
 
 #: most input channels a convolution may have to take this path (an RGB image, or RGB + one channel)
 STEM_MAX_INPUT_CHANNELS = 4
@@ -102,15 +102,8 @@ def _stem_forward_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shif
         for o in prange(C_out):                                      # (H_out * Wq,) sums per output channel
             total = np.zeros(run, dtype=x.dtype)
             for c in range(C_in):                                    # the nine taps of input channel c
-                plane = phases[c]
-                run_add_taps9(total, _flat_tap_run(plane, 0, 0, sh, sw, dh, dw, phase_width, run),
-                              _flat_tap_run(plane, 0, 1, sh, sw, dh, dw, phase_width, run),
-                              _flat_tap_run(plane, 0, 2, sh, sw, dh, dw, phase_width, run),
-                              _flat_tap_run(plane, 1, 0, sh, sw, dh, dw, phase_width, run),
-                              _flat_tap_run(plane, 1, 1, sh, sw, dh, dw, phase_width, run),
-                              _flat_tap_run(plane, 1, 2, sh, sw, dh, dw, phase_width, run),
-                              _flat_tap_run(plane, 2, 0, sh, sw, dh, dw, phase_width, run),
-                              _flat_tap_run(plane, 2, 1, sh, sw, dh, dw, phase_width, run),
-                              _flat_tap_run(plane, 2, 2, sh, sw, dh, dw, phase_width, run), weight[o, c], run)
+                taps = _flat_taps9(phases[c], sh, sw, dh, dw, phase_width, run)
+                run_add_taps9(total, taps[0], taps[1], taps[2], taps[3], taps[4], taps[5], taps[6], taps[7], taps[8],
+                              weight[o, c], run)
             _finish_and_write_out(total, y[n, o], phase_width, o, bias, has_bias, finished, scale, shift, low,
                                   high, hardswish)
