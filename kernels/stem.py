@@ -26,8 +26,9 @@ Measured on a 2-core AMD EPYC (AVX2), float32 with a ReLU6 epilogue, alternated 
 im2col + GEMM: (1, 3, 224, 224) -> 32 at stride 2 0.81 vs 1.04 ms, -> 16 0.49 vs 0.69 ms, (1, 3, 112, 112)
 0.21 vs 0.39 ms, (1, 3, 64, 64) 0.11 vs 0.17 ms, (8, 3, 64, 64) 0.67 vs 0.87 ms; a batch of 64 32 x 32
 images at stride 2 (16 x 16 outputs, below :data:`STEM_MIN_PIXELS`) 1.83-2.36 vs 2.34-2.38 ms. In the
-frozen models at 224 (two frozen copies, alternated 120 times): MobileNet V2 -2.8%, V3-Large -2.0%,
-V3-Small -2.4%. Its float32 signature compiles in ~14 s with an empty numba cache.
+frozen models at 224 (two frozen copies, alternated 120 times, each first in turn): MobileNet V2 -1.6%,
+V3-Large -3.3%, V3-Small -4.0% (another run -2.8%, -2.0%, -2.4%). Its float32 signature compiles in ~14 s
+with an empty numba cache.
 """
 import numpy as np
 
