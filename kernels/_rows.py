@@ -16,10 +16,11 @@ an AVX-512 machine with numba 0.6x:
   in numba's types, and its loop compiles without vectors (a flat-run kernel measured 3-8x slower on a
   2-core AMD EPYC): pass the offset ``k`` along instead of slicing first.
 
-The ``run_add_taps*`` helpers are the loops of the flat-run kernels (:mod:`kernels.depthwise`), where a
-whole zero-padded plane is one run and up to three taps share a pass over it; the ``masked_dot*`` helpers
-are those of the depthwise weight gradient's dot products, which vectorise only inside a kernel that lets
-LLVM reorder a sum (``_jit.parallel_sum_jit``).
+The ``run_add_taps*`` helpers are the loops of the flat-run kernels (:mod:`kernels.depthwise`, and
+:mod:`kernels.stem` over several input channels), where a whole zero-padded plane is one run and up to
+three taps share a pass over it (a 3x3 kernel all nine: ``run_taps9``, ``run_add_taps9``); the
+``masked_dot*`` helpers are those of the depthwise weight gradient's dot products, which vectorise only
+inside a kernel that lets LLVM reorder a sum (``_jit.parallel_sum_jit``).
 
 Notation: ``n`` elements, input stride ``s`` (the convolution stride).
 """
@@ -150,7 +151,6 @@ def run_taps9(total, x00, x01, x02, x10, x11, x12, x20, x21, x22, w, n):
         total[j] = ((v + w20 * x20[j]) + w21 * x21[j]) + w22 * x22[j]
 
 
-
 @inline_jit
 def run_add_taps9(total, x00, x01, x02, x10, x11, x12, x20, x21, x22, w, n):
     """``total[j] += sum_(kh, kw) w[kh, kw] * x_khkw[j]`` for ``j < n``: a whole 3x3 kernel added to a run in
@@ -162,6 +162,7 @@ def run_add_taps9(total, x00, x01, x02, x10, x11, x12, x20, x21, x22, w, n):
         v = ((total[j] + w00 * x00[j]) + w01 * x01[j]) + w02 * x02[j]
         v = ((v + w10 * x10[j]) + w11 * x11[j]) + w12 * x12[j]
         total[j] = ((v + w20 * x20[j]) + w21 * x21[j]) + w22 * x22[j]
+
 
 @inline_jit
 def masked_dots3(g, x0, x1, x2, m0, m1, m2, n):

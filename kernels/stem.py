@@ -75,7 +75,6 @@ def prepare_forward(weight, bias, geometry, epilogue=None):
                                           else (bias[:0], bias[:0], -np.inf, np.inf, False))
     (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
 
-
     def stem_forward(x):
         y = np.empty(output_shape, dtype=dtype)
         _stem_forward_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shift, dtype.type(low),
