@@ -681,7 +681,6 @@ def _forward_generic_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
                              ow_lo, ow_hi, sw, kw * dw - pw)
 
 
-@parallel_jit
 def _forward_flat_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, scale, shift, low, high, hardswish):
     """Each plane is zero-padded into flat runs, and each tap is one long vectorised loop over a run.
 
@@ -699,13 +698,50 @@ def _forward_flat_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, sca
     (and the same for columns) then reads phase ``(rh, rw)`` at ``(oh + qh, ow + qw)``: stride 1 again
     inside the phase, with rows of ``Wq = ceil(Wp / sw)`` values.
 
-    Stride 1 takes :func:`_flat_forward_plane_stride1`, the same sums without the phase arithmetic.
-
     A non-empty ``scale`` finishes each output as ``v = clip(y * scale[c] + shift[c], low, high)`` before
     it is written out, and as hard swish ``v * clip(v + 3, 0, 6) / 6`` when ``hardswish`` is true (a batch
     norm and ReLU/ReLU6 or hard swish after the convolution, ``tinycnn.nn.fusion``;
     :func:`_finish_and_write_out`).
+
+    Two compiled kernels do it, :func:`_forward_flat_stride1_kernel` (the same sums without the phase
+    arithmetic) and :func:`_forward_flat_strided_kernel`, and this function picks one. numba compiles a
+    kernel on its first call, so a run that meets only stride-1 flat planes (training at 32 x 32, whose
+    stride-2 layers are below :data:`STRIDE2_FLAT_MIN_PIXELS_BATCHED`) compiles only the smaller one.
+    Measured on a 2-core AMD EPYC (AVX2) with an empty numba cache, float32: 12 s for the stride-1 kernel,
+    where the one kernel with both branches took 35 s. Both give the bits the one kernel gave.
     """
+    if sh == 1 and sw == 1:
+        _forward_flat_stride1_kernel(x, weight, bias, y, chunks, ph, pw, dh, dw, scale, shift, low, high, hardswish)
+    else:
+        _forward_flat_strided_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, scale, shift, low, high,
+                                     hardswish)
+
+
+@parallel_jit
+def _forward_flat_stride1_kernel(x, weight, bias, y, chunks, ph, pw, dh, dw, scale, shift, low, high, hardswish):
+    """:func:`_forward_flat_kernel` at stride 1: each plane through :func:`_flat_forward_plane_stride1`, then
+    :func:`_finish_and_write_out`; a few channels, all their images, per parallel iteration."""
+    N, C, H, W = x.shape
+    _, _, kH, kW = weight.shape
+    _, _, H_out, W_out = y.shape
+    has_bias = bias.shape[0] > 0
+    finished = scale.shape[0] > 0
+    padded_width, run, padded_size = _phase_layout(H, W, kW, H_out, 1, 1, ph, pw, dw)
+    for chunk in prange(chunks):                        # a few channels, all their images, per iteration
+        padded = np.zeros(padded_size, dtype=x.dtype)   # the padded plane
+        total = np.empty(run, dtype=x.dtype)            # (H_out * Wp,)
+        for c in range(chunk * C // chunks, (chunk + 1) * C // chunks):
+            for n in range(N):                          # the borders stay zero, the rest is rewritten
+                _flat_forward_plane_stride1(x[n, c], weight, c, ph, pw, dh, dw, padded, total)
+                _finish_and_write_out(total, y[n, c], padded_width, c, bias, has_bias, finished, scale, shift, low,
+                                      high, hardswish)
+
+
+@parallel_jit
+def _forward_flat_strided_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, scale, shift, low, high,
+                                 hardswish):
+    """:func:`_forward_flat_kernel` at any stride, through the phases: each plane through
+    :func:`_flat_forward_plane`, then :func:`_finish_and_write_out`."""
     N, C, H, W = x.shape
     _, _, kH, kW = weight.shape
     _, _, H_out, W_out = y.shape
@@ -717,14 +753,9 @@ def _forward_flat_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, sca
         total = np.empty(run, dtype=x.dtype)            # (H_out * Wq,)
         for c in range(chunk * C // chunks, (chunk + 1) * C // chunks):
             for n in range(N):                          # the borders stay zero, the rest is rewritten
-                if sh == 1 and sw == 1:                 # (the finish in each branch: one call after both
-                    _flat_forward_plane_stride1(x[n, c], weight, c, ph, pw, dh, dw, phases[0], total)
-                    _finish_and_write_out(total, y[n, c], phase_width, c, bias, has_bias, finished, scale, shift,
-                                          low, high, hardswish)
-                else:                                   # ran 7-13% slower on 14 x 14 planes)
-                    _flat_forward_plane(x[n, c], weight, c, sh, sw, ph, pw, dh, dw, phases, total)
-                    _finish_and_write_out(total, y[n, c], phase_width, c, bias, has_bias, finished, scale, shift,
-                                          low, high, hardswish)
+                _flat_forward_plane(x[n, c], weight, c, sh, sw, ph, pw, dh, dw, phases, total)
+                _finish_and_write_out(total, y[n, c], phase_width, c, bias, has_bias, finished, scale, shift, low,
+                                      high, hardswish)
 
 
 @inline_jit
@@ -839,10 +870,10 @@ def _finish_and_write_out(total, y_plane, row_length, c, bias, has_bias, finishe
     -> 111 us, (1, 192, 28, 28) 148 -> 128, (1, 144, 56, 56) 285 -> 262, 5x5 (1, 672, 14, 14) 433 -> 310;
     hard swish (8, 384, 14, 14) 718 -> 478; (1, 32, 112, 112), whose rows are long enough for vectors,
     1-5% slower (an extra pass over a plane larger than L1). Finishing those row by row instead, in a
-    second branch, cost more in compile time than it saved: each of the kernel's two call sites pastes
-    this function in (the flat forward's float32 signature took 98 s to compile with four pasted copies,
-    33 s with two copies of this one branch, 13 s before the whole-run finish and one-pass taps; measured
-    with an empty numba cache on a 2-core AMD EPYC).
+    second branch, cost more in compile time than it saved: each call site pastes this function in (the
+    flat forward's float32 signature, stride 1 and strided in one kernel then, took 98 s to compile with
+    four pasted copies, 33 s with two copies of this one branch, 13 s before the whole-run finish and
+    one-pass taps; measured with an empty numba cache on a 2-core AMD EPYC).
     """
     H_out, W_out = y_plane.shape
     zero, three, six = total.dtype.type(0), total.dtype.type(3), total.dtype.type(6)
