@@ -707,8 +707,12 @@ def _forward_flat_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, sca
     arithmetic) and :func:`_forward_flat_strided_kernel`, and this function picks one. numba compiles a
     kernel on its first call, so a run that meets only stride-1 flat planes (training at 32 x 32, whose
     stride-2 layers are below :data:`STRIDE2_FLAT_MIN_PIXELS_BATCHED`) compiles only the smaller one.
-    Measured on a 2-core AMD EPYC (AVX2) with an empty numba cache, float32: 12 s for the stride-1 kernel,
-    where the one kernel with both branches took 35 s. Both give the bits the one kernel gave.
+    Measured on a 2-core AMD EPYC (AVX2) with an empty numba cache, float32: 12-13 s for the stride-1
+    kernel and 19 s for the strided one, where one kernel with both branches took 35 s (the main job from
+    an empty cache 145-166 -> 130-146 s). Both give the bits the one kernel gave, and the lean stride-1
+    kernel runs faster on small planes (prepared forward with ReLU6, alternated, each side first in turn:
+    (1, 576, 14, 14) 169 -> 154 us, (8, 384, 14, 14) 871 -> 764, (64, 48, 16, 16) 1143 -> 1024, 5x5 (1, 960,
+    14, 14) 493 -> 450; 56 x 56 and the strided planes within 3%).
     """
     if sh == 1 and sw == 1:
         _forward_flat_stride1_kernel(x, weight, bias, y, chunks, ph, pw, dh, dw, scale, shift, low, high, hardswish)
