@@ -41,7 +41,7 @@ import numpy as np
 from ._blas import GEMM_ARGUMENTS, GEMV_ARGUMENTS, cblas_gemm, cblas_gemv, cblas_prototype, function_address
 from ._jit import parallel_jit, prange
 from .activation import clip_value, hardswish_value
-from .batchnorm import unpack_epilogue
+from .batchnorm import kernel_epilogue, unpack_epilogue
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112      # the CBLAS enum values
 
@@ -210,17 +210,8 @@ def batched_matmul(a, b, out, epilogue=None):
     if out.dtype not in _SIGNATURES_FIXED_FOR:
         _fix_kernel_signatures(out.dtype)
     _batched_matmul_kernel(function_address(function), _CBLAS_INTEGER, a, trans_a, lda, b, trans_b, ldb, out, ldc,
-                           products // outputs, count, by_rows, size, *_kernel_epilogue(epilogue, out.dtype))
+                           products // outputs, count, by_rows, size, *kernel_epilogue(epilogue, out.dtype))
     return out
-
-
-def _kernel_epilogue(epilogue, dtype):
-    """``(scale, shift, low, high, hardswish)`` as :func:`_batched_matmul_kernel` takes them (the "none"
-    arguments for None)."""
-    if epilogue is None:
-        return _NO_EPILOGUE[dtype]
-    scale, shift, low, high, hardswish = unpack_epilogue(epilogue)
-    return scale, shift, dtype.type(low), dtype.type(high), hardswish
 
 
 def prepare_matmul_per_image(a, images, columns, epilogue=None):
@@ -253,7 +244,7 @@ def prepare_matmul_per_image(a, images, columns, epilogue=None):
         return None
     a, trans_a, lda = _operand(a)
     count, by_rows, size = _blocks(M, columns, K)
-    finish = _kernel_epilogue(epilogue, a.dtype)
+    finish = kernel_epilogue(epilogue, a.dtype)
     if a.dtype not in _SIGNATURES_FIXED_FOR:
         _fix_kernel_signatures(a.dtype)
 
@@ -312,12 +303,6 @@ def _matrix_vector_blocks_kernel(gemv, integer, matrix, vector, result, blocks):
         if r1 > r0:
             cblas_gemv(gemv, integer, ROW_MAJOR, NO_TRANS, r1 - r0, K, one, matrix[r0:r1].ctypes.data, max(K, 1),
                        vector.ctypes.data, 1, zero, result[r0:r1].ctypes.data, 1)
-
-
-#: the kernel's arguments for "no epilogue", per dtype (empty scale and shift: never written, so shared)
-_NO_EPILOGUE = {np.dtype(dtype): (np.empty(0, dtype=dtype), np.empty(0, dtype=dtype), dtype(-np.inf), dtype(np.inf),
-                                  False)
-                for dtype in (np.float32, np.float64)}
 
 
 #: the dtypes whose signatures of :func:`_batched_matmul_kernel` are compiled (:func:`_fix_kernel_signatures`)

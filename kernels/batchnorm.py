@@ -315,6 +315,23 @@ def unpack_epilogue(epilogue):
     return scale, shift, low, high, bool(rest and rest[0])
 
 
+#: the compiled kernels' arguments for "no epilogue", per dtype (empty scale and shift: never read, so shared)
+_NO_EPILOGUE = {np.dtype(dtype): (np.empty(0, dtype=dtype), np.empty(0, dtype=dtype), dtype(-np.inf), dtype(np.inf),
+                                  False)
+                for dtype in (np.float32, np.float64)}
+
+
+def kernel_epilogue(epilogue, dtype):
+    """``(scale, shift, low, high, hardswish)`` as the compiled kernels that finish their own output take an
+    epilogue (the matrix products of :mod:`kernels._gemm`, the flat and channels-last depthwise kernels,
+    :mod:`kernels.stem`): ``low`` and ``high`` in ``dtype``, and for None empty ``scale`` and ``shift``
+    (which the kernels read as "no epilogue") with an unbounded clip."""
+    if epilogue is None:
+        return _NO_EPILOGUE[np.dtype(dtype)]
+    scale, shift, low, high, hardswish = unpack_epilogue(epilogue)
+    return scale, shift, dtype.type(low), dtype.type(high), hardswish
+
+
 def finish_channels(y, epilogue):
     """Apply ``epilogue = (scale, shift, low, high[, hardswish])`` to ``y`` (N, C, H, W) in place and return
     ``y``: ``y[:, c] = clip(y[:, c] * scale[c] + shift[c], low, high)``, then hard swish ``y * clip(y + 3,

@@ -66,7 +66,7 @@ from ._jit import inline_jit, jit, num_threads, parallel_jit, parallel_sum_jit, 
 from ._validate import (check_bias, check_depthwise_weight_shape, check_grad_out, check_same_dtype, check_shape,
                         check_tensor, conv_geometry)
 from .activation import clip_value, hardswish_value
-from .batchnorm import finish_channels, unpack_epilogue
+from .batchnorm import finish_channels, kernel_epilogue
 
 #: kernel sizes and strides that take the register-row fast path
 FAST_KERNEL_SIZES = (3, 5)
@@ -421,9 +421,7 @@ def prepare_forward(weight, bias, geometry, epilogue=None):
             return finish_channels(y, epilogue)
 
         return one_pixel_forward
-    scale, shift, low, high, hardswish = (unpack_epilogue(epilogue) if epilogue is not None
-                                          else (bias[:0], bias[:0], -np.inf, np.inf, False))
-    finish = (scale, shift, dtype.type(low), dtype.type(high), hardswish)
+    finish = kernel_epilogue(epilogue, dtype)                         # scale, shift, low, high, hardswish
     if _use_flat(geometry):
         chunks = _channel_chunks(*output_shape[:2])
 

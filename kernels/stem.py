@@ -34,8 +34,8 @@ import numpy as np
 
 from ._jit import parallel_jit, prange
 from ._rows import run_add_taps9
-from .batchnorm import unpack_epilogue
-from .depthwise import _finish_and_write_out, _flat_taps9, _pad_into_phases, _phase_layout
+from .batchnorm import kernel_epilogue
+from .depthwise import _empty_bias, _finish_and_write_out, _flat_taps9, _pad_into_phases, _phase_layout
 
 #: most input channels a convolution may have to take this path (an RGB image, or RGB + one channel)
 STEM_MAX_INPUT_CHANNELS = 4
@@ -70,15 +70,13 @@ def prepare_forward(weight, bias, geometry, epilogue=None):
         W_out), a new array: ``clip((conv(x) + bias[o]) * scale[o] + shift[o], low, high)`` [then hard swish].
     """
     dtype, output_shape = weight.dtype, geometry.output_shape
-    bias = np.empty(0, dtype=dtype) if bias is None else bias
-    scale, shift, low, high, hardswish = (unpack_epilogue(epilogue) if epilogue is not None
-                                          else (bias[:0], bias[:0], -np.inf, np.inf, False))
+    bias = _empty_bias(dtype) if bias is None else bias
+    finish = kernel_epilogue(epilogue, dtype)                         # scale, shift, low, high, hardswish
     (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
 
     def stem_forward(x):
         y = np.empty(output_shape, dtype=dtype)
-        _stem_forward_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, scale, shift, dtype.type(low),
-                             dtype.type(high), hardswish)
+        _stem_forward_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw, *finish)
         return y
 
     return stem_forward
