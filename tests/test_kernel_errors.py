@@ -19,6 +19,7 @@ import numba
 import numpy as np
 import pytest
 
+from kernels import _validate
 from kernels.conv2d import conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward
 from kernels.depthwise import (depthwise_conv2d_backward_input, depthwise_conv2d_backward_weight,
                                depthwise_conv2d_forward)
@@ -251,4 +252,71 @@ def test_errors_are_raised_in_python_before_any_kernel_runs(name, changes, error
     """The same checks with NUMBA_DISABLE_JIT=1: validation never depends on compiled code."""
     with pytest.raises(error, match=match) as info:
         call(name, **changes)
+    assert type(info.value) is error
+
+
+# ----------------------------------------------------------------------------------------------------
+# Remembered geometries: checked once per plain-int arguments, never remembered when they fail
+# ----------------------------------------------------------------------------------------------------
+GEOMETRY_ARGUMENTS = (X_SHAPE, WEIGHT_SHAPES["conv2d"], 1, 1, 1, 2)
+
+
+def test_remembered_geometry_is_the_checked_one():
+    first = _validate.conv_geometry(*GEOMETRY_ARGUMENTS)
+    assert _validate.conv_geometry(*GEOMETRY_ARGUMENTS) is first
+    assert first == _validate._checked_conv_geometry(*GEOMETRY_ARGUMENTS, "x")
+    assert first.output_shape == (2, 6, 7, 6)
+
+
+@pytest.mark.parametrize("stride", [True, 1.0], ids=["bool", "float"])
+def test_look_alikes_of_remembered_ints_are_still_refused(stride):
+    """``True`` and ``1.0`` hash and compare like the remembered ``1``: they must not find its geometry."""
+    _validate.conv_geometry(*GEOMETRY_ARGUMENTS)
+    x_shape, weight_shape, _, padding, dilation, groups = GEOMETRY_ARGUMENTS
+    with pytest.raises(TypeError, match="stride must be an int or a pair of ints"):
+        _validate.conv_geometry(x_shape, weight_shape, stride, padding, dilation, groups)
+
+
+def test_numpy_ints_and_lists_are_checked_and_give_the_same_geometry():
+    x_shape, weight_shape, _, padding, dilation, groups = GEOMETRY_ARGUMENTS
+    expected = _validate.conv_geometry(*GEOMETRY_ARGUMENTS)
+    assert _validate.conv_geometry(x_shape, weight_shape, np.int64(1), padding, dilation, groups) == expected
+    assert _validate.conv_geometry(x_shape, weight_shape, [1, 1], padding, dilation, groups) == expected
+
+
+def test_failing_geometry_raises_every_time():
+    x_shape, weight_shape, stride, padding, dilation, _ = GEOMETRY_ARGUMENTS
+    for _ in range(2):
+        with pytest.raises(ValueError, match="groups=3 must divide"):
+            _validate.conv_geometry(x_shape, weight_shape, stride, padding, dilation, 3)
+    assert not any(key[5] == 3 for key in _validate._GEOMETRIES)
+
+
+def test_remembered_geometries_are_bounded(monkeypatch):
+    monkeypatch.setattr(_validate, "_GEOMETRIES", {})
+    monkeypatch.setattr(_validate, "MAX_REMEMBERED_GEOMETRIES", 4)
+    for width in range(6, 16):
+        geometry = _validate.conv_geometry((2, 4, 7, width), WEIGHT_SHAPES["conv2d"], 1, 1, 1, 2)
+        assert geometry.output_shape == (2, 6, 7, width)
+        assert len(_validate._GEOMETRIES) <= 4
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 7, 6), [2, 4, 7, 6], (np.int64(2), 4, 7, np.int32(6))],
+                         ids=["tuple", "list", "numpy-ints"])
+def test_check_shape_returns_a_tuple_of_python_ints(shape):
+    checked = _validate.check_shape(shape, "input_shape")
+    assert checked == (2, 4, 7, 6) and type(checked) is tuple
+    assert all(type(size) is int for size in checked)
+
+
+@pytest.mark.parametrize("shape, error, match", [
+    ((2, 4, 7, True), TypeError, "input_shape must be a tuple of 4 ints"),
+    ((2, 4, 7, 6.0), TypeError, "input_shape must be a tuple of 4 ints"),
+    ((2, 4, 7), TypeError, "input_shape must be a tuple of 4 ints"),
+    ((2, 4, 0, 6), ValueError, "input_shape must contain positive sizes"),
+    ((2, 4, 7, 2**31), ValueError, "input_shape must be at most"),
+], ids=["bool", "float", "three", "zero", "huge"])
+def test_check_shape_refuses(shape, error, match):
+    with pytest.raises(error, match=match) as info:
+        _validate.check_shape(shape, "input_shape")
     assert type(info.value) is error
