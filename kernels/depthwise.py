@@ -701,10 +701,12 @@ def _forward_flat_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, sca
     norm and ReLU/ReLU6 or hard swish after the convolution, ``tinycnn.nn.fusion``;
     :func:`_finish_and_write_out`).
 
-    Two compiled kernels do it, :func:`_forward_flat_stride1_kernel` (the same sums without the phase
+    Three compiled kernels do it, :func:`_forward_flat_same3x3_kernel` (the MobileNets' stride-1 layers:
+    3x3, padding 1, no padded copy), :func:`_forward_flat_stride1_kernel` (the same sums without the phase
     arithmetic) and :func:`_forward_flat_strided_kernel`, and this function picks one. numba compiles a
     kernel on its first call, so a run that meets only stride-1 flat planes (training at 32 x 32, whose
-    stride-2 layers are below :data:`STRIDE2_FLAT_MIN_PIXELS_BATCHED`) compiles only the smaller one.
+    stride-2 layers are below :data:`STRIDE2_FLAT_MIN_PIXELS_BATCHED`) compiles no strided kernel, and a
+    MobileNet's stride-1 layers only the "same" 3x3 one.
     Measured on a 2-core AMD EPYC (AVX2) with an empty numba cache, float32: 12-13 s for the stride-1
     kernel and 19 s for the strided one, where one kernel with both branches took 35 s (the main job from
     an empty cache 145-166 -> 130-146 s). Both give the bits the one kernel gave, and the lean stride-1
@@ -712,7 +714,12 @@ def _forward_flat_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, sca
     (1, 576, 14, 14) 169 -> 154 us, (8, 384, 14, 14) 871 -> 764, (64, 48, 16, 16) 1143 -> 1024, 5x5 (1, 960,
     14, 14) 493 -> 450; 56 x 56 and the strided planes within 3%).
     """
-    if sh == 1 and sw == 1:
+    N, C, H, W = x.shape
+    if sh == 1 and sw == 1 and _is_same3x3(weight.shape, H, W, ph, pw, dh, dw):
+        # flat (N, C, H*W) views of the planes (a copy only for a non-contiguous x; y is always a new array)
+        _forward_flat_same3x3_kernel(x.reshape(N, C, H * W), weight, bias, y.reshape(N, C, H * W), chunks, H, W,
+                                     scale, shift, low, high, hardswish)
+    elif sh == 1 and sw == 1:
         _forward_flat_stride1_kernel(x, weight, bias, y, chunks, ph, pw, dh, dw, scale, shift, low, high, hardswish)
     else:
         _forward_flat_strided_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, scale, shift, low, high,
@@ -737,6 +744,90 @@ def _forward_flat_stride1_kernel(x, weight, bias, y, chunks, ph, pw, dh, dw, sca
                 _flat_forward_plane_stride1(x[n, c], weight, c, ph, pw, dh, dw, padded, total)
                 _finish_and_write_out(total, y[n, c], padded_width, c, bias, has_bias, finished, scale, shift, low,
                                       high, hardswish)
+
+
+def _is_same3x3(weight_shape, H, W, ph, pw, dh, dw):
+    """Does :func:`_forward_flat_same3x3_kernel` take this stride-1 plane: a 3x3 kernel, padding 1,
+    dilation 1 (the output the size of the input), at least 3 x 3 pixels?"""
+    return (weight_shape[2] == 3 and weight_shape[3] == 3 and ph == 1 and pw == 1 and dh == 1 and dw == 1
+            and H >= 3 and W >= 3)
+
+
+@parallel_jit
+def _forward_flat_same3x3_kernel(x, weight, bias, y, chunks, H, W, scale, shift, low, high, hardswish):
+    """:func:`_forward_flat_kernel` for the MobileNets' stride-1 layers (3x3, padding 1, dilation 1,
+    :func:`_is_same3x3`): the output plane computed in place, as one run.
+
+    ``x``, ``y``: (N, C, H*W), each plane one flat run. Output ``j = oh*W + ow`` reads the input at ``j +
+    (kh - 1)*W + (kw - 1)``: the same offset for every output, so the nine taps go in one pass over the
+    whole plane (``_rows.run_taps9``), written straight into ``y``, if the plane has a row of zeros above
+    and below it: the plane is copied, in one contiguous copy, between two such rows (``padded``). Only
+    the first and last columns then read wrongly (the row before's last value or the row after's first,
+    instead of the padding on the left or the right): those ``2*H`` outputs are computed again
+    (:func:`_same3x3_side_columns`). Every output is the sum of :func:`_flat_forward_plane_stride1`'s nine
+    products in its order, the padding's zeros included, so the bits are that kernel's; what goes is the
+    row-by-row copy into a plane padded on all four sides, the passes over its ``2*H`` extra values, and
+    the row-by-row copy of the output out of it (the epilogue, :func:`_finish_run`, runs on ``y`` in place).
+    The input gradient of these layers is the same convolution (the filter turned, padding 1): it runs here
+    too.
+
+    Measured on a 2-core AMD EPYC (AVX2), float32 with a batch norm + ReLU6 epilogue, alternated against
+    :func:`_forward_flat_stride1_kernel` (each side first in turn, 200 pairs, two runs): (1, 576, 14, 14)
+    73-76 -> 66-68 us, (1, 192, 28, 28) 68 -> 55-56, (1, 144, 56, 56) 155-164 -> 130-134, (1, 32, 112, 112)
+    134 -> 115-118, (8, 384, 14, 14) 376-391 -> 332-334, (64, 48, 16, 16) 418-426 -> 336-342, (1, 960, 12,
+    12) 91-92 -> 84-85; the same bits (tested). Cold compile, float32: 8-9 s, as the padded-plane kernel's.
+    """
+    N, C, _ = x.shape
+    has_bias = bias.shape[0] > 0
+    finished = scale.shape[0] > 0
+    for chunk in prange(chunks):                        # a few channels, all their images, per iteration
+        # [one spare value, a row of zeros, the plane, a row of zeros, one spare value]
+        padded = np.zeros(H * W + 2 * W + 2, dtype=x.dtype)
+        plane = padded[W + 1:]                          # the plane's H*W values from here on
+        columns = np.zeros((5, H + 2), dtype=x.dtype)   # _same3x3_side_columns's buffers
+        sides = np.empty((2, H), dtype=x.dtype)
+        for c in range(chunk * C // chunks, (chunk + 1) * C // chunks):
+            for n in range(N):
+                source = x[n, c]
+                for j in range(H * W):                  # the rows of zeros stay zero
+                    plane[j] = source[j]
+                _same3x3_plane(padded, weight[c, 0], y[n, c], H, W, columns, sides)
+                _finish_run(y[n, c], c, bias, has_bias, finished, scale, shift, low, high, hardswish)
+
+
+@inline_jit
+def _same3x3_plane(padded, w, y, H, W, columns, sides):
+    """One plane of :func:`_forward_flat_same3x3_kernel`: ``y`` (H*W,) from the taps ``w`` (3, 3) and
+    ``padded``, the input plane at ``W + 1`` between rows of zeros; every output ``sum_(kh, kw) w[kh, kw] *
+    x_pad[oh + kh - 1, ow + kw - 1]`` in tap order."""
+    rows = W                                            # one kernel row down
+    run_taps9(y, padded, padded[1:], padded[2:], padded[rows:], padded[rows + 1:], padded[rows + 2:],
+              padded[2 * rows:], padded[2 * rows + 1:], padded[2 * rows + 2:], w, H * W)
+    _same3x3_side_columns(padded, w, y, H, W, columns, sides)
+
+
+@inline_jit
+def _same3x3_side_columns(padded, w, y, H, W, columns, sides):
+    """Columns 0 and W-1 of :func:`_same3x3_plane`'s output again, where the taps of kernel column 0 (2)
+    read the padding on the left (right): those zeros in the sums in their place in the tap order.
+
+    The two outer columns on each side of the padded plane, rows -1 .. H, are gathered into ``columns``
+    (5, H + 2): ``[zeros, column 0, column 1, column W-2, column W-1]``; a column of outputs is then the
+    same nine-tap pass over runs of ``H`` (``_rows.run_taps9``) into ``sides`` (2, H), which go back into
+    ``y``'s first and last columns. (One output at a time, each a chain of nine dependent additions, took
+    twice as long as the whole pass over the plane.)
+    """
+    zeros, left0, left1, right0, right1 = columns[0], columns[1], columns[2], columns[3], columns[4]
+    for i in range(H + 2):                              # padded rows -1 .. H (the first column stays zero)
+        row = i * W + 1                                 # padded row i - 1, column 0
+        left0[i], left1[i] = padded[row], padded[row + 1]
+        right0[i], right1[i] = padded[row + W - 2], padded[row + W - 1]
+    left, right = sides[0], sides[1]
+    run_taps9(left, zeros, left0, left1, zeros, left0[1:], left1[1:], zeros, left0[2:], left1[2:], w, H)
+    run_taps9(right, right0, right1, zeros, right0[1:], right1[1:], zeros, right0[2:], right1[2:], zeros, w, H)
+    for oh in range(H):
+        y[oh * W] = left[oh]
+        y[oh * W + W - 1] = right[oh]
 
 
 @parallel_jit
@@ -878,16 +969,22 @@ def _finish_and_write_out(total, y_plane, row_length, c, bias, has_bias, finishe
     one-pass taps; measured with an empty numba cache on a 2-core AMD EPYC).
     """
     H_out, W_out = y_plane.shape
+    _finish_run(total, c, bias, has_bias, finished, scale, shift, low, high, hardswish)
+    for oh in range(H_out):                         # y_plane: this iteration's only
+        source, out_row = total[oh * row_length:], y_plane[oh]
+        for ow in range(W_out):
+            out_row[ow] = source[ow]
+
+
+@inline_jit
+def _finish_run(total, c, bias, has_bias, finished, scale, shift, low, high, hardswish):
+    """Channel ``c``'s bias and epilogue on the run ``total`` in place (:func:`_finish_and_write_out`)."""
     zero, three, six = total.dtype.type(0), total.dtype.type(3), total.dtype.type(6)
     if has_bias or finished:
         _write_out_row(total, total, c, bias, has_bias, finished, scale, shift, low, high)
     if finished and hardswish:
         for j in range(total.shape[0]):
             total[j] = hardswish_value(total[j], zero, three, six)
-    for oh in range(H_out):                         # y_plane: this iteration's only
-        source, out_row = total[oh * row_length:], y_plane[oh]
-        for ow in range(W_out):
-            out_row[ow] = source[ow]
 
 
 @inline_jit

@@ -762,6 +762,131 @@ def test_flat_forward_channels_sharing_buffers_give_the_same_bits(rng, kernel_si
     assert_close(outputs[0], expected, np.float32)
 
 
+# The stride-1 3x3 "same" planes (padding 1): _forward_flat_same3x3_kernel, with the padded-plane kernel's bits
+SAME3X3_SHAPES = [
+    (1, 5, 3, 3),          # the smallest plane it takes: one interior output
+    (2, 3, 3, 7),          # three rows, wide
+    (1, 4, 7, 3),          # three columns, tall
+    (3, 6, 14, 14),        # several images, MobileNet's 14 x 14
+    (1, 2, 5, 9),
+    (2, 3, 16, 16),        # the default training run's stride-1 planes
+]
+
+
+def _flat_outputs(x, weight, bias, epilogue, kernel):
+    """The flat forward of a 3x3, padding-1, stride-1 layer by ``kernel`` ("same3x3": the dispatcher, which
+    takes the same3x3 kernel; "padded": the padded-plane stride-1 kernel)."""
+    dtype = x.dtype
+    N, C = x.shape[:2]
+    y = np.empty_like(x)
+    chunks = D._channel_chunks(N, C)
+    if kernel == "same3x3":
+        D._forward_flat_kernel(x, weight, bias, y, chunks, 1, 1, 1, 1, 1, 1, *epilogue)
+    else:
+        D._forward_flat_stride1_kernel(x, weight, bias, y, chunks, 1, 1, 1, 1, *epilogue)
+    return y
+
+
+def _epilogues(C, dtype, rng):
+    nothing = np.empty(0, dtype=dtype)
+    scale, shift = rng.random(C).astype(dtype) + 0.5, rng.standard_normal(C).astype(dtype)
+    return {"none": (nothing, nothing, dtype.type(-np.inf), dtype.type(np.inf), False),
+            "relu6": (scale, shift, dtype.type(0), dtype.type(6), False),
+            "hardswish": (scale, shift, dtype.type(-np.inf), dtype.type(np.inf), True)}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape", SAME3X3_SHAPES)
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("epilogue", ["none", "relu6", "hardswish"])
+def test_same3x3_kernel_gives_the_padded_plane_kernels_bits(x_shape, with_bias, epilogue, dtype, rng):
+    """Read where the plane lies (rows of zeros above and below, the side columns again), every output is
+    the padded-plane kernel's sum in its order: the same bits, the signs of zeros too; and the reference's."""
+    dtype = np.dtype(dtype)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    C = x_shape[1]
+    weight = rng.standard_normal((C, 1, 3, 3)).astype(dtype)
+    bias = rng.standard_normal(C).astype(dtype) if with_bias else np.empty(0, dtype=dtype)
+    finish = _epilogues(C, dtype, rng)[epilogue]
+    same = _flat_outputs(x, weight, bias, finish, "same3x3")
+    padded = _flat_outputs(x, weight, bias, finish, "padded")
+    np.testing.assert_array_equal(same, padded)
+    np.testing.assert_array_equal(np.signbit(same), np.signbit(padded))
+    if epilogue == "none":
+        expected = R.depthwise_conv2d_forward(x, weight, bias if with_bias else None, padding=1)
+        assert_close(same, expected, dtype)
+
+
+def test_same3x3_kernel_keeps_the_padded_kernels_non_finite_pattern(rng):
+    """inf and nan on the corners, the edges and inside reach exactly the outputs that read them (and the
+    padding's ``w * 0`` keeps an infinite weight's nan on the border), as in the padded-plane kernel."""
+    x = rng.standard_normal((2, 4, 6, 7)).astype(np.float32)
+    x[0, 0, 0, 0], x[0, 1, 5, 6], x[0, 2, 0, 3], x[0, 3, 2, 0] = np.inf, -np.inf, np.nan, np.inf
+    x[1, 0, 3, 6], x[1, 1, 5, 0], x[1, 2, 2, 3] = np.nan, np.inf, -np.inf
+    weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    weight[3, 0, 0, 0] = np.inf                                       # reaches every output of channel 3
+    finish = _epilogues(4, np.dtype(np.float32), rng)["none"]
+    nothing = np.empty(0, dtype=np.float32)
+    same = _flat_outputs(x, weight, nothing, finish, "same3x3")
+    np.testing.assert_array_equal(same, _flat_outputs(x, weight, nothing, finish, "padded"))
+    assert np.isnan(same[0, 3, 0, 0]) and not np.isfinite(same[0, 0, :2, :2]).any()
+
+
+@pytest.mark.parametrize("kernel, padding, dilation, plane, expected", [
+    (3, 1, 1, (14, 14), True),
+    (3, 1, 1, (3, 3), True),
+    (3, 1, 1, (2, 14), False),           # fewer than three rows: the padded-plane kernel
+    (3, 1, 1, (14, 2), False),
+    (3, 0, 1, (14, 14), False),          # no padding
+    (3, 2, 2, (14, 14), False),          # dilation 2
+    (5, 2, 1, (14, 14), False),          # 5x5
+])
+def test_flat_forward_takes_the_same3x3_kernel_for_3x3_padding_1_planes(kernel, padding, dilation, plane,
+                                                                        expected, rng, monkeypatch):
+    calls = []
+    for name in ("_forward_flat_same3x3_kernel", "_forward_flat_stride1_kernel"):
+        original = getattr(D, name)
+
+        def recording(*args, _name=name, _original=original):
+            calls.append(_name)
+            return _original(*args)
+        monkeypatch.setattr(D, name, recording)
+    x = rng.standard_normal((1, 2, *plane))
+    weight = rng.standard_normal((2, 1, kernel, kernel))
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, padding, dilation)
+    y = np.empty(geometry.output_shape)
+    nothing = np.empty(0)
+    D._forward_flat_kernel(x, weight, nothing, y, 1, 1, 1, padding, padding, dilation, dilation, nothing, nothing,
+                           -np.inf, np.inf, False)
+    assert calls == ["_forward_flat_same3x3_kernel" if expected else "_forward_flat_stride1_kernel"]
+    assert_close(y, R.depthwise_conv2d_forward(x, weight, padding=padding, dilation=dilation), np.float64)
+
+
+def test_same3x3_kernel_reads_a_non_contiguous_input_as_its_copy(rng):
+    """The flat kernel sees each plane as one run: an input that is not C-contiguous (a layer's gradient can
+    be a view) is copied into one first; the input gradient goes through the same kernel."""
+    base = rng.standard_normal((3, 8, 12, 12)).astype(np.float32)
+    view = base[:, ::2]                                               # (3, 4, 12, 12), every other channel
+    weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    finish = _epilogues(4, np.dtype(np.float32), rng)["relu6"]
+    nothing = np.empty(0, dtype=np.float32)
+    np.testing.assert_array_equal(_flat_outputs(view, weight, nothing, finish, "same3x3"),
+                                  _flat_outputs(np.ascontiguousarray(view), weight, nothing, finish, "same3x3"))
+    geometry = D._depthwise_geometry((3, 4, 12, 12), weight.shape, 1, 1, 1)
+    assert_close(D._backward_input_flat(view, weight, geometry),
+                 R.depthwise_conv2d_backward_input(view, weight, (3, 4, 12, 12), padding=1), np.float32)
+
+
+def test_same3x3_kernel_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
+    x = rng.standard_normal((1, 37, 14, 14)).astype(np.float32)
+    weight = rng.standard_normal((37, 1, 3, 3)).astype(np.float32)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        results.append(depthwise_conv2d_forward(x, weight, padding=1))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
 def test_flat_forward_cuts_one_image_into_chunks_of_channels(monkeypatch):
     """One image: a multiple of the thread count of iterations, at most about FLAT_CHANNEL_CHUNK channels
     each, never more iterations than channels; several images: one channel per iteration."""
