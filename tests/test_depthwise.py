@@ -730,14 +730,21 @@ def test_strided_input_gradient_takes_the_phase_kernel_above_the_channels_last_p
                             "_backward_input_generic_kernel"]               # 32x32: channels-last; multiplier 2
 
 
-def test_flat_weight_gradient_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
-    x = rng.standard_normal((4, 6, 16, 16)).astype(np.float32)
-    grad_out = rng.standard_normal((4, 6, 16, 16)).astype(np.float32)
+def assert_same_bits_on_one_and_all_threads(compute):
+    """``compute()`` (an array) on one of numba's threads and on all of them gives the same bits (with the
+    ``restore_numba_threads`` fixture, which sets the thread count back)."""
     results = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
         numba.set_num_threads(threads)
-        results.append(depthwise_conv2d_backward_weight(grad_out, x, (6, 1, 3, 3), padding=1))
+        results.append(compute())
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_flat_weight_gradient_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
+    x = rng.standard_normal((4, 6, 16, 16)).astype(np.float32)
+    grad_out = rng.standard_normal((4, 6, 16, 16)).astype(np.float32)
+    assert_same_bits_on_one_and_all_threads(lambda: depthwise_conv2d_backward_weight(grad_out, x, (6, 1, 3, 3),
+                                                                                    padding=1))
 
 
 @pytest.mark.parametrize("kernel_size, stride, dilation", [(3, 1, 1), (3, 2, 1), (5, 2, 1), (3, 1, 2)])
@@ -880,11 +887,7 @@ def test_same3x3_kernel_reads_a_non_contiguous_input_as_its_copy(rng):
 def test_same3x3_kernel_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
     x = rng.standard_normal((1, 37, 14, 14)).astype(np.float32)
     weight = rng.standard_normal((37, 1, 3, 3)).astype(np.float32)
-    results = []
-    for threads in (1, numba.config.NUMBA_NUM_THREADS):
-        numba.set_num_threads(threads)
-        results.append(depthwise_conv2d_forward(x, weight, padding=1))
-    np.testing.assert_array_equal(results[0], results[1])
+    assert_same_bits_on_one_and_all_threads(lambda: depthwise_conv2d_forward(x, weight, padding=1))
 
 
 def test_flat_forward_cuts_one_image_into_chunks_of_channels(monkeypatch):
@@ -998,11 +1001,7 @@ def test_flat_stride2_3x3_gives_the_same_bits_on_one_and_two_threads(rng, restor
     channels are cut into depends on the thread count, the results do not."""
     x = rng.standard_normal((1, 37, 30, 30)).astype(np.float32)
     weight = rng.standard_normal((37, 1, 3, 3)).astype(np.float32)
-    results = []
-    for threads in (1, numba.config.NUMBA_NUM_THREADS):
-        numba.set_num_threads(threads)
-        results.append(depthwise_conv2d_forward(x, weight, stride=2, padding=1))
-    np.testing.assert_array_equal(results[0], results[1])
+    assert_same_bits_on_one_and_all_threads(lambda: depthwise_conv2d_forward(x, weight, stride=2, padding=1))
 
 
 # ----------------------------------------------------------------------------------------------------
