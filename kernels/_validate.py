@@ -81,7 +81,7 @@ def check_same_dtype(**arrays):
 def check_shape(shape, name):
     """Check a requested NCHW shape (``input_shape``/``weight_shape``): 4 positive ints; return it as a tuple
     of Python ints."""
-    if type(shape) is not tuple or len(shape) != 4 or not _plain_arguments(shape):   # not already x.shape's kind
+    if type(shape) is not tuple or len(shape) != 4 or not _all_ints(shape):   # not already x.shape's kind
         try:
             listed = tuple(shape)
         except TypeError:
@@ -142,16 +142,23 @@ _GEOMETRIES = {}
 MAX_REMEMBERED_GEOMETRIES = 1024
 
 
+def _all_ints(values):
+    """True when every value is exactly an ``int`` (not a ``bool``, a NumPy integer or a ``float``)."""
+    for value in values:
+        if type(value) is not int:
+            return False
+    return True
+
+
 def _plain_arguments(arguments):
-    """True when every argument is an ``int`` or a tuple of ``int`` (exactly, not ``bool`` or ``float``,
-    which hash like the ints they equal but must be refused) or a ``str``: a key that :func:`conv_geometry`
+    """True when every argument is an ``int``, a tuple of ``int`` (exactly: ``bool`` and ``float`` hash like
+    the ints they equal but must be refused) or a ``str`` (the input's name): a key that :func:`conv_geometry`
     may look up."""
     for argument in arguments:
         kind = type(argument)
         if kind is tuple:
-            for item in argument:
-                if type(item) is not int:
-                    return False
+            if not _all_ints(argument):
+                return False
         elif kind is not int and kind is not str:
             return False
     return True

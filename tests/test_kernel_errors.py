@@ -313,9 +313,10 @@ def test_check_shape_returns_a_tuple_of_python_ints(shape):
     ((2, 4, 7, True), TypeError, "input_shape must be a tuple of 4 ints"),
     ((2, 4, 7, 6.0), TypeError, "input_shape must be a tuple of 4 ints"),
     ((2, 4, 7), TypeError, "input_shape must be a tuple of 4 ints"),
+    (("2", "4", "7", "6"), TypeError, "input_shape must be a tuple of 4 ints"),
     ((2, 4, 0, 6), ValueError, "input_shape must contain positive sizes"),
     ((2, 4, 7, 2**31), ValueError, "input_shape must be at most"),
-], ids=["bool", "float", "three", "zero", "huge"])
+], ids=["bool", "float", "three", "strings", "zero", "huge"])
 def test_check_shape_refuses(shape, error, match):
     with pytest.raises(error, match=match) as info:
         _validate.check_shape(shape, "input_shape")
