@@ -783,9 +783,8 @@ SAME3X3_SHAPES = [
 def _flat_outputs(x, weight, bias, epilogue, kernel):
     """The flat forward of a 3x3, padding-1, stride-1 layer by ``kernel`` ("same3x3": the dispatcher, which
     takes the same3x3 kernel; "padded": the padded-plane stride-1 kernel)."""
-    dtype = x.dtype
     N, C = x.shape[:2]
-    y = np.empty_like(x)
+    y = np.empty(x.shape, dtype=x.dtype)                              # a new C-contiguous output, as the layers'
     chunks = D._channel_chunks(N, C)
     if kernel == "same3x3":
         D._forward_flat_kernel(x, weight, bias, y, chunks, 1, 1, 1, 1, 1, 1, *epilogue)
