@@ -814,8 +814,8 @@ def _same3x3_side_columns(padded, w, y, H, W, columns, sides):
     The two outer columns on each side of the padded plane, rows -1 .. H, are gathered into ``columns``
     (5, H + 2): ``[zeros, column 0, column 1, column W-2, column W-1]``; a column of outputs is then the
     same nine-tap pass over runs of ``H`` (``_rows.run_taps9``) into ``sides`` (2, H), which go back into
-    ``y``'s first and last columns. (One output at a time, each a chain of nine dependent additions, took
-    twice as long as the whole pass over the plane.)
+    ``y``'s first and last columns. (One output at a time, each a chain of nine dependent additions, they
+    took longer than the nine-tap pass over the whole plane: 43 against 28 us for (1, 576, 14, 14).)
     """
     zeros, left0, left1, right0, right1 = columns[0], columns[1], columns[2], columns[3], columns[4]
     for i in range(H + 2):                              # padded rows -1 .. H (the first column stays zero)
