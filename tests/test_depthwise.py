@@ -769,7 +769,8 @@ def test_flat_forward_channels_sharing_buffers_give_the_same_bits(rng, kernel_si
     assert_close(outputs[0], expected, np.float32)
 
 
-# The stride-1 3x3 "same" planes (padding 1): _forward_flat_same3x3_kernel, with the padded-plane kernel's bits
+# The stride-1 3x3 "same" planes (padding 1): _forward_flat_stacked3x3_kernel (up to STACKED_MAX_PIXELS) and
+# _forward_flat_same3x3_kernel (any size), with the padded-plane kernel's bits
 SAME3X3_SHAPES = [
     (1, 5, 3, 3),          # the smallest plane it takes: one interior output
     (2, 3, 3, 7),          # three rows, wide
@@ -781,13 +782,19 @@ SAME3X3_SHAPES = [
 
 
 def _flat_outputs(x, weight, bias, epilogue, kernel):
-    """The flat forward of a 3x3, padding-1, stride-1 layer by ``kernel`` ("same3x3": the dispatcher, which
-    takes the same3x3 kernel; "padded": the padded-plane stride-1 kernel)."""
-    N, C = x.shape[:2]
+    """The flat forward of a 3x3, padding-1, stride-1 layer by ``kernel``: "dispatch" (the dispatcher,
+    ``_forward_flat_kernel``), "same3x3" or "stacked" (that kernel called directly, the whole batch in one
+    call), "padded" (the padded-plane stride-1 kernel)."""
+    N, C, H, W = x.shape
     y = np.empty(x.shape, dtype=x.dtype)                              # a new C-contiguous output, as the layers'
     chunks = D._channel_chunks(N, C)
-    if kernel == "same3x3":
+    if kernel == "dispatch":
         D._forward_flat_kernel(x, weight, bias, y, chunks, 1, 1, 1, 1, 1, 1, *epilogue)
+    elif kernel == "same3x3":
+        D._forward_flat_same3x3_kernel(np.ascontiguousarray(x).reshape(N, C, H * W), weight, bias,
+                                       y.reshape(N, C, H * W), chunks, H, W, *epilogue)
+    elif kernel == "stacked":
+        D._forward_flat_stacked3x3_kernel(np.ascontiguousarray(x), weight, bias, y, chunks, *epilogue)
     else:
         D._forward_flat_stride1_kernel(x, weight, bias, y, chunks, 1, 1, 1, 1, *epilogue)
     return y
@@ -801,20 +808,23 @@ def _epilogues(C, dtype, rng):
             "hardswish": (scale, shift, dtype.type(-np.inf), dtype.type(np.inf), True)}
 
 
+@pytest.mark.parametrize("kernel", ["same3x3", "stacked", "dispatch"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("x_shape", SAME3X3_SHAPES)
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("epilogue", ["none", "relu6", "hardswish"])
-def test_same3x3_kernel_gives_the_padded_plane_kernels_bits(x_shape, with_bias, epilogue, dtype, rng):
-    """Read where the plane lies (rows of zeros above and below, the side columns again), every output is
-    the padded-plane kernel's sum in its order: the same bits, the signs of zeros too; and the reference's."""
+def test_same3x3_kernels_give_the_padded_plane_kernels_bits(kernel, x_shape, with_bias, epilogue, dtype, rng):
+    """Read where the plane lies (same3x3: rows of zeros above and below, the side columns again; stacked:
+    a zero after each row, a row of zeros after each plane, the images one after the other), every output
+    is the padded-plane kernel's sum in its order: the same bits, the signs of zeros too; and the
+    reference's."""
     dtype = np.dtype(dtype)
     x = rng.standard_normal(x_shape).astype(dtype)
     C = x_shape[1]
     weight = rng.standard_normal((C, 1, 3, 3)).astype(dtype)
     bias = rng.standard_normal(C).astype(dtype) if with_bias else np.empty(0, dtype=dtype)
     finish = _epilogues(C, dtype, rng)[epilogue]
-    same = _flat_outputs(x, weight, bias, finish, "same3x3")
+    same = _flat_outputs(x, weight, bias, finish, kernel)
     padded = _flat_outputs(x, weight, bias, finish, "padded")
     np.testing.assert_array_equal(same, padded)
     np.testing.assert_array_equal(np.signbit(same), np.signbit(padded))
@@ -823,9 +833,11 @@ def test_same3x3_kernel_gives_the_padded_plane_kernels_bits(x_shape, with_bias, 
         assert_close(same, expected, dtype)
 
 
-def test_same3x3_kernel_keeps_the_padded_kernels_non_finite_pattern(rng):
+@pytest.mark.parametrize("kernel", ["same3x3", "stacked"])
+def test_same3x3_kernels_keep_the_padded_kernels_non_finite_pattern(kernel, rng):
     """inf and nan on the corners, the edges and inside reach exactly the outputs that read them (and the
-    padding's ``w * 0`` keeps an infinite weight's nan on the border), as in the padded-plane kernel."""
+    padding's ``w * 0`` keeps an infinite weight's nan on the border), as in the padded-plane kernel; the
+    stacked kernel's dropped outputs, which read the next row or plane, take nothing to a kept one."""
     x = rng.standard_normal((2, 4, 6, 7)).astype(np.float32)
     x[0, 0, 0, 0], x[0, 1, 5, 6], x[0, 2, 0, 3], x[0, 3, 2, 0] = np.inf, -np.inf, np.nan, np.inf
     x[1, 0, 3, 6], x[1, 1, 5, 0], x[1, 2, 2, 3] = np.nan, np.inf, -np.inf
@@ -833,24 +845,27 @@ def test_same3x3_kernel_keeps_the_padded_kernels_non_finite_pattern(rng):
     weight[3, 0, 0, 0] = np.inf                                       # reaches every output of channel 3
     finish = _epilogues(4, np.dtype(np.float32), rng)["none"]
     nothing = np.empty(0, dtype=np.float32)
-    same = _flat_outputs(x, weight, nothing, finish, "same3x3")
+    same = _flat_outputs(x, weight, nothing, finish, kernel)
     np.testing.assert_array_equal(same, _flat_outputs(x, weight, nothing, finish, "padded"))
     assert np.isnan(same[0, 3, 0, 0]) and not np.isfinite(same[0, 0, :2, :2]).any()
 
 
 @pytest.mark.parametrize("kernel, padding, dilation, plane, expected", [
-    (3, 1, 1, (14, 14), True),
-    (3, 1, 1, (3, 3), True),
-    (3, 1, 1, (2, 14), False),           # fewer than three rows: the padded-plane kernel
-    (3, 1, 1, (14, 2), False),
-    (3, 0, 1, (14, 14), False),          # no padding
-    (3, 2, 2, (14, 14), False),          # dilation 2
-    (5, 2, 1, (14, 14), False),          # 5x5
+    (3, 1, 1, (14, 14), "_forward_flat_stacked3x3_kernel"),
+    (3, 1, 1, (3, 3), "_forward_flat_stacked3x3_kernel"),
+    (3, 1, 1, (20, 20), "_forward_flat_stacked3x3_kernel"),      # STACKED_MAX_PIXELS
+    (3, 1, 1, (21, 20), "_forward_flat_same3x3_kernel"),         # one row more
+    (3, 1, 1, (28, 28), "_forward_flat_same3x3_kernel"),
+    (3, 1, 1, (2, 14), "_forward_flat_stride1_kernel"),          # fewer than three rows: the padded-plane kernel
+    (3, 1, 1, (14, 2), "_forward_flat_stride1_kernel"),
+    (3, 0, 1, (14, 14), "_forward_flat_stride1_kernel"),         # no padding
+    (3, 2, 2, (14, 14), "_forward_flat_stride1_kernel"),         # dilation 2
+    (5, 2, 1, (14, 14), "_forward_flat_stride1_kernel"),         # 5x5
 ])
-def test_flat_forward_takes_the_same3x3_kernel_for_3x3_padding_1_planes(kernel, padding, dilation, plane,
-                                                                        expected, rng, monkeypatch):
+def test_flat_forward_takes_the_same3x3_kernels_for_3x3_padding_1_planes(kernel, padding, dilation, plane,
+                                                                         expected, rng, monkeypatch):
     calls = []
-    for name in ("_forward_flat_same3x3_kernel", "_forward_flat_stride1_kernel"):
+    for name in ("_forward_flat_stacked3x3_kernel", "_forward_flat_same3x3_kernel", "_forward_flat_stride1_kernel"):
         original = getattr(D, name)
 
         def recording(*args, _name=name, _original=original):
@@ -864,8 +879,31 @@ def test_flat_forward_takes_the_same3x3_kernel_for_3x3_padding_1_planes(kernel, 
     nothing = np.empty(0)
     D._forward_flat_kernel(x, weight, nothing, y, 1, 1, 1, padding, padding, dilation, dilation, nothing, nothing,
                            -np.inf, np.inf, False)
-    assert calls == ["_forward_flat_same3x3_kernel" if expected else "_forward_flat_stride1_kernel"]
+    assert calls == [expected]
     assert_close(y, R.depthwise_conv2d_forward(x, weight, padding=padding, dilation=dilation), np.float64)
+
+
+def test_stacked_kernel_cuts_a_large_batch_into_calls_of_about_as_many_images(rng, monkeypatch):
+    """As many images per call as fit in STACKED_RUN_VALUES (14 planes of 16 x 16, 17 x 17 values each):
+    40 images go in 3 calls of 13 or 14, in order, with the bits of the padded-plane kernel; a plane larger
+    than the run still gets one image per call."""
+    assert D._images_per_stack(40, 16, 16) == 14
+    assert D._images_per_stack(8, 14, 14) == 8                       # the whole batch fits
+    assert D._images_per_stack(3, 80, 80) == 1
+    calls = []
+    original = D._forward_flat_stacked3x3_kernel
+
+    def recording(x, *args):
+        calls.append(x.shape[0])
+        return original(x, *args)
+    monkeypatch.setattr(D, "_forward_flat_stacked3x3_kernel", recording)
+    x = rng.standard_normal((40, 3, 16, 16)).astype(np.float32)
+    weight = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    finish = _epilogues(3, np.dtype(np.float32), rng)["relu6"]
+    nothing = np.empty(0, dtype=np.float32)
+    y = _flat_outputs(x, weight, nothing, finish, "dispatch")
+    assert calls == [13, 13, 14]
+    np.testing.assert_array_equal(y, _flat_outputs(x, weight, nothing, finish, "padded"))
 
 
 def test_same3x3_kernel_reads_a_non_contiguous_input_as_its_copy(rng):
@@ -876,15 +914,16 @@ def test_same3x3_kernel_reads_a_non_contiguous_input_as_its_copy(rng):
     weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
     finish = _epilogues(4, np.dtype(np.float32), rng)["relu6"]
     nothing = np.empty(0, dtype=np.float32)
-    np.testing.assert_array_equal(_flat_outputs(view, weight, nothing, finish, "same3x3"),
-                                  _flat_outputs(np.ascontiguousarray(view), weight, nothing, finish, "same3x3"))
+    np.testing.assert_array_equal(_flat_outputs(view, weight, nothing, finish, "dispatch"),
+                                  _flat_outputs(np.ascontiguousarray(view), weight, nothing, finish, "dispatch"))
     geometry = D._depthwise_geometry((3, 4, 12, 12), weight.shape, 1, 1, 1)
     assert_close(D._backward_input_flat(view, weight, geometry),
                  R.depthwise_conv2d_backward_input(view, weight, (3, 4, 12, 12), padding=1), np.float32)
 
 
-def test_same3x3_kernel_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
-    x = rng.standard_normal((1, 37, 14, 14)).astype(np.float32)
+@pytest.mark.parametrize("x_shape", [(1, 37, 14, 14), (3, 37, 16, 16), (1, 37, 24, 24)])   # stacked, same3x3
+def test_same3x3_kernels_give_the_same_bits_on_one_and_two_threads(x_shape, rng, restore_numba_threads):
+    x = rng.standard_normal(x_shape).astype(np.float32)
     weight = rng.standard_normal((37, 1, 3, 3)).astype(np.float32)
     assert_same_bits_on_one_and_all_threads(lambda: depthwise_conv2d_forward(x, weight, padding=1))
 
@@ -913,7 +952,11 @@ def test_flat_kernels_small_case_runs_as_python_too(rng, kernel_calls):
     finished = np.empty(x.shape)
     D._forward_flat_kernel(x, weight, nothing, finished, 2, 1, 1, 1, 1, 1, 1, scale, shift, -np.inf, np.inf, True)
     v = R.depthwise_conv2d_forward(x, weight, padding=1) * scale[None, :, None, None] + shift[None, :, None, None]
-    assert_close(finished, v * np.clip(v + 3, 0, 6) / 6, np.float64)          # batch norm, hard swish
+    assert_close(finished, v * np.clip(v + 3, 0, 6) / 6, np.float64)          # batch norm, hard swish (stacked)
+    same = np.empty(x.shape)
+    D._forward_flat_same3x3_kernel(x.reshape(1, 2, 49), weight, nothing, same.reshape(1, 2, 49), 2, 7, 7, scale,
+                                   shift, -np.inf, np.inf, True)             # the larger planes' kernel
+    assert_close(same, v * np.clip(v + 3, 0, 6) / 6, np.float64)
     geometry = D._depthwise_geometry(x.shape, weight.shape, 2, 1, 1)
     strided = np.empty(geometry.output_shape)
     D._forward_flat_kernel(x, weight, nothing, strided, 1, 2, 2, 1, 1, 1, 1, nothing, nothing, -np.inf, np.inf,

@@ -75,7 +75,7 @@ def test_epoch_progress_counts_batches_and_round_trips_through_a_checkpoint_dict
 
 @pytest.mark.parametrize("module_name, kernel_name", [
     ("depthwise", "_forward_one_pixel_kernel"), ("depthwise", "_backward_one_pixel_kernel"),
-    ("depthwise", "_forward_channels_last_kernel"), ("depthwise", "_forward_flat_same3x3_kernel"),
+    ("depthwise", "_forward_channels_last_kernel"), ("depthwise", "_forward_flat_stacked3x3_kernel"),
     ("batchnorm", "batch_norm_statistics_kernel")])
 def test_the_compile_notice_asks_for_each_kernel_the_default_run_uses(module_name, kernel_name, monkeypatch):
     """``tinycnn train`` announces the compile pause unless every kernel it checks is cached; the default
