@@ -16,7 +16,8 @@ float32, one BLAS thread vs blocks on numba's two threads: (96, 16) @ (16, 12544
 (144, 24) @ (24, 3136) 0.39 -> 0.23 ms, (1280, 320) @ (320, 49) 0.65 -> 0.45 ms (the first two cut into
 column blocks then; :func:`_blocks` says how products are cut now, and why).
 
-Blocks depend only on the shapes, never on the number of threads, so results are bit-identical on 1 or
+Blocks depend only on the shapes (and, where OpenBLAS runs its AVX-512 kernels, which already sum in
+their own order, on :data:`TILE_VALUES`), never on the number of threads, so results are bit-identical on 1 or
 2 threads. They must: OpenBLAS's sums depend on the block it is given, not only on the product (measured
 with NumPy's OpenBLAS on a 2-core AMD EPYC, float32: (32, 27) @ (27, 3136) computed in column blocks of
 1568, 784, 512, 64 or 16 differs in the last bits from one call, and so do row blocks of 8 of (576, 96) @
@@ -56,9 +57,10 @@ ROW_BLOCKS_MIN_ROWS = 32
 
 
 def _find_cblas():
-    """``({dtype: cblas_?gemm}, {dtype: cblas_?gemv}, integer)`` as ctypes functions of NumPy's OpenBLAS
-    and a zero of their integer type (``np.int64`` or ``np.int32``), or empty dicts (and None) if not
-    found.
+    """``({dtype: cblas_?gemm}, {dtype: cblas_?gemv}, integer, architecture)`` as ctypes functions of
+    NumPy's OpenBLAS, a zero of their integer type (``np.int64`` or ``np.int32``) and the name of the
+    kernels OpenBLAS chose for this CPU (threadpoolctl's ``architecture``: ``"Haswell"``, ``"Zen"``,
+    ``"SkylakeX"``, ...; None if not reported), or empty dicts (and None, None) if not found.
 
     Only symbols whose integer width is certain are used: scipy-openblas's ``scipy_cblas_?gemm64_``
     (64-bit integers, what NumPy 2 wheels ship) and ``scipy_cblas_?gemm`` (32-bit), and OpenBLAS's
@@ -67,10 +69,11 @@ def _find_cblas():
     """
     try:
         from threadpoolctl import threadpool_info
-        paths = [info["filepath"] for info in threadpool_info() if info.get("internal_api") == "openblas"]
+        libraries = [info for info in threadpool_info() if info.get("internal_api") == "openblas"]
     except Exception:                        # threadpoolctl cannot inspect this process: use np.matmul
-        return {}, {}, None
-    paths.sort(key=lambda path: "numpy" not in path)          # NumPy's own copy first
+        return {}, {}, None, None
+    architectures = {info["filepath"]: info.get("architecture") for info in libraries}
+    paths = sorted(architectures, key=lambda path: "numpy" not in path)   # NumPy's own copy first
     candidates = [("scipy_cblas_{}{}64_", ctypes.c_int64), ("cblas_{}{}64_", ctypes.c_int64),
                   ("scipy_cblas_{}{}", ctypes.c_int32)]
     zeros = {ctypes.c_int64: np.int64(0), ctypes.c_int32: np.int32(0)}
@@ -91,8 +94,8 @@ def _find_cblas():
                     gemv[np.dtype(dtype)] = prototype((pattern.format(letter, "gemv"), library))
             if len(gemm) == 2 and all(_gives_matmul(f, dtype) for dtype, f in gemm.items()):
                 gemv = {dtype: f for dtype, f in gemv.items() if _gives_matrix_vector(f, dtype)}
-                return gemm, gemv, zeros[integer]
-    return {}, {}, None
+                return gemm, gemv, zeros[integer], architectures[path]
+    return {}, {}, None, None
 
 
 def _gives_matmul(function, dtype):
@@ -114,7 +117,16 @@ def _gives_matrix_vector(function, dtype):
     return np.array_equal(out, a @ x)
 
 
-_CBLAS, _CBLAS_GEMV, _CBLAS_INTEGER = _find_cblas()
+_CBLAS, _CBLAS_GEMV, _CBLAS_INTEGER, _BLAS_ARCHITECTURE = _find_cblas()
+
+#: OpenBLAS's kernels for which outputs are also cut into tiles of at most TILE_VALUES values (see
+#: :func:`_blocks`): measured with its AVX-512 "SkylakeX" kernels only
+TILED_ARCHITECTURES = ("SkylakeX",)
+#: values of an output tile, 16384 (64 KiB of float32), where OpenBLAS runs TILED_ARCHITECTURES; 0: no
+#: tiles (the AVX2 "Haswell" and "Zen" kernels, which gained nothing from them)
+TILE_VALUES = 16384 if _BLAS_ARCHITECTURE in TILED_ARCHITECTURES else 0
+#: only products at most this deep are tiled: each tile's call packs its rows of ``a`` again
+TILE_MAX_DEPTH = 48
 
 
 def _operand(matrix_stack):
@@ -133,9 +145,9 @@ def _operand(matrix_stack):
     return _operand(np.ascontiguousarray(matrix_stack))
 
 
-@functools.lru_cache(maxsize=4096)
-def _blocks(M, N, K):
-    """Cut an (M, N) output of a K-deep product into row or column blocks: ``(count, by_rows, size)``.
+def _blocks(M, N, K, tile_values=None):
+    """Cut an (M, N) output of a K-deep product into blocks: ``(row_blocks, row_size, column_blocks,
+    column_size)``, block ``(r, q)`` being rows ``r*row_size`` to ``(r + 1)*row_size`` and the same for columns.
 
     By rows, at most :data:`MAX_ROW_BLOCKS` of them in multiples of 8 rows, when the output has at least
     :data:`ROW_BLOCKS_MIN_ROWS` rows or no more rows than columns; else by columns, at most
@@ -150,15 +162,42 @@ def _blocks(M, N, K):
     a step). Two row blocks beat four here; outputs of 16 or 24 rows and thousands of columns (the
     projections of the first blocks) stay faster in column blocks (e.g. (24, 144) @ (144, 3136) 221-226
     us in 4 column blocks, 297 in 2 row blocks).
+
+    Then, with ``tile_values`` (default :data:`TILE_VALUES`, nonzero where OpenBLAS runs its AVX-512
+    kernels), a block of more values than that in a product at most :data:`TILE_MAX_DEPTH` deep is cut
+    again into columns, in multiples of 16, so that each BLAS call writes a tile of at most ``tile_values``
+    values and finishes it while it is in cache. With
+    NumPy's OpenBLAS 0.3.31 running its "SkylakeX" kernels on a 2-core Intel Sapphire Rapids, float32 with
+    a ReLU6 epilogue, alternated against the blocks alone (200 pairs): (96, 16) @ (16, 12544) 310 -> 203 us,
+    (64, 16) @ (16, 12544) 271 -> 138, (16, 32) @ (32, 12544) 97 -> 75, (144, 24) @ (24, 3136) 133 -> 114,
+    (72, 24) @ (24, 3136) 86 -> 51, (192, 32) @ (32, 784) 55 -> 42, (240, 40) @ (40, 784) 76 -> 56; tiles of
+    32768 values lost some of it ((16, 32) @ (32, 12544) 126 us). The same machine with OpenBLAS's AVX2
+    "Haswell" kernels (``OPENBLAS_CORETYPE=Haswell``, what an AMD EPYC of this kind gets) gained nothing
+    from any tile size (e.g. (96, 16) @ (16, 12544) 353 against 358-375 us), so there no tiles. Deeper
+    products pay for packing their rows of ``a`` once per tile: tiling every product, a frozen batch-1
+    MobileNet V2 took 1.8% longer; tiling those at most 48 deep, frozen batch-1 forwards (alternated, 100
+    pairs, two runs) V2 -2.0 / -2.7%, V2 width 0.5 -3.9 / -3.4%, V3-Large -2.4 / -2.5%, V3-Small -2.0 /
+    -1.8%, the training step (batch 64, 32 x 32, whose products are per image and small) unchanged.
     """
+    return _cut_into_blocks(M, N, K, TILE_VALUES if tile_values is None else tile_values)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cut_into_blocks(M, N, K, tile_values):
+    """:func:`_blocks` with the tile size given (cached: a frozen model asks once per layer, a training step
+    ~100 times)."""
     work_blocks = int(max(1, (M * N * K) // MIN_BLOCK_WORK))     # blocks of at least MIN_BLOCK_WORK each
     if M >= N or M >= ROW_BLOCKS_MIN_ROWS:          # rows, in multiples of 8
-        size = -(-M // min(MAX_ROW_BLOCKS, work_blocks))
-        size = -(-size // 8) * 8
-        return -(-M // size), True, size
-    size = -(-N // min(MAX_BLOCKS, work_blocks))    # columns, in multiples of 16 (64 bytes of float32)
-    size = -(-size // 16) * 16
-    return -(-N // size), False, size
+        row_size = -(-M // min(MAX_ROW_BLOCKS, work_blocks))
+        row_size = -(-row_size // 8) * 8
+        row_blocks, column_size = -(-M // row_size), N
+    else:
+        column_size = -(-N // min(MAX_BLOCKS, work_blocks))    # columns, in multiples of 16 (64 bytes of float32)
+        column_size = -(-column_size // 16) * 16
+        row_blocks, row_size = 1, M
+    if tile_values and K <= TILE_MAX_DEPTH and row_size * column_size > tile_values:
+        column_size = max(16, tile_values // row_size // 16 * 16)
+    return row_blocks, row_size, -(-N // column_size), column_size
 
 
 def batched_matmul(a, b, out, epilogue=None):
@@ -205,12 +244,12 @@ def batched_matmul(a, b, out, epilogue=None):
         return _finish_rows_numpy(out, epilogue)
     a, trans_a, lda = _operand(a)
     b, trans_b, ldb = _operand(b)
-    count, by_rows, size = _blocks(M, N, K)
+    blocks = _blocks(M, N, K)                       # row_blocks, row_size, column_blocks, column_size
     ldc = out.strides[1] // out.itemsize if out.shape[1] > 1 else N     # one row: any stride will do
     if out.dtype not in _SIGNATURES_FIXED_FOR:
         _fix_kernel_signatures(out.dtype)
     _batched_matmul_kernel(function_address(function), _CBLAS_INTEGER, a, trans_a, lda, b, trans_b, ldb, out, ldc,
-                           products // outputs, count, by_rows, size, *kernel_epilogue(epilogue, out.dtype))
+                           products // outputs, *blocks, *kernel_epilogue(epilogue, out.dtype))
     return out
 
 
@@ -243,7 +282,7 @@ def prepare_matmul_per_image(a, images, columns, epilogue=None):
     if function is None or images * M * columns == 0 or K == 0 or images == 1 and (M == 1 or columns == 1):
         return None
     a, trans_a, lda = _operand(a)
-    count, by_rows, size = _blocks(M, columns, K)
+    blocks = _blocks(M, columns, K)
     finish = kernel_epilogue(epilogue, a.dtype)
     if a.dtype not in _SIGNATURES_FIXED_FOR:
         _fix_kernel_signatures(a.dtype)
@@ -251,8 +290,8 @@ def prepare_matmul_per_image(a, images, columns, epilogue=None):
     address = function_address(function)
 
     def run(b, out):
-        _batched_matmul_kernel(address, _CBLAS_INTEGER, a, trans_a, lda, b, NO_TRANS, columns, out, columns, 1, count,
-                               by_rows, size, *finish)
+        _batched_matmul_kernel(address, _CBLAS_INTEGER, a, trans_a, lda, b, NO_TRANS, columns, out, columns, 1, *blocks,
+                               *finish)
 
     return run
 
@@ -338,7 +377,8 @@ def _fix_kernel_signatures(dtype):
                     _batched_matmul_kernel.compile(
                         (types.int64, numba.typeof(_CBLAS_INTEGER), operand, types.int64, types.int64, operand,
                          types.int64, types.int64, types.Array(real, 3, out_layout), types.int64, types.int64,
-                         types.int64, types.boolean, types.int64, vector, vector, real, real, types.boolean))
+                         types.int64, types.int64, types.int64, types.int64, vector, vector, real, real,
+                         types.boolean))
             finally:
                 _batched_matmul_kernel.disable_compile()
             if not any(signature[8].dtype == real for signature in _batched_matmul_kernel.signatures):
@@ -372,26 +412,25 @@ def _finish_rows_numpy(out, epilogue):
 
 
 @parallel_jit
-def _batched_matmul_kernel(gemm, integer, a, trans_a, lda, b, trans_b, ldb, out, ldc, sums, count, by_rows, size,
-                           scale, shift, low, high, hardswish):
+def _batched_matmul_kernel(gemm, integer, a, trans_a, lda, b, trans_b, ldb, out, ldc, sums, row_blocks, row_size,
+                           column_blocks, column_size, scale, shift, low, high, hardswish):
     """One CBLAS call per (output matrix, block, summed product); ``prange`` over disjoint output blocks.
 
     ``gemm`` is the address of ``cblas_?gemm`` and ``integer`` a zero of its integer type
-    (:mod:`kernels._blas`). With a non-empty ``scale``, each block's rows are then finished in place
-    (``batched_matmul``'s epilogue).
+    (:mod:`kernels._blas`); the blocks are :func:`_blocks`'s. With a non-empty ``scale``, each block's rows
+    are then finished in place (``batched_matmul``'s epilogue).
     """
     outputs, M, N = out.shape
     K = a.shape[2]
     groups = scale.shape[0] // M
     zero, one = out.dtype.type(0), out.dtype.type(1)
     three, six = out.dtype.type(3), out.dtype.type(6)                   # hard swish's constants, with zero
+    count = row_blocks * column_blocks
     for task in prange(outputs * count):                 # disjoint (output matrix, block) pairs
         j, block = task // count, task % count
-        m0, m1, n0, n1 = 0, M, 0, N
-        if by_rows:
-            m0, m1 = block * size, min(M, (block + 1) * size)
-        else:
-            n0, n1 = block * size, min(N, (block + 1) * size)
+        row_block, column_block = block // column_blocks, block % column_blocks
+        m0, m1 = row_block * row_size, min(M, (row_block + 1) * row_size)
+        n0, n1 = column_block * column_size, min(N, (column_block + 1) * column_size)
         for r in range(sums):                            # products summed into out[j], in order
             i = r * outputs + j
             beta = zero if r == 0 else one

@@ -69,24 +69,59 @@ def test_numpys_openblas_is_found_on_this_kind_of_machine():
     assert set(_gemm._CBLAS) == {np.dtype(np.float32), np.dtype(np.float64)}
 
 
-def test_blocks_depend_on_the_shape_only_and_cover_the_output():
-    for M, N, K in [(96, 12544, 16), (1280, 49, 320), (7, 3, 2), (24, 144, 256), (1, 10**6, 1)]:
-        count, by_rows, size = _gemm._blocks(M, N, K)
-        assert 1 <= count <= _gemm.MAX_BLOCKS
-        extent = M if by_rows else N
-        assert (count - 1) * size < extent <= count * size         # every block non-empty, all covered
+@pytest.mark.parametrize("tile_values", [0, 16384, 1000])
+def test_blocks_depend_on_the_shape_only_and_cover_the_output(tile_values):
+    for M, N, K in [(96, 12544, 16), (1280, 49, 320), (7, 3, 2), (24, 144, 256), (1, 10**6, 1), (16, 12544, 32)]:
+        row_blocks, row_size, column_blocks, column_size = _gemm._blocks(M, N, K, tile_values)
+        assert 1 <= row_blocks <= _gemm.MAX_ROW_BLOCKS and column_blocks >= 1
+        assert (row_blocks - 1) * row_size < M <= row_blocks * row_size       # every block non-empty, all covered
+        assert (column_blocks - 1) * column_size < N <= column_blocks * column_size
+        if tile_values and K <= _gemm.TILE_MAX_DEPTH and row_size * column_size > tile_values:
+            assert column_size == 16                                           # only when 16 columns are
 
 
 def test_outputs_of_many_rows_are_cut_into_row_halves_and_short_wide_ones_into_columns():
     """Each thread writes one contiguous part of a tall output (see ``_blocks``); 16-24 rows stay in columns."""
-    assert _gemm._blocks(144, 3136, 24) == (2, True, 72)            # MobileNet V2's 56 x 56 expansion
-    assert _gemm._blocks(192, 784, 32) == (2, True, 96)             # its 28 x 28 expansion, once in column strips
-    assert _gemm._blocks(1280, 49, 320) == (2, True, 640)           # taller than wide: rows, as before
-    assert _gemm._blocks(24, 3136, 144) == (4, False, 784)          # a projection to 24 channels: columns
+    assert _gemm._blocks(144, 3136, 24, 0) == (2, 72, 1, 3136)       # MobileNet V2's 56 x 56 expansion
+    assert _gemm._blocks(192, 784, 32, 0) == (2, 96, 1, 784)         # its 28 x 28 expansion, once in column strips
+    assert _gemm._blocks(1280, 49, 320, 0) == (2, 640, 1, 49)        # taller than wide: rows, as before
+    assert _gemm._blocks(24, 3136, 144, 0) == (1, 24, 4, 784)        # a projection to 24 channels: columns
     rows = _gemm.ROW_BLOCKS_MIN_ROWS
-    assert _gemm._blocks(rows, 10**5, 8)[:2] == (_gemm.MAX_ROW_BLOCKS, True)
-    assert _gemm._blocks(rows - 8, 10**5, 8)[1] is False
-    assert _gemm._blocks(32, 64, 16) == (1, True, 32)               # 2^15 multiply-adds: not cut
+    assert _gemm._blocks(rows, 10**5, 8, 0)[:2] == (_gemm.MAX_ROW_BLOCKS, rows // 2)
+    assert _gemm._blocks(rows - 8, 10**5, 8, 0)[0] == 1 and _gemm._blocks(rows - 8, 10**5, 8, 0)[2] > 1
+    assert _gemm._blocks(32, 64, 16, 0) == (1, 32, 1, 64)            # 2^15 multiply-adds: not cut
+
+
+def test_tiles_cut_large_blocks_into_columns_of_at_most_tile_values():
+    """Where OpenBLAS runs its AVX-512 kernels (``TILE_VALUES``), a block of more values in a product at most
+    TILE_MAX_DEPTH deep is cut again into columns, multiples of 16; smaller blocks keep their shape."""
+    assert _gemm._blocks(96, 12544, 16, 16384) == (2, 48, 38, 336)      # 48 x 336 = 16128 values a tile
+    assert _gemm._blocks(16, 12544, 32, 16384) == (1, 16, 13, 1024)     # column blocks, cut finer
+    assert _gemm._blocks(960, 49, 160, 16384) == (2, 480, 1, 49)          # deeper than TILE_MAX_DEPTH: a block
+    assert _gemm._blocks(960, 49, 48, 16384) == (2, 480, 2, 32)
+    assert _gemm._blocks(32, 144, 784, 16384)[2:] == (1, 144)           # 16 x 144 values: fits
+    assert _gemm.TILE_VALUES == (16384 if _gemm._BLAS_ARCHITECTURE in _gemm.TILED_ARCHITECTURES else 0)
+    assert _gemm._blocks(96, 12544, 16) == _gemm._blocks(96, 12544, 16, _gemm.TILE_VALUES)
+
+
+@pytest.mark.skipif(not _gemm._CBLAS, reason="needs NumPy's OpenBLAS")
+@pytest.mark.parametrize("tile_values", [0, 4096])
+def test_tiled_products_give_the_same_bits_on_one_and_two_threads_and_the_product(tile_values, rng, monkeypatch,
+                                                                                  restore_numba_threads):
+    import numba
+    monkeypatch.setattr(_gemm, "TILE_VALUES", tile_values)
+    a, b = _stack(rng, 1, 64, 16, np.float32, False), _stack(rng, 2, 16, 3000, np.float32, False)
+    assert _gemm._blocks(64, 3000, 16)[2] == (1 if tile_values == 0 else 24)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        out = np.empty((2, 64, 3000), dtype=np.float32)
+        with one_blas_thread():
+            _gemm.batched_matmul(a, b, out)
+        results.append(out)
+    np.testing.assert_array_equal(results[0], results[1])
+    expected = _expected(a, b, 2)
+    np.testing.assert_allclose(results[0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 def test_batched_matmul_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
