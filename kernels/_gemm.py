@@ -17,8 +17,8 @@ float32, one BLAS thread vs blocks on numba's two threads: (96, 16) @ (16, 12544
 column blocks then; :func:`_blocks` says how products are cut now, and why).
 
 Blocks depend only on the shapes (and, where OpenBLAS runs its AVX-512 kernels, which already sum in
-their own order, on :data:`TILE_VALUES`), never on the number of threads, so results are bit-identical on 1 or
-2 threads. They must: OpenBLAS's sums depend on the block it is given, not only on the product (measured
+their own order, on :data:`TILE_VALUES`), never on the number of threads, so results are bit-identical on
+1 or 2 threads. They must: OpenBLAS's sums depend on the block it is given, not only on the product (measured
 with NumPy's OpenBLAS on a 2-core AMD EPYC, float32: (32, 27) @ (27, 3136) computed in column blocks of
 1568, 784, 512, 64 or 16 differs in the last bits from one call, and so do row blocks of 8 of (576, 96) @
 (96, 196)), so a change to :func:`_blocks` or its constants changes results in the last bits, and two
@@ -166,9 +166,9 @@ def _blocks(M, N, K, tile_values=None):
     Then, with ``tile_values`` (default :data:`TILE_VALUES`, nonzero where OpenBLAS runs its AVX-512
     kernels), a block of more values than that in a product at most :data:`TILE_MAX_DEPTH` deep is cut
     again into columns, in multiples of 16, so that each BLAS call writes a tile of at most ``tile_values``
-    values and finishes it while it is in cache. With
-    NumPy's OpenBLAS 0.3.31 running its "SkylakeX" kernels on a 2-core Intel Sapphire Rapids, float32 with
-    a ReLU6 epilogue, alternated against the blocks alone (200 pairs): (96, 16) @ (16, 12544) 310 -> 203 us,
+    values and finishes it while it is in cache. With NumPy's OpenBLAS 0.3.31 running its "SkylakeX"
+    kernels on a 2-core Intel Sapphire Rapids, float32 with a ReLU6 epilogue, alternated against the blocks
+    alone (200 pairs): (96, 16) @ (16, 12544) 310 -> 203 us,
     (64, 16) @ (16, 12544) 271 -> 138, (16, 32) @ (32, 12544) 97 -> 75, (144, 24) @ (24, 3136) 133 -> 114,
     (72, 24) @ (24, 3136) 86 -> 51, (192, 32) @ (32, 784) 55 -> 42, (240, 40) @ (40, 784) 76 -> 56; tiles of
     32768 values lost some of it ((16, 32) @ (32, 12544) 126 us). The same machine with OpenBLAS's AVX2

@@ -122,8 +122,8 @@ STRIDE2_FLAT_MIN_PIXELS_BATCHED = 24 * 24
 STACKED_MAX_PIXELS = 20 * 20
 #: values the stacked kernel's run holds at most (:func:`_images_per_stack`): 4096 float32 values, 16 KiB,
 #: stay in L1 with their output. Measured as :func:`_forward_flat_stacked3x3_kernel` says, the whole batch in
-#: one run against cuts of at most 4096 values: (64, 48, 16, 16) 358 against 304 us, (256, 48, 16, 16) 1.65
-#: against 1.24 ms, (8, 384, 14, 14) 305 and (16, 96, 12, 12) 113 either way (one cut holds the batch)
+#: one run against calls of at most 4096 values: (64, 48, 16, 16) 358 against 320 us, (64, 72, 16, 16) 577
+#: against 478, (256, 48, 16, 16) 1.65 against 1.24 ms; (16, 96, 12, 12) 113 either way (one call holds it)
 STACKED_RUN_VALUES = 4096
 #: channels per iteration of the flat-run forward kernel on one image, which share one set of buffers
 #: (:func:`_channel_chunks`)
@@ -878,9 +878,11 @@ def _forward_flat_stacked3x3_kernel(x, weight, bias, y, chunks, scale, shift, lo
     generating AVX2 code (``NUMBA_CPU_NAME=haswell``), forward with a batch norm + ReLU6 epilogue,
     alternated against the same3x3 kernel (each side first in turn, 300 pairs): (1, 576, 14, 14) 67 -> 55
     us, (1, 384, 14, 14) 46 -> 39, (1, 960, 12, 12) 98 -> 77, (1, 384, 16, 16) 45 -> 38, (1, 256, 20, 20)
-    41 -> 38, (8, 384, 14, 14) 346 -> 288, (16, 96, 12, 12) 152 -> 115, (64, 48, 16, 16) 384 -> 304, (64,
+    41 -> 38, (8, 384, 14, 14) 346 -> 288, (16, 96, 12, 12) 152 -> 115, (64, 48, 16, 16) 384 -> 320, (64,
     72, 16, 16) 585 -> 478, (256, 48, 16, 16) 1.58 -> 1.24 ms; but (1, 192, 28, 28) 48 against 49, (8, 144,
     28, 28) 325 against 342, where the same3x3 kernel stays (longer rows leave it less to recompute).
+    Below 12 x 12 (the across-channels and channels-last kernels' planes) it lost: (64, 96, 8, 8) 207
+    against 238 us, (8, 576, 7, 7) 162 against 203.
     """
     N, C, H, W = x.shape
     S = W + 1                                           # a row and its zero

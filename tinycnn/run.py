@@ -276,7 +276,8 @@ def _kernels_compiled():
     from kernels import _gemm, _jit, batchnorm, depthwise
     return _jit.compiled_on_this_machine(depthwise._forward_channels_last_kernel,
                                          depthwise._backward_channels_last_kernel,
-                                         depthwise._forward_flat_stacked3x3_kernel, depthwise._backward_weight_flat_kernel,
+                                         depthwise._forward_flat_stacked3x3_kernel,
+                                         depthwise._backward_weight_flat_kernel,
                                          depthwise._weight_gradient_dots_kernel,
                                          depthwise._forward_one_pixel_kernel, depthwise._backward_one_pixel_kernel,
                                          _gemm._batched_matmul_kernel, batchnorm.batch_norm_train_forward_kernel,
