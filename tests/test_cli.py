@@ -123,6 +123,18 @@ def test_table_marks_total_against_target(ratio, verdict):
 
 
 # ------------------------------------------------------------------------------- a tiny real run
+def test_time_interleaved_takes_turns_of_block_runs_each_after_one_untimed_call(monkeypatch):
+    """One warm-up call each, then turns of ``block`` timed runs, each turn after one untimed call, the
+    side that goes first changing every round; a last, shorter round gives exactly ``repeat`` times."""
+    calls = []
+    clock = iter(range(1000))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock) / 1000.0)   # each timed run: 1 ms
+    times = bench.time_interleaved([lambda: calls.append("f"), lambda: calls.append("g")], repeat=7, block=5)
+    assert "".join(calls) == "fg" + "f" * 6 + "g" * 6 + "g" * 3 + "f" * 3
+    assert [len(function_times) for function_times in times] == [7, 7]
+    assert all(value == pytest.approx(1.0) for function_times in times for value in function_times)
+
+
 def test_tiny_depthwise_benchmark_prints_table_and_writes_json(tmp_path):
     json_path = tmp_path / "bench.json"
     result = run_tinycnn("bench", "kernels", "--batch", "1", "--repeat", "1", "--only", "c144", "--only", "c384",

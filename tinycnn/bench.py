@@ -9,8 +9,9 @@ the same process, on the same arrays, with as many threads as numba uses, and th
 Timing rules (shared by both sides, so the ratio is fair):
 
 * every measured callable runs once untimed first (numba compiles its kernels on the first call; PyTorch
-  warms its allocator), then ``repeat`` timed runs, ours and PyTorch's alternating so that both see the
-  same background load; we report the median (robust to a noisy shared machine; the JSON output also
+  warms its allocator), then ``repeat`` timed runs, ours and PyTorch's alternating in turns of
+  :data:`BLOCK_RUNS` runs (:func:`time_interleaved`) so that both see the same background load; we report
+  the median (robust to a noisy shared machine; the JSON output also
   keeps the fastest run, ``*_min_ms``);
 * PyTorch's forward runs under ``torch.no_grad()``; its backward directions are ``torch.autograd.grad`` on a
   graph built once (``retain_graph=True``) asking for the input or the weight gradient only, so each times
@@ -139,19 +140,34 @@ def _time_ms(function):
     return 1000.0 * (time.perf_counter() - start)
 
 
-def time_interleaved(functions, repeat):
-    """Time each function ``repeat`` times, in turns (``f, g, f, g, ...``), after one warm-up call each.
+#: timed runs of one function in a row (:func:`time_interleaved`)
+BLOCK_RUNS = 5
+
+
+def time_interleaved(functions, repeat, block=BLOCK_RUNS):
+    """Time each function ``repeat`` times, in turns of ``block`` runs, after one warm-up call each.
 
     Returns one list of ``repeat`` times in milliseconds per function. The warm-up call is where numba
-    compiles; taking turns exposes every function to the same background load on a shared machine, so
-    their ratio is fairer than that of series measured one after the other.
+    compiles. Then the functions take turns (``f`` x block, ``g`` x block, then ``g`` first, ...: each side
+    first in turn), so every function sees the same background load on a shared machine and their ratio
+    is fairer than that of series measured one after the other; each turn starts with one untimed call,
+    so that the other side's threads are idle again when the timed runs start. Both frameworks keep
+    their OpenMP threads spinning for a while after a parallel loop (numba's and PyTorch's each in a
+    runtime of its own), and a run that starts right after the other side's competes with them: on a
+    2-core Sapphire Rapids, (8, 144, 56, 56) at stride 2 took us 5.2 and 11.5 ms forward+backward in two
+    runs timed one call in turn, 4.2 and 4.2 ms in turns of five (3.5-3.8 ms with PyTorch not running;
+    PyTorch's 14.3 and 12.1 against 15.1 and 15.2 ms).
     """
     for function in functions:
         function()                           # warm-up: numba compiles here, allocators settle
     times = [[] for _ in functions]
-    for _ in range(repeat):
-        for function, function_times in zip(functions, times):
-            function_times.append(_time_ms(function))
+    turns = list(zip(functions, times))
+    for round_index in range(-(-repeat // block)):
+        runs = min(block, repeat - round_index * block)
+        for function, function_times in (turns if round_index % 2 == 0 else turns[::-1]):
+            function()                       # untimed: the other side's threads go idle meanwhile
+            for _ in range(runs):
+                function_times.append(_time_ms(function))
     return times
 
 
@@ -345,7 +361,7 @@ def run_kernel_benchmark(workloads, repeat=10, use_torch=True, progress=None):
     settings = {
         "dtype": "float32",
         "repeat": repeat,
-        "statistic": "median after one warm-up run",
+        "statistic": f"median after one warm-up run, ours and torch alternating in turns of {BLOCK_RUNS} runs",
         "threads": threads,
         "torch_version": None if torch is None else torch.__version__,
         "torch_requested": use_torch,

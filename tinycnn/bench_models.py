@@ -12,7 +12,7 @@
   the four forwards; the frozen row also gives ours frozen against PyTorch's eager forward.
 
 When torch and torchvision are importable, torchvision's model gets the same weights (our model loads its
-``state_dict``), the same input and the same thread count, and the two alternate run by run
+``state_dict``), the same input and the same thread count, and the two alternate in turns of five runs
 (:func:`tinycnn.bench.time_interleaved`), so the ratio ``ours / torch`` is measured under the same load.
 The report names the CPU, its vector extensions (AVX2 / AVX-512 change both sides' speed) and the
 process's peak resident memory after each model.
@@ -33,7 +33,7 @@ import sys
 
 import numpy as np
 
-from .bench import import_torch, time_interleaved, write_json
+from .bench import BLOCK_RUNS, import_torch, time_interleaved, write_json
 
 #: (label, tinycnn model name, keyword arguments, torchvision builder name)
 MODELS = (
@@ -239,7 +239,8 @@ def run_model_benchmark(only=None, batch=64, repeat=10, use_torch=True, progress
     settings = {"batch": batch, "repeat": repeat, "threads": threads, "cpu": cpu, "vector_extensions": vector,
                 "torch_version": None if torch is None else torch.__version__,
                 "torchvision": torchvision_models is not None, "torch_requested": use_torch,
-                "statistic": "median after one warm-up run, ours and torch alternating"}
+                "statistic": "median after one warm-up run, ours and torch alternating in turns of "
+                             f"{BLOCK_RUNS} runs"}
     return {"settings": settings, "models": results}
 
 

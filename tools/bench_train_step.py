@@ -7,8 +7,8 @@ Usage (needs ``pip install ".[reference]"`` and ``pip install --no-deps torchvis
 
 A step is what the Trainer does per batch: zero the gradients, forward, cross-entropy, backward,
 optimizer step (Adam). Both frameworks get the same weights (torchvision's state_dict converted), the
-same batch and the same number of threads; the steps alternate (ours, theirs, ours, ...) so both see
-the same background load, and the medians and their ratio are printed. The shapes data is 32 x 32:
+same batch and the same number of threads; the steps alternate in turns of five (``time_interleaved``)
+so both see the same background load, and the medians and their ratio are printed. The shapes data is 32 x 32:
 MobileNet V2 spends this step on 16 x 16 .. 1 x 1 feature maps, where per-plane overheads dominate.
 """
 import argparse
