@@ -140,6 +140,43 @@ def test_a_frozen_step_is_for_inference_only_and_checks_its_input(rng):
         nn.freeze(lambda x: x)
 
 
+def test_a_frozen_step_checks_an_input_of_a_prepared_shape_as_the_first_one(rng):
+    """A shape already prepared goes straight to its kernels only when C-contiguous and of the dtype of the
+    weights as frozen and as the convolution holds them: a strided view gives the same bits, and a model
+    converted after freezing still raises instead of using the weights it was frozen with."""
+    conv, norm = nn.Conv2d(3, 4, 3, padding=1), _randomise_statistics(nn.BatchNorm2d(4), rng).eval()
+    step = nn.FrozenConvNormActivation(conv, norm, nn.ReLU6())
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    expected = step(x)                                                  # prepares (2, 3, 6, 6)
+    np.testing.assert_array_equal(step(x), expected)
+    wide = np.zeros((2, 3, 6, 12), dtype=np.float32)
+    wide[..., ::2] = x
+    np.testing.assert_array_equal(step(wide[..., ::2]), expected)     # not contiguous: copied first
+    with pytest.raises(TypeError, match="float64 parameters but the input is float32"):
+        step.to(np.float64)(x)                                         # converted after freezing
+    with pytest.raises(TypeError, match="float64 input"):
+        step(x.astype(np.float64))
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        nn.FrozenConvNormActivation(nn.Conv2d(3, 4, 1), norm)(x.tolist())
+
+
+def test_frozen_containers_keep_the_forward_hooks_of_their_steps(rng):
+    """Frozen containers call their steps' forward directly (no backward to prepare for), but a hooked step
+    still goes through ``module(x)``: its hook sees the call and may replace the output."""
+    model = _randomise_statistics(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten()), rng)
+    frozen = nn.freeze(model)
+    step = frozen.module[0]
+    assert isinstance(step, nn.FrozenConvNormActivation)
+    x = rng.standard_normal((1, 3, 2, 2)).astype(np.float32)
+    plain = frozen(x)
+    seen = []
+    handle = step.register_forward_hook(lambda module, inputs, output: seen.append(output.shape) or output * 2)
+    np.testing.assert_array_equal(frozen(x), plain * 2)
+    assert seen == [(1, 4, 2, 2)]
+    handle.remove()
+    np.testing.assert_array_equal(frozen(x), plain)
+
+
 def test_residual_blocks_become_frozen_shortcut_blocks_with_their_children_and_errors(rng):
     model = _model("mobilenet_v3_small", rng)
     frozen = nn.freeze(model)

@@ -30,7 +30,12 @@ taken as constants, and the graph is rewritten around them. :func:`freeze` does 
    :class:`FrozenSqueezeExcitation`, which sends one image straight to its compiled kernel;
 5. each step prepares, on the first input of each shape, the kernel call it will make (which kernel,
    its blocks and arguments: :func:`kernels.pointwise.prepare_forward`,
-   :func:`kernels.depthwise.prepare_forward`), and makes only that call afterwards.
+   :func:`kernels.depthwise.prepare_forward`), and makes only that call afterwards; an input of a
+   prepared shape that is C-contiguous and of the weights' dtype skips the checks it passed then, and the
+   frozen containers call their frozen children's ``forward`` directly, without ``Module.__call__``'s
+   bookkeeping for a backward (:func:`_call_layer`; a hooked child still goes through its hooks).
+   Measured on a 2-core Intel Sapphire Rapids, alternated: frozen batch-1 MobileNet V2 -2.0 / -2.2%, V2
+   width 0.5 -3.4 / -4.1%, V3-Large -2.4 / -2.5%, V3-Small -2.3 / -4.3% (two runs of 150 pairs).
 
 The arithmetic is untouched: a frozen model gives the same bits as the model in evaluation mode inside
 ``no_grad()`` (the same kernels with the same ``scale``, ``shift`` and clip), so ``freeze`` changes
@@ -99,11 +104,23 @@ class FrozenConvNormActivation(Module):
         low, high, hardswish = (-np.inf, np.inf, False) if activation is None else _CONV_ACTIVATIONS[type(activation)]
         self._epilogue = (scale, shift, low, high, hardswish)
         self._weight = np.ascontiguousarray(conv._parameters["weight"].data)  # (C_out, C_in/groups, kH, kW)
+        # the convolution's weight Parameter as a plain reference (an attribute would register it twice):
+        # .to(dtype) gives it new data, which the fast path in forward must notice
+        self.__dict__["_weight_parameter"] = conv._parameters["weight"]
         bias = conv._parameters["bias"]
         self._bias = None if bias is None else bias.data                     # (C_out,) or None
         self._forwards = {}                         # input shape -> its prepared forward (see _prepare)
 
     def forward(self, x):
+        # an input of a shape already prepared, C-contiguous, of the dtype of the weights (both as frozen
+        # and as the convolution holds them now) passed every check below when its shape was prepared:
+        # straight to its kernels (~1.5 us less a step)
+        if (type(x) is np.ndarray and x.flags.c_contiguous
+                and x.dtype == self._weight.dtype == self._weight_parameter.data.dtype):
+            forward = self._forwards.get(x.shape)
+            if forward is not None:
+                with one_blas_thread():
+                    return forward(x)
         conv = self._modules["0"]                   # the registry: Module.__getattr__ costs ~1.5 us a call
         conv._check_input(x, channels=conv.in_channels)
         if x.dtype != self._weight.dtype:                   # the conv was converted (.to) after freezing
@@ -157,6 +174,16 @@ def _merge_runs(sequential):
     sequential._modules.update(merged)
 
 
+def _call_layer(layer, x):
+    """``layer(x)`` inside a frozen container: a frozen step without forward hooks is called through its
+    ``forward``, without ``Module.__call__``'s bookkeeping for a ``backward`` that frozen steps do not have
+    (~1 us a step; a frozen MobileNet V2 makes ~70 such calls); any other layer, or a hooked one, as
+    ``layer(x)``."""
+    if type(layer) in _FROZEN_STEPS and not layer._forward_hooks:
+        return layer.forward(x)
+    return layer(x)
+
+
 class FrozenSequential(Sequential):
     """A ``Sequential`` of a frozen model with no run of layers left to merge: it calls its layers in turn.
 
@@ -169,7 +196,7 @@ class FrozenSequential(Sequential):
     def forward(self, x):
         with one_blas_thread():                     # one scope for the whole loop, as chain_forward holds
             for layer in self._modules.values():
-                x = layer(x)
+                x = _call_layer(layer, x)
         return x
 
 
@@ -204,7 +231,7 @@ class FrozenShortcutBlock(Module):
         self._check_input(x, ndim=self._input_ndim, channels=self.in_channels)
         y = x
         for layer in self._branch:                                # (N, C_out, H/s, W/s) at the end
-            y = layer(y)
+            y = _call_layer(layer, y)
         if self._shortcut is None and not self._identity:
             return y
         skip = x if self._shortcut is None else self._shortcut(x)
@@ -247,6 +274,10 @@ class FrozenSqueezeExcitation(Module):
             if y is not None:                         # None: no BLAS gemv, or convolutions too large for it
                 return y
         return self._block(x)
+
+
+#: the classes :func:`_call_layer` calls through ``forward``: inference only, nothing kept for a backward
+_FROZEN_STEPS = (FrozenConvNormActivation, FrozenSequential, FrozenShortcutBlock, FrozenSqueezeExcitation)
 
 
 def _is_frozen_squeeze_excitation_candidate(se):
