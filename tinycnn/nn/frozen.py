@@ -34,8 +34,8 @@ taken as constants, and the graph is rewritten around them. :func:`freeze` does 
    prepared shape that is C-contiguous and of the weights' dtype skips the checks it passed then, and the
    frozen containers call their frozen children's ``forward`` directly, without ``Module.__call__``'s
    bookkeeping for a backward (:func:`_call_layer`; a hooked child still goes through its hooks).
-   Measured on a 2-core Intel Sapphire Rapids, alternated: frozen batch-1 MobileNet V2 -2.0 / -2.2%, V2
-   width 0.5 -3.4 / -4.1%, V3-Large -2.4 / -2.5%, V3-Small -2.3 / -4.3% (two runs of 150 pairs).
+   Measured on a 2-core Intel Sapphire Rapids, alternated: frozen batch-1 MobileNet V2 -2.0 / -1.6%, V2
+   width 0.5 -3.4 / -4.2%, V3-Large -2.4 / -2.6%, V3-Small -2.3 / -2.5% (two runs of 150 pairs).
 
 The arithmetic is untouched: a frozen model gives the same bits as the model in evaluation mode inside
 ``no_grad()`` (the same kernels with the same ``scale``, ``shift`` and clip), so ``freeze`` changes
