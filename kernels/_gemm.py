@@ -168,16 +168,16 @@ def _blocks(M, N, K, tile_values=None):
     again into columns, in multiples of 16, so that each BLAS call writes a tile of at most ``tile_values``
     values and finishes it while it is in cache. With NumPy's OpenBLAS 0.3.31 running its "SkylakeX"
     kernels on a 2-core Intel Sapphire Rapids, float32 with a ReLU6 epilogue, alternated against the blocks
-    alone (200 pairs): (96, 16) @ (16, 12544) 310 -> 203 us,
-    (64, 16) @ (16, 12544) 271 -> 138, (16, 32) @ (32, 12544) 97 -> 75, (144, 24) @ (24, 3136) 133 -> 114,
-    (72, 24) @ (24, 3136) 86 -> 51, (192, 32) @ (32, 784) 55 -> 42, (240, 40) @ (40, 784) 76 -> 56; tiles of
-    32768 values lost some of it ((16, 32) @ (32, 12544) 126 us). The same machine with OpenBLAS's AVX2
-    "Haswell" kernels (``OPENBLAS_CORETYPE=Haswell``, what an AMD EPYC of this kind gets) gained nothing
-    from any tile size (e.g. (96, 16) @ (16, 12544) 353 against 358-375 us), so there no tiles. Deeper
-    products pay for packing their rows of ``a`` once per tile: tiling every product, a frozen batch-1
-    MobileNet V2 took 1.8% longer; tiling those at most 48 deep, frozen batch-1 forwards (alternated, 100
-    pairs, two runs) V2 -2.0 / -2.7%, V2 width 0.5 -3.9 / -3.4%, V3-Large -2.4 / -2.5%, V3-Small -2.0 /
-    -1.8%, the training step (batch 64, 32 x 32, whose products are per image and small) unchanged.
+    alone (200 pairs): (96, 16) @ (16, 12544) 310 -> 203 us, (64, 16) @ (16, 12544) 271 -> 138, (16, 32) @
+    (32, 12544) 97 -> 75, (144, 24) @ (24, 3136) 133 -> 114, (72, 24) @ (24, 3136) 86 -> 51, (192, 32) @
+    (32, 784) 55 -> 42, (240, 40) @ (40, 784) 76 -> 56; tiles of 32768 values lost some of it ((16, 32) @
+    (32, 12544) 126 us). The same machine with OpenBLAS's AVX2 "Haswell" kernels
+    (``OPENBLAS_CORETYPE=Haswell``, what an AMD EPYC of this kind gets) gained nothing from any tile size
+    (e.g. (96, 16) @ (16, 12544) 353 against 358-375 us), so there no tiles. Deeper products pay for
+    packing their rows of ``a`` once per tile: tiling every product, a frozen batch-1 MobileNet V2 took
+    1.8% longer; tiling those at most 48 deep, frozen batch-1 forwards (alternated, 100 pairs, two runs)
+    V2 -2.0 / -2.7%, V2 width 0.5 -3.9 / -3.4%, V3-Large -2.4 / -2.5%, V3-Small -2.0 / -1.8%, the
+    training step (batch 64, 32 x 32, whose products are per image and small) unchanged.
     """
     return _cut_into_blocks(M, N, K, TILE_VALUES if tile_values is None else tile_values)
 

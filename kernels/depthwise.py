@@ -725,14 +725,15 @@ def _forward_flat_kernel(x, weight, bias, y, chunks, sh, sw, ph, pw, dh, dw, sca
     14, 14) 493 -> 450; 56 x 56 and the strided planes within 3%).
     """
     N, C, H, W = x.shape
-    if sh == 1 and sw == 1 and _is_same3x3(weight.shape, H, W, ph, pw, dh, dw) and H * W <= STACKED_MAX_PIXELS:
+    same3x3 = sh == 1 and sw == 1 and _is_same3x3(weight.shape, H, W, ph, pw, dh, dw)
+    if same3x3 and H * W <= STACKED_MAX_PIXELS:
         x = np.ascontiguousarray(x)                     # a copy only for a non-contiguous x
         calls = -(-N // _images_per_stack(N, H, W))
         for call in range(calls):                       # the batch cut into calls of as many images, about
             first, last = call * N // calls, (call + 1) * N // calls
             _forward_flat_stacked3x3_kernel(x[first:last], weight, bias, y[first:last], chunks, scale, shift, low,
                                             high, hardswish)
-    elif sh == 1 and sw == 1 and _is_same3x3(weight.shape, H, W, ph, pw, dh, dw):
+    elif same3x3:
         # flat (N, C, H*W) views of the planes (a copy only for a non-contiguous x; y is always a new array)
         _forward_flat_same3x3_kernel(x.reshape(N, C, H * W), weight, bias, y.reshape(N, C, H * W), chunks, H, W,
                                      scale, shift, low, high, hardswish)
