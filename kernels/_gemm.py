@@ -127,6 +127,13 @@ TILED_ARCHITECTURES = ("SkylakeX",)
 TILE_VALUES = 16384 if _BLAS_ARCHITECTURE in TILED_ARCHITECTURES else 0
 #: only products at most this deep are tiled: each tile's call packs its rows of ``a`` again
 TILE_MAX_DEPTH = 48
+#: where there are tiles, a *single* deeper product's blocks wider than twice this are cut into tiles of
+#: this many columns (see :func:`_blocks`)
+DEEP_TILE_COLUMNS = 128
+#: ... and a single product at most ROW_TILE_MAX_DEPTH deep with at least 4 x ROW_TILE_ROWS rows is cut into
+#: an even number of row blocks of about ROW_TILE_ROWS rows
+ROW_TILE_ROWS = 32
+ROW_TILE_MAX_DEPTH = 160
 
 
 def _operand(matrix_stack):
@@ -145,9 +152,10 @@ def _operand(matrix_stack):
     return _operand(np.ascontiguousarray(matrix_stack))
 
 
-def _blocks(M, N, K, tile_values=None):
+def _blocks(M, N, K, tile_values=None, one_product=False):
     """Cut an (M, N) output of a K-deep product into blocks: ``(row_blocks, row_size, column_blocks,
     column_size)``, block ``(r, q)`` being rows ``r*row_size`` to ``(r + 1)*row_size`` and the same for columns.
+    ``one_product``: the call makes this one product only (a batch-1 layer), not one per image.
 
     By rows, at most :data:`MAX_ROW_BLOCKS` of them in multiples of 8 rows, when the output has at least
     :data:`ROW_BLOCKS_MIN_ROWS` rows or no more rows than columns; else by columns, at most
@@ -178,12 +186,28 @@ def _blocks(M, N, K, tile_values=None):
     1.8% longer; tiling those at most 48 deep, frozen batch-1 forwards (alternated, 100 pairs, two runs)
     V2 -2.0 / -2.7%, V2 width 0.5 -3.9 / -3.4%, V3-Large -2.4 / -2.5%, V3-Small -2.0 / -1.8%, the
     training step (batch 64, 32 x 32, whose products are per image and small) unchanged.
+
+    Where there are tiles, a call that makes ``one_product`` deeper than :data:`TILE_MAX_DEPTH` is cut
+    finer too (OpenBLAS's AVX-512 builds multiply small row-major products without packing them, and a
+    block whose operands stay in cache gains most): blocks wider than twice :data:`DEEP_TILE_COLUMNS` into
+    tiles of that many columns, and, at most :data:`ROW_TILE_MAX_DEPTH` deep and at least four times
+    :data:`ROW_TILE_ROWS` rows tall, into an even number of row blocks of about that many rows (each still
+    of at least :data:`MIN_BLOCK_WORK` multiply-adds). Same machine, ReLU6 epilogue, alternated against
+    the blocks above (200 pairs): columns (24, 144) @ (144, 3136) 121 -> 105 us, (16, 96) @ (96, 3136) 56
+    -> 43, (32, 144) @ (144, 784) 45 -> 32, (40, 120) @ (120, 784) 39 -> 34, while blocks of at most 208
+    columns (784 in four) lost 11-15% in tiles of 128; rows (960, 160) @ (160, 49) 69 -> 63 us, (384, 64)
+    @ (64, 196) 43 -> 36, (576, 96) @ (96, 49) 30 -> 25, (184, 80) @ (80, 196) 28 -> 24, while deeper
+    products ((320, 960) @ (960, 49) +3 to +32%) and shorter outputs ((48, 144) @ (144, 196) +18%) lost.
+    Frozen batch-1 forwards (alternated, 150-200 pairs): MobileNet V2 -3.0 / -3.3 / -3.0 / -3.9%, width
+    0.5 -2.2 / -2.3%, V3-Large -2.4 / -1.9%, V3-Small -2.1 / -2.4%, and the same bits there. A batch's products (one per image,
+    already a task each) keep the blocks above: in a training step the finer blocks changed the bits of
+    the weight gradients' products and saved nothing (V2 width 0.5 34.5 vs 34.2 ms, V3-Small 32.6 vs 32.6).
     """
-    return _cut_into_blocks(M, N, K, TILE_VALUES if tile_values is None else tile_values)
+    return _cut_into_blocks(M, N, K, TILE_VALUES if tile_values is None else tile_values, bool(one_product))
 
 
 @functools.lru_cache(maxsize=4096)
-def _cut_into_blocks(M, N, K, tile_values):
+def _cut_into_blocks(M, N, K, tile_values, one_product):
     """:func:`_blocks` with the tile size given (cached: a frozen model asks once per layer, a training step
     ~100 times)."""
     work_blocks = int(max(1, (M * N * K) // MIN_BLOCK_WORK))     # blocks of at least MIN_BLOCK_WORK each
@@ -197,7 +221,21 @@ def _cut_into_blocks(M, N, K, tile_values):
         row_blocks, row_size = 1, M
     if tile_values and K <= TILE_MAX_DEPTH and row_size * column_size > tile_values:
         column_size = max(16, tile_values // row_size // 16 * 16)
+    elif tile_values and one_product and K > TILE_MAX_DEPTH:
+        if column_size > 2 * DEEP_TILE_COLUMNS:
+            column_size = DEEP_TILE_COLUMNS
+        tile_rows = _even_row_blocks(M, ROW_TILE_ROWS) if K <= ROW_TILE_MAX_DEPTH and M >= 4 * ROW_TILE_ROWS else M
+        if tile_rows < row_size and tile_rows * column_size * K >= MIN_BLOCK_WORK:
+            row_blocks, row_size = -(-M // tile_rows), tile_rows
     return row_blocks, row_size, -(-N // column_size), column_size
+
+
+def _even_row_blocks(M, rows):
+    """The multiple of 8 nearest to ``rows`` (the smaller on a tie) that cuts ``M`` rows into an even number
+    of blocks, so that two threads get as many: 960 rows -> 32 (30 blocks), 200 -> 56 (4 blocks: 56, 56, 56,
+    32), where 32 would leave 7."""
+    sizes = [size for size in range(8, M + 8, 8) if -(-M // size) % 2 == 0]
+    return min(sizes, key=lambda size: (abs(size - rows), size))
 
 
 def batched_matmul(a, b, out, epilogue=None):
@@ -244,7 +282,7 @@ def batched_matmul(a, b, out, epilogue=None):
         return _finish_rows_numpy(out, epilogue)
     a, trans_a, lda = _operand(a)
     b, trans_b, ldb = _operand(b)
-    blocks = _blocks(M, N, K)                       # row_blocks, row_size, column_blocks, column_size
+    blocks = _blocks(M, N, K, one_product=products == 1)    # row_blocks, row_size, column_blocks, column_size
     ldc = out.strides[1] // out.itemsize if out.shape[1] > 1 else N     # one row: any stride will do
     if out.dtype not in _SIGNATURES_FIXED_FOR:
         _fix_kernel_signatures(out.dtype)
@@ -282,7 +320,7 @@ def prepare_matmul_per_image(a, images, columns, epilogue=None):
     if function is None or images * M * columns == 0 or K == 0 or images == 1 and (M == 1 or columns == 1):
         return None
     a, trans_a, lda = _operand(a)
-    blocks = _blocks(M, columns, K)
+    blocks = _blocks(M, columns, K, one_product=images == 1)
     finish = kernel_epilogue(epilogue, a.dtype)
     if a.dtype not in _SIGNATURES_FIXED_FOR:
         _fix_kernel_signatures(a.dtype)

@@ -69,11 +69,15 @@ def test_numpys_openblas_is_found_on_this_kind_of_machine():
     assert set(_gemm._CBLAS) == {np.dtype(np.float32), np.dtype(np.float64)}
 
 
+@pytest.mark.parametrize("one_product", [False, True])
 @pytest.mark.parametrize("tile_values", [0, 16384, 1000])
-def test_blocks_depend_on_the_shape_only_and_cover_the_output(tile_values):
-    for M, N, K in [(96, 12544, 16), (1280, 49, 320), (7, 3, 2), (24, 144, 256), (1, 10**6, 1), (16, 12544, 32)]:
-        row_blocks, row_size, column_blocks, column_size = _gemm._blocks(M, N, K, tile_values)
-        assert 1 <= row_blocks <= _gemm.MAX_ROW_BLOCKS and column_blocks >= 1
+def test_blocks_depend_on_the_shape_only_and_cover_the_output(tile_values, one_product):
+    for M, N, K in [(96, 12544, 16), (1280, 49, 320), (7, 3, 2), (24, 144, 256), (1, 10**6, 1), (16, 12544, 32),
+                    (960, 49, 160), (200, 196, 80), (24, 3136, 144), (1000, 1000, 49), (129, 300, 60)]:
+        row_blocks, row_size, column_blocks, column_size = _gemm._blocks(M, N, K, tile_values, one_product)
+        assert row_blocks >= 1 and column_blocks >= 1
+        if row_blocks > _gemm.MAX_ROW_BLOCKS:                              # row tiles: an even number of them
+            assert tile_values and one_product and row_blocks % 2 == 0 and row_size % 8 == 0
         assert (row_blocks - 1) * row_size < M <= row_blocks * row_size       # every block non-empty, all covered
         assert (column_blocks - 1) * column_size < N <= column_blocks * column_size
         if tile_values and K <= _gemm.TILE_MAX_DEPTH and row_size * column_size > tile_values:
@@ -104,6 +108,26 @@ def test_tiles_cut_large_blocks_into_columns_of_at_most_tile_values():
     assert _gemm._blocks(96, 12544, 16) == _gemm._blocks(96, 12544, 16, _gemm.TILE_VALUES)
 
 
+def test_one_deeper_product_is_cut_into_column_tiles_and_row_tiles_where_there_are_tiles():
+    """A call making one product deeper than TILE_MAX_DEPTH (a batch-1 layer): blocks wider than twice
+    DEEP_TILE_COLUMNS into tiles of that many columns; at most ROW_TILE_MAX_DEPTH deep and at least 4 x
+    ROW_TILE_ROWS rows into an even number of row blocks near ROW_TILE_ROWS rows, each of at least
+    MIN_BLOCK_WORK multiply-adds. A batch's products, and machines without tiles, keep the blocks."""
+    assert _gemm.DEEP_TILE_COLUMNS == 128 and _gemm.ROW_TILE_ROWS == 32 and _gemm.ROW_TILE_MAX_DEPTH == 160
+    assert _gemm._blocks(24, 3136, 144, 16384, one_product=True) == (1, 24, 25, 128)    # V2's 56 x 56 projection
+    assert _gemm._blocks(24, 3136, 144, 16384) == (1, 24, 4, 784)                        # ... in a batch
+    assert _gemm._blocks(24, 3136, 144, 0, one_product=True) == (1, 24, 4, 784)          # ... without tiles
+    assert _gemm._blocks(32, 784, 144, 16384, one_product=True) == (2, 16, 7, 128)      # row blocks, then tiles
+    assert _gemm._blocks(16, 784, 96, 16384, one_product=True) == (1, 16, 4, 208)       # 208 columns: kept
+    assert _gemm._blocks(960, 49, 160, 16384, one_product=True) == (30, 32, 1, 49)      # row tiles
+    assert _gemm._blocks(200, 196, 80, 16384, one_product=True) == (4, 56, 1, 196)      # 32 rows would be 7 blocks
+    assert _gemm._blocks(672, 196, 112, 16384, one_product=True) == (28, 24, 1, 196)    # 32 rows: 21 blocks
+    assert _gemm._blocks(320, 49, 960, 16384, one_product=True) == (2, 160, 1, 49)      # deeper than 160
+    assert _gemm._blocks(48, 196, 144, 16384, one_product=True) == (2, 24, 1, 196)      # fewer than 128 rows
+    assert _gemm._blocks(480, 49, 80, 16384, one_product=True) == (2, 240, 1, 49)       # 24 x 49 x 80 < 2^17
+    assert _gemm._blocks(960, 49, 48, 16384, one_product=True) == _gemm._blocks(960, 49, 48, 16384)   # shallow
+
+
 @pytest.mark.skipif(not _gemm._CBLAS, reason="needs NumPy's OpenBLAS")
 @pytest.mark.parametrize("tile_values", [0, 4096])
 def test_tiled_products_give_the_same_bits_on_one_and_two_threads_and_the_product(tile_values, rng, monkeypatch,
@@ -121,6 +145,24 @@ def test_tiled_products_give_the_same_bits_on_one_and_two_threads_and_the_produc
         results.append(out)
     np.testing.assert_array_equal(results[0], results[1])
     expected = _expected(a, b, 2)
+    np.testing.assert_allclose(results[0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.skipif(not _gemm._CBLAS, reason="needs NumPy's OpenBLAS")
+@pytest.mark.parametrize("M, K, N", [(24, 144, 3136), (960, 160, 49), (200, 80, 196)])
+def test_one_product_in_deep_tiles_gives_the_same_bits_on_one_and_two_threads_and_the_product(
+        M, K, N, rng, monkeypatch, restore_numba_threads):
+    import numba
+    monkeypatch.setattr(_gemm, "TILE_VALUES", 16384)             # the AVX-512 blocks on any machine
+    assert _gemm._blocks(M, N, K, one_product=True) != _gemm._blocks(M, N, K)
+    a, b = _stack(rng, 1, M, K, np.float32, False), _stack(rng, 1, K, N, np.float32, False)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        with one_blas_thread():
+            results.append(_gemm.batched_matmul(a, b, np.empty((1, M, N), dtype=np.float32)))
+    np.testing.assert_array_equal(results[0], results[1])
+    expected = _expected(a, b, 1)
     np.testing.assert_allclose(results[0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
