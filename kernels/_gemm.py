@@ -199,10 +199,12 @@ def _blocks(M, N, K, tile_values=None, one_product=False):
     @ (64, 196) 43 -> 36, (576, 96) @ (96, 49) 30 -> 25, (184, 80) @ (80, 196) 28 -> 24, while deeper
     products ((320, 960) @ (960, 49) +3 to +32%) and shorter outputs ((48, 144) @ (144, 196) +18%) lost.
     Frozen batch-1 forwards (alternated, 150-200 pairs): MobileNet V2 -3.0 / -3.3 / -3.0 / -3.9%, width
-    0.5 -2.2 / -2.3%, V3-Large -2.4 / -1.9%, V3-Small -2.1 / -2.4%, and the same bits there. A batch's
-    products (one per image, already a task each) keep the blocks above: in a training step the finer
-    blocks changed the bits of the weight gradients' products and saved nothing (V2 width 0.5 34.5 vs
-    34.2 ms, V3-Small 32.6 vs 32.6).
+    0.5 -2.2 / -2.3%, V3-Large -2.4 / -1.9%, V3-Small -2.1 / -2.4%. As any change of blocks, it changed
+    the last bits of some layers' outputs (31 of V2's 52 steps, up to 5e-11 on activations of ~1e-3);
+    evaluation mode and a frozen model cut a product the same way, so they still agree bit for bit. A
+    batch's products (one per image, already a task each) keep the blocks above: in a training step the
+    finer blocks saved nothing (V2 width 0.5 34.5 vs 34.2 ms, V3-Small 32.6 vs 32.6) and would have
+    changed the bits of the default run.
     With OpenBLAS's AVX2 "Haswell" kernels on the same machine, the same cuts lost 7-24% ((960, 160) @
     (160, 49) 97 -> 120 us, (24, 144) @ (144, 3136) 147 -> 158): they are made where there are tiles only.
     """
