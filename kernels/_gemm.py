@@ -239,8 +239,11 @@ def _even_row_blocks(M, rows):
     """The multiple of 8 nearest to ``rows`` (the smaller on a tie) that cuts ``M`` rows into an even number
     of blocks, so that two threads get as many: 960 rows -> 32 (30 blocks), 200 -> 56 (4 blocks: 56, 56, 56,
     32), where 32 would leave 7."""
-    sizes = [size for size in range(8, M + 8, 8) if -(-M // size) % 2 == 0]
-    return min(sizes, key=lambda size: (abs(size - rows), size))
+    for distance in range(0, M + rows, 8):          # rows, rows - 8, rows + 8, rows - 16, ...
+        for size in (rows - distance, rows + distance):
+            if 8 <= size <= M and -(-M // size) % 2 == 0:
+                return size
+    return M                                        # 8 rows or fewer: one block
 
 
 def batched_matmul(a, b, out, epilogue=None):
