@@ -65,8 +65,13 @@ def test_rows_compare_each_step_with_pytorchs_folded_convolution(tool, tmp_path,
     assert len(saved["rows"]) == 52 and saved["header"] in printed
 
 
-def test_arguments_out_of_range_exit_with_code_2(tool, capsys):
+@pytest.mark.parametrize("arguments, message", [(["--repeat", "0"], "--repeat must be at least 1"),
+                                                 (["--model", "mobilenet_v9"], "is not a tinycnn model"),
+                                                 (["--model", "squeezenet1_1", "--size", "64"], "no convolution")])
+def test_bad_arguments_exit_with_code_2(tool, capsys, arguments, message):
+    if arguments[1] == "squeezenet1_1":
+        pytest.importorskip("torch")
     with pytest.raises(SystemExit) as exit_info:
-        tool.main(["--repeat", "0"])
+        tool.main(arguments)
     assert exit_info.value.code == 2
-    assert "--repeat must be at least 1" in capsys.readouterr().err
+    assert message in capsys.readouterr().err

@@ -74,9 +74,9 @@ def _kind(step):
     conv = step._modules["0"]
     if conv.kernel_size == (1, 1):
         return "pointwise"
-    if conv.groups == conv.in_channels == conv.out_channels:
+    if conv.groups == conv.in_channels:
         return "depthwise"
-    return "conv"
+    return "grouped" if conv.groups > 1 else "conv"
 
 
 def run(model="mobilenet_v2", width_mult=1.0, size=224, repeat=20, seed=0):
@@ -108,6 +108,8 @@ def run(model="mobilenet_v2", width_mult=1.0, size=224, repeat=20, seed=0):
             rows.append({"step": index, "kind": _kind(step), "input": list(step_input.shape),
                          "out_channels": conv.out_channels, "stride": conv.stride[0], "ours_ms": ours_ms,
                          "torch_ms": torch_ms, "ratio": ours_ms / torch_ms, "difference": difference})
+    if not rows:
+        raise ValueError(f"{model} has no convolution -> batch norm steps to compare (see tinycnn.nn.freeze)")
     ours_total, torch_total = sum(row["ours_ms"] for row in rows), sum(row["torch_ms"] for row in rows)
     return rows, {"ours_ms": ours_total, "torch_ms": torch_total, "ratio": ours_total / torch_total}
 
@@ -135,6 +137,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.size < 32 or args.width_mult <= 0:
         parser.error("--repeat must be at least 1, --size at least 32 and --width-mult positive")
+    from tinycnn.models import list_models
+    if args.model not in list_models():
+        parser.error(f"--model {args.model!r} is not a tinycnn model; one of: {', '.join(list_models())}")
 
     import numba
     import torch
@@ -142,7 +147,10 @@ def main(argv=None):
     from tinycnn._system import cpu_description
     from tinycnn.io import write_text_atomic
 
-    rows, totals = run(args.model, args.width_mult, args.size, args.repeat)
+    try:
+        rows, totals = run(args.model, args.width_mult, args.size, args.repeat)
+    except ValueError as error:                     # a model without frozen steps, or arguments it refuses
+        parser.error(str(error))
     header = (f"frozen {args.model} (width {args.width_mult}), 1 x 3 x {args.size} x {args.size}, each step against "
               f"torch {torch.__version__} F.conv2d with the batch norm folded in; {cpu_description()}, "
               f"{numba.get_num_threads()} threads, median of {args.repeat} runs in turns of five")
