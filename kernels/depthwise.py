@@ -105,7 +105,7 @@ LARGE_PLANE_GRADIENTS_MIN_PIXELS = CHANNELS_LAST_MAX_PIXELS + 1
 #: one (:func:`_use_flat_weight_gradient`); at 32x32 the flat kernel is faster again ((1, 96, 32, 32) 245
 #: against 327 us on a 2-core AMD EPYC)
 ONE_IMAGE_CHANNELS_LAST_WEIGHT_GRADIENT_MAX_PIXELS = 28 * 28
-#: 3x3 stride-2 planes (dilation 1) of one image take the flat-run kernel from this many pixels (20x20), those
+#: 3x3 stride-2 planes (dilation 1) of one image take the flat-run kernel from this many pixels (14x14), those
 #: of several images from STRIDE2_FLAT_MIN_PIXELS_BATCHED (24x24), smaller ones the channels-last kernel
 #: (:func:`_use_flat`). There the phases are copied with the literal stride 2 (vectorised) and the nine taps
 #: added in one pass. Measured on a 2-core AMD EPYC (AVX2), prepared forward with a ReLU6 epilogue,
@@ -114,9 +114,22 @@ ONE_IMAGE_CHANNELS_LAST_WEIGHT_GRADIENT_MAX_PIXELS = 28 * 28
 #: 56) 369 -> 235, (1, 192, 28, 28) 185 -> 126, (1, 256, 24, 24) 194 -> 130, (1, 256, 20, 20) 112 -> 100,
 #: (8, 144, 56, 56) 3.32 -> 2.37 ms, (64, 32, 34, 34) 3.04 -> 2.00, (8, 192, 28, 28) 1.28 -> 1.06, (8, 120,
 #: 24, 24) 546 -> 481 us; but (1, 256, 18, 18) 101 against 96, (1, 384, 16, 16) 108 against 110, (1, 576, 14,
-#: 14) 134 against 176, (64, 48, 16, 16) 693 against 823, where the channels-last kernel stays.
-STRIDE2_FLAT_MIN_PIXELS = 20 * 20
+#: 14) 134 against 176, (64, 48, 16, 16) 693 against 823, where the channels-last kernel stayed. Measured
+#: again on a 2-core Intel Sapphire Rapids after the flat kernels' later work (one image, ReLU6 epilogue,
+#: flat against channels-last, 150 alternated pairs; AVX-512 code, and AVX2 code with
+#: ``NUMBA_CPU_NAME=haswell``): (1, 560, 14, 14) 55 vs 85 us and 71 vs 91, (1, 432, 16, 16) 52 vs 59 and 54
+#: vs 60, (1, 336, 18, 18) 50 vs 64 and 54 vs 73, but (1, 760, 12, 12) 57 vs 50 and 76 vs 56, (1, 1104,
+#: 10, 10) 80 vs 54: so one image from 14x14 now (the same bits either way: each output is the same sum
+#: in the same order in both kernels). At these sizes the channels-last kernel spends most of its time
+#: copying the block into padded channels-last phases ((1, 576, 14, 14): 58 of 83 us).
+STRIDE2_FLAT_MIN_PIXELS = 14 * 14
 STRIDE2_FLAT_MIN_PIXELS_BATCHED = 24 * 24
+#: 5x5 stride-2 planes (dilation 1) of one image take the flat-run kernel from this many pixels (24x24),
+#: with the same bits. Same machine and runs as above: (1, 192, 24, 24) 103 vs 127 us (AVX2 code 90 vs
+#: 138), (1, 144, 28, 28) 86 vs 169 (88 vs 193), MobileNet V3-Small's (1, 96, 28, 28) 60 vs 121; but (1,
+#: 272, 20, 20) 134 vs 103 (117 vs 113) and (1, 560, 14, 14) 191 vs 109. Several images keep the
+#: channels-last kernel up to 32x32.
+STRIDE2_5X5_FLAT_MIN_PIXELS = 24 * 24
 #: stride-1 3x3 "same" planes of at most this many pixels (20x20) that take the flat kernels go through
 #: :func:`_forward_flat_stacked3x3_kernel`, larger ones through :func:`_forward_flat_same3x3_kernel`
 STACKED_MAX_PIXELS = 20 * 20
@@ -179,8 +192,9 @@ def _use_flat(geometry):
     """The flat-run forward kernel (:func:`_forward_flat_kernel`) for one output channel per input
     channel: at stride 1 on planes of at least :data:`FLAT_MIN_PIXELS` pixels (one image) or
     :data:`FLAT_MIN_PIXELS_BATCHED` (several), 3x3 kernels at stride 2 from :data:`STRIDE2_FLAT_MIN_PIXELS`
-    (one image) or :data:`STRIDE2_FLAT_MIN_PIXELS_BATCHED` (several), and otherwise on the planes too large
-    for the channels-last kernels."""
+    (one image) or :data:`STRIDE2_FLAT_MIN_PIXELS_BATCHED` (several), 5x5 kernels at stride 2 of one image
+    from :data:`STRIDE2_5X5_FLAT_MIN_PIXELS`, and otherwise on the planes too large for the channels-last
+    kernels."""
     N, C, H, W = geometry.input_shape
     if geometry.weight_shape[0] != C:
         return False
@@ -188,8 +202,10 @@ def _use_flat(geometry):
         return False
     if H * W > CHANNELS_LAST_MAX_PIXELS:
         return True
-    if geometry.stride == (2, 2) and geometry.kernel_size == (3, 3) and geometry.dilation == (1, 1):
-        return H * W >= (STRIDE2_FLAT_MIN_PIXELS if N == 1 else STRIDE2_FLAT_MIN_PIXELS_BATCHED)
+    if geometry.stride == (2, 2) and geometry.dilation == (1, 1):
+        if geometry.kernel_size == (3, 3):
+            return H * W >= (STRIDE2_FLAT_MIN_PIXELS if N == 1 else STRIDE2_FLAT_MIN_PIXELS_BATCHED)
+        return geometry.kernel_size == (5, 5) and N == 1 and H * W >= STRIDE2_5X5_FLAT_MIN_PIXELS
     return geometry.stride == (1, 1) and (N == 1 or H * W >= FLAT_MIN_PIXELS_BATCHED)
 
 

@@ -1000,7 +1000,8 @@ def _taps_in_order(x, weight, stride, padding):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("x_shape, padding", [
     ((1, 3, 112, 112), 1),        # MobileNet's 112 x 112 stride-2 layer
-    ((1, 5, 21, 20), 1),          # odd height; the smallest one-image plane it takes is 20 x 20
+    ((1, 5, 21, 20), 1),          # odd height
+    ((1, 4, 14, 15), 1),          # the smallest one-image plane it takes is 14 x 14
     ((1, 2, 27, 31), 1),          # odd width: the last output column reads one tap past the image
     ((2, 3, 24, 25), 1),          # several images: from 24 x 24
     ((1, 2, 30, 29), 0),          # no padding
@@ -1021,7 +1022,9 @@ def test_flat_stride2_3x3_matches_the_reference_and_adds_the_taps_in_order(x_sha
     np.testing.assert_array_equal(y, expected + bias[None, :, None, None])
 
 
-def test_flat_kernel_takes_3x3_stride2_planes_from_20x20_for_one_image_and_24x24_for_several(rng, kernel_calls):
+def test_flat_kernel_takes_stride2_planes_3x3_from_14x14_and_5x5_from_24x24_for_one_image(rng, kernel_calls):
+    """3x3: one image from STRIDE2_FLAT_MIN_PIXELS, several from 24 x 24; 5x5: one image from
+    STRIDE2_5X5_FLAT_MIN_PIXELS, several only above 32 x 32 (as any other kernel)."""
     def forward_kernel(x_shape, kernel=3, stride=2, dilation=1):
         kernel_calls.clear()
         depthwise_conv2d_forward(rng.standard_normal(x_shape).astype(np.float32),
@@ -1029,13 +1032,39 @@ def test_flat_kernel_takes_3x3_stride2_planes_from_20x20_for_one_image_and_24x24
                                  stride=stride, padding=dilation * (kernel // 2), dilation=dilation)
         return kernel_calls[0]
 
-    assert forward_kernel((1, 2, 20, 20)) == "_forward_flat_kernel"
-    assert forward_kernel((1, 2, 19, 20)) == "_forward_channels_last_kernel"
+    assert D.STRIDE2_FLAT_MIN_PIXELS == 14 * 14 and D.STRIDE2_5X5_FLAT_MIN_PIXELS == 24 * 24
+    assert forward_kernel((1, 2, 14, 14)) == "_forward_flat_kernel"
+    assert forward_kernel((1, 2, 13, 14)) == "_forward_channels_last_kernel"
     assert forward_kernel((2, 2, 24, 24)) == "_forward_flat_kernel"
     assert forward_kernel((2, 2, 23, 24)) == "_forward_channels_last_kernel"
-    assert forward_kernel((1, 2, 28, 28), kernel=5) == "_forward_channels_last_kernel"  # 3x3 only ...
+    assert forward_kernel((1, 2, 24, 24), kernel=5) == "_forward_flat_kernel"
+    assert forward_kernel((1, 2, 23, 24), kernel=5) == "_forward_channels_last_kernel"
+    assert forward_kernel((2, 2, 28, 28), kernel=5) == "_forward_channels_last_kernel"  # several images
+    assert forward_kernel((1, 2, 28, 28), kernel=7) == "_forward_channels_last_kernel"  # 3x3 and 5x5 only ...
     assert forward_kernel((1, 2, 28, 28), dilation=2) == "_forward_channels_last_kernel"  # ... dilation 1 only
-    assert forward_kernel((1, 2, 40, 40), kernel=5) == "_forward_flat_kernel"          # above 32 x 32: any kernel
+    assert forward_kernel((1, 2, 40, 40), kernel=7) == "_forward_flat_kernel"          # above 32 x 32: any kernel
+
+
+@pytest.mark.parametrize("x_shape, kernel", [((1, 40, 14, 14), 3), ((1, 24, 15, 17), 3), ((1, 30, 24, 24), 5),
+                                             ((1, 16, 29, 28), 5)])
+def test_stride2_planes_moved_to_the_flat_kernel_keep_the_channels_last_kernels_bits(x_shape, kernel, rng,
+                                                                                      monkeypatch):
+    """The one-image stride-2 planes the flat kernel took over (3x3 from 14 x 14, 5x5 from 24 x 24) give
+    the bits the channels-last kernel gave them, with a batch norm + hard swish epilogue and with
+    non-finite inputs: each output is the same sum in the same order in both."""
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    x[0, 1, 3, 4], x[0, 2, 5, 6] = np.inf, np.nan
+    C = x_shape[1]
+    weight = rng.standard_normal((C, 1, kernel, kernel)).astype(np.float32)
+    epilogue = (rng.uniform(0.5, 1.5, C).astype(np.float32), rng.standard_normal(C).astype(np.float32), -np.inf,
+                np.inf, True)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 2, kernel // 2, 1)
+    assert D._use_flat(geometry) and D._use_channels_last(geometry)
+    flat = D.prepare_forward(weight, None, geometry, epilogue)(x)
+    monkeypatch.setattr(D, "_use_flat", lambda geometry: False)
+    channels_last = D.prepare_forward(weight, None, geometry, epilogue)(x)
+    np.testing.assert_array_equal(flat, channels_last)
+    assert np.isnan(flat).any() and np.isfinite(flat).mean() > 0.9
 
 
 def test_flat_stride2_3x3_gives_the_same_bits_on_one_and_two_threads(rng, restore_numba_threads):
