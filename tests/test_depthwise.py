@@ -336,6 +336,10 @@ CHANNELS_LAST_CASES = {
     "5x5_s1_14x14_c9": ((1, 9, 14, 14), (5, 5), dict(padding=2)),
     "3x5_s3x2_d1x2_c5": ((2, 5, 11, 10), (3, 5), dict(stride=(3, 2), padding=(1, 3), dilation=(1, 2))),
     "2x2_s3_unpadded_c3": ((2, 3, 8, 8), (2, 2), dict(stride=3)),
+    # blocks whose intermediate channels-last copy gets a padded pixel stride (_pixel_stride): 32 channels
+    # of 20 x 20, 64 channels of 16 x 16
+    "5x5_s2_20x20_c64": ((1, 64, 20, 20), (5, 5), dict(stride=2, padding=2)),
+    "3x3_s2_16x16_c128": ((4, 128, 16, 16), (3, 3), dict(stride=2, padding=1)),
 }
 
 
@@ -367,6 +371,15 @@ def test_channels_last_backward_gives_the_same_bits_for_any_channel_block(name, 
     for grad_x, grad_weight in results[:2]:
         np.testing.assert_array_equal(grad_x, results[2][0])
         np.testing.assert_array_equal(grad_weight, results[2][1])
+
+
+def test_the_channels_last_copy_pads_a_pixel_stride_of_a_multiple_of_128_bytes_on_large_blocks():
+    assert D.PIXEL_STRIDE_PAD == 4 and D.PIXEL_STRIDE_PAD_MIN_VALUES == 13 * 13 * 64
+    assert D._pixel_stride(64, 13 * 13, 4) == 68 and D._pixel_stride(64, 13 * 13 - 1, 4) == 64
+    assert D._pixel_stride(32, 20 * 20, 4) == 36 and D._pixel_stride(32, 18 * 18, 4) == 32
+    assert D._pixel_stride(48, 32 * 32, 4) == 48                 # 192 bytes: no conflict to avoid
+    assert D._pixel_stride(16, 32 * 32, 8) == 20                 # float64: 128 bytes
+    assert D._pixel_stride(8, 32 * 32, 4) == 8                   # 32 bytes
 
 
 def test_batch_one_channels_last_kernels_take_half_blocks_when_threads_would_idle():
