@@ -188,8 +188,8 @@ def _blocks(M, N, K, tile_values=None, one_product=False):
     training step (batch 64, 32 x 32, whose products are per image and small) unchanged.
 
     Where there are tiles, a call that makes ``one_product`` deeper than :data:`TILE_MAX_DEPTH` is cut
-    finer too (OpenBLAS's AVX-512 builds multiply small row-major products without packing them, and a
-    block whose operands stay in cache gains most): blocks wider than twice :data:`DEEP_TILE_COLUMNS` into
+    finer too (most likely because OpenBLAS's AVX-512 builds multiply small row-major products without
+    packing them, its "direct" sgemm, where a block whose operands stay in cache gains most): blocks wider than twice :data:`DEEP_TILE_COLUMNS` into
     tiles of that many columns, and, at most :data:`ROW_TILE_MAX_DEPTH` deep and at least four times
     :data:`ROW_TILE_ROWS` rows tall, into an even number of row blocks of about that many rows (each still
     of at least :data:`MIN_BLOCK_WORK` multiply-adds). Same machine, ReLU6 epilogue, alternated against
