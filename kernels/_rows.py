@@ -132,6 +132,24 @@ def run_multiply_tap(total, x0, w0, n):
 
 
 @inline_jit
+def run_multiply_taps9(total, x00, x01, x02, x10, x11, x12, x20, x21, x22, w00, w01, w02, w10, w11, w12, w20, w21,
+                       w22, n):
+    """``total[j] = sum_(kh, kw) w_khkw[j] * x_khkw[j]`` for ``j < n``: a whole 3x3 kernel whose weights vary
+    along the run, in one pass, each output stored once; ``x_khkw`` and ``w_khkw`` are tap ``(kh, kw)``'s runs.
+
+    The products are added from zero in tap order, the bits of :func:`run_multiply_taps3` three times
+    over a run that starts at zero; the run is written once instead of zeroed, then read and written
+    three times (18 loads per output either way). In the across-channels depthwise forward that took
+    16-27% off (64,96,8,8) and (64,192,4,4), float32, one and two threads, Sapphire Rapids.
+    """
+    zero = total.dtype.type(0)
+    for j in range(n):
+        v = ((zero + w00[j] * x00[j]) + w01[j] * x01[j]) + w02[j] * x02[j]
+        v = ((v + w10[j] * x10[j]) + w11[j] * x11[j]) + w12[j] * x12[j]
+        total[j] = ((v + w20[j] * x20[j]) + w21[j] * x21[j]) + w22[j] * x22[j]
+
+
+@inline_jit
 def run_taps9(total, x00, x01, x02, x10, x11, x12, x20, x21, x22, w, n):
     """``total[j] = sum_(kh, kw) w[kh, kw] * x_khkw[j]`` for ``j < n``: a whole 3x3 kernel in one pass over a
     flat run, each output computed in one go and stored once; ``x_khkw`` is tap ``(kh, kw)``'s run.

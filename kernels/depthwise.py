@@ -60,8 +60,8 @@ import numpy as np
 from ._index import valid_output_range
 from ._rows import (masked_dot, masked_dots2, masked_dots3, row_axpy, row_multiply_accumulate,
                     row_multiply_accumulate3, row_taps3, row_taps5, run_add_taps2, run_add_taps3, run_add_taps5,
-                    run_multiply_tap, run_multiply_taps2, run_multiply_taps3, run_taps9, tap_axpy,
-                    tap_multiply_accumulate, tap_scatter_axpy)
+                    run_multiply_tap, run_multiply_taps2, run_multiply_taps3, run_multiply_taps9, run_taps9,
+                    tap_axpy, tap_multiply_accumulate, tap_scatter_axpy)
 from ._jit import inline_jit, jit, num_threads, parallel_jit, parallel_sum_jit, prange
 from ._validate import (check_bias, check_depthwise_weight_shape, check_grad_out, check_same_dtype, check_shape,
                         check_tensor, conv_geometry)
@@ -1389,6 +1389,73 @@ def _across_channels_taps_kernel(weight, inside, taps):
                 row[i] = w if keep[i] else 0.0
 
 
+@inline_jit
+def _multiply_taps_across_channels(x_run, taps, y_run, kH, kW, W, ph, pw, dh, dw):
+    """``y_run[j] = sum_t taps[t, j] * x_run[j + offset_t]`` over one image's ``C*H*W`` values, taps in order
+    from zero, reads outside the image skipped (``offset_t = (kh*dh - ph)*W + kw*dw - pw``): any kernel, up
+    to three taps of a kernel row per pass over ``y_run`` (:func:`_forward_across_channels_kernel`)."""
+    L = y_run.shape[0]
+    zero = y_run.dtype.type(0)
+    for j in range(L):
+        y_run[j] = zero
+    for kh in range(kH):
+        kw = 0
+        while kw < kW:                              # up to three taps of the row per pass, as flat
+            count = _taps_per_pass(kW - kw)
+            t = kh * kW + kw                        # the group's first tap
+            first = (kh * dh - ph) * W + kw * dw - pw   # tap t of output j reads x_run[j + first]
+            last = first + (count - 1) * dw
+            start = min(max(0, -first), L)          # [start, stop): every tap of the group inside
+            stop = max(min(L, L - last), start)
+            if count == 3:
+                run_multiply_taps3(y_run[start:], x_run[start + first:], x_run[start + first + dw:],
+                                   x_run[start + last:], taps[t, start:], taps[t + 1, start:],
+                                   taps[t + 2, start:], stop - start)
+            elif count == 2:
+                run_multiply_taps2(y_run[start:], x_run[start + first:], x_run[start + last:],
+                                   taps[t, start:], taps[t + 1, start:], stop - start)
+            else:
+                run_multiply_tap(y_run[start:], x_run[start + first:], taps[t, start:], stop - start)
+            for side in range(2):                   # the run's ends: taps outside the image skipped
+                begin, end = (0, start) if side == 0 else (stop, L)
+                for j in range(begin, end):
+                    value = y_run[j]
+                    for u in range(count):
+                        i = j + first + u * dw
+                        if 0 <= i < L:
+                            value = value + taps[t + u, j] * x_run[i]
+                    y_run[j] = value
+            kw += count
+
+
+@inline_jit
+def _multiply_taps9_across_channels(x_run, taps, y_run, W, ph, pw, dh, dw):
+    """:func:`_multiply_taps_across_channels` for a 3x3 kernel: the nine taps in one pass
+    (``_rows.run_multiply_taps9``) over the outputs whose nine reads fall inside the image, one output at a
+    time at the image's ends; the same sums in the same order, so the same bits."""
+    L = y_run.shape[0]
+    zero = y_run.dtype.type(0)
+    o00, o10, o20 = -ph * W - pw, (dh - ph) * W - pw, (2 * dh - ph) * W - pw   # offsets of the taps (kh, 0)
+    o01, o11, o21 = o00 + dw, o10 + dw, o20 + dw
+    o02, o12, o22 = o00 + 2 * dw, o10 + 2 * dw, o20 + 2 * dw
+    start = min(max(0, -o00), L)                        # [start, stop): all nine reads inside the image
+    stop = max(min(L, L - o22), start)
+    a = start
+    run_multiply_taps9(y_run[a:], x_run[a + o00:], x_run[a + o01:], x_run[a + o02:], x_run[a + o10:],
+                       x_run[a + o11:], x_run[a + o12:], x_run[a + o20:], x_run[a + o21:], x_run[a + o22:],
+                       taps[0, a:], taps[1, a:], taps[2, a:], taps[3, a:], taps[4, a:], taps[5, a:], taps[6, a:],
+                       taps[7, a:], taps[8, a:], stop - start)
+    for side in range(2):                               # the image's ends: reads outside it skipped
+        begin, end = (0, start) if side == 0 else (stop, L)
+        for j in range(begin, end):
+            value = zero
+            for t in range(9):
+                i = j + (t // 3 * dh - ph) * W + t % 3 * dw - pw
+                if 0 <= i < L:
+                    value = value + taps[t, j] * x_run[i]
+            y_run[j] = value
+
+
 @parallel_jit
 def _forward_across_channels_kernel(x, taps, bias, y, kH, kW, ph, pw, dh, dw, scale, shift, low, high, hardswish,
                                     nonfinite):
@@ -1401,10 +1468,10 @@ def _forward_across_channels_kernel(x, taps, bias, y, kH, kW, ph, pw, dh, dw, sc
     and out. The weight varies along the run, so it is read from ``taps``
     (:func:`_across_channels_taps_kernel`: per output and tap, the channel's weight, 0 where the tap
     reads the padding), and a read that crosses into the row or plane before or after adds ``0 * value``
-    (reads outside the image are not made: the run's ends add those taps one by one). Up to three taps
-    of a kernel row share a pass (``_rows.run_multiply_taps3``), added in the flat-run kernel's order,
-    from zero: the bits of the flat and channels-last kernels (``+-0`` where those add ``w * 0``: a
-    zero's sign at most).
+    (reads outside the image are not made: the run's ends add those taps one by one). A 3x3 kernel's nine
+    taps share one pass (``_rows.run_multiply_taps9``), other kernels' up to three taps of a kernel row
+    (``_rows.run_multiply_taps3``); either way added in the flat-run kernel's order, from zero: the bits of
+    the flat and channels-last kernels (``+-0`` where those add ``w * 0``: a zero's sign at most).
 
     But ``0 * value`` is ``nan`` when ``value`` is infinite or nan, so an input that is not finite could
     make a neighbouring output, which does not read it, ``nan``: that output is then not finite, nan stays
@@ -1421,36 +1488,10 @@ def _forward_across_channels_kernel(x, taps, bias, y, kH, kW, ph, pw, dh, dw, sc
     zero, three, six = y.dtype.type(0), y.dtype.type(3), y.dtype.type(6)
     for n in prange(N):                                 # one image per iteration
         x_run, y_run = x[n].reshape(L), y[n].reshape(L)   # (C*H*W,): channel c's plane from c*H*W
-        for j in range(L):
-            y_run[j] = zero
-        for kh in range(kH):
-            kw = 0
-            while kw < kW:                              # up to three taps of the row per pass, as flat
-                count = _taps_per_pass(kW - kw)
-                t = kh * kW + kw                        # the group's first tap
-                first = (kh * dh - ph) * W + kw * dw - pw   # tap t of output j reads x_run[j + first]
-                last = first + (count - 1) * dw
-                start = min(max(0, -first), L)          # [start, stop): every tap of the group inside
-                stop = max(min(L, L - last), start)
-                if count == 3:
-                    run_multiply_taps3(y_run[start:], x_run[start + first:], x_run[start + first + dw:],
-                                       x_run[start + last:], taps[t, start:], taps[t + 1, start:],
-                                       taps[t + 2, start:], stop - start)
-                elif count == 2:
-                    run_multiply_taps2(y_run[start:], x_run[start + first:], x_run[start + last:],
-                                       taps[t, start:], taps[t + 1, start:], stop - start)
-                else:
-                    run_multiply_tap(y_run[start:], x_run[start + first:], taps[t, start:], stop - start)
-                for side in range(2):                   # the run's ends: taps outside the image skipped
-                    begin, end = (0, start) if side == 0 else (stop, L)
-                    for j in range(begin, end):
-                        value = y_run[j]
-                        for u in range(count):
-                            i = j + first + u * dw
-                            if 0 <= i < L:
-                                value = value + taps[t + u, j] * x_run[i]
-                        y_run[j] = value
-                kw += count
+        if kH == 3 and kW == 3:                         # the nine taps in one pass
+            _multiply_taps9_across_channels(x_run, taps, y_run, W, ph, pw, dh, dw)
+        else:                                           # up to three taps of a row per pass
+            _multiply_taps_across_channels(x_run, taps, y_run, kH, kW, W, ph, pw, dh, dw)
         if has_bias or finished:
             for c in range(C):
                 plane = y_run[c * HW:(c + 1) * HW]
