@@ -257,6 +257,23 @@ def row_multiply_accumulate3(a0, a1, a2, g, x0, x1, x2, n, s):
             a2[j] += g[j] * x2[i]
 
 
+@inline_jit
+def row_multiply_accumulate3_images4(a0, a1, a2, g0, x00, x01, x02, g1, x10, x11, x12, g2, x20, x21, x22, g3, x30,
+                                     x31, x32, n):
+    """:func:`row_multiply_accumulate3` (stride 1) for four images at once: ``a_k[j] += g_i[j] * x_ik[j]``
+    for the images ``i = 0, 1, 2, 3`` in that order, ``x_ik`` image ``i``'s run for tap ``k``.
+
+    Each ``a_k[j]`` receives the same products in the same order as four calls one image at a time, so
+    the same bits; it is loaded and stored once instead of four times. In the across-channels depthwise
+    weight gradient that took 2-15% off (64, 96, 8, 8), (64, 144, 8, 8), (64, 192, 4, 4) and
+    (64, 32, 11, 11), float32, two threads, Sapphire Rapids (three processes, alternated, all faster).
+    """
+    for j in range(n):
+        a0[j] = (((a0[j] + g0[j] * x00[j]) + g1[j] * x10[j]) + g2[j] * x20[j]) + g3[j] * x30[j]
+        a1[j] = (((a1[j] + g0[j] * x01[j]) + g1[j] * x11[j]) + g2[j] * x21[j]) + g3[j] * x31[j]
+        a2[j] = (((a2[j] + g0[j] * x02[j]) + g1[j] * x12[j]) + g2[j] * x22[j]) + g3[j] * x32[j]
+
+
 # ----------------------------------------------------------------------------------------------------
 # One kernel tap over a run of output columns: the callers' view of the row primitives.
 # Output column ``o`` of tap ``(kh, kw)`` meets input column ``o*s + offset`` with

@@ -59,9 +59,10 @@ import numpy as np
 
 from ._index import valid_output_range
 from ._rows import (masked_dot, masked_dots2, masked_dots3, row_axpy, row_multiply_accumulate,
-                    row_multiply_accumulate3, row_taps3, row_taps5, run_add_taps2, run_add_taps3, run_add_taps5,
-                    run_multiply_tap, run_multiply_taps2, run_multiply_taps3, run_multiply_taps9, run_taps9,
-                    tap_axpy, tap_multiply_accumulate, tap_scatter_axpy)
+                    row_multiply_accumulate3, row_multiply_accumulate3_images4, row_taps3, row_taps5,
+                    run_add_taps2, run_add_taps3, run_add_taps5, run_multiply_tap, run_multiply_taps2,
+                    run_multiply_taps3, run_multiply_taps9, run_taps9, tap_axpy, tap_multiply_accumulate,
+                    tap_scatter_axpy)
 from ._jit import inline_jit, jit, num_threads, parallel_jit, parallel_sum_jit, prange
 from ._validate import (check_bias, check_depthwise_weight_shape, check_grad_out, check_same_dtype, check_shape,
                         check_tensor, conv_geometry)
@@ -1505,6 +1506,43 @@ def _forward_across_channels_kernel(x, taps, bias, y, kH, kW, ph, pw, dh, dw, sc
         nonfinite[n] = count_nonfinite
 
 
+@inline_jit
+def _accumulate_taps9_four_images(grad_out, x, n0, sums, a, b, ph, pw, dh, dw):
+    """``sums[t, j - a] += g[n, j] * x[n, j + offset_t]`` for the nine taps of a 3x3 kernel, the four images
+    ``n0 .. n0 + 3`` in order and ``j`` in ``[a, b)`` of the flattened ``(C*H*W,)`` image, reads outside
+    the image skipped (:func:`_weight_gradient_across_channels_kernel`): a row's three taps of the four
+    images per pass (``_rows.row_multiply_accumulate3_images4``) where all nine reads are inside, then
+    the ends one product at a time; each sum receives the same products in the same order as one image
+    at a time."""
+    N, C, H, W = x.shape
+    L = C * H * W
+    g0, x0 = grad_out[n0].reshape(L), x[n0].reshape(L)
+    g1, x1 = grad_out[n0 + 1].reshape(L), x[n0 + 1].reshape(L)
+    g2, x2 = grad_out[n0 + 2].reshape(L), x[n0 + 2].reshape(L)
+    g3, x3 = grad_out[n0 + 3].reshape(L), x[n0 + 3].reshape(L)
+    first, last = -ph * W - pw, (2 * dh - ph) * W + 2 * dw - pw    # offsets of the taps (0, 0) and (2, 2)
+    start = min(max(a, -first), b)                     # [start, stop): all nine reads inside the image
+    stop = max(min(b, L - last), start)
+    q = start - a                                       # where the run starts in sums
+    for kh in range(3):
+        t = 3 * kh
+        r0 = start + (kh * dh - ph) * W - pw            # where the row's taps read, in each image
+        r1, r2 = r0 + dw, r0 + 2 * dw
+        row_multiply_accumulate3_images4(sums[t, q:], sums[t + 1, q:], sums[t + 2, q:],
+                                         g0[start:], x0[r0:], x0[r1:], x0[r2:], g1[start:], x1[r0:], x1[r1:],
+                                         x1[r2:], g2[start:], x2[r0:], x2[r1:], x2[r2:], g3[start:], x3[r0:],
+                                         x3[r1:], x3[r2:], stop - start)
+    for n in range(n0, n0 + 4):                         # the ends: reads outside the image never made
+        g_run, x_run = grad_out[n].reshape(L), x[n].reshape(L)
+        for side in range(2):
+            begin, end = (a, start) if side == 0 else (stop, b)
+            for j in range(begin, end):
+                for t in range(9):
+                    i = j + (t // 3 * dh - ph) * W + t % 3 * dw - pw
+                    if 0 <= i < L:
+                        sums[t, j - a] += g_run[j] * x_run[i]
+
+
 @parallel_jit
 def _weight_gradient_across_channels_kernel(grad_out, x, inside, channels_per_run, kH, kW, ph, pw, dh, dw,
                                             grad_weight):
@@ -1514,7 +1552,8 @@ def _weight_gradient_across_channels_kernel(grad_out, x, inside, channels_per_ru
 
     One iteration takes ``channels_per_run`` channels, whose planes are one contiguous run of each image,
     and keeps each tap's products per value of that run (``sums[t, j] += g[j] * x[j + offset_t]``,
-    element-wise, vectorised; ``offset_t = (kh*dh - ph)*W + kw*dw - pw``), images in order; then it adds
+    element-wise, vectorised; ``offset_t = (kh*dh - ph)*W + kw*dw - pw``), images in order (a 3x3 kernel's
+    four at a time, :func:`_accumulate_taps9_four_images`: the same sums); then it adds
     each channel's pixels with a select on ``inside`` (:func:`_taps_inside_plane`), in four interleaved
     partial sums added at the end, ``(s0 + s1) + (s2 + s3)``: products whose read crossed into another row
     or plane are left out there (so an infinite input cannot reach another channel's weights), and reads
@@ -1530,8 +1569,13 @@ def _weight_gradient_across_channels_kernel(grad_out, x, inside, channels_per_ru
         c1 = min(C, c0 + channels_per_run)
         a, b = c0 * HW, c1 * HW                         # this run's values in an image: [a, b)
         sums = np.zeros((kH * kW, b - a), dtype=x.dtype)
-        for n in range(N):                              # images in order
-            g_run, x_run = grad_out[n].reshape(L), x[n].reshape(L)
+        n0 = 0
+        while n0 < N:                                   # images in order
+            if kH == 3 and kW == 3 and n0 + 4 <= N:     # a 3x3 kernel: four images per pass
+                _accumulate_taps9_four_images(grad_out, x, n0, sums, a, b, ph, pw, dh, dw)
+                n0 += 4
+                continue
+            g_run, x_run = grad_out[n0].reshape(L), x[n0].reshape(L)
             for kh in range(kH):
                 kw = 0
                 while kw < kW:                          # three taps per pass share the loads of g
@@ -1557,6 +1601,7 @@ def _weight_gradient_across_channels_kernel(grad_out, x, inside, channels_per_ru
                                 if 0 <= i < L:
                                     sums[t + u, j - a] += g_run[j] * x_run[i]
                     kw += count
+            n0 += 1
         for c in range(c0, c1):                         # each channel's pixels, the reads inside its plane
             for t in range(kH * kW):
                 values, keep = sums[t, (c - c0) * HW:(c - c0 + 1) * HW], inside[t]
