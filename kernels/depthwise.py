@@ -163,6 +163,9 @@ PHASES_VIA_PIXELS_MIN_PIXELS = 8 * 8
 #: do not pay (measured on a 2-core AMD EPYC, both gradients against the channels-last kernel: (8, 576, 7,
 #: 7) 795 -> 1024 us, (2, 960, 7, 7) 5x5 708 -> 2528; (16, 96, 10, 10) 514 -> 478)
 ACROSS_CHANNELS_MIN_IMAGES = 16
+#: the across-channels forward takes whole channels of about this many values per iteration, for all
+#: images (its table of taps, one row per tap, stays in cache)
+ACROSS_CHANNELS_RUN = 1024
 #: the across-channels weight gradient takes whole channels of about this many values per iteration (its
 #: per-value sums, one row per tap, stay in L1)
 WEIGHT_GRADIENT_RUN = 256
@@ -471,15 +474,13 @@ def prepare_forward(weight, bias, geometry, epilogue=None):
 
         if not _use_across_channels(geometry):
             return channels_last_forward
-        N, C, H, W = geometry.input_shape
-        kH, kW = geometry.kernel_size
-        taps = np.empty((kH * kW, C * H * W), dtype=dtype)            # (kH*kW, C*H*W): once per prepared forward
-        _across_channels_taps_kernel(weight, _taps_inside_plane(H, W, kH, kW, *loop[2:]), taps)
+        inside, chunk_channels, group_images, tasks = _across_channels_arguments(geometry)
 
         def across_channels_forward(x):                               # the epilogue inside the kernel
             y = np.empty(output_shape, dtype=dtype)
-            nonfinite = np.empty(N, dtype=np.int64)
-            _forward_across_channels_kernel(x, taps, bias, y, kH, kW, *loop[2:], *finish, nonfinite)
+            nonfinite = np.empty(tasks, dtype=np.int64)
+            _forward_across_channels_kernel(x, weight, inside, bias, y, chunk_channels, group_images, *loop[2:],
+                                            *finish, nonfinite)
             return channels_last_forward(x) if nonfinite.any() else y
 
         return across_channels_forward
@@ -583,13 +584,13 @@ def _backward_across_channels(grad_out, x, weight, geometry, want_input, want_we
     if want_input:
         turned = np.ascontiguousarray(weight[:, :, ::-1, ::-1])
         turned_ph, turned_pw = dh * (kH - 1) - ph, dw * (kW - 1) - pw
-        taps = np.empty((kH * kW, C * H * W), dtype=dtype)
-        _across_channels_taps_kernel(turned, _taps_inside_plane(H, W, kH, kW, turned_ph, turned_pw, dh, dw), taps)
+        inside, chunk_channels, group_images, tasks = _across_channels_arguments(geometry, turned_ph, turned_pw)
         grad_x = np.empty(geometry.input_shape, dtype=dtype)
-        nonfinite = np.empty(N, dtype=np.int64)
+        nonfinite = np.empty(tasks, dtype=np.int64)
         nothing = _empty_bias(dtype)
-        _forward_across_channels_kernel(grad_out, taps, nothing, grad_x, kH, kW, turned_ph, turned_pw, dh, dw, nothing,
-                                        nothing, dtype.type(-np.inf), dtype.type(np.inf), False, nonfinite)
+        _forward_across_channels_kernel(grad_out, turned, inside, nothing, grad_x, chunk_channels, group_images,
+                                        turned_ph, turned_pw, dh, dw, nothing, nothing, dtype.type(-np.inf),
+                                        dtype.type(np.inf), False, nonfinite)
         if nonfinite.any():
             grad_x = _backward_channels_last(grad_out, None, weight, geometry, want_input=True, want_weight=False)[0]
     if want_weight:
@@ -599,6 +600,23 @@ def _backward_across_channels(grad_out, x, weight, geometry, want_input, want_we
         _weight_gradient_across_channels_kernel(grad_out, x, _taps_inside_plane(H, W, kH, kW, ph, pw, dh, dw),
                                                 channels_per_run, kH, kW, ph, pw, dh, dw, grad_weight)
     return grad_x, grad_weight
+
+
+def _across_channels_arguments(geometry, ph=None, pw=None):
+    """``(inside, chunk_channels, group_images, tasks)`` for :func:`_forward_across_channels_kernel` on
+    ``geometry``'s input, with its padding or the given ``ph, pw`` (the input gradient's): the taps inside
+    the plane (:func:`_taps_inside_plane`); whole channels of about :data:`ACROSS_CHANNELS_RUN` values per
+    task, and the images in groups so that each thread has ``MIN_TASKS_PER_THREAD`` tasks; how many tasks."""
+    N, C, H, W = geometry.input_shape
+    (kH, kW), (dh, dw) = geometry.kernel_size, geometry.dilation
+    if ph is None:
+        ph, pw = geometry.padding
+    chunk_channels = max(1, min(C, ACROSS_CHANNELS_RUN // (H * W)))
+    chunks = -(-C // chunk_channels)
+    groups = min(N, -(-MIN_TASKS_PER_THREAD * num_threads() // chunks))     # at least one
+    group_images = -(-N // groups)
+    return (_taps_inside_plane(H, W, kH, kW, ph, pw, dh, dw), chunk_channels, group_images,
+            chunks * -(-N // group_images))
 
 
 @functools.lru_cache(maxsize=256)
@@ -1372,32 +1390,33 @@ def _forward_rows_kernel(x, weight, bias, y, sh, sw, ph, pw, dh, dw):
                             y_plane[oh, ow] += w_tap * x_plane[oh * sh + kh * dh - ph, iw]
 
 
-@parallel_jit
-def _across_channels_taps_kernel(weight, inside, taps):
-    """``taps[t, c*H*W + i] = weight[c, 0, kh, kw]`` (tap ``t = kh*kW + kw``) where output pixel ``i`` of a
-    "same" stride-1 plane reads that tap inside the plane (``inside[t, i]``, :func:`_taps_inside_plane`),
-    and 0 where it reads the zero padding.
+@inline_jit
+def _fill_across_channels_taps(weight, inside, c0, c1, taps):
+    """``taps[t, (c - c0)*H*W + i] = weight[c, 0, kh, kw]`` (tap ``t = kh*kW + kw``) for the channels
+    ``c0 <= c < c1`` where output pixel ``i`` of a "same" stride-1 plane reads that tap inside the plane
+    (``inside[t, i]``, :func:`_taps_inside_plane`), and 0 where it reads the zero padding.
 
-    ``taps``: (kH*kW, C*H*W), filled here; the weights of :func:`_forward_across_channels_kernel`.
+    ``taps``: (kH*kW, (c1 - c0)*H*W), filled here; the weights of :func:`_forward_across_channels_kernel`.
     """
-    C, _, kH, kW = weight.shape
+    _, _, kH, kW = weight.shape
     HW = inside.shape[1]
-    for c in prange(C):
+    zero = taps.dtype.type(0)
+    for c in range(c0, c1):
         for t in range(kH * kW):
             w = weight[c, 0, t // kW, t % kW]
-            row, keep = taps[t, c * HW:(c + 1) * HW], inside[t]    # (H*W,) this channel's pixels
+            row, keep = taps[t, (c - c0) * HW:(c - c0 + 1) * HW], inside[t]    # (H*W,) this channel's pixels
             for i in range(HW):
-                row[i] = w if keep[i] else 0.0
+                row[i] = w if keep[i] else zero
 
 
 @inline_jit
-def _multiply_taps_across_channels(x_run, taps, y_run, kH, kW, W, ph, pw, dh, dw):
-    """``y_run[j] = sum_t taps[t, j] * x_run[j + offset_t]`` over one image's ``C*H*W`` values, taps in order
-    from zero, reads outside the image skipped (``offset_t = (kh*dh - ph)*W + kw*dw - pw``): any kernel, up
-    to three taps of a kernel row per pass over ``y_run`` (:func:`_forward_across_channels_kernel`)."""
+def _multiply_taps_across_channels(x_run, taps, y_run, a, b, kH, kW, W, ph, pw, dh, dw):
+    """``y_run[j] = sum_t taps[t, j - a] * x_run[j + offset_t]`` for ``a <= j < b`` of one image's ``C*H*W``
+    values, taps in order from zero, reads outside the image skipped (``offset_t = (kh*dh - ph)*W + kw*dw
+    - pw``): any kernel, up to three taps of a kernel row per pass (:func:`_forward_across_channels_kernel`)."""
     L = y_run.shape[0]
     zero = y_run.dtype.type(0)
-    for j in range(L):
+    for j in range(a, b):
         y_run[j] = zero
     for kh in range(kH):
         kw = 0
@@ -1406,31 +1425,32 @@ def _multiply_taps_across_channels(x_run, taps, y_run, kH, kW, W, ph, pw, dh, dw
             t = kh * kW + kw                        # the group's first tap
             first = (kh * dh - ph) * W + kw * dw - pw   # tap t of output j reads x_run[j + first]
             last = first + (count - 1) * dw
-            start = min(max(0, -first), L)          # [start, stop): every tap of the group inside
-            stop = max(min(L, L - last), start)
+            start = min(max(a, -first), b)          # [start, stop): every tap of the group inside
+            stop = max(min(b, L - last), start)
+            q = start - a                           # where [start, stop) starts in taps
             if count == 3:
                 run_multiply_taps3(y_run[start:], x_run[start + first:], x_run[start + first + dw:],
-                                   x_run[start + last:], taps[t, start:], taps[t + 1, start:],
-                                   taps[t + 2, start:], stop - start)
+                                   x_run[start + last:], taps[t, q:], taps[t + 1, q:], taps[t + 2, q:],
+                                   stop - start)
             elif count == 2:
                 run_multiply_taps2(y_run[start:], x_run[start + first:], x_run[start + last:],
-                                   taps[t, start:], taps[t + 1, start:], stop - start)
+                                   taps[t, q:], taps[t + 1, q:], stop - start)
             else:
-                run_multiply_tap(y_run[start:], x_run[start + first:], taps[t, start:], stop - start)
+                run_multiply_tap(y_run[start:], x_run[start + first:], taps[t, q:], stop - start)
             for side in range(2):                   # the run's ends: taps outside the image skipped
-                begin, end = (0, start) if side == 0 else (stop, L)
+                begin, end = (a, start) if side == 0 else (stop, b)
                 for j in range(begin, end):
                     value = y_run[j]
                     for u in range(count):
                         i = j + first + u * dw
                         if 0 <= i < L:
-                            value = value + taps[t + u, j] * x_run[i]
+                            value = value + taps[t + u, j - a] * x_run[i]
                     y_run[j] = value
             kw += count
 
 
 @inline_jit
-def _multiply_taps9_across_channels(x_run, taps, y_run, W, ph, pw, dh, dw):
+def _multiply_taps9_across_channels(x_run, taps, y_run, a, b, W, ph, pw, dh, dw):
     """:func:`_multiply_taps_across_channels` for a 3x3 kernel: the nine taps in one pass
     (``_rows.run_multiply_taps9``) over the outputs whose nine reads fall inside the image, one output at a
     time at the image's ends; the same sums in the same order, so the same bits."""
@@ -1439,71 +1459,86 @@ def _multiply_taps9_across_channels(x_run, taps, y_run, W, ph, pw, dh, dw):
     o00, o10, o20 = -ph * W - pw, (dh - ph) * W - pw, (2 * dh - ph) * W - pw   # offsets of the taps (kh, 0)
     o01, o11, o21 = o00 + dw, o10 + dw, o20 + dw
     o02, o12, o22 = o00 + 2 * dw, o10 + 2 * dw, o20 + 2 * dw
-    start = min(max(0, -o00), L)                        # [start, stop): all nine reads inside the image
-    stop = max(min(L, L - o22), start)
-    a = start
-    run_multiply_taps9(y_run[a:], x_run[a + o00:], x_run[a + o01:], x_run[a + o02:], x_run[a + o10:],
-                       x_run[a + o11:], x_run[a + o12:], x_run[a + o20:], x_run[a + o21:], x_run[a + o22:],
-                       taps[0, a:], taps[1, a:], taps[2, a:], taps[3, a:], taps[4, a:], taps[5, a:], taps[6, a:],
-                       taps[7, a:], taps[8, a:], stop - start)
+    start = min(max(a, -o00), b)                        # [start, stop): all nine reads inside the image
+    stop = max(min(b, L - o22), start)
+    s, q = start, start - a                             # where [start, stop) starts in y_run and in taps
+    run_multiply_taps9(y_run[s:], x_run[s + o00:], x_run[s + o01:], x_run[s + o02:], x_run[s + o10:],
+                       x_run[s + o11:], x_run[s + o12:], x_run[s + o20:], x_run[s + o21:], x_run[s + o22:],
+                       taps[0, q:], taps[1, q:], taps[2, q:], taps[3, q:], taps[4, q:], taps[5, q:], taps[6, q:],
+                       taps[7, q:], taps[8, q:], stop - start)
     for side in range(2):                               # the image's ends: reads outside it skipped
-        begin, end = (0, start) if side == 0 else (stop, L)
+        begin, end = (a, start) if side == 0 else (stop, b)
         for j in range(begin, end):
             value = zero
             for t in range(9):
                 i = j + (t // 3 * dh - ph) * W + t % 3 * dw - pw
                 if 0 <= i < L:
-                    value = value + taps[t, j] * x_run[i]
+                    value = value + taps[t, j - a] * x_run[i]
             y_run[j] = value
 
 
 @parallel_jit
-def _forward_across_channels_kernel(x, taps, bias, y, kH, kW, ph, pw, dh, dw, scale, shift, low, high, hardswish,
-                                    nonfinite):
-    """Small "same" planes at stride 1 for a batch: one image per iteration, all its channels as one run.
+def _forward_across_channels_kernel(x, weight, inside, bias, y, chunk_channels, group_images, ph, pw, dh, dw,
+                                    scale, shift, low, high, hardswish, nonfinite):
+    """Small "same" planes at stride 1 for a batch: a few whole channels per iteration, all images, each
+    image's planes of those channels as one run.
 
     An image's ``C*H*W`` values are contiguous, and tap ``(kh, kw)`` of output ``j`` (any channel, any
     pixel) reads the input at ``j + (kh*dh - ph)*W + kw*dw - pw``: one fixed offset for the whole image.
-    So a tap is one vectorised loop over ``C*H*W`` values (6,144 for 96 channels of 8 x 8), where the
-    plane-by-plane loops would run 96 loops of 64 and the channels-last kernels transpose the planes in
-    and out. The weight varies along the run, so it is read from ``taps``
-    (:func:`_across_channels_taps_kernel`: per output and tap, the channel's weight, 0 where the tap
-    reads the padding), and a read that crosses into the row or plane before or after adds ``0 * value``
-    (reads outside the image are not made: the run's ends add those taps one by one). A 3x3 kernel's nine
-    taps share one pass (``_rows.run_multiply_taps9``), other kernels' up to three taps of a kernel row
+    So a tap is one vectorised loop over the run of ``chunk_channels`` planes (1,024 values for 16
+    channels of 8 x 8), where the plane-by-plane loops would run 16 loops of 64 and the channels-last
+    kernels transpose the planes in and out. The weight varies along the run, so it is read from a table
+    of taps built for the chunk once for all images (:func:`_fill_across_channels_taps`: per output and
+    tap, the channel's weight, 0 where the tap reads the padding; small enough to stay in cache), and a
+    read that crosses into the row or plane before or after adds ``0 * value`` (reads outside the image
+    are not made: the image's ends add those taps one by one). A 3x3 kernel's nine taps share one pass
+    (``_rows.run_multiply_taps9``), other kernels' up to three taps of a kernel row
     (``_rows.run_multiply_taps3``); either way added in the flat-run kernel's order, from zero: the bits of
     the flat and channels-last kernels (``+-0`` where those add ``w * 0``: a zero's sign at most).
 
     But ``0 * value`` is ``nan`` when ``value`` is infinite or nan, so an input that is not finite could
     make a neighbouring output, which does not read it, ``nan``: that output is then not finite, nan stays
-    nan through the epilogue, and ``nonfinite[n]`` counts image ``n``'s outputs that are not finite; the
-    caller computes the batch again with the channels-last kernel when any is (rare: only a batch with an
-    infinite or nan input, or one that overflows, pays twice).
+    nan through the epilogue, and ``nonfinite[k]`` counts chunk ``k``'s outputs that are not finite
+    (``nonfinite``: one entry per chunk of ``chunk_channels`` channels); the caller computes the batch again
+    with the channels-last kernel when any is (rare: only a batch with an infinite or nan input, or one
+    that overflows, pays twice).
 
-    ``scale``, ``shift``, ``low``, ``high``, ``hardswish``: the epilogue, as :func:`_forward_flat_kernel`'s.
+    ``weight``: (C, 1, kH, kW); ``inside``: :func:`_taps_inside_plane`'s (kH*kW, H*W); ``scale``, ``shift``,
+    ``low``, ``high``, ``hardswish``: the epilogue, as :func:`_forward_flat_kernel`'s.
     """
     N, C, H, W = x.shape
+    _, _, kH, kW = weight.shape
     HW, L = H * W, C * H * W
     has_bias = bias.shape[0] > 0
     finished = scale.shape[0] > 0
     zero, three, six = y.dtype.type(0), y.dtype.type(3), y.dtype.type(6)
-    for n in prange(N):                                 # one image per iteration
-        x_run, y_run = x[n].reshape(L), y[n].reshape(L)   # (C*H*W,): channel c's plane from c*H*W
-        if kH == 3 and kW == 3:                         # the nine taps in one pass
-            _multiply_taps9_across_channels(x_run, taps, y_run, W, ph, pw, dh, dw)
-        else:                                           # up to three taps of a row per pass
-            _multiply_taps_across_channels(x_run, taps, y_run, kH, kW, W, ph, pw, dh, dw)
-        if has_bias or finished:
-            for c in range(C):
-                plane = y_run[c * HW:(c + 1) * HW]
-                _write_out_row(plane, plane, c, bias, has_bias, finished, scale, shift, low, high)
-                if finished and hardswish:
-                    for j in range(HW):
-                        plane[j] = hardswish_value(plane[j], zero, three, six)
+    chunks = (C + chunk_channels - 1) // chunk_channels
+    groups = (N + group_images - 1) // group_images
+    for task in prange(chunks * groups):                # a few channels of a few images per iteration
+        chunk, group = task // groups, task % groups
+        c0 = chunk * chunk_channels
+        c1 = min(C, c0 + chunk_channels)
+        a, b = c0 * HW, c1 * HW                         # this chunk's values in an image: [a, b)
+        taps = np.empty((kH * kW, b - a), dtype=y.dtype)
+        _fill_across_channels_taps(weight, inside, c0, c1, taps)
         count_nonfinite = 0
-        for j in range(L):                              # y - y is 0 for a finite y, nan otherwise
-            count_nonfinite += 1 if y_run[j] - y_run[j] != zero else 0
-        nonfinite[n] = count_nonfinite
+        for n in range(group * group_images, min(N, (group + 1) * group_images)):   # images in order
+            x_run, y_run = x[n].reshape(L), y[n].reshape(L)   # (C*H*W,): channel c's plane from c*H*W
+            if kH == 3 and kW == 3:                     # the nine taps in one pass
+                _multiply_taps9_across_channels(x_run, taps, y_run, a, b, W, ph, pw, dh, dw)
+            else:                                       # up to three taps of a row per pass
+                _multiply_taps_across_channels(x_run, taps, y_run, a, b, kH, kW, W, ph, pw, dh, dw)
+            if has_bias or finished:
+                for c in range(c0, c1):
+                    plane = y_run[c * HW:(c + 1) * HW]
+                    _write_out_row(plane, plane, c, bias, has_bias, finished, scale, shift, low, high)
+                    if finished and hardswish:
+                        for j in range(HW):
+                            plane[j] = hardswish_value(plane[j], zero, three, six)
+            outputs = y_run[a:b]                        # (indices from 0: the loop vectorises)
+            for j in range(b - a):                      # y - y is 0 for a finite y, nan otherwise
+                count_nonfinite += 1 if outputs[j] - outputs[j] != zero else 0
+        nonfinite[task] = count_nonfinite
 
 
 @inline_jit

@@ -1236,17 +1236,17 @@ def test_across_channels_weight_gradient_does_not_depend_on_the_runs_or_the_thre
 
 @pytest.mark.nojit
 def test_across_channels_kernels_small_case_runs_as_python_too(rng):
-    """Small enough for NUMBA_DISABLE_JIT=1: the taps' table, the across-channels forward with its epilogue
+    """Small enough for NUMBA_DISABLE_JIT=1: the across-channels forward (each chunk's taps) with its epilogue
     and the weight gradient, as plain Python, against the reference."""
     x, weight, bias = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((3, 1, 3, 3)), rng.standard_normal(3)
     scale, shift = rng.standard_normal(3), rng.standard_normal(3)
-    taps = np.empty((9, 3 * 4 * 5))
-    D._across_channels_taps_kernel(weight, D._taps_inside_plane(4, 5, 3, 3, 1, 1, 1, 1), taps)
-    y, nonfinite = np.empty(x.shape), np.empty(2, dtype=np.int64)
-    D._forward_across_channels_kernel(x, taps, bias, y, 3, 3, 1, 1, 1, 1, scale, shift, 0.0, 6.0, False, nonfinite)
+    inside = D._taps_inside_plane(4, 5, 3, 3, 1, 1, 1, 1)
+    y, nonfinite = np.empty(x.shape), np.empty(4, dtype=np.int64)   # 2 chunks of 2 channels x 2 images: 4 tasks
+    D._forward_across_channels_kernel(x, weight, inside, bias, y, 2, 1, 1, 1, 1, 1, scale, shift, 0.0, 6.0, False,
+                                      nonfinite)
     expected = R.depthwise_conv2d_forward(x, weight, bias, padding=1)
     assert_close(y, np.clip(expected * scale[None, :, None, None] + shift[None, :, None, None], 0, 6), np.float64)
-    assert nonfinite.tolist() == [0, 0]
+    assert nonfinite.tolist() == [0, 0, 0, 0]
     grad_out, grad_weight = rng.standard_normal(x.shape), np.empty(weight.shape)
     D._weight_gradient_across_channels_kernel(grad_out, x, D._taps_inside_plane(4, 5, 3, 3, 1, 1, 1, 1), 2, 3, 3, 1, 1,
                                               1, 1, grad_weight)
