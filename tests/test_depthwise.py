@@ -1092,9 +1092,10 @@ def test_flat_stride2_3x3_gives_the_same_bits_on_one_and_two_threads(rng, restor
 # The across-channels kernels (16 images and more, stride 1, "same" planes below FLAT_MIN_PIXELS_BATCHED)
 # ----------------------------------------------------------------------------------------------------
 def _channels_last_forward(x, weight, bias, geometry, epilogue=None, monkeypatch=None):
-    """The channels-last kernel's output for the same layer (the across-channels kernel promises its bits)."""
+    """The output of the kernel the layer would take without the across-channels kernel (channels-last, or
+    flat for the larger planes: the across-channels kernel promises their bits)."""
     with monkeypatch.context() as patch:
-        patch.setattr(D, "_use_across_channels", lambda geometry: False)
+        patch.setattr(D, "_use_across_channels_forward", lambda geometry: False)
         return D._forward(x, weight, bias, geometry, epilogue)
 
 
@@ -1164,6 +1165,10 @@ def test_across_channels_forward_recomputes_a_batch_with_an_input_that_is_not_fi
     ((16, 3, 8, 8), 1, 1, "_forward_across_channels_kernel"),
     ((16, 3, 11, 11), 1, 1, "_forward_across_channels_kernel"),
     ((16, 3, 12, 12), 1, 1, "_forward_flat_kernel"),           # FLAT_MIN_PIXELS_BATCHED
+    ((32, 3, 12, 12), 1, 1, "_forward_across_channels_kernel"),  # ACROSS_CHANNELS_MIN_IMAGES_FORWARD
+    ((32, 3, 16, 16), 1, 1, "_forward_across_channels_kernel"),
+    ((32, 3, 17, 17), 1, 1, "_forward_flat_kernel"),           # ACROSS_CHANNELS_MAX_PIXELS
+    ((31, 3, 14, 14), 1, 1, "_forward_flat_kernel"),
     ((15, 3, 8, 8), 1, 1, "_forward_channels_last_kernel"),    # ACROSS_CHANNELS_MIN_IMAGES: the table would not pay
     ((16, 3, 8, 8), 1, 0, "_forward_channels_last_kernel"),    # not "same": the output is smaller
     ((16, 3, 8, 8), 2, 1, "_forward_channels_last_kernel"),
@@ -1175,6 +1180,46 @@ def test_across_channels_forward_is_chosen_for_batches_of_small_same_planes_at_s
     depthwise_conv2d_forward(x, rng.standard_normal((x_shape[1], 1, 3, 3)).astype(np.float32), stride=stride,
                              padding=padding)
     assert kernel_calls == [expected]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, padding, dilation", [
+    ((32, 5, 12, 12), 1, 1),                        # the smallest plane and batch of the larger planes
+    ((33, 3, 16, 16), 1, 1),                        # the largest plane, an image past a group of images
+    ((32, 4, 14, 13), 2, 2),                        # dilation 2, a plane that is not square
+])
+def test_across_channels_forward_and_input_gradient_on_larger_planes(x_shape, padding, dilation, dtype, rng,
+                                                                      monkeypatch, kernel_calls):
+    """From 12 x 12 to 16 x 16 and 32 images the forward and the input gradient take the across-channels
+    kernel, with the flat kernel's bits; the weight gradient keeps the dot-product kernel."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal((x_shape[1], 1, 3, 3)).astype(dtype)
+    bias, grad_out = rng.standard_normal(x_shape[1]).astype(dtype), rng.standard_normal(x_shape).astype(dtype)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, padding, dilation)
+    assert D._use_across_channels_forward(geometry) and not D._use_across_channels(geometry)
+    params = dict(padding=padding, dilation=dilation)
+    y = depthwise_conv2d_forward(x, weight, bias, **params)
+    grad_x, grad_weight = D._backward(grad_out, x, weight, geometry)
+    assert kernel_calls == ["_forward_across_channels_kernel"] * 2 + ["_weight_gradient_dots_kernel"]
+    assert_close(y, R.depthwise_conv2d_forward(*as64(x, weight, bias), **params), dtype)
+    assert_close(grad_x, R.depthwise_conv2d_backward_input(*as64(grad_out, weight), x.shape, **params), dtype)
+    assert_close(grad_weight, R.depthwise_conv2d_backward_weight(*as64(grad_out, x), weight.shape, **params), dtype)
+    np.testing.assert_array_equal(y, _channels_last_forward(x, weight, bias, geometry, monkeypatch=monkeypatch))
+    with monkeypatch.context() as patch:
+        patch.setattr(D, "_use_across_channels_forward", lambda geometry: False)
+        np.testing.assert_array_equal(grad_x, D._backward_input(grad_out, weight, geometry))
+
+
+def test_across_channels_forward_on_larger_planes_recomputes_a_batch_that_is_not_finite(rng, kernel_calls,
+                                                                                      monkeypatch):
+    x = rng.standard_normal((32, 3, 12, 12)).astype(np.float32)
+    x[5, 1, 4, 11] = np.inf                         # the last column: the next row's first output reads it at 0
+    weight = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    geometry = D._depthwise_geometry(x.shape, weight.shape, 1, 1, 1)
+    y = depthwise_conv2d_forward(x, weight, padding=1)
+    assert kernel_calls == ["_forward_across_channels_kernel", "_forward_channels_last_kernel"]
+    np.testing.assert_array_equal(y, _channels_last_forward(x, weight, None, geometry, monkeypatch=monkeypatch))
+    assert np.isfinite(y[5, 1, 6:]).all() and not np.isfinite(y[5, 1, 3:6, 10:]).any()
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
