@@ -14,9 +14,10 @@ Cost for an output of ``H_out x W_out``::
 
 Parallel iterations never write to the same memory. Seven kinds of loops appear:
 
-* the **flat-run** path (stride 1 from 11x11 planes for one image and from 12x12 for a batch, 3x3 at
-  stride 2 from 20x20 for one image and 24x24 for a batch, other strided planes above 32x32; both
-  gradients at stride 1 from 12x12 "same" planes or 16x16 others): each plane is copied zero-padded into
+* the **flat-run** path (stride 1 from 11x11 planes for one image and from 12x12 for a batch, but the
+  across-channels batches below; 3x3 at stride 2 from 20x20 for one image and 24x24 for a batch, other
+  strided planes above 32x32; both gradients at stride 1 from 12x12 "same" planes or 16x16 others, the
+  input gradient but the across-channels batches): each plane is copied zero-padded into
   one flat array, where output ``(oh, ow)`` sits at ``oh*Wp + ow`` and every tap reads at a fixed offset
   from it, so one tap is *one* vectorised loop over the whole plane, and a 3x3 kernel one loop for all
   nine taps (a stride is first split into phases, inside which it is stride 1 again; stride 2 copies them
@@ -42,12 +43,14 @@ Parallel iterations never write to the same memory. Seven kinds of loops appear:
   whatever the stride and dilation. Both gradients come from one pass (``_backward``); weight-gradient
   partials per (image, block) are added in image order.
 * the **across-channels** path for batches (16 images and more) of small "same" planes at stride 1 (below
-  12x12: MobileNets trained at 32x32): an image's ``C*H*W`` values are contiguous and every tap reads
-  them at one fixed offset, so a tap is one vectorised loop over the whole image, its weight read from a
-  table that holds each output's weight for that tap (0 where the tap reads the padding). No copies, no
-  transposes; an input that is not finite sends the batch to the channels-last kernel (a ``0 * inf``
-  would be ``nan``). The input gradient is the same kernel with the filter turned; the weight gradient
-  keeps per-value sums over runs of whole channels and adds each channel's pixels at the end.
+  12x12: MobileNets trained at 32x32; the forward and input gradient also for 3x3 kernels on 12x12 to
+  16x16 planes of 32 images or more): an image's ``C*H*W`` values are contiguous and every tap reads
+  them at one fixed offset, so a tap is one vectorised loop over a run of whole channels, its weight read
+  from a table, built per run of channels, that holds each output's weight for that tap (0 where the tap
+  reads the padding). No copies, no transposes; an input that is not finite sends the batch to the
+  channels-last kernel (a ``0 * inf`` would be ``nan``). The input gradient is the same kernel with the
+  filter turned; the weight gradient keeps per-value sums over runs of whole channels and adds each
+  channel's pixels at the end.
 * the **one-pixel** path, for outputs of a single pixel per channel (MobileNet V2 trained at 32x32 ends
   on 1x1 planes, reached by a stride-2 layer on 2x2): each output is one short dot product of a
   channel's kernel with the taps that land inside the plane, vectorised across the channels of an
@@ -605,7 +608,8 @@ def _backward_input_flat(grad_out, weight, geometry):
 
 
 def _backward_across_channels(grad_out, x, weight, geometry, want_input, want_weight):
-    """Both gradients of the across-channels layers (:func:`_use_across_channels`); one not asked for is None.
+    """Both gradients of the across-channels layers (:func:`_use_across_channels`), or the input gradient
+    alone of the larger planes (:func:`_use_across_channels_forward`); one not asked for is None.
 
     ``grad_x`` is the forward convolution of ``grad_out`` with the filter turned by 180 degrees (padding
     ``d*(k - 1) - p``, which is ``p`` for a "same" layer), by :func:`_forward_across_channels_kernel`, or
