@@ -617,7 +617,7 @@ def _backward_across_channels(grad_out, x, weight, geometry, want_input, want_we
     by :func:`_weight_gradient_across_channels_kernel`, on runs of about :data:`WEIGHT_GRADIENT_RUN` values
     (fewer channels when that would leave a thread fewer than ``MIN_TASKS_PER_THREAD`` runs).
     """
-    N, C, H, W = geometry.input_shape
+    _, C, H, W = geometry.input_shape
     kH, kW = geometry.kernel_size
     (ph, pw), (dh, dw) = geometry.padding, geometry.dilation
     dtype = grad_out.dtype
@@ -1456,9 +1456,7 @@ def _multiply_taps_across_channels(x_run, taps, y_run, a, b, kH, kW, W, ph, pw, 
     values, taps in order from zero, reads outside the image skipped (``offset_t = (kh*dh - ph)*W + kw*dw
     - pw``): any kernel, up to three taps of a kernel row per pass (:func:`_forward_across_channels_kernel`)."""
     L = y_run.shape[0]
-    zero = y_run.dtype.type(0)
-    for j in range(a, b):
-        y_run[j] = zero
+    y_run[a:b] = 0.0
     for kh in range(kH):
         kw = 0
         while kw < kW:                              # up to three taps of the row per pass, as flat
@@ -1521,15 +1519,15 @@ def _multiply_taps9_across_channels(x_run, taps, y_run, a, b, W, ph, pw, dh, dw)
 @parallel_jit
 def _forward_across_channels_kernel(x, weight, inside, bias, y, chunk_channels, group_images, ph, pw, dh, dw,
                                     scale, shift, low, high, hardswish, nonfinite):
-    """Small "same" planes at stride 1 for a batch: a few whole channels per iteration, all images, each
-    image's planes of those channels as one run.
+    """Small "same" planes at stride 1 for a batch: a few whole channels of a group of images per
+    iteration (a task), each image's planes of those channels as one run.
 
     An image's ``C*H*W`` values are contiguous, and tap ``(kh, kw)`` of output ``j`` (any channel, any
     pixel) reads the input at ``j + (kh*dh - ph)*W + kw*dw - pw``: one fixed offset for the whole image.
     So a tap is one vectorised loop over the run of ``chunk_channels`` planes (1,024 values for 16
     channels of 8 x 8), where the plane-by-plane loops would run 16 loops of 64 and the channels-last
     kernels transpose the planes in and out. The weight varies along the run, so it is read from a table
-    of taps built for the chunk once for all images (:func:`_fill_across_channels_taps`: per output and
+    of taps built for the chunk once for the task's images (:func:`_fill_across_channels_taps`: per output and
     tap, the channel's weight, 0 where the tap reads the padding; small enough to stay in cache), and a
     read that crosses into the row or plane before or after adds ``0 * value`` (reads outside the image
     are not made: the image's ends add those taps one by one). A 3x3 kernel's nine taps share one pass
@@ -1539,8 +1537,9 @@ def _forward_across_channels_kernel(x, weight, inside, bias, y, chunk_channels, 
 
     But ``0 * value`` is ``nan`` when ``value`` is infinite or nan, so an input that is not finite could
     make a neighbouring output, which does not read it, ``nan``: that output is then not finite, nan stays
-    nan through the epilogue, and ``nonfinite[k]`` counts chunk ``k``'s outputs that are not finite
-    (``nonfinite``: one entry per chunk of ``chunk_channels`` channels); the caller computes the batch again
+    nan through the epilogue, and ``nonfinite[task]`` counts the task's outputs that are not finite (one
+    entry per task: chunks of ``chunk_channels`` channels times groups of ``group_images`` images, the
+    chunk ``task // groups``); the caller computes the batch again
     with the channels-last kernel when any is (rare: only a batch with an infinite or nan input, or one
     that overflows, pays twice).
 

@@ -1185,7 +1185,7 @@ def test_across_channels_forward_is_chosen_for_batches_of_small_same_planes_at_s
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("x_shape, padding, dilation", [
     ((32, 5, 12, 12), 1, 1),                        # the smallest plane and batch of the larger planes
-    ((33, 3, 16, 16), 1, 1),                        # the largest plane, an image past a group of images
+    ((33, 3, 16, 16), 1, 1),                        # the largest plane, a last group of fewer images
     ((32, 4, 14, 13), 2, 2),                        # dilation 2, a plane that is not square
 ])
 def test_across_channels_forward_and_input_gradient_on_larger_planes(x_shape, padding, dilation, dtype, rng,
@@ -1208,6 +1208,26 @@ def test_across_channels_forward_and_input_gradient_on_larger_planes(x_shape, pa
     with monkeypatch.context() as patch:
         patch.setattr(D, "_use_across_channels_forward", lambda geometry: False)
         np.testing.assert_array_equal(grad_x, D._backward_input(grad_out, weight, geometry))
+
+
+def test_across_channels_forward_does_not_depend_on_its_chunks_groups_or_threads(rng, restore_numba_threads):
+    """Each output is its own sum from zero, so how the channels and images are cut into tasks (which
+    depends on the thread count) leaves the bits alone."""
+    x = rng.standard_normal((35, 7, 12, 12)).astype(np.float32)
+    weight = rng.standard_normal((7, 1, 3, 3)).astype(np.float32)
+    inside, nothing = D._taps_inside_plane(12, 12, 3, 3, 1, 1, 1, 1), np.empty(0, dtype=np.float32)
+    results = []
+    for chunk_channels, group_images in [(1, 1), (3, 4), (7, 35), (2, 6)]:
+        tasks = -(-7 // chunk_channels) * -(-35 // group_images)
+        y, nonfinite = np.empty_like(x), np.empty(tasks, dtype=np.int64)
+        D._forward_across_channels_kernel(x, weight, inside, nothing, y, chunk_channels, group_images, 1, 1, 1, 1,
+                                          nothing, nothing, -np.inf, np.inf, False, nonfinite)
+        assert not nonfinite.any()
+        results.append(y)
+    for result in results[1:]:
+        np.testing.assert_array_equal(result, results[0])
+    assert_same_bits_on_one_and_all_threads(lambda: depthwise_conv2d_forward(x, weight, padding=1))
+    np.testing.assert_array_equal(depthwise_conv2d_forward(x, weight, padding=1), results[0])
 
 
 def test_across_channels_forward_on_larger_planes_recomputes_a_batch_that_is_not_finite(rng, kernel_calls,
