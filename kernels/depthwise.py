@@ -171,7 +171,7 @@ ACROSS_CHANNELS_MIN_IMAGES = 16
 #: (:func:`_use_across_channels_forward`)
 ACROSS_CHANNELS_MAX_PIXELS = 16 * 16
 ACROSS_CHANNELS_MIN_IMAGES_FORWARD = 32
-#: the across-channels forward takes whole channels of about this many values per iteration, for all
+#: the across-channels forward takes whole channels of about this many values per task, for a group of
 #: images (its table of taps, one row per tap, stays in cache)
 ACROSS_CHANNELS_RUN = 1024
 #: the across-channels weight gradient takes whole channels of about this many values per iteration (its
@@ -647,7 +647,8 @@ def _across_channels_arguments(geometry, ph=None, pw=None):
     """``(inside, chunk_channels, group_images, tasks)`` for :func:`_forward_across_channels_kernel` on
     ``geometry``'s input, with its padding or the given ``ph, pw`` (the input gradient's): the taps inside
     the plane (:func:`_taps_inside_plane`); whole channels of about :data:`ACROSS_CHANNELS_RUN` values per
-    task, and the images in groups so that each thread has ``MIN_TASKS_PER_THREAD`` tasks; how many tasks."""
+    task, and the images in groups so that each thread has ``MIN_TASKS_PER_THREAD`` tasks where the batch
+    allows (a group of one image at least); how many tasks."""
     N, C, H, W = geometry.input_shape
     (kH, kW), (dh, dw) = geometry.kernel_size, geometry.dilation
     if ph is None:
